@@ -1,0 +1,71 @@
+"""The ASGI entry point: /v1/ on the hop-free fast path, everything else through Django.
+
+It also owns the process lifecycle: at start-up it loads the snapshot and
+starts the background refreshers; at shutdown it stops them and closes the
+pooled upstream clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
+django_app = get_asgi_application()
+
+from gateway import invalidation, refresh  # noqa: E402 - Django must be set up first
+from gateway.fastpath import FastPath, Receive, Scope, Send  # noqa: E402
+from gateway.relay import clients  # noqa: E402
+from gateway.snapshot import store  # noqa: E402
+
+
+class Portico:
+    def __init__(self) -> None:
+        self.fast = FastPath(django_app)
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def startup(self) -> None:
+        if self.tasks:
+            return
+        invalidation.serve_from(asyncio.get_running_loop())
+        self.tasks = refresh.start(store)
+        await store.reload()
+
+    async def shutdown(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks = []
+        await refresh.flush_key_use()
+        await clients.aclose()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http" and scope["path"].startswith("/v1/"):
+            if not self.tasks:  # a server that sends no lifespan events
+                await self.startup()
+            await self.fast(scope, receive, send)
+        elif kind == "lifespan":
+            await self.lifespan(receive, send)
+        else:
+            await django_app(scope, receive, send)
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:  # noqa: BLE001 - reported to the server, which refuses to start
+                    await send({"type": "lifespan.startup.failed", "message": f"{exc.__class__.__name__}: {exc}"})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+application = Portico()

@@ -1,0 +1,139 @@
+"""Serving /v1/ without a thread hop per request.
+
+Django's ASGIHandler sends `request_started`/`request_finished` to their
+synchronous receivers and closes each response, each through `sync_to_async`:
+three hops to a worker thread per request, which cap a 2-core machine at a
+quarter of what the event loop alone can do. The OpenAI surface touches no
+database (it reads the in-memory snapshot), so it needs none of that
+bookkeeping: this handler resolves the URL, builds the request, awaits the
+async Ninja view and writes the response straight to the ASGI channel. Any
+path whose view is not a coroutine (the API docs, the admin) goes to Django's
+own handler untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.urls import Resolver404, ResolverMatch, get_resolver
+
+from gateway.errors import BodyTooLarge, NotFound, PorticoError
+
+logger = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived."""
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"The request body is larger than the {limit} bytes this server accepts.")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id" and 0 < len(value) <= 200:
+            return value.decode("latin-1")
+    return f"req_{uuid.uuid4().hex}"
+
+
+def _headers(response: HttpResponseBase, request_id: str) -> list[tuple[bytes, bytes]]:
+    headers = [(name.encode("latin-1"), str(value).encode("latin-1")) for name, value in response.items()]
+    headers.append((b"x-request-id", request_id.encode("latin-1")))
+    return headers
+
+
+async def send_response(response: HttpResponseBase, send: Send, request_id: str) -> None:
+    headers = _headers(response, request_id)
+    if isinstance(response, StreamingHttpResponse):
+        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        async for chunk in response:  # type: ignore[attr-defined]
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    assert isinstance(response, HttpResponse)
+    body = response.content
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(exc: PorticoError, send: Send, request_id: str) -> None:
+    response = HttpResponse(exc.to_json(), status=exc.status, content_type="application/json")
+    for name, value in exc.headers.items():
+        response[name] = value
+    await send_response(response, send, request_id)
+
+
+class FastPath:
+    """ASGI app for /v1/: async Ninja views with no hop, everything else to `fallback`."""
+
+    def __init__(self, fallback: ASGIApp) -> None:
+        self.fallback = fallback
+        self.max_body = settings.PORTICO_MAX_BODY_BYTES
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            match = get_resolver().resolve(scope["path"])
+        except Resolver404:
+            match = None
+        if match is not None and not asyncio.iscoroutinefunction(match.func):
+            await self.fallback(scope, receive, send)
+            return
+        request_id = _request_id(scope)
+        try:
+            body = await read_body(receive, self.max_body)
+        except ClientGone:
+            return
+        except BodyTooLarge as exc:
+            await send_error(exc, send, request_id)
+            return
+        if match is None:
+            await send_error(NotFound(f"Invalid URL ({scope['method']} {scope['path']})"), send, request_id)
+            return
+        serving = asyncio.ensure_future(self._serve(scope, body, match, send, request_id))
+        watching = asyncio.ensure_future(receive())
+        await asyncio.wait((serving, watching), return_when=asyncio.FIRST_COMPLETED)
+        if serving.done():
+            watching.cancel()
+            serving.result()
+            return
+        # The client went away: cancelling the view closes the upstream request with it.
+        serving.cancel()
+        try:
+            await serving
+        except asyncio.CancelledError:
+            pass
+
+    async def _serve(self, scope: Scope, body: bytes, match: ResolverMatch, send: Send, request_id: str) -> None:
+        request = ASGIRequest(scope, io.BytesIO(body))
+        request.resolver_match = match
+        request.request_id = request_id  # type: ignore[attr-defined]
+        response = await match.func(request, *match.args, **match.kwargs)
+        await send_response(response, send, request_id)

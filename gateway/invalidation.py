@@ -1,0 +1,51 @@
+"""Tells every Portico process that keys, tenants, providers or routes changed.
+
+Connected to the models' change signals in `gateway.apps`: the admin, the CLI
+and services all save through the ORM, so the signals catch every change
+without each caller having to remember. The message is sent only once the
+transaction commits, so no process reloads before the change is visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db import transaction
+from redis.exceptions import RedisError
+
+from gateway.snapshot import channel, store, version_key
+
+logger = logging.getLogger(__name__)
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def serve_from(loop: asyncio.AbstractEventLoop) -> None:
+    """Remember the server's event loop, so changes made in this process reload it at once."""
+    global _loop  # noqa: PLW0603 - one loop per server process, set once at start-up
+    _loop = loop
+
+
+def publish() -> None:
+    if _loop is not None and not _loop.is_closed():
+        _loop.call_soon_threadsafe(store.mark_stale)
+    if settings.REDIS_URL:
+        try:
+            client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+            with client.pipeline() as pipe:
+                pipe.incr(version_key())
+                pipe.publish(channel(), b"changed")
+                pipe.execute()
+            client.close()
+        except RedisError:
+            logger.error(
+                "could not announce a change through Redis; other processes see it within "
+                "PORTICO_SNAPSHOT_POLL seconds of Redis returning"
+            )
+
+
+def on_change(**_: Any) -> None:
+    transaction.on_commit(publish)

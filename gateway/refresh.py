@@ -1,0 +1,111 @@
+"""Background loops of a server process: snapshot refresh and last-used bookkeeping.
+
+Started from the ASGI lifespan (or lazily by the first request when a server
+does not send lifespan events) and cancelled at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+import redis.asyncio as aioredis
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import DatabaseError, connections
+from redis.exceptions import RedisError
+
+from gateway.snapshot import SnapshotStore, channel, version_key
+from tenants.facade import record_key_use
+
+logger = logging.getLogger(__name__)
+_RETRY = 1.0
+
+
+class KeyUseLog:
+    """Last-used times of keys, kept in memory and written in batches off the request path."""
+
+    def __init__(self) -> None:
+        self._pending: dict[int, datetime] = {}
+
+    def touch(self, key_id: int) -> None:
+        self._pending[key_id] = datetime.now(UTC)
+
+    def take(self) -> dict[int, datetime]:
+        pending, self._pending = self._pending, {}
+        return pending
+
+
+key_use = KeyUseLog()
+
+
+def _flush_key_use(pending: dict[int, datetime]) -> None:
+    try:
+        record_key_use(last_used=pending)
+    finally:
+        connections.close_all()
+
+
+async def flush_key_use_forever() -> None:
+    while True:
+        await asyncio.sleep(settings.PORTICO_LAST_USED_FLUSH)
+        await flush_key_use()
+
+
+async def flush_key_use() -> None:
+    pending = key_use.take()
+    if not pending:
+        return
+    try:
+        await sync_to_async(_flush_key_use, thread_sensitive=False)(pending)
+    except DatabaseError:
+        logger.warning("could not store last-used times of %d key(s); will retry", len(pending))
+        for key_id, when in pending.items():
+            key_use._pending.setdefault(key_id, when)
+
+
+async def _reload_quietly(store: SnapshotStore) -> None:
+    try:
+        await store.reload()
+    except DatabaseError:
+        # Keep serving the last good snapshot; a database outage must not stop the gateway.
+        logger.exception("snapshot reload failed; serving the previous snapshot")
+
+
+async def refresh_without_redis(store: SnapshotStore) -> None:
+    while True:
+        await store.wait_stale(settings.PORTICO_SNAPSHOT_TTL)
+        await _reload_quietly(store)
+
+
+async def refresh_with_redis(store: SnapshotStore) -> None:
+    """Reload on every invalidation message; poll the version key as a safety net."""
+    seen: bytes | None = None
+    while True:
+        client = aioredis.from_url(settings.REDIS_URL)
+        try:
+            async with client.pubsub() as pubsub:
+                await pubsub.subscribe(channel())
+                seen = await client.get(version_key())
+                await _reload_quietly(store)  # anything missed while unsubscribed
+                while True:
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=settings.PORTICO_SNAPSHOT_POLL
+                    )
+                    version = await client.get(version_key())
+                    if message is not None or version != seen or store._stale.is_set():
+                        seen = version
+                        await _reload_quietly(store)
+        except (RedisError, OSError):
+            logger.warning("lost Redis for snapshot invalidation; falling back to TTL reloads until it returns")
+            await _reload_quietly(store)
+            await asyncio.sleep(_RETRY)
+        finally:
+            await client.aclose()
+
+
+def start(store: SnapshotStore) -> list[asyncio.Task[None]]:
+    refresher = refresh_with_redis if settings.REDIS_URL else refresh_without_redis
+    loop = asyncio.get_running_loop()
+    return [loop.create_task(refresher(store)), loop.create_task(flush_key_use_forever())]

@@ -1,0 +1,43 @@
+"""Server-sent events: splitting an upstream byte stream into events, and framing ours."""
+
+from __future__ import annotations
+
+DONE = b"data: [DONE]\n\n"
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+STREAM_CONTENT_TYPE = "text/event-stream; charset=utf-8"
+
+
+def frame(data: bytes) -> bytes:
+    return b"data: " + data + b"\n\n"
+
+
+class EventSplitter:
+    """Feed raw bytes as they arrive; get back the `data` of every event completed so far.
+
+    Events end with a blank line; lines may end in CRLF or LF. Comments, `event:`,
+    `id:` and `retry:` lines are dropped: an OpenAI stream carries all it says in `data`.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        buffer = self._buffer + chunk
+        carry = b""
+        if b"\r" in buffer:
+            if buffer.endswith(b"\r"):
+                # Possibly the first half of a CRLF still in flight: keep it for the next chunk.
+                buffer, carry = buffer[:-1], b"\r"
+            buffer = buffer.replace(b"\r\n", b"\n")
+        *complete, rest = buffer.split(b"\n\n")
+        self._buffer = rest + carry
+        events = []
+        for block in complete:
+            data = [line[5:].removeprefix(b" ") for line in block.split(b"\n") if line.startswith(b"data:")]
+            if data:
+                events.append(b"\n".join(data))
+        return events
+
+    @property
+    def pending(self) -> bytes:
+        return self._buffer

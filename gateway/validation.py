@@ -1,0 +1,263 @@
+"""Checks OpenAI makes on a chat request before any model sees it, with OpenAI's wording.
+
+Only what OpenAI itself rejects is rejected; every other field passes through
+untouched, unknown ones included, so new upstream parameters work on day one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.errors import InvalidRequest
+
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+_TYPE_NAMES = {str: "a string", bool: "a boolean", dict: "an object", list: "an array"}
+_PART_TYPES = {
+    "user": ("text", "image_url", "input_audio", "file"),
+    "system": ("text",),
+    "developer": ("text",),
+    "assistant": ("text", "refusal"),
+    "tool": ("text",),
+}
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a decimal"
+    return _TYPE_NAMES.get(type(value), "an unsupported value")
+
+
+def _type_error(param: str, expected: str, value: Any) -> InvalidRequest:
+    return InvalidRequest(
+        f"Invalid type for '{param}': expected {expected}, but got {_kind(value)} instead.",
+        param=param,
+        code="invalid_type",
+    )
+
+
+def _number(body: dict[str, Any], param: str, low: float, high: float) -> None:
+    value = body.get(param)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _type_error(param, "a decimal", value)
+    if value < low:
+        raise InvalidRequest(
+            f"Invalid '{param}': decimal below minimum value. Expected a value >= {low:g}, but got {value:g} instead.",
+            param=param,
+            code="decimal_below_min_value",
+        )
+    if value > high:
+        raise InvalidRequest(
+            f"Invalid '{param}': decimal above maximum value. Expected a value <= {high:g}, but got {value:g} instead.",
+            param=param,
+            code="decimal_above_max_value",
+        )
+
+
+def _integer(body: dict[str, Any], param: str, low: int, high: int | None = None) -> None:
+    value = body.get(param)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _type_error(param, "an integer", value)
+    if value < low:
+        raise InvalidRequest(
+            f"Invalid '{param}': integer below minimum value. Expected a value >= {low}, but got {value} instead.",
+            param=param,
+            code="integer_below_min_value",
+        )
+    if high is not None and value > high:
+        raise InvalidRequest(
+            f"Invalid '{param}': integer above maximum value. Expected a value <= {high}, but got {value} instead.",
+            param=param,
+            code="integer_above_max_value",
+        )
+
+
+def _typed(body: dict[str, Any], param: str, kind: type) -> None:
+    value = body.get(param)
+    if value is not None and not isinstance(value, kind):
+        raise _type_error(param, _TYPE_NAMES[kind], value)
+
+
+def _missing(param: str) -> InvalidRequest:
+    return InvalidRequest(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
+
+
+def _invalid_value(param: str, value: Any, allowed: tuple[str, ...]) -> InvalidRequest:
+    choices = ", ".join(f"'{item}'" for item in allowed[:-1]) + f", and '{allowed[-1]}'"
+    return InvalidRequest(
+        f"Invalid value: '{value}'. Supported values are: {choices}.", param=param, code="invalid_value"
+    )
+
+
+def _content(message: dict[str, Any], role: str, where: str) -> None:
+    content = message.get("content")
+    param = f"{where}.content"
+    if content is None:
+        needs_content = role in ("user", "system", "developer", "tool") or (
+            role == "assistant" and not message.get("tool_calls") and not message.get("function_call")
+        )
+        if needs_content and "content" not in message:
+            raise _missing(param)
+        if needs_content and role != "assistant":
+            raise _type_error(param, "one of a string or array of objects", content)
+        return
+    if isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise _type_error(param, "one of a string or array of objects", content)
+    allowed = _PART_TYPES.get(role, ("text",))
+    for index, part in enumerate(content):
+        _part(part, allowed, f"{param}[{index}]")
+
+
+def _part(part: Any, allowed: tuple[str, ...], param: str) -> None:
+    if not isinstance(part, dict):
+        raise _type_error(param, "an object", part)
+    kind = part.get("type")
+    if kind is None:
+        raise _missing(f"{param}.type")
+    if kind not in allowed:
+        raise (
+            _invalid_value(f"{param}.type", kind, allowed)
+            if len(allowed) > 1
+            else InvalidRequest(
+                f"Invalid value: '{kind}'. Supported values are: '{allowed[0]}'.",
+                param=f"{param}.type",
+                code="invalid_value",
+            )
+        )
+    if kind == "text" and not isinstance(part.get("text"), str):
+        raise (
+            _missing(f"{param}.text") if "text" not in part else _type_error(f"{param}.text", "a string", part["text"])
+        )
+    if kind == "image_url":
+        image = part.get("image_url")
+        if not isinstance(image, dict) or not isinstance(image.get("url"), str):
+            raise _missing(f"{param}.image_url.url")
+
+
+def _message(message: Any, index: int) -> None:
+    where = f"messages[{index}]"
+    if not isinstance(message, dict):
+        raise _type_error(where, "an object", message)
+    role = message.get("role")
+    if role is None:
+        raise _missing(f"{where}.role")
+    if role not in ROLES:
+        raise _invalid_value(f"{where}.role", role, ROLES)
+    _content(message, role, where)
+    if role == "tool" and not isinstance(message.get("tool_call_id"), str):
+        raise _missing(f"{where}.tool_call_id")
+    if role == "function" and not isinstance(message.get("name"), str):
+        raise _missing(f"{where}.name")
+    tool_calls = message.get("tool_calls")
+    if tool_calls is not None and not isinstance(tool_calls, list):
+        raise _type_error(f"{where}.tool_calls", "an array", tool_calls)
+
+
+def _stop(body: dict[str, Any]) -> None:
+    stop = body.get("stop")
+    if stop is None or isinstance(stop, str):
+        return
+    if not isinstance(stop, list) or not all(isinstance(item, str) for item in stop):
+        raise _type_error("stop", "one of a string or array of strings", stop)
+    if len(stop) > 4:
+        raise InvalidRequest(
+            f"Invalid 'stop': array too long. Expected an array with maximum length 4, but got an array with length {len(stop)} instead.",  # noqa: E501
+            param="stop",
+            code="array_above_max_length",
+        )
+
+
+def _tools(body: dict[str, Any]) -> None:
+    tools = body.get("tools")
+    if tools is None:
+        return
+    if not isinstance(tools, list):
+        raise _type_error("tools", "an array", tools)
+    for index, tool in enumerate(tools):
+        if not isinstance(tool, dict):
+            raise _type_error(f"tools[{index}]", "an object", tool)
+        if tool.get("type", "function") == "function":
+            function = tool.get("function")
+            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+                raise _missing(
+                    f"tools[{index}].function.name" if isinstance(function, dict) else f"tools[{index}].function"
+                )
+
+
+def _response_format(body: dict[str, Any]) -> None:
+    response_format = body.get("response_format")
+    if response_format is None:
+        return
+    if not isinstance(response_format, dict):
+        raise _type_error("response_format", "an object", response_format)
+    kind = response_format.get("type")
+    if kind not in ("text", "json_object", "json_schema"):
+        raise _invalid_value("response_format.type", kind, ("text", "json_object", "json_schema"))
+    if kind == "json_schema" and not isinstance(response_format.get("json_schema"), dict):
+        raise _missing("response_format.json_schema")
+
+
+def validate_chat_request(body: dict[str, Any]) -> None:
+    """Raise InvalidRequest, naming the parameter, for anything OpenAI would refuse."""
+    model = body.get("model")
+    if model is None:
+        raise _missing("model")
+    if not isinstance(model, str):
+        raise _type_error("model", "a string", model)
+    messages = body.get("messages")
+    if messages is None:
+        raise _missing("messages")
+    if not isinstance(messages, list):
+        raise _type_error("messages", "an array", messages)
+    if not messages:
+        raise InvalidRequest(
+            "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+            param="messages",
+            code="empty_array",
+        )
+    for index, message in enumerate(messages):
+        _message(message, index)
+    _number(body, "temperature", 0, 2)
+    _number(body, "top_p", 0, 1)
+    _number(body, "presence_penalty", -2, 2)
+    _number(body, "frequency_penalty", -2, 2)
+    _integer(body, "n", 1, 128)
+    _integer(body, "max_tokens", 1)
+    _integer(body, "max_completion_tokens", 1)
+    _integer(body, "top_logprobs", 0, 20)
+    _integer(body, "seed", -(2**63), 2**63 - 1)
+    _typed(body, "stream", bool)
+    _typed(body, "logprobs", bool)
+    _typed(body, "user", str)
+    _typed(body, "logit_bias", dict)
+    _typed(body, "metadata", dict)
+    _stop(body)
+    _tools(body)
+    _response_format(body)
+    stream_options = body.get("stream_options")
+    if stream_options is not None:
+        if not isinstance(stream_options, dict):
+            raise _type_error("stream_options", "an object", stream_options)
+        if not body.get("stream"):
+            raise InvalidRequest(
+                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                param="stream_options",
+                code="invalid_value",
+            )
+    if body.get("top_logprobs") is not None and not body.get("logprobs"):
+        raise InvalidRequest(
+            "Invalid value for 'top_logprobs': 'logprobs' must be set to true when 'top_logprobs' is used.",
+            param="top_logprobs",
+            code="invalid_value",
+        )

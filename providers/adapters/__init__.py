@@ -1,0 +1,17 @@
+"""The registry of provider kinds. A new kind is one adapter module and one line here."""
+
+from __future__ import annotations
+
+from providers.adapters.base import Adapter
+from providers.adapters.mock import MockAdapter
+from providers.adapters.openai import OpenAIAdapter
+
+ADAPTERS: dict[str, Adapter] = {adapter.kind: adapter for adapter in (OpenAIAdapter(), MockAdapter())}
+
+
+def adapter_for(kind: str) -> Adapter:
+    return ADAPTERS[kind]
+
+
+def kind_choices() -> list[tuple[str, str]]:
+    return [(kind, adapter.label) for kind, adapter in ADAPTERS.items()]

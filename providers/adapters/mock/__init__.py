@@ -1,0 +1,23 @@
+"""The built-in mock provider: answers in-process, deterministically, with no credentials.
+
+It speaks OpenAI's wire format through an in-process httpx transport, so every
+request to it takes exactly the path a real upstream request takes. It echoes
+the last user message, streams it word by word, and reports usage (one token
+per whitespace-separated word), which makes the quickstart demo and the
+gateway's own tests independent of any outside service.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from providers.adapters.mock.answers import mock_handler
+from providers.adapters.openai import OpenAIAdapter
+
+
+class MockAdapter(OpenAIAdapter):
+    kind = "mock"
+    label = "Mock (built-in, echoes the last user message)"
+
+    def transport(self) -> httpx.AsyncBaseTransport | None:
+        return httpx.MockTransport(mock_handler)

@@ -1,0 +1,105 @@
+"""What the mock provider answers: OpenAI-shaped bodies and streams, computed from the request."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+
+MOCK_MODELS = ("mock-echo",)
+_CREATED = 1_767_225_600  # fixed, so answers are reproducible
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return ""
+
+
+def _reply(body: dict[str, Any]) -> str:
+    messages = body.get("messages") or []
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return _text_of(message.get("content")) or "(empty message)"
+    return "Hello from Portico's mock provider."
+
+
+def _usage(body: dict[str, Any], reply: str) -> dict[str, int]:
+    prompt = sum(len(_text_of(m.get("content")).split()) for m in body.get("messages") or [] if isinstance(m, dict))
+    completion = len(reply.split())
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _completion(body: dict[str, Any], reply: str, request_id: str) -> dict[str, Any]:
+    choices = [
+        {
+            "index": index,
+            "message": {"role": "assistant", "content": reply, "refusal": None, "annotations": []},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+        for index in range(int(body.get("n") or 1))
+    ]
+    return {
+        "id": request_id,
+        "object": "chat.completion",
+        "created": _CREATED,
+        "model": body.get("model"),
+        "choices": choices,
+        "usage": _usage(body, reply),
+        "system_fingerprint": "fp_portico_mock",
+    }
+
+
+async def _stream(body: dict[str, Any], reply: str, request_id: str) -> AsyncIterator[bytes]:
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    base = {"id": request_id, "object": "chat.completion.chunk", "created": _CREATED, "model": body.get("model")}
+    extra = {"usage": None} if include_usage else {}
+
+    def event(delta: dict[str, Any], finish: str | None) -> bytes:
+        chunk = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], **extra}
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    yield event({"role": "assistant", "content": ""}, None)
+    for position, word in enumerate(reply.split()):
+        yield event({"content": word if position == 0 else " " + word}, None)
+    yield event({}, "stop")
+    if include_usage:
+        yield b"data: " + orjson.dumps({**base, "choices": [], "usage": _usage(body, reply)}) + b"\n\n"
+    yield b"data: [DONE]\n\n"
+
+
+async def mock_handler(request: httpx.Request) -> httpx.Response:
+    path = request.url.path
+    if request.method == "GET" and path.endswith("/models"):
+        data = [{"id": name, "object": "model", "created": _CREATED, "owned_by": "portico"} for name in MOCK_MODELS]
+        return httpx.Response(200, json={"object": "list", "data": data})
+    if request.method == "POST" and path.endswith("/chat/completions"):
+        body = orjson.loads(await request.aread())
+        reply = _reply(body)
+        request_id = f"chatcmpl-mock{time.monotonic_ns():x}"
+        if body.get("stream"):
+            return httpx.Response(
+                200, headers={"content-type": "text/event-stream"}, content=_stream(body, reply, request_id)
+            )
+        return httpx.Response(
+            200,
+            content=orjson.dumps(_completion(body, reply, request_id)),
+            headers={"content-type": "application/json"},
+        )
+    return httpx.Response(
+        404,
+        json={
+            "error": {
+                "message": f"Unknown path {path}",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "unknown_url",
+            }
+        },
+    )

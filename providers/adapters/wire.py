@@ -1,0 +1,86 @@
+"""Small pieces of OpenAI's wire format that several adapters share."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from providers.adapters.base import UpstreamFailure
+
+# Upstream status -> (status Portico answers with, OpenAI error type).
+_STATUS_MAP: dict[int, tuple[int, str]] = {
+    400: (400, "invalid_request_error"),
+    404: (404, "invalid_request_error"),
+    409: (409, "invalid_request_error"),
+    413: (413, "invalid_request_error"),
+    422: (400, "invalid_request_error"),
+    429: (429, "rate_limit_error"),
+    500: (502, "api_error"),
+    502: (502, "api_error"),
+    503: (503, "api_error"),
+    504: (504, "api_error"),
+    529: (503, "api_error"),
+}
+_PASSED_HEADERS = ("retry-after", "retry-after-ms")
+
+
+def rewrite_model(payload: bytes, upstream_model: str, public_model: str) -> bytes:
+    """Replace the upstream model name with the public id in a compact or spaced JSON object.
+
+    A byte replace is safe here: inside a JSON string every quote is escaped, so
+    `"model":"x"` can only match the key itself. It saves a parse and a dump per chunk.
+    """
+    if upstream_model == public_model:
+        return payload
+    old = orjson.dumps(upstream_model)
+    new = orjson.dumps(public_model)
+    return payload.replace(b'"model":' + old, b'"model":' + new, 1).replace(b'"model": ' + old, b'"model": ' + new, 1)
+
+
+def openai_failure(status: int, payload: bytes, headers: Any, *, secret: str = "") -> UpstreamFailure:
+    """An OpenAI-style upstream error answer, mapped to what Portico tells its client."""
+    passed = {name: headers[name] for name in _PASSED_HEADERS if name in headers}
+    if status in (401, 403):
+        # The upstream refused *Portico's* credential: the client can do nothing about it,
+        # and the upstream's message may quote part of that credential.
+        return UpstreamFailure(
+            status=502,
+            message="The upstream provider refused the gateway's credentials; an operator must check the provider.",
+            type="api_error",
+            code="upstream_auth_error",
+            headers=passed,
+        )
+    mapped_status, default_type = _STATUS_MAP.get(status, (502 if status >= 500 else 400, "api_error"))
+    error = _error_object(payload)
+    message = str(error.get("message") or f"The upstream provider answered with HTTP {status}.")
+    if secret:
+        message = message.replace(secret, "[redacted]")
+    if mapped_status >= 500:
+        message = f"The upstream provider failed: {message}"
+    code = error.get("code")
+    param = error.get("param")
+    return UpstreamFailure(
+        status=mapped_status,
+        message=message,
+        type=str(error.get("type") or default_type) if mapped_status < 500 else default_type,
+        code=str(code) if code is not None else None,
+        param=str(param) if param is not None else None,
+        headers=passed,
+    )
+
+
+def _error_object(payload: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return {}
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict):
+            return error
+        if isinstance(error, str):
+            return {"message": error}
+        if isinstance(body.get("message"), str):
+            return {"message": body["message"]}
+    return {}

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.utils import timezone
+
+from providers.adapters import kind_choices
+
+
+class Provider(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    kind = models.CharField(max_length=32, choices=kind_choices, default="openai")
+    base_url = models.URLField(
+        max_length=500, blank=True, help_text="e.g. https://api.openai.com/v1 or http://vllm:8000/v1"
+    )
+    # Fernet token, see providers/credentials.py; never shown back in the admin.
+    credential_encrypted = models.TextField(blank=True, editable=False)
+    connect_timeout = models.FloatField(default=5.0, validators=[MinValueValidator(0.1)], help_text="Seconds.")
+    read_timeout = models.FloatField(
+        default=120.0, validators=[MinValueValidator(0.1)], help_text="Seconds to wait for each part of the answer."
+    )
+    total_timeout = models.FloatField(
+        default=600.0, validators=[MinValueValidator(0.1)], help_text="Seconds for a whole request, stream included."
+    )
+    extra_headers = models.JSONField(
+        default=dict, blank=True, help_text='Sent on every upstream call, e.g. {"OpenAI-Organization": "org-…"}.'
+    )
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def has_credential(self) -> bool:
+        return bool(self.credential_encrypted)
+
+
+class ModelRoute(models.Model):
+    public_id = models.CharField(max_length=200, unique=True, help_text="The model id tenants send, e.g. 'gpt-4o'.")
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="routes")
+    upstream_model = models.CharField(max_length=200, help_text="The model name the provider expects.")
+    owned_by = models.CharField(max_length=100, default="portico")
+    context_window = models.PositiveIntegerField(null=True, blank=True)
+    max_output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    supports_chat = models.BooleanField(default=True)
+    supports_streaming = models.BooleanField(default=True)
+    supports_tools = models.BooleanField(default=True)
+    supports_vision = models.BooleanField(default=False)
+    supports_json_mode = models.BooleanField(default=True)
+    supports_embeddings = models.BooleanField(default=False)
+    input_price_per_million = models.DecimalField(
+        max_digits=12, decimal_places=6, default=Decimal("0"), help_text="USD per 1M input tokens."
+    )
+    output_price_per_million = models.DecimalField(
+        max_digits=12, decimal_places=6, default=Decimal("0"), help_text="USD per 1M output tokens."
+    )
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["public_id"]
+        verbose_name = "model route"
+
+    def __str__(self) -> str:
+        return self.public_id

@@ -1,0 +1,79 @@
+"""What the hot path may know about tenants and keys: frozen values, no models.
+
+`load_key_grants()` queries the database and is called only when the snapshot
+is rebuilt, never per request; `authenticate()` works on what it returned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from tenants.keys import digest_matches, is_well_formed, key_prefix
+from tenants.models import ApiKey
+from tenants.services import api_keys_mark_used
+
+
+@dataclass(frozen=True, slots=True)
+class KeyGrant:
+    """An active key of an active tenant, as the hot path sees it."""
+
+    key_id: int
+    tenant_id: int
+    tenant_slug: str
+    digest: str
+    expires_at: float | None  # epoch seconds
+    # None means every model; otherwise the public model ids this key may call.
+    allowed_models: frozenset[str] | None
+
+    def may_use(self, model_id: str) -> bool:
+        return self.allowed_models is None or model_id in self.allowed_models
+
+    def __repr__(self) -> str:  # the digest stays out of logs and tracebacks
+        return f"KeyGrant(key_id={self.key_id}, tenant={self.tenant_slug!r})"
+
+
+def load_key_grants() -> dict[str, KeyGrant]:
+    """Every usable key, by prefix. Inactive keys and keys of inactive tenants are left out."""
+    keys = (
+        ApiKey.objects.filter(active=True, tenant__active=True)
+        .select_related("tenant")
+        .prefetch_related("allowed_models", "tenant__allowed_models")
+    )
+    grants: dict[str, KeyGrant] = {}
+    for api_key in keys:
+        tenant_models = {route.public_id for route in api_key.tenant.allowed_models.all()}
+        key_models = {route.public_id for route in api_key.allowed_models.all()}
+        grants[api_key.prefix] = KeyGrant(
+            key_id=api_key.pk,
+            tenant_id=api_key.tenant_id,
+            tenant_slug=api_key.tenant.slug,
+            digest=api_key.digest,
+            expires_at=api_key.expires_at.timestamp() if api_key.expires_at else None,
+            allowed_models=_narrow(tenant_models, key_models),
+        )
+    return grants
+
+
+def _narrow(tenant_models: set[str], key_models: set[str]) -> frozenset[str] | None:
+    if tenant_models and key_models:
+        return frozenset(tenant_models & key_models)
+    if tenant_models or key_models:
+        return frozenset(tenant_models or key_models)
+    return None
+
+
+def authenticate(grants: dict[str, KeyGrant], presented: str, now: float) -> KeyGrant | None:
+    """The grant for a presented key, or None if it is malformed, unknown, wrong, revoked or expired."""
+    if not is_well_formed(presented):
+        return None
+    grant = grants.get(key_prefix(presented))
+    if grant is None or not digest_matches(presented, grant.digest):
+        return None
+    if grant.expires_at is not None and grant.expires_at <= now:
+        return None
+    return grant
+
+
+def record_key_use(*, last_used: dict[int, datetime]) -> None:
+    api_keys_mark_used(last_used=last_used)

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+
+class Tenant(models.Model):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    active = models.BooleanField(default=True, help_text="An inactive tenant's keys are all refused.")
+    allowed_models = models.ManyToManyField(
+        "providers.ModelRoute",
+        blank=True,
+        related_name="+",
+        help_text="Models this tenant may call. Leave empty to allow every active model.",
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ApiKey(models.Model):
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=200, help_text="What this key is for, e.g. 'checkout service, prod'.")
+    prefix = models.CharField(max_length=16, unique=True, editable=False, help_text="The public start of the key.")
+    digest = models.CharField(max_length=64, editable=False)
+    active = models.BooleanField(default=True)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Leave empty for a key that does not expire.")
+    allowed_models = models.ManyToManyField(
+        "providers.ModelRoute",
+        blank=True,
+        related_name="+",
+        help_text="Narrows the tenant's models for this key. Leave empty to allow all of the tenant's models.",
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"

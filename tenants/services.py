@@ -1,0 +1,56 @@
+"""Writes on tenants and their API keys."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from tenants.keys import generate_key, key_digest, key_prefix
+from tenants.models import ApiKey, Tenant
+
+
+def tenant_create(*, name: str, slug: str, allowed_model_ids: Iterable[int] = ()) -> Tenant:
+    tenant = Tenant.objects.create(name=name, slug=slug)
+    tenant.allowed_models.set(list(allowed_model_ids))
+    return tenant
+
+
+@transaction.atomic
+def api_key_create(
+    *,
+    tenant: Tenant,
+    name: str,
+    expires_at: datetime | None = None,
+    allowed_model_ids: Iterable[int] = (),
+) -> tuple[ApiKey, str]:
+    """Create a key and return it with its plaintext, which is never stored and cannot be shown again."""
+    plaintext = generate_key()
+    while ApiKey.objects.filter(prefix=key_prefix(plaintext)).exists():
+        plaintext = generate_key()
+    api_key = ApiKey(tenant=tenant, name=name, expires_at=expires_at)
+    api_key_set_secret(api_key=api_key, plaintext=plaintext)
+    api_key.save()
+    api_key.allowed_models.set(list(allowed_model_ids))
+    return api_key, plaintext
+
+
+def api_key_set_secret(*, api_key: ApiKey, plaintext: str) -> None:
+    """Fill in the stored parts of a freshly generated key (the admin's create form uses this too)."""
+    api_key.prefix = key_prefix(plaintext)
+    api_key.digest = key_digest(plaintext)
+
+
+def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
+    api_key.active = False
+    api_key.revoked_at = timezone.now()
+    api_key.save(update_fields=["active", "revoked_at"])
+    return api_key
+
+
+def api_keys_mark_used(*, last_used: dict[int, datetime]) -> None:
+    """Store last-used times collected in memory; `update()` keeps this out of the change signals."""
+    for key_id, when in last_used.items():
+        ApiKey.objects.filter(pk=key_id).update(last_used_at=when)
