@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from itertools import count
+from typing import Any
+
+from providers.credentials import encrypt_credential
+from providers.models import ModelRoute, Provider
+
+_seq = count(1)
+
+
+def make_provider(*, kind: str = "mock", base_url: str = "", credential: str = "", **fields: Any) -> Provider:
+    fields.setdefault("name", f"provider-{next(_seq)}")
+    return Provider.objects.create(
+        kind=kind, base_url=base_url, credential_encrypted=encrypt_credential(credential), **fields
+    )
+
+
+def make_route(*, provider: Provider | None = None, public_id: str | None = None, **fields: Any) -> ModelRoute:
+    provider = provider or make_provider()
+    public_id = public_id or f"model-{next(_seq)}"
+    fields.setdefault("upstream_model", public_id)
+    return ModelRoute.objects.create(provider=provider, public_id=public_id, **fields)

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import count
+
+from tenants.models import ApiKey, Tenant
+from tenants.services import api_key_create, tenant_create
+
+_seq = count(1)
+
+
+def make_tenant(*, slug: str | None = None, allowed_model_ids: Iterable[int] = ()) -> Tenant:
+    slug = slug or f"tenant-{next(_seq)}"
+    return tenant_create(name=slug.title(), slug=slug, allowed_model_ids=allowed_model_ids)
+
+
+@dataclass
+class IssuedKey:
+    api_key: ApiKey
+    plaintext: str
+
+
+def make_key(
+    *,
+    tenant: Tenant | None = None,
+    name: str = "test key",
+    expires_at: datetime | None = None,
+    allowed_model_ids: Iterable[int] = (),
+) -> IssuedKey:
+    api_key, plaintext = api_key_create(
+        tenant=tenant or make_tenant(), name=name, expires_at=expires_at, allowed_model_ids=allowed_model_ids
+    )
+    return IssuedKey(api_key, plaintext)

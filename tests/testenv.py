@@ -1,0 +1,14 @@
+"""Loaded by pytest before Django (see `addopts`): the test suite runs on the real services.
+
+Postgres and Redis on 127.0.0.1 unless the environment says otherwise; each
+xdist worker gets its own Redis key prefix so parallel runs cannot see each
+other's invalidation messages.
+"""
+
+import os
+
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/portico")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
+os.environ.setdefault("SECRET_KEY", "portico-test-secret-key-not-for-production")
+os.environ.setdefault("PORTICO_DATA_DIR", os.path.join(os.path.dirname(os.path.dirname(__file__)), ".portico-test"))
+os.environ["PORTICO_REDIS_PREFIX"] = f"portico-test-{os.getpid()}-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
