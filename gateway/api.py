@@ -6,13 +6,13 @@ import logging
 from typing import Any
 
 import orjson
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 
 from gateway.auth import api_key_auth
-from gateway.errors import InternalError, InvalidRequest, MethodNotAllowed, ModelNotFound, PorticoError
+from gateway.errors import InternalError, InvalidRequest, ModelNotFound, PorticoError, error_response
 from gateway.relay import chat
 from gateway.snapshot import store
 from gateway.validation import validate_chat_request
@@ -30,13 +30,6 @@ api = NinjaAPI(
 )
 
 
-def error_response(exc: PorticoError) -> HttpResponse:
-    response = HttpResponse(exc.to_json(), status=exc.status, content_type="application/json")
-    for name, value in exc.headers.items():
-        response[name] = value
-    return response
-
-
 @api.exception_handler(PorticoError)
 def _portico_error(request: HttpRequest, exc: PorticoError) -> HttpResponse:
     return error_response(exc)
@@ -44,8 +37,6 @@ def _portico_error(request: HttpRequest, exc: PorticoError) -> HttpResponse:
 
 @api.exception_handler(HttpError)
 def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
-    if exc.status_code == 405:
-        return error_response(MethodNotAllowed(f"Method {request.method} is not allowed on {request.path}."))
     return error_response(PorticoError(str(exc), status=exc.status_code, type="invalid_request_error"))
 
 
@@ -140,7 +131,7 @@ async def retrieve_model(request: HttpRequest, model: str) -> HttpResponse:
 
 
 @api.post("/chat/completions", summary="Create a chat completion")
-async def create_chat_completion(request: HttpRequest) -> HttpResponse:
+async def create_chat_completion(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     body = json_body(request)
     validate_chat_request(body)
     route = await _route(request.auth, body["model"])  # type: ignore[attr-defined]

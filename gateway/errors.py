@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from django.http import HttpResponse
 
 from providers.adapters.base import UpstreamFailure
 
@@ -126,3 +127,11 @@ class UpstreamTimeout(UpstreamError):
 class UpstreamUnreachable(UpstreamError):
     status = 502
     code = "upstream_unreachable"
+
+
+def error_response(exc: PorticoError) -> HttpResponse:
+    """The HTTP answer for an error: its status, OpenAI's body, and any headers it carries (Retry-After)."""
+    response = HttpResponse(exc.to_json(), status=exc.status, content_type="application/json")
+    for name, value in exc.headers.items():
+        response[name] = value
+    return response

@@ -22,10 +22,10 @@ from typing import Any
 
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
-from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.http import HttpResponse, HttpResponseBase, HttpResponseNotAllowed, StreamingHttpResponse
 from django.urls import Resolver404, ResolverMatch, get_resolver
 
-from gateway.errors import BodyTooLarge, NotFound, PorticoError
+from gateway.errors import BodyTooLarge, MethodNotAllowed, NotFound, PorticoError, error_response
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ async def send_response(response: HttpResponseBase, send: Send, request_id: str)
     headers = _headers(response, request_id)
     if isinstance(response, StreamingHttpResponse):
         await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
-        async for chunk in response:  # type: ignore[attr-defined]
+        async for chunk in response:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
         return
@@ -85,10 +85,7 @@ async def send_response(response: HttpResponseBase, send: Send, request_id: str)
 
 
 async def send_error(exc: PorticoError, send: Send, request_id: str) -> None:
-    response = HttpResponse(exc.to_json(), status=exc.status, content_type="application/json")
-    for name, value in exc.headers.items():
-        response[name] = value
-    await send_response(response, send, request_id)
+    await send_response(error_response(exc), send, request_id)
 
 
 class FastPath:
@@ -136,4 +133,9 @@ class FastPath:
         request.resolver_match = match
         request.request_id = request_id  # type: ignore[attr-defined]
         response = await match.func(request, *match.args, **match.kwargs)
+        if isinstance(response, HttpResponseNotAllowed):
+            # Ninja answers a wrong method in plain text; clients of this API expect OpenAI's error shape.
+            error = MethodNotAllowed(f"Method {scope['method']} is not allowed on {scope['path']}.")
+            error.headers["Allow"] = response["Allow"]
+            response = error_response(error)
         await send_response(response, send, request_id)

@@ -109,7 +109,7 @@ CSRF_COOKIE_SECURE = env_bool("PORTICO_BEHIND_TLS_PROXY")
 # Largest request body the OpenAI surface accepts; larger ones get 413.
 PORTICO_MAX_BODY_BYTES = env_int("PORTICO_MAX_BODY_BYTES", 20 * 1024 * 1024, minimum=1024)
 # Without Redis, each process reloads its snapshot of keys and routes this often.
-PORTICO_SNAPSHOT_TTL = env_float("PORTICO_SNAPSHOT_TTL", 1.0, minimum=0.1)
+PORTICO_SNAPSHOT_TTL = env_float("PORTICO_SNAPSHOT_TTL", 0.5, minimum=0.1)
 # With Redis, a safety poll of the snapshot version behind the pub/sub channel.
 PORTICO_SNAPSHOT_POLL = env_float("PORTICO_SNAPSHOT_POLL", 5.0, minimum=0.1)
 # "aiohttp" (default, measured faster under concurrency) or "httpx" (httpx's own pool).

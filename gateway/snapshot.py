@@ -59,17 +59,25 @@ class SnapshotStore:
 
     async def get(self) -> Snapshot:
         snapshot = self.current
-        if snapshot is None:  # only before the first load, e.g. with no lifespan
-            snapshot = await self.reload()
+        if snapshot is None:  # only before the first load, e.g. under a server that sends no lifespan
+            async with self._reload_lock():
+                snapshot = self.current or await self._load()
         return snapshot
 
     async def reload(self) -> Snapshot:
+        async with self._reload_lock():
+            return await self._load()
+
+    def _reload_lock(self) -> asyncio.Lock:
+        # Created on first use so it belongs to the server's event loop, not the importer's.
         if self._lock is None:
             self._lock = asyncio.Lock()
-        async with self._lock:
-            self._stale.clear()
-            self.current = await sync_to_async(build_snapshot, thread_sensitive=False)()
-            return self.current
+        return self._lock
+
+    async def _load(self) -> Snapshot:
+        self._stale.clear()
+        self.current = await sync_to_async(build_snapshot, thread_sensitive=False)()
+        return self.current
 
     def mark_stale(self) -> None:
         """Ask the refresher to rebuild soon; safe to call only from the event loop's thread."""

@@ -36,7 +36,7 @@ def _usage(body: dict[str, Any], reply: str) -> dict[str, int]:
 
 
 def _completion(body: dict[str, Any], reply: str, request_id: str) -> dict[str, Any]:
-    choices = [
+    choices: list[dict[str, Any]] = [
         {
             "index": index,
             "message": {"role": "assistant", "content": reply, "refusal": None, "annotations": []},
