@@ -17,7 +17,7 @@ django_app = get_asgi_application()
 
 from gateway import invalidation, refresh  # noqa: E402 - Django must be set up first
 from gateway.fastpath import FastPath, Receive, Scope, Send  # noqa: E402
-from gateway.relay import clients  # noqa: E402
+from gateway.relay import upstreams  # noqa: E402
 from gateway.snapshot import store  # noqa: E402
 
 
@@ -39,7 +39,7 @@ class Portico:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks = []
         await refresh.flush_key_use()
-        await clients.aclose()
+        await upstreams.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

@@ -14,6 +14,7 @@ own handler untouched.
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import logging
 import uuid
@@ -94,10 +95,12 @@ class FastPath:
     def __init__(self, fallback: ASGIApp) -> None:
         self.fallback = fallback
         self.max_body = settings.PORTICO_MAX_BODY_BYTES
+        # URL resolution walks every pattern with regexes; the /v1/ paths seen are few, so remember them.
+        self._resolve = functools.lru_cache(maxsize=1024)(get_resolver().resolve)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            match = get_resolver().resolve(scope["path"])
+            match = self._resolve(scope["path"])
         except Resolver404:
             match = None
         if match is not None and not asyncio.iscoroutinefunction(match.func):

@@ -18,10 +18,10 @@ from gateway.errors import PorticoError, UpstreamError, UpstreamTimeout, Upstrea
 from gateway.sse import DONE, STREAM_CONTENT_TYPE, STREAM_HEADERS, EventSplitter, frame
 from providers.adapters.base import StreamTranslator
 from providers.facade import RouteInfo
-from providers.http import UpstreamClients, build
+from providers.http import Upstreams
 
 logger = logging.getLogger(__name__)
-clients = UpstreamClients()
+upstreams = Upstreams()
 
 
 def _transport_error(exc: httpx.TransportError, provider: str) -> UpstreamError:
@@ -44,13 +44,13 @@ async def _failure(route: RouteInfo, response: httpx.Response) -> UpstreamError:
 async def chat(route: RouteInfo, body: dict[str, Any]) -> HttpResponse | StreamingHttpResponse:
     provider = route.provider
     adapter = provider.adapter
-    client = clients.get(provider)
-    request = build(client, adapter.chat_request(provider, route.upstream_model, body))
+    upstream = upstreams.get(provider)
+    request = adapter.chat_request(provider, route.upstream_model, body)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + provider.total_timeout
     try:
         async with asyncio.timeout_at(deadline):
-            response = await client.send(request, stream=True)
+            response = await upstream.send(request)
             if response.status_code >= 400:
                 raise await _failure(route, response)
             if body.get("stream"):
