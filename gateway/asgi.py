@@ -10,10 +10,15 @@ from __future__ import annotations
 import asyncio
 import os
 
+from django.conf import settings
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
 django_app = get_asgi_application()
+if settings.PORTICO_SERVE_STATIC:
+    # The admin's CSS and JS, so a single `portico serve` is a complete console; off behind a proxy that serves them.
+    django_app = ASGIStaticFilesHandler(django_app)
 
 from gateway import invalidation, refresh  # noqa: E402 - Django must be set up first
 from gateway.fastpath import FastPath, Receive, Scope, Send  # noqa: E402

@@ -28,8 +28,9 @@ def _raw(name: str) -> str | None:
 
 
 def env_str(name: str, default: str = "") -> str:
+    """An empty value counts as unset: `SECRET_KEY=` must not silently mean an empty secret."""
     value = _raw(name)
-    return default if value is None else value
+    return default if value is None or value == "" else value
 
 
 def env_bool(name: str, default: bool = False) -> bool:

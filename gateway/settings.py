@@ -100,6 +100,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env_str("PORTICO_STATIC_ROOT", str(DATA_DIR / "static")))
+# Portico serves the admin's static files itself unless a proxy in front does.
+PORTICO_SERVE_STATIC = env_bool("PORTICO_SERVE_STATIC", True)
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("PORTICO_BEHIND_TLS_PROXY") else None
 SESSION_COOKIE_SECURE = env_bool("PORTICO_BEHIND_TLS_PROXY")
