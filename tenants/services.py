@@ -27,20 +27,21 @@ def api_key_create(
     allowed_model_ids: Iterable[int] = (),
 ) -> tuple[ApiKey, str]:
     """Create a key and return it with its plaintext, which is never stored and cannot be shown again."""
-    plaintext = generate_key()
-    while ApiKey.objects.filter(prefix=key_prefix(plaintext)).exists():
-        plaintext = generate_key()
     api_key = ApiKey(tenant=tenant, name=name, expires_at=expires_at)
-    api_key_set_secret(api_key=api_key, plaintext=plaintext)
+    plaintext = api_key_issue_secret(api_key=api_key)
     api_key.save()
     api_key.allowed_models.set(list(allowed_model_ids))
     return api_key, plaintext
 
 
-def api_key_set_secret(*, api_key: ApiKey, plaintext: str) -> None:
-    """Fill in the stored parts of a freshly generated key (the admin's create form uses this too)."""
+def api_key_issue_secret(*, api_key: ApiKey) -> str:
+    """Give an unsaved key a fresh secret whose prefix no other key has; return the plaintext."""
+    plaintext = generate_key()
+    while ApiKey.objects.filter(prefix=key_prefix(plaintext)).exists():
+        plaintext = generate_key()
     api_key.prefix = key_prefix(plaintext)
     api_key.digest = key_digest(plaintext)
+    return plaintext
 
 
 def api_key_revoke(*, api_key: ApiKey) -> ApiKey:

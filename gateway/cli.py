@@ -1,0 +1,334 @@
+"""The `portico` command: `quickstart`, `serve`, and every Django management command.
+
+`quickstart` is the embedded default: SQLite under PORTICO_DATA_DIR, no Redis,
+a demo tenant and key and the built-in mock provider, then the server. `serve`
+is the production server and changes nothing. Any other subcommand goes to
+Django's management (`portico migrate`, `portico createkey`, ...).
+
+Django is imported inside the functions, not at the top: the settings module
+has to be chosen before Django loads, and `--help` should not need a database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from tenants.models import Tenant
+
+SETTINGS = "gateway.settings"
+APP = "gateway.asgi:application"
+DEMO_TENANT = "demo"
+DEMO_PROVIDER = "Portico mock"
+DEMO_MODEL = "mock-echo"
+DEMO_PROMPT = "Hello, Portico!"
+
+_DESCRIPTION = """\
+Portico, a multi-tenant OpenAI-compatible LLM gateway.
+
+commands:
+  quickstart    set up the embedded default (SQLite, a demo tenant, key and mock provider) and serve it
+  serve         run the production server (uvicorn); run `portico migrate` first
+
+Every Django management command works too, e.g.:
+  portico migrate                                   create or update the database
+  portico createsuperuser                           add an admin user
+  portico createkey --tenant demo --name laptop     issue an API key (printed once)
+  portico help                                      list all of them
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"}:
+        sys.stdout.write(_DESCRIPTION)
+        return 0
+    if argv[0] in {"quickstart", "serve"}:
+        args = _parser().parse_args(argv)
+        return int(args.run(args))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", SETTINGS)
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line(["portico", *argv])
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="portico", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(required=True, metavar="command")
+    quick = commands.add_parser("quickstart", help="set up the embedded default on first run, then serve")
+    quick.add_argument("--host", default="127.0.0.1")
+    quick.add_argument("--port", type=int, default=8000)
+    quick.set_defaults(run=_quickstart)
+    serve = commands.add_parser("serve", help="run the production server")
+    serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a server in a container listens on every interface
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=_positive, default=1, help="worker processes (default: 1)")
+    serve.add_argument("--access-log", action="store_true", help="log every request (off by default)")
+    serve.set_defaults(run=_serve)
+    return parser
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
+def _setup_django(*, force_settings: bool = False) -> None:
+    if force_settings:
+        os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS
+    else:
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", SETTINGS)
+    import django
+    from django.apps import apps
+
+    if not apps.ready:
+        django.setup()
+
+
+# --- serve -------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    _setup_django()
+    from django.db import connections
+
+    problem = database_problem()
+    if problem:
+        sys.stderr.write(problem + "\n")
+        return 1
+    connections.close_all()  # the server's threads open their own
+    return run_server(APP, host=args.host, port=args.port, workers=args.workers, access_log=args.access_log)
+
+
+def database_problem() -> str | None:
+    """Why the server cannot start on this database, or None if it is reachable and migrated."""
+    from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+    from django.db.migrations.executor import MigrationExecutor
+
+    try:
+        executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
+        pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    except DatabaseError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        return f"Cannot reach the database ({_where()}): {first_line}\nCheck DATABASE_URL."
+    if pending:
+        return (
+            f"The database ({_where()}) is missing {len(pending)} migration(s).\n"
+            "Run `portico migrate` first (once per upgrade), then `portico serve` again."
+        )
+    return None
+
+
+def _where() -> str:
+    """The database, described without its credentials."""
+    from django.db import connection
+
+    name = connection.settings_dict["NAME"]
+    if connection.vendor == "sqlite":
+        return f"SQLite file {name}"
+    host = connection.settings_dict.get("HOST") or "localhost"
+    return f"{connection.vendor} database {name!s} on {host}"
+
+
+def run_server(app: str, *, host: str, port: int, workers: int, access_log: bool) -> int:
+    """uvicorn as Portico runs in production; `app` is an import string, which several workers need."""
+    import uvicorn
+
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=access_log,
+        proxy_headers=True,
+    )
+    return 0
+
+
+# --- quickstart --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Demo:
+    """What quickstart set up; the secrets are there only on the run that created them."""
+
+    admin_password: str | None
+    key_plaintext: str | None
+
+
+def _quickstart(args: argparse.Namespace) -> int:
+    out = sys.stdout
+    _setup_django(force_settings=True)
+    prepare_database(out)
+    demo = quickstart_setup(out)
+    out.write(instructions(demo, host=args.host, port=args.port))
+    out.flush()
+    from django.db import connections
+
+    connections.close_all()  # the server's threads open their own
+    return run_server(APP, host=args.host, port=args.port, workers=1, access_log=False)
+
+
+def prepare_database(out: TextIO) -> None:
+    from django.core.management import call_command
+    from django.db import connections
+    from django.db.migrations.executor import MigrationExecutor
+
+    if connections["default"].vendor == "sqlite":
+        # SQLite creates the file, not its directory (absent when SECRET_KEY came from the environment).
+        Path(connections["default"].settings_dict["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    executor = MigrationExecutor(connections["default"])
+    pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    if not pending:
+        out.write(f"Database is up to date ({_where()}).\n")
+        return
+    fresh = not executor.loader.applied_migrations
+    out.write(f"{'Creating the database' if fresh else 'Updating the database'} ({_where()})…\n")
+    out.flush()
+    call_command("migrate", interactive=False, verbosity=0)
+
+
+def quickstart_setup(out: TextIO) -> Demo:
+    """Create the demo's admin, tenant, mock provider, route and key, reusing whatever exists already."""
+    from django.db import transaction
+
+    with transaction.atomic():
+        password = _ensure_admin(out)
+        tenant = _ensure_demo_tenant(out)
+        _ensure_mock_route(out)
+        plaintext = _ensure_demo_key(out, tenant)
+    return Demo(admin_password=password, key_plaintext=plaintext)
+
+
+def _ensure_admin(out: TextIO) -> str | None:
+    from django.contrib.auth import get_user_model
+
+    users = get_user_model().objects
+    if users.filter(is_superuser=True).exists():
+        out.write("Admin user: already set up (forgot the password? `portico changepassword admin`).\n")
+        return None
+    out.write("Creating the admin user `admin`…\n")
+    password = secrets.token_urlsafe(12)
+    users.create_superuser(username="admin", email="", password=password)
+    return password
+
+
+def _ensure_demo_tenant(out: TextIO) -> Tenant:
+    from tenants.models import Tenant
+    from tenants.services import tenant_create
+
+    tenant = Tenant.objects.filter(slug=DEMO_TENANT).first()
+    if tenant is not None:
+        out.write(f"Tenant `{DEMO_TENANT}`: reusing it.\n")
+        return tenant
+    out.write(f"Creating the tenant `{DEMO_TENANT}`…\n")
+    return tenant_create(name="Demo", slug=DEMO_TENANT)
+
+
+def _ensure_mock_route(out: TextIO) -> None:
+    from providers.models import ModelRoute, Provider
+    from providers.services import model_route_create, provider_create
+
+    provider = Provider.objects.filter(name=DEMO_PROVIDER).first()
+    if provider is None:
+        out.write(
+            f"Creating the provider “{DEMO_PROVIDER}” (kind `mock`): a built-in provider that echoes "
+            "your last message, word by word when streaming. No credentials needed.\n"
+        )
+        provider = provider_create(name=DEMO_PROVIDER, kind="mock")
+    else:
+        out.write(f"Provider “{DEMO_PROVIDER}” (built-in mock): reusing it.\n")
+    if ModelRoute.objects.filter(public_id=DEMO_MODEL).exists():
+        out.write(f"Model `{DEMO_MODEL}`: reusing it.\n")
+        return
+    out.write(f"Creating the model `{DEMO_MODEL}` on “{DEMO_PROVIDER}”…\n")
+    model_route_create(provider=provider, public_id=DEMO_MODEL, upstream_model=DEMO_MODEL, owned_by="portico")
+
+
+def _ensure_demo_key(out: TextIO, tenant: Tenant) -> str | None:
+    from tenants.services import api_key_create
+
+    if tenant.api_keys.filter(active=True).exists():
+        out.write(
+            f"API key for `{DEMO_TENANT}`: one exists already, and its plaintext cannot be shown again.\n"
+            f"  Make a new one with: portico createkey --tenant {DEMO_TENANT} --name laptop\n"
+        )
+        return None
+    out.write(f"Creating an API key for `{DEMO_TENANT}`…\n")
+    _, plaintext = api_key_create(tenant=tenant, name="quickstart")
+    return plaintext
+
+
+def instructions(demo: Demo, *, host: str, port: int) -> str:
+    base = f"http://{_display_host(host)}:{port}"
+    key = demo.key_plaintext or "$PORTICO_KEY"
+    lines = ["", "Portico is ready.", "", f"  OpenAI API:  {base}/v1", f"  Admin:       {base}/admin/"]
+    if demo.admin_password:
+        lines.append(f"               user admin, password {demo.admin_password}  (shown once)")
+    if demo.key_plaintext:
+        lines += ["", f"  API key for tenant `{DEMO_TENANT}` (shown once, copy it now): {demo.key_plaintext}"]
+    else:
+        lines += ["", "  Get a key into $PORTICO_KEY first:", "", _new_key_command()]
+    lines += ["", "Try it with curl:", "", *_curl(base, key), "", "Or with the openai SDK (pip install openai):", ""]
+    lines += [*_python(base, demo.key_plaintext), ""]
+    return "\n".join(lines) + "\n" + _host_warning(host)
+
+
+def _new_key_command() -> str:
+    return f"    export PORTICO_KEY=$(portico createkey --tenant {DEMO_TENANT} --name laptop)"
+
+
+def _curl(base: str, key: str) -> list[str]:
+    body = f'{{"model": "{DEMO_MODEL}", "messages": [{{"role": "user", "content": "{DEMO_PROMPT}"}}]}}'
+    return [
+        f"    curl {base}/v1/chat/completions \\",
+        f'      -H "Authorization: Bearer {key}" \\',
+        '      -H "Content-Type: application/json" \\',
+        f"      -d '{body}'",
+    ]
+
+
+def _python(base: str, key: str | None) -> list[str]:
+    api_key = f'"{key}"' if key else 'os.environ["PORTICO_KEY"]'
+    return [
+        *(["    import os"] if key is None else []),
+        "    from openai import OpenAI",
+        "",
+        f'    client = OpenAI(base_url="{base}/v1", api_key={api_key})',
+        "    reply = client.chat.completions.create(",
+        f'        model="{DEMO_MODEL}", messages=[{{"role": "user", "content": "{DEMO_PROMPT}"}}]',
+        "    )",
+        "    print(reply.choices[0].message.content)",
+    ]
+
+
+def _display_host(host: str) -> str:
+    """A host a browser on this machine can open: a wildcard address becomes loopback."""
+    if host in {"0.0.0.0", ""}:  # noqa: S104 - compared, not bound
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def _host_warning(host: str) -> str:
+    from django.conf import settings
+
+    shown = _display_host(host)
+    if "*" in settings.ALLOWED_HOSTS or shown in settings.ALLOWED_HOSTS:
+        return ""
+    return f"Note: add {shown} to ALLOWED_HOSTS (comma-separated) or the admin will refuse requests for it.\n"

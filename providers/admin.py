@@ -1,0 +1,188 @@
+"""The operator's console for providers and model routes.
+
+A provider's credential is write-only here: the form takes a new one or a
+request to clear it, and no page ever renders the stored value, encrypted or
+not.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import URLPattern, path, reverse
+from django.views.decorators.http import require_POST
+
+from providers.adapters import adapter_for
+from providers.facade import CAPABILITIES
+from providers.http import ProbeResult
+from providers.models import ModelRoute, Provider
+from providers.services import provider_set_credential, provider_test_connection
+
+if TYPE_CHECKING:
+    from django.contrib.admin.options import _FieldOpts, _FieldsetSpec
+
+# More model ids than this are summarised, so one message stays readable.
+_LISTED_MODELS = 20
+
+
+class ProviderForm(forms.ModelForm):
+    # Declared to choose the scheme a bare host gets (Django 6 makes https the default; say so now).
+    base_url = forms.URLField(
+        required=False,
+        max_length=500,
+        assume_scheme="https",
+        help_text=Provider._meta.get_field("base_url").help_text,
+    )
+    credential = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="The provider's API key. Leave blank to keep the current credential. Stored encrypted.",
+    )
+    clear_credential = forms.BooleanField(required=False, help_text="Remove the stored credential.")
+
+    class Meta:
+        model = Provider
+        fields = [
+            "name",
+            "kind",
+            "base_url",
+            "connect_timeout",
+            "read_timeout",
+            "total_timeout",
+            "extra_headers",
+            "active",
+        ]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if cleaned.get("credential") and cleaned.get("clear_credential"):
+            raise forms.ValidationError("Enter a new credential or clear the current one, not both.")
+        kind = cleaned.get("kind")
+        # Kinds with their own in-process transport (the mock) need no address.
+        if kind and not cleaned.get("base_url") and adapter_for(kind).transport() is None:
+            self.add_error("base_url", "This kind of provider needs a base URL.")
+        return cleaned
+
+
+def _probe_message(provider: Provider, result: ProbeResult) -> str:
+    if not result.ok:
+        return f"{provider.name}: connection failed, {result.summary}"
+    listed = ", ".join(result.model_ids[:_LISTED_MODELS])
+    more = len(result.model_ids) - _LISTED_MODELS
+    if more > 0:
+        listed += f" and {more} more"
+    return f"{provider.name}: {result.summary}" + (f" ({listed})" if listed else "")
+
+
+def _report_probe(request: HttpRequest, provider: Provider) -> None:
+    result = provider_test_connection(provider=provider)
+    level = messages.SUCCESS if result.ok else messages.ERROR
+    messages.add_message(request, level, _probe_message(provider, result))
+
+
+@admin.register(Provider)
+class ProviderAdmin(admin.ModelAdmin):
+    form = ProviderForm
+    list_display = ["name", "kind", "base_url", "active", "has_credential", "updated_at"]
+    list_filter = ["kind", "active"]
+    search_fields = ["name", "base_url"]
+    readonly_fields = ["created_at", "updated_at"]
+    actions = ["test_connection"]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Provider | None = None) -> _FieldsetSpec:
+        credential = ["credential", "clear_credential"] if obj is not None and obj.has_credential else ["credential"]
+        history: tuple[tuple[str, _FieldOpts], ...] = (
+            (("History", {"fields": ["created_at", "updated_at"]}),) if obj is not None else ()
+        )
+        return (
+            (None, {"fields": ["name", "kind", "base_url", *credential, "active"]}),
+            ("Timeouts", {"fields": ["connect_timeout", "read_timeout", "total_timeout"]}),
+            ("Advanced", {"fields": ["extra_headers"], "classes": ["collapse"]}),
+            *history,
+        )
+
+    @admin.display(boolean=True, description="credential")
+    def has_credential(self, provider: Provider) -> bool:
+        return provider.has_credential
+
+    def save_model(self, request: HttpRequest, obj: Provider, form: forms.ModelForm, change: bool) -> None:
+        if form.cleaned_data.get("clear_credential"):
+            provider_set_credential(provider=obj, credential="")
+        elif form.cleaned_data.get("credential"):
+            provider_set_credential(provider=obj, credential=form.cleaned_data["credential"])
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="Test connection (calls the provider's models endpoint)", permissions=["change"])
+    def test_connection(self, request: HttpRequest, queryset: QuerySet[Provider]) -> None:
+        for provider in queryset:
+            _report_probe(request, provider)
+
+    def get_urls(self) -> list[URLPattern]:
+        test = path(
+            "<int:provider_id>/test-connection/",
+            self.admin_site.admin_view(require_POST(self.test_connection_view)),
+            name="providers_provider_test_connection",
+        )
+        return [test, *super().get_urls()]
+
+    def test_connection_view(self, request: HttpRequest, provider_id: int) -> HttpResponse:
+        provider = get_object_or_404(Provider, pk=provider_id)
+        if not self.has_change_permission(request, provider):
+            raise PermissionDenied
+        _report_probe(request, provider)
+        return HttpResponseRedirect(reverse("admin:providers_provider_change", args=[provider.pk]))
+
+
+@admin.register(ModelRoute)
+class ModelRouteAdmin(admin.ModelAdmin):
+    list_display = [
+        "public_id",
+        "provider",
+        "upstream_model",
+        "active",
+        "capabilities",
+        "input_price_per_million",
+        "output_price_per_million",
+    ]
+    list_filter = [
+        "provider",
+        "provider__kind",
+        "active",
+        "supports_chat",
+        "supports_streaming",
+        "supports_tools",
+        "supports_vision",
+        "supports_json_mode",
+        "supports_embeddings",
+    ]
+    list_select_related = ["provider"]
+    search_fields = ["public_id", "upstream_model", "provider__name"]
+    readonly_fields = ["created_at"]
+    fieldsets = [
+        (None, {"fields": ["public_id", "provider", "upstream_model", "active"]}),
+        ("Metadata", {"fields": ["owned_by", "context_window", "max_output_tokens", "created_at"]}),
+        (
+            "Capabilities",
+            {
+                "fields": [
+                    "supports_chat",
+                    "supports_streaming",
+                    "supports_tools",
+                    "supports_vision",
+                    "supports_json_mode",
+                    "supports_embeddings",
+                ]
+            },
+        ),
+        ("Prices (USD per 1M tokens)", {"fields": ["input_price_per_million", "output_price_per_million"]}),
+    ]
+
+    @admin.display(description="capabilities")
+    def capabilities(self, route: ModelRoute) -> str:
+        return ", ".join(name for name in CAPABILITIES if getattr(route, f"supports_{name}")) or "none"

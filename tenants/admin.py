@@ -1,0 +1,148 @@
+"""The operator's console for tenants and their API keys.
+
+A key's plaintext exists only while the request that creates it is handled:
+`save_model` generates it, `response_add` shows it once on its own page, and
+nothing keeps it (not the session, not the messages framework, not the
+database, which stores the prefix and a keyed hash). Revoking is the
+advertised way to retire a key, so it stays listed with its history.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from weakref import WeakKeyDictionary
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.cache import add_never_cache_headers
+from django.utils.html import format_html
+
+from tenants.models import ApiKey, Tenant
+from tenants.services import api_key_issue_secret, api_key_revoke
+
+_KEY_TIMES = ("created_at", "last_used_at", "revoked_at")
+
+# The admin is Portico's console; tenants owns its branding as the first of Portico's apps to load.
+admin.site.site_header = "Portico"
+admin.site.site_title = "Portico"
+admin.site.index_title = "Console"
+
+
+class ApiKeyInline(admin.TabularInline):
+    """The tenant's keys, read-only: keys are created and revoked from the key admin."""
+
+    model = ApiKey
+    fields = ("name", "prefix", "active", "expires_at", "last_used_at", "revoked_at")
+    readonly_fields = fields
+    extra = 0
+    show_change_link = True
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Tenant)
+class TenantAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "active", "key_count", "created_at"]
+    list_filter = ["active"]
+    search_fields = ["name", "slug"]
+    prepopulated_fields = {"slug": ["name"]}
+    filter_horizontal = ["allowed_models"]
+    fields = ["name", "slug", "active", "allowed_models", "keys", "created_at"]
+    readonly_fields = ["keys", "created_at"]
+    inlines = [ApiKeyInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Tenant]:
+        return super().get_queryset(request).annotate(key_count=Count("api_keys"))
+
+    @admin.display(description="keys", ordering="key_count")
+    def key_count(self, tenant: Tenant) -> int:
+        return tenant.key_count  # type: ignore[attr-defined]
+
+    @admin.display(description="API keys")
+    def keys(self, tenant: Tenant) -> str:
+        if tenant.pk is None:
+            return "Save the tenant first, then add keys."
+        listed = reverse("admin:tenants_apikey_changelist") + f"?tenant__id__exact={tenant.pk}"
+        add = reverse("admin:tenants_apikey_add") + f"?tenant={tenant.pk}"
+        return format_html('<a href="{}">See this tenant\'s keys</a> · <a href="{}">Add a key</a>', listed, add)
+
+
+class ApiKeyForm(forms.ModelForm):
+    class Meta:
+        model = ApiKey
+        fields = ["tenant", "name", "active", "expires_at", "allowed_models"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        tenant = cleaned.get("tenant") or getattr(self.instance, "tenant", None)
+        chosen = cleaned.get("allowed_models")
+        if tenant is not None and chosen:
+            tenant_models = set(tenant.allowed_models.all())
+            outside = set(chosen) - tenant_models if tenant_models else set()
+            if outside:
+                names = ", ".join(sorted(route.public_id for route in outside))
+                self.add_error("allowed_models", f"The tenant may not use these models: {names}.")
+        return cleaned
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    form = ApiKeyForm
+    list_display = ["name", "tenant", "prefix", "active", "expires_at", *_KEY_TIMES]
+    list_filter = ["active", "tenant"]
+    list_select_related = ["tenant"]
+    search_fields = ["name", "prefix", "tenant__name", "tenant__slug"]
+    filter_horizontal = ["allowed_models"]
+    actions = ["revoke_keys"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Hands a new key's plaintext from save_model to response_add within one request.
+        self._issued: WeakKeyDictionary[HttpRequest, str] = WeakKeyDictionary()
+
+    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
+        if obj is None:
+            return ("tenant", "name", "expires_at", "allowed_models")
+        return ("name", "tenant", "prefix", "active", "expires_at", "allowed_models", *_KEY_TIMES)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
+        if obj is None:
+            return ()
+        # A revoked key stays revoked: re-enabling it would resurrect a secret someone chose to retire.
+        return ("tenant", "prefix", *_KEY_TIMES, *(("active",) if obj.revoked_at else ()))
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: forms.ModelForm, change: bool) -> None:
+        if not change:
+            self._issued[request] = api_key_issue_secret(api_key=obj)
+        super().save_model(request, obj, form, change)
+
+    def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None) -> HttpResponse:
+        plaintext = self._issued.pop(request, None)
+        if plaintext is None:
+            return super().response_add(request, obj, post_url_continue)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "API key created",
+            "api_key": obj,
+            "plaintext": plaintext,
+        }
+        response = TemplateResponse(request, "admin/tenants/apikey/key_created.html", context)
+        add_never_cache_headers(response)
+        return response
+
+    @admin.action(description="Revoke selected keys", permissions=["change"])
+    def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        revoked = 0
+        for api_key in queryset.filter(revoked_at__isnull=True):
+            api_key_revoke(api_key=api_key)
+            revoked += 1
+        skipped = queryset.count() - revoked
+        note = f" ({skipped} already revoked)" if skipped else ""
+        self.message_user(request, f"Revoked {revoked} key(s){note}.", messages.SUCCESS)
