@@ -89,6 +89,14 @@ async def send_error(exc: PorticoError, send: Send, request_id: str) -> None:
     await send_response(error_response(exc), send, request_id)
 
 
+async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[None]) -> bool:
+    message = await receive()
+    if message["type"] != "http.disconnect":
+        return False
+    task.cancel()
+    return True
+
+
 class FastPath:
     """ASGI app for /v1/: async Ninja views with no hop, everything else to `fallback`."""
 
@@ -103,6 +111,8 @@ class FastPath:
             match = self._resolve(scope["path"])
         except Resolver404:
             match = None
+        if match is not None and match.url_name == "api-root":
+            match = None  # Ninja's root view only anchors reverse(); OpenAI answers GET /v1/ as an unknown URL
         if match is not None and not asyncio.iscoroutinefunction(match.func):
             await self.fallback(scope, receive, send)
             return
@@ -117,19 +127,18 @@ class FastPath:
         if match is None:
             await send_error(NotFound(f"Invalid URL ({scope['method']} {scope['path']})"), send, request_id)
             return
-        serving = asyncio.ensure_future(self._serve(scope, body, match, send, request_id))
-        watching = asyncio.ensure_future(receive())
-        await asyncio.wait((serving, watching), return_when=asyncio.FIRST_COMPLETED)
-        if serving.done():
-            watching.cancel()
-            serving.result()
-            return
-        # The client went away: cancelling the view closes the upstream request with it.
-        serving.cancel()
+        # Served in this task; one watcher cancels it if the client disconnects, which closes the upstream too.
+        task = asyncio.current_task()
+        assert task is not None
+        watcher = asyncio.get_running_loop().create_task(_cancel_on_disconnect(receive, task))
         try:
-            await serving
+            await self._serve(scope, body, match, send, request_id)
         except asyncio.CancelledError:
-            pass
+            if not (watcher.done() and not watcher.cancelled() and watcher.result()):
+                raise  # a shutdown, not a client gone
+            task.uncancel()
+        finally:
+            watcher.cancel()
 
     async def _serve(self, scope: Scope, body: bytes, match: ResolverMatch, send: Send, request_id: str) -> None:
         request = ASGIRequest(scope, io.BytesIO(body))

@@ -36,6 +36,11 @@ class KeyUseLog:
         pending, self._pending = self._pending, {}
         return pending
 
+    def restore(self, pending: dict[int, datetime]) -> None:
+        """Put back times that could not be stored; newer ones recorded meanwhile win."""
+        for key_id, when in pending.items():
+            self._pending.setdefault(key_id, when)
+
 
 key_use = KeyUseLog()
 
@@ -61,16 +66,17 @@ async def flush_key_use() -> None:
         await sync_to_async(_flush_key_use, thread_sensitive=False)(pending)
     except DatabaseError:
         logger.warning("could not store last-used times of %d key(s); will retry", len(pending))
-        for key_id, when in pending.items():
-            key_use._pending.setdefault(key_id, when)
+        key_use.restore(pending)
 
 
-async def _reload_quietly(store: SnapshotStore) -> None:
+async def _reload_quietly(store: SnapshotStore) -> bool:
+    """Reload; on a database error keep serving the last good snapshot and say so (False)."""
     try:
         await store.reload()
     except DatabaseError:
-        # Keep serving the last good snapshot; a database outage must not stop the gateway.
         logger.exception("snapshot reload failed; serving the previous snapshot")
+        return False
+    return True
 
 
 async def refresh_without_redis(store: SnapshotStore) -> None:
@@ -88,15 +94,19 @@ async def refresh_with_redis(store: SnapshotStore) -> None:
             async with client.pubsub() as pubsub:
                 await pubsub.subscribe(channel())
                 seen = await client.get(version_key())
-                await _reload_quietly(store)  # anything missed while unsubscribed
+                # Anything missed while unsubscribed; a failed reload stays pending and is retried at each poll.
+                pending = not await _reload_quietly(store)
                 while True:
                     message = await pubsub.get_message(
                         ignore_subscribe_messages=True, timeout=settings.PORTICO_SNAPSHOT_POLL
                     )
+                    # A burst of saves (an admin bulk action) is one reload, not one per message.
+                    while message is not None and await pubsub.get_message(ignore_subscribe_messages=True, timeout=0):
+                        pass
                     version = await client.get(version_key())
-                    if message is not None or version != seen or store._stale.is_set():
+                    if pending or message is not None or version != seen or store.is_stale():
                         seen = version
-                        await _reload_quietly(store)
+                        pending = not await _reload_quietly(store)
         except (RedisError, OSError):
             logger.warning("lost Redis for snapshot invalidation; falling back to TTL reloads until it returns")
             await _reload_quietly(store)

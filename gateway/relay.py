@@ -6,7 +6,6 @@ first byte as an HTTP error answer, after it as an SSE error frame.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,7 +17,7 @@ from gateway.errors import PorticoError, UpstreamError, UpstreamTimeout, Upstrea
 from gateway.sse import DONE, STREAM_CONTENT_TYPE, STREAM_HEADERS, EventSplitter, frame
 from providers.adapters.base import StreamTranslator
 from providers.facade import RouteInfo
-from providers.http import Upstreams
+from providers.http import UpstreamResponse, Upstreams
 
 logger = logging.getLogger(__name__)
 upstreams = Upstreams()
@@ -30,7 +29,7 @@ def _transport_error(exc: httpx.TransportError, provider: str) -> UpstreamError:
     return UpstreamUnreachable(f"The upstream provider '{provider}' could not be reached or dropped the connection.")
 
 
-async def _failure(route: RouteInfo, response: httpx.Response) -> UpstreamError:
+async def _failure(route: RouteInfo, response: UpstreamResponse) -> UpstreamError:
     try:
         payload = await response.aread()
     finally:
@@ -42,27 +41,22 @@ async def _failure(route: RouteInfo, response: httpx.Response) -> UpstreamError:
 
 
 async def chat(route: RouteInfo, body: dict[str, Any]) -> HttpResponse | StreamingHttpResponse:
+    """Relay a chat completion. The provider's total timeout is enforced by its upstream, streams included."""
     provider = route.provider
     adapter = provider.adapter
-    upstream = upstreams.get(provider)
     request = adapter.chat_request(provider, route.upstream_model, body)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + provider.total_timeout
     try:
-        async with asyncio.timeout_at(deadline):
-            response = await upstream.send(request)
-            if response.status_code >= 400:
-                raise await _failure(route, response)
-            if body.get("stream"):
-                translator = adapter.stream_translator(route.public_id, route.upstream_model)
-                stream = _relay_stream(response, translator, deadline, provider.name)
-                return StreamingHttpResponse(stream, content_type=STREAM_CONTENT_TYPE, headers=STREAM_HEADERS)
-            try:
-                payload = await response.aread()
-            finally:
-                await response.aclose()
-    except TimeoutError:
-        raise UpstreamTimeout(f"The upstream provider '{provider.name}' did not answer in time.") from None
+        response = await upstreams.get(provider).send(request)
+        if response.status_code >= 400:
+            raise await _failure(route, response)
+        if body.get("stream"):
+            translator = adapter.stream_translator(route.public_id, route.upstream_model)
+            stream = _relay_stream(response, translator, provider.name)
+            return StreamingHttpResponse(stream, content_type=STREAM_CONTENT_TYPE, headers=STREAM_HEADERS)
+        try:
+            payload = await response.aread()
+        finally:
+            await response.aclose()
     except httpx.TransportError as exc:
         raise _transport_error(exc, provider.name) from exc
     content = adapter.chat_response(payload, route.public_id, route.upstream_model)
@@ -70,11 +64,10 @@ async def chat(route: RouteInfo, body: dict[str, Any]) -> HttpResponse | Streami
 
 
 async def _relay_stream(
-    response: httpx.Response, translator: StreamTranslator, deadline: float, provider: str
+    response: UpstreamResponse, translator: StreamTranslator, provider: str
 ) -> AsyncIterator[bytes]:
     """Relay events as they arrive. Cancellation (the client left) closes the upstream too."""
     splitter = EventSplitter()
-    loop = asyncio.get_running_loop()
     finished = False
     try:
         async for chunk in response.aiter_raw():
@@ -87,8 +80,6 @@ async def _relay_stream(
                     out.extend(frame(piece) for piece in translator.feed(data))
             if out:
                 yield b"".join(out)
-            if loop.time() > deadline:
-                raise UpstreamTimeout(f"The upstream provider '{provider}' did not finish in time.")
         if not finished:
             raise UpstreamUnreachable(f"The upstream provider '{provider}' ended the stream before it was complete.")
     except httpx.TransportError as exc:

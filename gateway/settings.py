@@ -112,6 +112,8 @@ CSRF_COOKIE_SECURE = env_bool("PORTICO_BEHIND_TLS_PROXY")
 # --- Portico ---------------------------------------------------------------
 # Largest request body the OpenAI surface accepts; larger ones get 413.
 PORTICO_MAX_BODY_BYTES = env_int("PORTICO_MAX_BODY_BYTES", 20 * 1024 * 1024, minimum=1024)
+# The fast path enforces PORTICO_MAX_BODY_BYTES itself; Django's own 2.5 MB cap must not undercut it.
+DATA_UPLOAD_MAX_MEMORY_SIZE = PORTICO_MAX_BODY_BYTES
 # Without Redis, each process reloads its snapshot of keys and routes this often.
 PORTICO_SNAPSHOT_TTL = env_float("PORTICO_SNAPSHOT_TTL", 0.5, minimum=0.1)
 # With Redis, a safety poll of the snapshot version behind the pub/sub channel.

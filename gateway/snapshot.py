@@ -83,6 +83,9 @@ class SnapshotStore:
         """Ask the refresher to rebuild soon; safe to call only from the event loop's thread."""
         self._stale.set()
 
+    def is_stale(self) -> bool:
+        return self._stale.is_set()
+
     async def wait_stale(self, seconds: float) -> bool:
         """Wait until marked stale or `seconds` pass; True if it was marked."""
         try:

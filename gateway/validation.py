@@ -42,42 +42,32 @@ def _type_error(param: str, expected: str, value: Any) -> InvalidRequest:
 
 
 def _number(body: dict[str, Any], param: str, low: float, high: float) -> None:
-    value = body.get(param)
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _type_error(param, "a decimal", value)
-    if value < low:
-        raise InvalidRequest(
-            f"Invalid '{param}': decimal below minimum value. Expected a value >= {low:g}, but got {value:g} instead.",
-            param=param,
-            code="decimal_below_min_value",
-        )
-    if value > high:
-        raise InvalidRequest(
-            f"Invalid '{param}': decimal above maximum value. Expected a value <= {high:g}, but got {value:g} instead.",
-            param=param,
-            code="decimal_above_max_value",
-        )
+    _bounded(body, param, low, high, integer=False)
 
 
 def _integer(body: dict[str, Any], param: str, low: int, high: int | None = None) -> None:
+    _bounded(body, param, low, high, integer=True)
+
+
+def _bounded(body: dict[str, Any], param: str, low: float, high: float | None, *, integer: bool) -> None:
     value = body.get(param)
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _type_error(param, "an integer", value)
+    kind = "integer" if integer else "decimal"
+    wrong_type = isinstance(value, bool) or not isinstance(value, int if integer else int | float)
+    if wrong_type:
+        raise _type_error(param, f"an {kind}" if integer else f"a {kind}", value)
     if value < low:
         raise InvalidRequest(
-            f"Invalid '{param}': integer below minimum value. Expected a value >= {low}, but got {value} instead.",
+            f"Invalid '{param}': {kind} below minimum value. Expected a value >= {low:g}, but got {value:g} instead.",
             param=param,
-            code="integer_below_min_value",
+            code=f"{kind}_below_min_value",
         )
     if high is not None and value > high:
         raise InvalidRequest(
-            f"Invalid '{param}': integer above maximum value. Expected a value <= {high}, but got {value} instead.",
+            f"Invalid '{param}': {kind} above maximum value. Expected a value <= {high:g}, but got {value:g} instead.",
             param=param,
-            code="integer_above_max_value",
+            code=f"{kind}_above_max_value",
         )
 
 
@@ -202,6 +192,8 @@ def _response_format(body: dict[str, Any]) -> None:
     if not isinstance(response_format, dict):
         raise _type_error("response_format", "an object", response_format)
     kind = response_format.get("type")
+    if kind is None:
+        raise _missing("response_format.type")
     if kind not in ("text", "json_object", "json_schema"):
         raise _invalid_value("response_format.type", kind, ("text", "json_object", "json_schema"))
     if kind == "json_schema" and not isinstance(response_format.get("json_schema"), dict):

@@ -24,6 +24,8 @@ from providers.http import ProbeResult
 from providers.models import ModelRoute, Provider
 from providers.services import provider_set_credential, provider_test_connection
 
+CAPABILITY_FIELDS = [f"supports_{name}" for name in CAPABILITIES]
+
 if TYPE_CHECKING:
     from django.contrib.admin.options import _FieldOpts, _FieldsetSpec
 
@@ -150,36 +152,14 @@ class ModelRouteAdmin(admin.ModelAdmin):
         "input_price_per_million",
         "output_price_per_million",
     ]
-    list_filter = [
-        "provider",
-        "provider__kind",
-        "active",
-        "supports_chat",
-        "supports_streaming",
-        "supports_tools",
-        "supports_vision",
-        "supports_json_mode",
-        "supports_embeddings",
-    ]
+    list_filter = ["provider", "provider__kind", "active", *CAPABILITY_FIELDS]
     list_select_related = ["provider"]
     search_fields = ["public_id", "upstream_model", "provider__name"]
     readonly_fields = ["created_at"]
     fieldsets = [
         (None, {"fields": ["public_id", "provider", "upstream_model", "active"]}),
         ("Metadata", {"fields": ["owned_by", "context_window", "max_output_tokens", "created_at"]}),
-        (
-            "Capabilities",
-            {
-                "fields": [
-                    "supports_chat",
-                    "supports_streaming",
-                    "supports_tools",
-                    "supports_vision",
-                    "supports_json_mode",
-                    "supports_embeddings",
-                ]
-            },
-        ),
+        ("Capabilities", {"fields": CAPABILITY_FIELDS}),
         ("Prices (USD per 1M tokens)", {"fields": ["input_price_per_million", "output_price_per_million"]}),
     ]
 

@@ -1,19 +1,26 @@
-"""The one place that builds outbound HTTP connections (ruff's banned-api enforces it).
+"""The one place that opens outbound HTTP connections (ruff's banned-api enforces it).
 
-One pooled, keep-alive transport per provider, shared by every request of this
-process. Requests go straight to the transport rather than through
-httpx.AsyncClient: the client's cookie jar would carry one tenant's upstream
-cookies into another tenant's requests, and its redirect, auth and cookie
-machinery costs more per request than the rest of the relay (measured with
-cProfile). A provider whose settings change gets a new transport; the old one
-is closed once requests still streaming through it are done.
+Each provider gets one pooled, keep-alive `Upstream`, shared by every request
+of this process, with the provider's connect, read and total timeouts:
+
+* `AiohttpUpstream` (providers/transport.py), the default: aiohttp's pool,
+  called directly — the fastest choice measured (bench/README.md);
+* `HttpxUpstream`: an httpx transport — httpx's own pool when
+  PORTICO_HTTP_TRANSPORT=httpx, or the in-process transport of a kind that
+  answers without a network (the mock).
+
+Both raise httpx's exceptions, the one vocabulary the relay handles. Neither
+keeps cookies: one tenant's upstream cookies must never reach another's
+request. A provider whose settings change gets a new upstream; the old one is
+closed once requests still streaming through it are done.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import orjson
@@ -21,29 +28,68 @@ from django.conf import settings
 
 from providers.adapters.base import UpstreamRequest
 from providers.facade import ProviderInfo
-from providers.transport import AiohttpTransport
+from providers.transport import AiohttpUpstream
 
-# Replaced transports linger this long, for streams still flowing through them.
+# Replaced upstreams linger this long, for streams still flowing through them.
 _RETIRE_AFTER = 900.0
 _URL_CACHE_SIZE = 256
 
 
-def _transport(provider: ProviderInfo) -> httpx.AsyncBaseTransport:
-    own = provider.adapter.transport()
-    if own is not None:
-        return own
-    limit = settings.PORTICO_UPSTREAM_MAX_CONNECTIONS
-    if settings.PORTICO_HTTP_TRANSPORT == "aiohttp":
-        return AiohttpTransport(max_connections=limit)
-    return httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit))
+class UpstreamResponse(Protocol):
+    status_code: int
+    headers: Mapping[str, str]
+
+    async def aread(self) -> bytes: ...
+
+    def aiter_raw(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
 
 
-class Upstream:
-    """A provider's connection pool and timeouts."""
+class Upstream(Protocol):
+    version: float
 
-    def __init__(self, provider: ProviderInfo) -> None:
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse: ...
+
+    async def aclose(self) -> None: ...
+
+
+class _DeadlineResponse:
+    """An httpx answer held to the provider's total timeout while its body is read."""
+
+    __slots__ = ("_deadline", "_response", "headers", "status_code")
+
+    def __init__(self, response: httpx.Response, deadline: float) -> None:
+        self._response = response
+        self._deadline = deadline
+        self.status_code = response.status_code
+        self.headers: Mapping[str, str] = response.headers
+
+    async def aread(self) -> bytes:
+        try:
+            async with asyncio.timeout_at(self._deadline):
+                return await self._response.aread()
+        except TimeoutError:
+            raise httpx.ReadTimeout("the upstream did not finish within the total timeout") from None
+
+    async def aiter_raw(self) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        async for chunk in self._response.aiter_raw():
+            if loop.time() > self._deadline:
+                raise httpx.ReadTimeout("the upstream did not finish within the total timeout")
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+class HttpxUpstream:
+    """A provider's httpx transport, used without httpx.AsyncClient (no cookie jar, no redirects)."""
+
+    def __init__(self, provider: ProviderInfo, transport: httpx.AsyncBaseTransport) -> None:
         self.version = provider.version
-        self.transport = _transport(provider)
+        self.transport = transport
+        self.total_timeout = provider.total_timeout
         self.timeouts = {
             "connect": provider.connect_timeout,
             "read": provider.read_timeout,
@@ -53,7 +99,7 @@ class Upstream:
         self._urls: dict[str, httpx.URL] = {}
 
     def _url(self, url: str) -> httpx.URL:
-        # Parsing a URL is the costliest part of building an httpx request; a provider has few distinct ones.
+        # Parsing is the costliest part of building an httpx request; a provider has few distinct URLs.
         parsed = self._urls.get(url)
         if parsed is None:
             parsed = httpx.URL(url)
@@ -61,8 +107,7 @@ class Upstream:
                 self._urls[url] = parsed
         return parsed
 
-    async def send(self, request: UpstreamRequest) -> httpx.Response:
-        """Send and return once the headers are in; the caller reads (or streams) and closes the body."""
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
         outbound = httpx.Request(
             request.method,
             self._url(request.url),
@@ -70,12 +115,28 @@ class Upstream:
             content=request.content,
             extensions={"timeout": self.timeouts},
         )
-        response = await self.transport.handle_async_request(outbound)
+        deadline = asyncio.get_running_loop().time() + self.total_timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                response = await self.transport.handle_async_request(outbound)
+        except TimeoutError:
+            raise httpx.ReadTimeout("the upstream did not answer within the total timeout") from None
         response.request = outbound
-        return response
+        return _DeadlineResponse(response, deadline)
 
     async def aclose(self) -> None:
         await self.transport.aclose()
+
+
+def open_upstream(provider: ProviderInfo) -> Upstream:
+    own = provider.adapter.transport()
+    if own is not None:
+        return HttpxUpstream(provider, own)
+    limit = settings.PORTICO_UPSTREAM_MAX_CONNECTIONS
+    if settings.PORTICO_HTTP_TRANSPORT == "aiohttp":
+        return AiohttpUpstream(provider, max_connections=limit)
+    limits = httpx.Limits(max_connections=limit, max_keepalive_connections=limit)
+    return HttpxUpstream(provider, httpx.AsyncHTTPTransport(limits=limits))
 
 
 class Upstreams:
@@ -83,7 +144,8 @@ class Upstreams:
 
     def __init__(self) -> None:
         self._upstreams: dict[int, Upstream] = {}
-        self._retiring: set[asyncio.Task[None]] = set()
+        # Replaced upstreams and the tasks that will close them once their streams are done.
+        self._retired: dict[asyncio.Task[None], Upstream] = {}
 
     def get(self, provider: ProviderInfo) -> Upstream:
         upstream = self._upstreams.get(provider.id)
@@ -91,7 +153,7 @@ class Upstreams:
             return upstream
         if upstream is not None:
             self._retire(upstream)
-        upstream = self._upstreams[provider.id] = Upstream(provider)
+        upstream = self._upstreams[provider.id] = open_upstream(provider)
         return upstream
 
     def _retire(self, upstream: Upstream) -> None:
@@ -100,12 +162,15 @@ class Upstreams:
             await upstream.aclose()
 
         task = asyncio.get_running_loop().create_task(close_later())
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
+        self._retired[task] = upstream
+        task.add_done_callback(lambda done: self._retired.pop(done, None))
 
     async def aclose(self) -> None:
-        for task in list(self._retiring):
+        # Cancelling a close task that never started would skip its close: close each upstream here.
+        retired, self._retired = self._retired, {}
+        for task, upstream in retired.items():
             task.cancel()
+            await upstream.aclose()
         for upstream in self._upstreams.values():
             await upstream.aclose()
         self._upstreams.clear()
@@ -121,10 +186,13 @@ class ProbeResult:
 async def probe_models(provider: ProviderInfo) -> ProbeResult:
     """Call the provider's models endpoint once, for the admin's "test connection"."""
     request = provider.adapter.models_request(provider)
-    upstream = Upstream(provider)
+    upstream = open_upstream(provider)
     try:
         response = await upstream.send(request)
-        payload = await response.aread()
+        try:
+            payload = await response.aread()
+        finally:
+            await response.aclose()
     except httpx.TimeoutException:
         return ProbeResult(
             False, f"timed out after {provider.connect_timeout:g}s connect / {provider.read_timeout:g}s read"

@@ -1,30 +1,37 @@
-"""An httpx transport backed by aiohttp's connection pool.
+"""The default upstream connection: aiohttp's pool, called directly.
 
-Measured on our 2-core machines, httpx's own pool falls far behind aiohttp's
-under concurrency (bench/README.md). The `httpx-aiohttp` package does the same
-job but maps a refused connection to ConnectTimeout, which would turn a 502
-into a 504 for our clients; this module maps aiohttp's errors onto httpx's
-exception tree precisely, so the relay sees one set of exceptions whichever
-transport is configured.
+Measured on our 2-core machines (bench/README.md), httpx's own pool falls far
+behind aiohttp's under concurrency, and even httpx over an aiohttp transport
+spends a large share of each request converting requests and responses
+between the two libraries. This module calls aiohttp directly and keeps
+httpx's exception tree as the one vocabulary the relay handles, mapping
+aiohttp's errors precisely (a refused connection is a ConnectError — a 502 —
+never a timeout).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 
 import aiohttp
 import httpx
+from yarl import URL
+
+from providers.adapters.base import UpstreamRequest
+from providers.facade import ProviderInfo
+
+_URL_CACHE_SIZE = 256
 
 
 @contextmanager
-def _mapped_errors() -> Iterator[None]:
+def mapped_errors() -> Iterator[None]:
     try:
         yield
     except aiohttp.ConnectionTimeoutError as exc:
         raise httpx.ConnectTimeout(str(exc)) from exc
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise httpx.ReadTimeout(str(exc) or "timed out reading from the upstream") from exc
+        raise httpx.ReadTimeout(str(exc) or "timed out waiting for the upstream") from exc
     except aiohttp.ClientConnectorError as exc:
         raise httpx.ConnectError(str(exc)) from exc
     except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
@@ -33,61 +40,82 @@ def _mapped_errors() -> Iterator[None]:
         raise httpx.ReadError(str(exc) or exc.__class__.__name__) from exc
 
 
-class _ResponseStream(httpx.AsyncByteStream):
+class AiohttpResponse:
+    """The few parts of an answer the relay uses, named as on httpx.Response."""
+
+    __slots__ = ("_response", "headers", "status_code")
+
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
+        self.status_code: int = response.status
+        self.headers: Mapping[str, str] = response.headers
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _mapped_errors():
+    async def aread(self) -> bytes:
+        with mapped_errors():
+            return await self._response.read()
+
+    async def aiter_raw(self) -> AsyncIterator[bytes]:
+        with mapped_errors():
             async for chunk in self._response.content.iter_any():
                 yield chunk
 
     async def aclose(self) -> None:
-        # A response read to its end goes back to the pool; one abandoned midway
-        # (client gone, error) must close its connection so the upstream stops.
+        # An answer read to its end returns its connection to the pool; one abandoned
+        # midway (client gone, error) closes it, so the upstream stops generating.
         if self._response.content.is_eof():
             self._response.release()
         else:
             self._response.close()
 
 
-class AiohttpTransport(httpx.AsyncBaseTransport):
-    def __init__(self, *, max_connections: int, keepalive_expiry: float = 30.0) -> None:
+class AiohttpUpstream:
+    """A provider's aiohttp pool, its timeouts (total included) and parsed URLs."""
+
+    def __init__(self, provider: ProviderInfo, *, max_connections: int) -> None:
+        self.version = provider.version
         self._max_connections = max_connections
-        self._keepalive_expiry = keepalive_expiry
+        self._timeout = aiohttp.ClientTimeout(
+            total=provider.total_timeout,
+            sock_connect=provider.connect_timeout,
+            sock_read=provider.read_timeout,
+            connect=provider.connect_timeout,
+        )
         self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[str, URL] = {}
 
     def _open_session(self) -> aiohttp.ClientSession:
         # Made lazily: an aiohttp session must be created inside the running event loop.
-        connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=self._keepalive_expiry)
-        return aiohttp.ClientSession(connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",))
+        connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=30.0)
+        return aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent",),
+            # One tenant's upstream cookies must never ride along on another tenant's request.
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    def _url(self, url: str) -> URL:
+        parsed = self._urls.get(url)
+        if parsed is None:
+            parsed = URL(url)
+            if len(self._urls) < _URL_CACHE_SIZE:
+                self._urls[url] = parsed
+        return parsed
+
+    async def send(self, request: UpstreamRequest) -> AiohttpResponse:
+        """Send and return once the headers are in; the caller reads (or streams) and closes the body."""
         if self._session is None:
             self._session = self._open_session()
-        timeout = request.extensions.get("timeout", {})
-        content = await request.aread()
-        with _mapped_errors():
+        with mapped_errors():
             response = await self._session.request(
                 request.method,
-                str(request.url),
-                headers=[(k, v) for k, v in request.headers.multi_items() if k.lower() != "content-length"],
-                data=content or None,
+                self._url(request.url),
+                headers=request.headers,
+                data=request.content or None,
                 allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(
-                    total=None,
-                    sock_connect=timeout.get("connect"),
-                    sock_read=timeout.get("read"),
-                    connect=timeout.get("pool"),
-                ),
+                timeout=self._timeout,
             )
-        return httpx.Response(
-            status_code=response.status,
-            headers=response.raw_headers,
-            stream=_ResponseStream(response),
-            request=request,
-            extensions={"http_version": b"HTTP/1.1"},
-        )
+        return AiohttpResponse(response)
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -8,7 +8,7 @@ relay do that around them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -53,7 +53,7 @@ class Adapter(Protocol):
 
     def stream_translator(self, public_model: str, upstream_model: str) -> StreamTranslator: ...
 
-    def failure(self, status: int, payload: bytes, headers: httpx.Headers, *, secret: str = "") -> UpstreamFailure:
+    def failure(self, status: int, payload: bytes, headers: Mapping[str, str], *, secret: str = "") -> UpstreamFailure:
         """Map an upstream error answer; `secret` (the provider credential) is scrubbed from messages."""
         ...
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import httpx
@@ -46,7 +46,7 @@ class OpenAIAdapter:
     def stream_translator(self, public_model: str, upstream_model: str) -> _ModelRewriter:
         return _ModelRewriter(public_model, upstream_model)
 
-    def failure(self, status: int, payload: bytes, headers: httpx.Headers, *, secret: str = "") -> UpstreamFailure:
+    def failure(self, status: int, payload: bytes, headers: Mapping[str, str], *, secret: str = "") -> UpstreamFailure:
         return openai_failure(status, payload, headers, secret=secret)
 
     def transport(self) -> httpx.AsyncBaseTransport | None:

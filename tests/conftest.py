@@ -1,0 +1,184 @@
+"""Fixtures of the end-to-end tests: real servers for the session, fresh committed rows for each test.
+
+The fake upstream and Portico start once per session. A test's rows must be
+committed for the servers to see them, so tests use `committed_db` rather than
+pytest-django's `transactional_db`: that one empties the tables with a TRUNCATE
+after each test, and a TRUNCATE (which locks table after table exclusively)
+deadlocks with a server's snapshot reload (whose joins lock table after table
+in another order), costing a second of deadlock detection and now and then a
+failed teardown. `committed_db` removes the rows with plain DELETEs instead,
+which take row locks only.
+
+Either way no signal announces the clean-up, so the servers do not forget old
+rows until their next reload: every test makes rows with names of its own
+(`tag`), and once it has written them calls `settle()`, which returns as soon
+as the servers' snapshots hold them.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connection, transaction
+from django.test.utils import override_settings, setup_databases, teardown_databases
+from openai import OpenAI
+from pytest_django import DjangoDbBlocker
+
+from providers.models import ModelRoute, Provider
+from providers.tests.factories import make_provider, make_route
+from tenants.models import ApiKey, Tenant
+from tenants.tests.factories import IssuedKey, make_key, make_tenant
+from tests.fakes.openai_upstream import FakeUpstream
+from tests.servers import MAX_BODY_BYTES, PorticoServer, Settle, configured_database_name, database_url_for
+
+SERVER_REDIS_PREFIX = f"{settings.PORTICO_REDIS_PREFIX}-e2e"
+# How long a change committed here may take to reach a server's snapshot before a test gives up.
+SETTLE_TIMEOUT = 5.0
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[FakeUpstream]:
+    fake = FakeUpstream()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
+def test_database(django_db_setup: None, django_db_blocker: DjangoDbBlocker, django_db_keepdb: bool) -> Iterator[str]:
+    """The name of the test database that this process and the servers share.
+
+    pytest-django creates it only for a session that holds tests marked with
+    `django_db` (or using its `db` fixtures); a run of these tests alone has
+    none, so it is created here then, the way pytest-django would.
+    """
+    if connection.vendor != "postgresql":
+        pytest.skip("end-to-end tests need a database that a server process can share (Postgres)")
+    if connection.settings_dict["NAME"] != configured_database_name():
+        yield connection.settings_dict["NAME"]
+        return
+    with django_db_blocker.unblock():
+        config = setup_databases(verbosity=0, interactive=False, aliases={DEFAULT_DB_ALIAS}, keepdb=django_db_keepdb)
+    yield connection.settings_dict["NAME"]
+    if not django_db_keepdb:
+        with django_db_blocker.unblock():
+            teardown_databases(config, verbosity=0)
+
+
+@pytest.fixture(scope="session")
+def server_env(test_database: str) -> dict[str, str]:
+    """What the servers need besides this process's environment."""
+    return {
+        "DATABASE_URL": database_url_for(test_database),
+        # A channel of their own: other tests' commits (outside `committed_db`) must not make them reload.
+        "PORTICO_REDIS_PREFIX": SERVER_REDIS_PREFIX,
+        "PORTICO_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+        "PORTICO_LOG_LEVEL": "WARNING",
+    }
+
+
+def _serve(env: dict[str, str], log_path: Path) -> Iterator[PorticoServer]:
+    server = PorticoServer(env=env, log_path=log_path)
+    try:
+        server.start()
+        yield server
+    finally:
+        # Stopped before the test database is dropped, which cannot happen while they are connected.
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def portico(server_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[PorticoServer]:
+    yield from _serve(server_env, tmp_path_factory.mktemp("portico") / "server.log")
+
+
+@pytest.fixture(scope="session")
+def second_portico(server_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[PorticoServer]:
+    """Another worker process of the same deployment, for what must hold across processes."""
+    yield from _serve(server_env, tmp_path_factory.mktemp("portico-2") / "server.log")
+
+
+@pytest.fixture
+def committed_db(test_database: str, django_db_blocker: DjangoDbBlocker) -> Iterator[None]:
+    """Database access in autocommit mode, announced to the servers; the rows are deleted afterwards."""
+    with django_db_blocker.unblock(), override_settings(PORTICO_REDIS_PREFIX=SERVER_REDIS_PREFIX):
+        try:
+            yield
+        finally:
+            _delete_rows()
+
+
+def _delete_rows() -> None:
+    tables: list[str] = []
+    for model in (ApiKey, Tenant, ModelRoute, Provider):  # children before parents
+        tables += [field.remote_field.through._meta.db_table for field in model._meta.local_many_to_many]
+        tables.append(model._meta.db_table)
+    with transaction.atomic(), connection.cursor() as cursor:
+        for table in tables:
+            cursor.execute(f"DELETE FROM {connection.ops.quote_name(table)}")  # noqa: S608 - our own table names
+
+
+@pytest.fixture
+def settle(committed_db: None, portico: PorticoServer) -> Settle:
+    """Return once the servers' snapshots hold every row committed so far.
+
+    Each call commits a new probe key and waits until a server accepts it. A
+    snapshot that holds the probe was read, every query of it, after the probe
+    was committed, so it holds everything committed before too: new routes,
+    revocations, inactive tenants.
+    """
+
+    def settle(*servers: PorticoServer) -> None:
+        probe = make_key(name="snapshot probe")
+        for server in servers or (portico,):
+            server.wait_for_status(probe.plaintext, 200, deadline=time.monotonic() + SETTLE_TIMEOUT)
+
+    return settle
+
+
+@pytest.fixture
+def tag() -> str:
+    """A suffix that makes this test's names its own."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def key(committed_db: None, tag: str) -> IssuedKey:
+    return make_key(tenant=make_tenant(slug=f"tenant-{tag}"), name="integration")
+
+
+@pytest.fixture
+def mock_provider(committed_db: None, tag: str) -> Provider:
+    return make_provider(kind="mock", name=f"mock-{tag}")
+
+
+@pytest.fixture
+def echo_route(mock_provider: Provider, tag: str) -> ModelRoute:
+    return make_route(provider=mock_provider, public_id=f"mock-echo-{tag}", upstream_model="mock-echo")
+
+
+@pytest.fixture
+def upstream_credential(tag: str) -> str:
+    return f"sk-fake-{tag}-{secrets.token_hex(12)}"
+
+
+@pytest.fixture
+def upstream_provider(committed_db: None, upstream: FakeUpstream, upstream_credential: str, tag: str) -> Provider:
+    return make_provider(kind="openai", name=f"fake-{tag}", base_url=upstream.base_url, credential=upstream_credential)
+
+
+@pytest.fixture
+def upstream_route(upstream_provider: Provider, tag: str) -> ModelRoute:
+    return make_route(provider=upstream_provider, public_id=f"gpt-e2e-{tag}", upstream_model=f"fake-model-{tag}")
+
+
+@pytest.fixture
+def client(portico: PorticoServer, key: IssuedKey) -> Iterator[OpenAI]:
+    with portico.client(key.plaintext) as sdk:
+        yield sdk
