@@ -134,6 +134,17 @@ async def test_it_answers_n_choices(mock_client: httpx.AsyncClient) -> None:
 
     assert [choice["index"] for choice in body["choices"]] == [0, 1, 2]
     assert {choice["message"]["content"] for choice in body["choices"]} == {"again"}
+    assert body["usage"] == {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4}
+
+
+async def test_it_streams_every_one_of_n_choices(mock_client: httpx.AsyncClient) -> None:
+    events = await stream_events(mock_client, messages=[user("hello again")], n=2)
+
+    chunks = [orjson.loads(event) for event in events[:-1]]
+    for index in (0, 1):
+        mine = [chunk["choices"][0] for chunk in chunks if chunk["choices"][0]["index"] == index]
+        assert "".join(choice["delta"].get("content", "") for choice in mine) == "hello again"
+        assert mine[-1]["finish_reason"] == "stop"
 
 
 async def test_it_reports_one_token_per_word(mock_client: httpx.AsyncClient) -> None:

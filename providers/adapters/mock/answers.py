@@ -31,7 +31,7 @@ def _reply(body: dict[str, Any]) -> str:
 
 def _usage(body: dict[str, Any], reply: str) -> dict[str, int]:
     prompt = sum(len(_text_of(m.get("content")).split()) for m in body.get("messages") or [] if isinstance(m, dict))
-    completion = len(reply.split())
+    completion = len(reply.split()) * int(body.get("n") or 1)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
@@ -61,14 +61,19 @@ async def _stream(body: dict[str, Any], reply: str, request_id: str) -> AsyncIte
     base = {"id": request_id, "object": "chat.completion.chunk", "created": _CREATED, "model": body.get("model")}
     extra = {"usage": None} if include_usage else {}
 
-    def event(delta: dict[str, Any], finish: str | None) -> bytes:
-        chunk = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], **extra}
-        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+    choices = range(int(body.get("n") or 1))
 
-    yield event({"role": "assistant", "content": ""}, None)
+    def event(index: int, delta: dict[str, Any], finish: str | None) -> bytes:
+        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return b"data: " + orjson.dumps({**base, "choices": [choice], **extra}) + b"\n\n"
+
+    for index in choices:
+        yield event(index, {"role": "assistant", "content": ""}, None)
     for position, word in enumerate(reply.split()):
-        yield event({"content": word if position == 0 else " " + word}, None)
-    yield event({}, "stop")
+        for index in choices:
+            yield event(index, {"content": word if position == 0 else " " + word}, None)
+    for index in choices:
+        yield event(index, {}, "stop")
     if include_usage:
         yield b"data: " + orjson.dumps({**base, "choices": [], "usage": _usage(body, reply)}) + b"\n\n"
     yield b"data: [DONE]\n\n"
