@@ -7,7 +7,8 @@
 #   DURATION=3s WARMUP=1s ROUNDS=1 MODES="uvicorn:aiohttp granian:aiohttp" bench/run.sh
 #
 # Environment:
-#   MODES     Portico configurations to compare, as SERVER:TRANSPORT words
+#   MODES     Portico configurations to compare, as SERVER:TRANSPORT words; a third part
+#             `:django` sends /v1/ through Django's standard handler (PORTICO_FAST_PATH=false)
 #             (default "$SERVER:$PORTICO_HTTP_TRANSPORT", i.e. "uvicorn:aiohttp")
 #   SERVER    uvicorn | granian            (default uvicorn; used when MODES is unset)
 #   PORTICO_HTTP_TRANSPORT aiohttp | httpx (default aiohttp; used when MODES is unset)
@@ -52,7 +53,8 @@ DB=portico_bench
 for mode in $MODES; do
     case $mode in
     uvicorn:aiohttp | uvicorn:httpx | granian:aiohttp | granian:httpx) ;;
-    *) die "unknown mode '$mode' in MODES: use SERVER:TRANSPORT, SERVER uvicorn|granian, TRANSPORT aiohttp|httpx" ;;
+    uvicorn:aiohttp:django | uvicorn:httpx:django | granian:aiohttp:django | granian:httpx:django) ;;
+    *) die "unknown mode '$mode' in MODES: use SERVER:TRANSPORT[:django], SERVER uvicorn|granian, TRANSPORT aiohttp|httpx" ;;
     esac
 done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
@@ -148,12 +150,7 @@ export DJANGO_SETTINGS_MODULE=gateway.settings
 echo "bench: recreating database $DB"
 psql -q -h 127.0.0.1 -U postgres -d postgres -v ON_ERROR_STOP=1 \
     -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" >/dev/null
-# gateway/cli.py provides `portico migrate`; until it exists, manage.py does the same.
-if "$PY" -c "import gateway.cli" 2>/dev/null; then
-    .venv/bin/portico migrate --verbosity 0
-else
-    "$PY" manage.py migrate --verbosity 0
-fi
+.venv/bin/portico migrate --verbosity 0
 KEY=$("$PY" bench/seed.py)
 [[ $KEY == pk-* ]] || die "bench/seed.py did not print a key"
 
@@ -165,8 +162,11 @@ pyproxy_pid=$!
 wait_for pyproxy "$pyproxy_pid" "$BENCH_TMP/pyproxy.log" "http://127.0.0.1:$PYPROXY_PORT/v1/models"
 
 # --- Portico -------------------------------------------------------------------
-start_portico() {  # $1 = server, $2 = transport
-    local server=$1 log=$BENCH_TMP/portico-$1-$2.log
+start_portico() {  # $1 = server, $2 = transport, $3 = "django" to leave the fast path
+    local server=$1 log=$BENCH_TMP/portico-$1-$2${3:+-$3}.log
+    local fast=true
+    [ "${3:-}" = django ] && fast=false
+    export PORTICO_FAST_PATH=$fast
     case $server in
     uvicorn)
         PORTICO_HTTP_TRANSPORT=$2 "$PY" -m uvicorn gateway.asgi:application \
@@ -215,10 +215,10 @@ for round in $(seq "$ROUNDS"); do
     suite "$UPSTREAM" unused "direct #$round" "$upstream_pid"
     suite "http://127.0.0.1:$PYPROXY_PORT/v1" unused "pyproxy-aiohttp #$round" "$pyproxy_pid"
     for mode in $MODES; do
-        server=${mode%%:*}
-        transport=${mode##*:}
-        start_portico "$server" "$transport"
-        suite "http://127.0.0.1:$PORTICO_PORT/v1" "$KEY" "portico-$server-$transport$workers_suffix #$round" "$portico_pid"
+        IFS=: read -r server transport handler <<<"$mode"
+        start_portico "$server" "$transport" "$handler"
+        label="portico-$server-$transport${handler:+-$handler}$workers_suffix"
+        suite "http://127.0.0.1:$PORTICO_PORT/v1" "$KEY" "$label #$round" "$portico_pid"
         stop_portico
     done
 done

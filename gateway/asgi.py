@@ -29,7 +29,7 @@ from gateway.snapshot import store  # noqa: E402
 
 class Portico:
     def __init__(self) -> None:
-        self.fast = FastPath(django_app)
+        self.fast = FastPath(django_app) if settings.PORTICO_FAST_PATH else django_app
         self.tasks: list[asyncio.Task[None]] = []
 
     async def startup(self) -> None:

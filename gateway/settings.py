@@ -114,6 +114,9 @@ CSRF_COOKIE_SECURE = env_bool("PORTICO_BEHIND_TLS_PROXY")
 PORTICO_MAX_BODY_BYTES = env_int("PORTICO_MAX_BODY_BYTES", 20 * 1024 * 1024, minimum=1024)
 # The fast path enforces PORTICO_MAX_BODY_BYTES itself; Django's own 2.5 MB cap must not undercut it.
 DATA_UPLOAD_MAX_MEMORY_SIZE = PORTICO_MAX_BODY_BYTES
+# /v1/ runs on the hop-free fast path (gateway/fastpath.py). Off sends it through Django's standard
+# handler and middleware instead: only for comparing the two (bench/run.sh's `:django` modes) or debugging.
+PORTICO_FAST_PATH = env_bool("PORTICO_FAST_PATH", True)
 # Without Redis, each process reloads its snapshot of keys and routes this often.
 PORTICO_SNAPSHOT_TTL = env_float("PORTICO_SNAPSHOT_TTL", 0.5, minimum=0.1)
 # With Redis, a safety poll of the snapshot version behind the pub/sub channel.

@@ -20,7 +20,7 @@ import pytest
 from django.core.signals import request_started
 from pytest_django import Settings
 
-from gateway.asgi import application
+from gateway.asgi import Portico, application
 from gateway.snapshot import store
 from gateway.sse import EventSplitter
 from providers.models import ModelRoute
@@ -415,6 +415,23 @@ async def test_the_api_docs_under_v1_go_through_django(
 
     assert response.status_code == 200
     assert "/v1/chat/completions" in response.json()["paths"]
+    assert len(started_signals) == 1
+
+
+async def test_with_the_fast_path_off_v1_is_served_by_djangos_handler(
+    portico: httpx.AsyncClient, owner: IssuedKey, started_signals: list[object], settings: Settings
+) -> None:
+    # PORTICO_FAST_PATH=false exists to measure the fast path against Django's handler: both must answer alike.
+    settings.PORTICO_FAST_PATH = False
+    app = Portico()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
+            response = await client.get("/v1/models", headers=bearer(owner))
+    finally:
+        await app.shutdown()
+
+    assert response.status_code == 200
+    assert "house-echo" in [model["id"] for model in response.json()["data"]]
     assert len(started_signals) == 1
 
 
