@@ -17,7 +17,7 @@ import asyncio
 import functools
 import io
 import logging
-import uuid
+import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -61,7 +61,7 @@ def _request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == b"x-request-id" and 0 < len(value) <= 200:
             return value.decode("latin-1")
-    return f"req_{uuid.uuid4().hex}"
+    return f"req_{os.urandom(16).hex()}"  # as unique as a uuid4, at a fraction of its cost per request
 
 
 def _headers(response: HttpResponseBase, request_id: str) -> list[tuple[bytes, bytes]]:
