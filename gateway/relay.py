@@ -50,7 +50,7 @@ async def chat(route: RouteInfo, body: dict[str, Any]) -> HttpResponse | Streami
         if response.status_code >= 400:
             raise await _failure(route, response)
         if body.get("stream"):
-            translator = adapter.stream_translator(route.public_id, route.upstream_model)
+            translator = adapter.stream_translator(route.public_id, route.upstream_model, secret=provider.credential)
             stream = _relay_stream(response, translator, provider.name)
             return StreamingHttpResponse(stream, content_type=STREAM_CONTENT_TYPE, headers=STREAM_HEADERS)
         try:

@@ -51,7 +51,9 @@ class Adapter(Protocol):
 
     def chat_response(self, payload: bytes, public_model: str, upstream_model: str) -> bytes: ...
 
-    def stream_translator(self, public_model: str, upstream_model: str) -> StreamTranslator: ...
+    def stream_translator(self, public_model: str, upstream_model: str, *, secret: str = "") -> StreamTranslator:
+        """Translate a stream's events; `secret` (the provider credential) is scrubbed from any it appears in."""
+        ...
 
     def failure(self, status: int, payload: bytes, headers: Mapping[str, str], *, secret: str = "") -> UpstreamFailure:
         """Map an upstream error answer; `secret` (the provider credential) is scrubbed from messages."""

@@ -1,0 +1,59 @@
+"""The OpenAI pass-through adapter: what it sends upstream, and what it does to stream events."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import orjson
+
+from providers.adapters.openai import OpenAIAdapter
+from providers.facade import ProviderInfo
+
+CREDENTIAL = "sk-proj-UPSTREAMsecret1234567890"
+PROVIDER = ProviderInfo(
+    id=1,
+    name="openai",
+    kind="openai",
+    base_url="http://upstream.test/v1",
+    credential=CREDENTIAL,
+    connect_timeout=1.0,
+    read_timeout=2.0,
+    total_timeout=3.0,
+    extra_headers={"OpenAI-Organization": "org-portico"},
+    version=1.0,
+)
+
+
+def test_the_request_carries_the_upstream_model_the_credential_and_every_other_field() -> None:
+    body = {"model": "house-model", "messages": [], "foo": {"bar": 1}, "stream": True}
+
+    request = OpenAIAdapter().chat_request(PROVIDER, "gpt-upstream", dict(body))
+
+    assert (request.method, request.url) == ("POST", "http://upstream.test/v1/chat/completions")
+    assert request.headers["authorization"] == f"Bearer {CREDENTIAL}"
+    assert request.headers["OpenAI-Organization"] == "org-portico"
+    assert orjson.loads(request.content) == {**body, "model": "gpt-upstream"}
+
+
+def test_a_provider_without_a_credential_sends_no_authorization() -> None:
+    request = OpenAIAdapter().chat_request(dataclasses.replace(PROVIDER, credential=""), "m", {"messages": []})
+
+    assert "authorization" not in request.headers
+
+
+def test_stream_events_get_the_public_model() -> None:
+    translator = OpenAIAdapter().stream_translator("house-model", "gpt-upstream", secret=CREDENTIAL)
+
+    (event,) = translator.feed(b'{"id":"c1","model":"gpt-upstream","choices":[]}')
+
+    assert orjson.loads(event)["model"] == "house-model"
+
+
+def test_a_credential_quoted_in_a_stream_event_is_redacted() -> None:
+    translator = OpenAIAdapter().stream_translator("house-model", "gpt-upstream", secret=CREDENTIAL)
+    error = {"error": {"message": f"key {CREDENTIAL} was revoked mid-stream", "type": "server_error"}}
+
+    (event,) = translator.feed(orjson.dumps(error))
+
+    assert CREDENTIAL.encode() not in event
+    assert orjson.loads(event)["error"]["message"] == "key [redacted] was revoked mid-stream"
