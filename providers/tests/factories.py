@@ -4,6 +4,7 @@ from itertools import count
 from typing import Any
 
 from providers.credentials import encrypt_credential
+from providers.facade import ProviderInfo
 from providers.models import ModelRoute, Provider
 
 _seq = count(1)
@@ -21,3 +22,23 @@ def make_route(*, provider: Provider | None = None, public_id: str | None = None
     public_id = public_id or f"model-{next(_seq)}"
     fields.setdefault("upstream_model", public_id)
     return ModelRoute.objects.create(provider=provider, public_id=public_id, **fields)
+
+
+UPSTREAM_CREDENTIAL = "sk-proj-UPSTREAMsecret1234567890"
+
+
+def make_provider_info(**fields: Any) -> ProviderInfo:
+    """A frozen provider for tests that need no database row: an OpenAI-kind upstream with a credential."""
+    defaults: dict[str, Any] = {
+        "id": 1,
+        "name": "openai",
+        "kind": "openai",
+        "base_url": "http://upstream.test/v1",
+        "credential": UPSTREAM_CREDENTIAL,
+        "connect_timeout": 1.0,
+        "read_timeout": 2.0,
+        "total_timeout": 3.0,
+        "extra_headers": {"OpenAI-Organization": "org-portico"},
+        "version": 1.0,
+    }
+    return ProviderInfo(**{**defaults, **fields})

@@ -18,24 +18,14 @@ from pytest_django import Settings
 
 from providers.adapters.base import UpstreamRequest
 from providers.adapters.openai import OpenAIAdapter
-from providers.facade import MOCK_BASE_URL, ProviderInfo
+from providers.facade import MOCK_BASE_URL
 from providers.http import HttpxUpstream, Upstreams, open_upstream, probe_models
+from providers.tests.factories import UPSTREAM_CREDENTIAL, make_provider_info
 from providers.transport import AiohttpUpstream
 
-CREDENTIAL = "sk-proj-UPSTREAMsecret1234567890"
+CREDENTIAL = UPSTREAM_CREDENTIAL
 
-OPENAI = ProviderInfo(
-    id=1,
-    name="openai",
-    kind="openai",
-    base_url="http://upstream.test/v1",
-    credential=CREDENTIAL,
-    connect_timeout=1.0,
-    read_timeout=2.0,
-    total_timeout=3.0,
-    extra_headers={"OpenAI-Organization": "org-portico"},
-    version=1.0,
-)
+OPENAI = make_provider_info()
 MOCK = dataclasses.replace(OPENAI, id=2, name="mock", kind="mock", base_url=MOCK_BASE_URL, credential="")
 
 Handler = Callable[[httpx.Request], httpx.Response]

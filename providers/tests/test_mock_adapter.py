@@ -11,19 +11,17 @@ import pytest
 
 from providers.adapters import ADAPTERS, adapter_for, kind_choices
 from providers.adapters.mock import MockAdapter
-from providers.facade import MOCK_BASE_URL, ProviderInfo
+from providers.facade import MOCK_BASE_URL
+from providers.tests.factories import make_provider_info
 
-MOCK = ProviderInfo(
-    id=1,
+MOCK = make_provider_info(
     name="mock",
     kind="mock",
     base_url=MOCK_BASE_URL,
     credential="",
-    connect_timeout=1.0,
     read_timeout=1.0,
     total_timeout=1.0,
     extra_headers={},
-    version=1.0,
 )
 
 

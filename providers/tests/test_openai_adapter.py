@@ -7,21 +7,10 @@ import dataclasses
 import orjson
 
 from providers.adapters.openai import OpenAIAdapter
-from providers.facade import ProviderInfo
+from providers.tests.factories import UPSTREAM_CREDENTIAL as CREDENTIAL
+from providers.tests.factories import make_provider_info
 
-CREDENTIAL = "sk-proj-UPSTREAMsecret1234567890"
-PROVIDER = ProviderInfo(
-    id=1,
-    name="openai",
-    kind="openai",
-    base_url="http://upstream.test/v1",
-    credential=CREDENTIAL,
-    connect_timeout=1.0,
-    read_timeout=2.0,
-    total_timeout=3.0,
-    extra_headers={"OpenAI-Organization": "org-portico"},
-    version=1.0,
-)
+PROVIDER = make_provider_info()
 
 
 def test_the_request_carries_the_upstream_model_the_credential_and_every_other_field() -> None:

@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 
 from providers.adapters.base import UpstreamRequest
-from providers.facade import ProviderInfo
+from providers.tests.factories import make_provider_info
 from providers.transport import AiohttpResponse, AiohttpUpstream
 
 # Long enough never to fire on a healthy loopback answer, short enough to keep the suite quick.
@@ -28,17 +28,14 @@ SHORT_READ = 0.2
 SHORT_TOTAL = 0.5
 TRICKLE_EVERY = 0.05  # well inside SHORT_READ, so only the total timeout can end a trickle
 
-PROVIDER = ProviderInfo(
-    id=1,
+PROVIDER = make_provider_info(
     name="loopback",
-    kind="openai",
     base_url="http://127.0.0.1/v1",
     credential="",
     connect_timeout=5.0,
     read_timeout=SHORT_READ,
     total_timeout=5.0,
     extra_headers={},
-    version=1.0,
 )
 
 
