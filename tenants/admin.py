@@ -22,7 +22,13 @@ from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html
 
 from tenants.models import ApiKey, Tenant
-from tenants.services import api_key_issue_secret, api_key_revoke
+from tenants.services import (
+    api_key_issue_secret,
+    api_key_revoke,
+    api_key_set_models,
+    tenant_models_outside,
+    tenant_set_models,
+)
 
 _KEY_TIMES = ("created_at", "last_used_at", "revoked_at")
 
@@ -60,6 +66,10 @@ class TenantAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Tenant]:
         return super().get_queryset(request).annotate(key_count=Count("api_keys"))
 
+    def save_related(self, request: HttpRequest, form: forms.ModelForm, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        tenant_set_models(tenant=form.instance, route_ids=[r.pk for r in form.cleaned_data["allowed_models"]])
+
     @admin.display(description="keys", ordering="key_count")
     def key_count(self, tenant: Tenant) -> int:
         return tenant.key_count  # type: ignore[attr-defined]
@@ -83,11 +93,9 @@ class ApiKeyForm(forms.ModelForm):
         tenant = cleaned.get("tenant") or getattr(self.instance, "tenant", None)
         chosen = cleaned.get("allowed_models")
         if tenant is not None and chosen:
-            tenant_models = set(tenant.allowed_models.all())
-            outside = set(chosen) - tenant_models if tenant_models else set()
+            outside = tenant_models_outside(tenant=tenant, public_ids=[route.public_id for route in chosen])
             if outside:
-                names = ", ".join(sorted(route.public_id for route in outside))
-                self.add_error("allowed_models", f"The tenant may not use these models: {names}.")
+                self.add_error("allowed_models", f"The tenant may not use these models: {', '.join(outside)}.")
         return cleaned
 
 
@@ -121,6 +129,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
         if not change:
             self._issued[request] = api_key_issue_secret(api_key=obj)
         super().save_model(request, obj, form, change)
+
+    def save_related(self, request: HttpRequest, form: forms.ModelForm, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        if "allowed_models" in form.cleaned_data:
+            api_key_set_models(api_key=form.instance, route_ids=[r.pk for r in form.cleaned_data["allowed_models"]])
 
     def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None) -> HttpResponse:
         plaintext = self._issued.pop(request, None)

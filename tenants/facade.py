@@ -6,9 +6,11 @@ is rebuilt, never per request; `authenticate()` works on what it returned.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from providers.models import ModelRoute
 from tenants.keys import digest_matches, is_well_formed, key_prefix
 from tenants.models import ApiKey
 from tenants.services import api_keys_mark_used
@@ -42,8 +44,9 @@ def load_key_grants() -> dict[str, KeyGrant]:
     )
     grants: dict[str, KeyGrant] = {}
     for api_key in keys:
-        tenant_models = {route.public_id for route in api_key.tenant.allowed_models.all()}
-        key_models = {route.public_id for route in api_key.allowed_models.all()}
+        tenant = api_key.tenant
+        tenant_models = _limit(tenant.models_restricted, tenant.allowed_models.all())
+        key_models = _limit(api_key.models_restricted, api_key.allowed_models.all())
         grants[api_key.prefix] = KeyGrant(
             key_id=api_key.pk,
             tenant_id=api_key.tenant_id,
@@ -55,12 +58,15 @@ def load_key_grants() -> dict[str, KeyGrant]:
     return grants
 
 
-def _narrow(tenant_models: set[str], key_models: set[str]) -> frozenset[str] | None:
-    if tenant_models and key_models:
-        return frozenset(tenant_models & key_models)
-    if tenant_models or key_models:
-        return frozenset(tenant_models or key_models)
-    return None
+def _limit(restricted: bool, routes: Iterable[ModelRoute]) -> frozenset[str] | None:
+    return frozenset(route.public_id for route in routes) if restricted else None
+
+
+def _narrow(tenant_models: frozenset[str] | None, key_models: frozenset[str] | None) -> frozenset[str] | None:
+    """What a key may call: its tenant's limit, narrowed by its own; None is no limit."""
+    if tenant_models is not None and key_models is not None:
+        return tenant_models & key_models
+    return tenant_models if tenant_models is not None else key_models
 
 
 def authenticate(grants: dict[str, KeyGrant], presented: str, now: float) -> KeyGrant | None:

@@ -14,6 +14,9 @@ class Tenant(models.Model):
         related_name="+",
         help_text="Models this tenant may call. Leave empty to allow every active model.",
     )
+    # Whether allowed_models limits the tenant. Kept apart from the list itself so that deleting the
+    # last allowed model leaves a tenant with no models, never with all of them.
+    models_restricted = models.BooleanField(default=False, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
@@ -36,6 +39,7 @@ class ApiKey(models.Model):
         related_name="+",
         help_text="Narrows the tenant's models for this key. Leave empty to allow all of the tenant's models.",
     )
+    models_restricted = models.BooleanField(default=False, editable=False)  # as on Tenant
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)

@@ -14,8 +14,21 @@ from tenants.models import ApiKey, Tenant
 
 def tenant_create(*, name: str, slug: str, allowed_model_ids: Iterable[int] = ()) -> Tenant:
     tenant = Tenant.objects.create(name=name, slug=slug)
-    tenant.allowed_models.set(list(allowed_model_ids))
+    tenant_set_models(tenant=tenant, route_ids=allowed_model_ids)
     return tenant
+
+
+def tenant_set_models(*, tenant: Tenant, route_ids: Iterable[int]) -> None:
+    """Limit a tenant to these models, or lift the limit with none."""
+    _set_models(tenant, route_ids)
+
+
+def tenant_models_outside(*, tenant: Tenant, public_ids: Iterable[str]) -> list[str]:
+    """Those of `public_ids` the tenant may not use, so a key is never granted more than its tenant."""
+    if not tenant.models_restricted:
+        return []
+    allowed = set(tenant.allowed_models.values_list("public_id", flat=True))
+    return sorted(set(public_ids) - allowed)
 
 
 @transaction.atomic
@@ -30,8 +43,21 @@ def api_key_create(
     api_key = ApiKey(tenant=tenant, name=name, expires_at=expires_at)
     plaintext = api_key_issue_secret(api_key=api_key)
     api_key.save()
-    api_key.allowed_models.set(list(allowed_model_ids))
+    api_key_set_models(api_key=api_key, route_ids=allowed_model_ids)
     return api_key, plaintext
+
+
+def api_key_set_models(*, api_key: ApiKey, route_ids: Iterable[int]) -> None:
+    """Narrow a key to these of its tenant's models, or lift the narrowing with none."""
+    _set_models(api_key, route_ids)
+
+
+def _set_models(owner: Tenant | ApiKey, route_ids: Iterable[int]) -> None:
+    ids = list(route_ids)
+    owner.allowed_models.set(ids)
+    if owner.models_restricted != bool(ids):
+        owner.models_restricted = bool(ids)
+        owner.save(update_fields=["models_restricted"])
 
 
 def api_key_issue_secret(*, api_key: ApiKey) -> str:

@@ -25,6 +25,7 @@ from providers.tests.factories import make_route
 from tenants.facade import authenticate, load_key_grants
 from tenants.keys import KEY_PREFIX
 from tenants.models import ApiKey, Tenant
+from tenants.services import tenant_set_models
 
 KEY = re.compile(rf"{KEY_PREFIX}[A-Za-z0-9]{{48}}")
 PORTICO = Path(sys.executable).with_name("portico")
@@ -215,7 +216,7 @@ def test_createkey_refuses_an_unknown_model_and_creates_nothing(tenant):
 def test_createkey_refuses_a_model_the_tenant_may_not_use():
     allowed = make_route(public_id="gpt-4o")
     make_route(public_id="o1")
-    Tenant.objects.create(name="Narrow", slug="narrow").allowed_models.set([allowed])
+    tenant_set_models(tenant=Tenant.objects.create(name="Narrow", slug="narrow"), route_ids=[allowed.pk])
 
     with pytest.raises(CommandError, match=r"Tenant narrow may not use: o1\."):
         _createkey("--tenant", "narrow", "--name", "ci", "--models", "o1")

@@ -25,6 +25,7 @@ from gateway.snapshot import store
 from gateway.sse import EventSplitter
 from providers.models import ModelRoute
 from providers.tests.factories import make_route
+from tenants.services import tenant_set_models
 from tenants.tests.factories import IssuedKey
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -75,7 +76,7 @@ def personas(
     owner: IssuedKey, teammate: IssuedKey, outsider: IssuedKey, house_route: ModelRoute
 ) -> dict[str, IssuedKey]:
     # The outsider's tenant may use house-echo only; owner and teammate may use every model.
-    outsider.api_key.tenant.allowed_models.set([house_route])
+    tenant_set_models(tenant=outsider.api_key.tenant, route_ids=[house_route.pk])
     return {"owner": owner, "teammate": teammate, "outsider": outsider}
 
 

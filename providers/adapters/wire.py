@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -25,17 +26,19 @@ _STATUS_MAP: dict[int, tuple[int, str]] = {
 _PASSED_HEADERS = ("retry-after", "retry-after-ms")
 
 
-def rewrite_model(payload: bytes, upstream_model: str, public_model: str) -> bytes:
-    """Replace the upstream model name with the public id in a compact or spaced JSON object.
+# The first `"model": "…"` member of a body. Inside a JSON string every quote is escaped, so this can only
+# match a key, and in OpenAI's bodies and chunks the first such key is the top-level one.
+_MODEL_MEMBER = re.compile(rb'"model"(\s*):(\s*)"(?:[^"\\]|\\.)*"')
 
-    A byte replace is safe here: inside a JSON string every quote is escaped, so
-    `"model":"x"` can only match the key itself. It saves a parse and a dump per chunk.
+
+def rewrite_model(payload: bytes, public_model: str) -> bytes:
+    """Give a body or chunk the public model id, whatever name the upstream answered with.
+
+    Upstreams often answer with a dated name (`gpt-4o` -> `gpt-4o-2024-08-06`), so the value is
+    replaced whatever it is. Working on bytes saves a parse and a dump per stream chunk.
     """
-    if upstream_model == public_model:
-        return payload
-    old = orjson.dumps(upstream_model)
-    new = orjson.dumps(public_model)
-    return payload.replace(b'"model":' + old, b'"model":' + new, 1).replace(b'"model": ' + old, b'"model": ' + new, 1)
+    public = orjson.dumps(public_model)
+    return _MODEL_MEMBER.sub(lambda match: b'"model"' + match[1] + b":" + match[2] + public, payload, count=1)
 
 
 def openai_failure(status: int, payload: bytes, headers: Any, *, secret: str = "") -> UpstreamFailure:

@@ -34,7 +34,7 @@ def spaced(payload: dict[str, Any]) -> bytes:
 
 @pytest.mark.parametrize("dump", [compact, spaced], ids=["compact", "spaced"])
 def test_it_rewrites_the_model_to_the_public_id(dump: Any) -> None:
-    out = rewrite_model(dump(completion("gpt-4o-2024-08-06")), "gpt-4o-2024-08-06", "house-model")
+    out = rewrite_model(dump(completion("gpt-4o-2024-08-06")), "house-model")
 
     assert orjson.loads(out) == completion("house-model")
 
@@ -44,7 +44,7 @@ def test_it_leaves_a_model_named_inside_the_content_alone(dump: Any) -> None:
     content = 'Reply with {"model":"up", "model": "up"} and "model":"up" verbatim.'
     payload = {"choices": [{"message": {"content": content}}], "model": "up"}
 
-    out = orjson.loads(rewrite_model(dump(payload), "up", "public"))
+    out = orjson.loads(rewrite_model(dump(payload), "public"))
 
     assert out["model"] == "public"
     assert out["choices"][0]["message"]["content"] == content
@@ -55,15 +55,27 @@ def test_it_leaves_content_alone_when_it_comes_before_the_model_key() -> None:
     payload = compact({"choices": [{"delta": {"content": content}}], "model": "up"})
 
     assert b'\\"model\\":\\"up\\"' in payload  # the content really holds the escaped pattern
-    out = orjson.loads(rewrite_model(payload, "up", "public"))
+    out = orjson.loads(rewrite_model(payload, "public"))
 
     assert out == {"choices": [{"delta": {"content": content}}], "model": "public"}
 
 
-def test_it_does_not_rewrite_a_longer_name_that_starts_with_the_upstream_name() -> None:
-    payload = compact(completion("gpt-4o-mini"))
+@pytest.mark.parametrize("dump", [compact, spaced], ids=["compact", "spaced"])
+def test_it_rewrites_the_dated_name_an_upstream_answers_with(dump: Any) -> None:
+    # Asked for `gpt-4o`, OpenAI answers `gpt-4o-2024-08-06`: the client must still see the public id.
+    out = rewrite_model(dump(completion("gpt-4o-2024-08-06")), "house-model")
 
-    assert rewrite_model(payload, "gpt-4o", "public") == payload
+    assert orjson.loads(out) == completion("house-model")
+
+
+def test_it_rewrites_only_the_first_model_member() -> None:
+    payload = b'{"model":"up","choices":[],"extra":{"model":"nested"}}'
+
+    assert orjson.loads(rewrite_model(payload, "public")) == {
+        "model": "public",
+        "choices": [],
+        "extra": {"model": "nested"},
+    }
 
 
 @pytest.mark.parametrize(
@@ -77,21 +89,21 @@ def test_it_does_not_rewrite_a_longer_name_that_starts_with_the_upstream_name() 
     ids=["quote", "backslash", "slash-and-unicode", "control-characters"],
 )
 def test_it_rewrites_names_that_need_json_escaping(upstream: str, public: str) -> None:
-    out = rewrite_model(compact(completion(upstream)), upstream, public)
+    out = rewrite_model(compact(completion(upstream)), public)
 
     assert orjson.loads(out) == completion(public)
 
 
-def test_it_returns_the_payload_untouched_when_the_names_are_equal() -> None:
-    payload = compact(completion("same"))
+def test_a_body_without_a_model_is_left_as_it_is() -> None:
+    payload = b'{"object":"list","data":[]}'
 
-    assert rewrite_model(payload, "same", "same") is payload
+    assert rewrite_model(payload, "public") == payload
 
 
 def test_it_rewrites_a_stream_chunk() -> None:
     chunk = b'{"id":"c","object":"chat.completion.chunk","model":"up","choices":[{"delta":{"content":"x"}}]}'
 
-    assert orjson.loads(rewrite_model(chunk, "up", "public"))["model"] == "public"
+    assert orjson.loads(rewrite_model(chunk, "public"))["model"] == "public"
 
 
 def error_body(message: str, kind: str = "invalid_request_error", code: Any = None, param: Any = None) -> bytes:

@@ -12,7 +12,7 @@ from providers.tests.factories import make_route
 from tenants.facade import KeyGrant, authenticate, load_key_grants, record_key_use
 from tenants.keys import generate_key, key_prefix
 from tenants.models import ApiKey, Tenant
-from tenants.services import api_key_revoke
+from tenants.services import api_key_revoke, tenant_set_models
 from tenants.tests.factories import IssuedKey, make_key, make_tenant
 
 pytestmark = pytest.mark.django_db
@@ -132,7 +132,7 @@ def test_without_allowlists_a_key_may_use_every_model(owner: IssuedKey) -> None:
 def test_a_tenant_allowlist_applies_to_all_its_keys_and_not_to_the_outsider(
     tenant: Tenant, personas: dict[str, IssuedKey]
 ) -> None:
-    tenant.allowed_models.set([make_route(public_id="alpha"), make_route(public_id="beta")])
+    tenant_set_models(tenant=tenant, route_ids=[make_route(public_id=name).pk for name in ("alpha", "beta")])
     make_route(public_id="gamma")
 
     grants = load_key_grants()
@@ -157,7 +157,7 @@ def test_a_key_allowlist_narrows_only_that_key(tenant: Tenant, teammate: IssuedK
 
 def test_a_key_allowlist_within_a_tenant_allowlist_is_their_intersection(tenant: Tenant) -> None:
     alpha, beta, gamma = (make_route(public_id=name) for name in ("alpha", "beta", "gamma"))
-    tenant.allowed_models.set([alpha, beta])
+    tenant_set_models(tenant=tenant, route_ids=[alpha.pk, beta.pk])
     issued = make_key(tenant=tenant, allowed_model_ids=[beta.pk, gamma.pk])
 
     grant = load_key_grants()[issued.api_key.prefix]
@@ -168,7 +168,7 @@ def test_a_key_allowlist_within_a_tenant_allowlist_is_their_intersection(tenant:
 
 def test_disjoint_allowlists_allow_nothing(tenant: Tenant) -> None:
     alpha, beta = make_route(public_id="alpha"), make_route(public_id="beta")
-    tenant.allowed_models.set([alpha])
+    tenant_set_models(tenant=tenant, route_ids=[alpha.pk])
     issued = make_key(tenant=tenant, allowed_model_ids=[beta.pk])
 
     grant = load_key_grants()[issued.api_key.prefix]
@@ -178,9 +178,33 @@ def test_disjoint_allowlists_allow_nothing(tenant: Tenant) -> None:
     assert not grant.may_use("beta")
 
 
+def test_deleting_the_only_allowed_model_leaves_the_tenant_and_key_with_none(tenant: Tenant) -> None:
+    only, other = make_route(public_id="only"), make_route(public_id="other")
+    tenant_set_models(tenant=tenant, route_ids=[only.pk])
+    issued = make_key(tenant=tenant, allowed_model_ids=[only.pk])
+    everyone = make_key(tenant=tenant)
+
+    only.delete()
+    grants = load_key_grants()
+
+    # An emptied allowlist must not turn into "every model".
+    assert grants[issued.api_key.prefix].allowed_models == frozenset()
+    assert grants[everyone.api_key.prefix].allowed_models == frozenset()
+    assert not grants[everyone.api_key.prefix].may_use(other.public_id)
+
+
+def test_clearing_an_allowlist_on_purpose_lifts_the_limit(tenant: Tenant, owner: IssuedKey) -> None:
+    route = make_route(public_id="only")
+    tenant_set_models(tenant=tenant, route_ids=[route.pk])
+
+    tenant_set_models(tenant=tenant, route_ids=[])
+
+    assert load_key_grants()[owner.api_key.prefix].allowed_models is None
+
+
 def test_loading_grants_takes_the_same_queries_for_one_key_or_many(tenant: Tenant) -> None:
     route = make_route(public_id="alpha")
-    tenant.allowed_models.set([route])
+    tenant_set_models(tenant=tenant, route_ids=[route.pk])
     make_key(tenant=tenant, allowed_model_ids=[route.pk])
     with CaptureQueriesContext(connection) as one:
         load_key_grants()

@@ -21,16 +21,15 @@ def _headers(provider: Any) -> dict[str, str]:
 
 
 class _ModelRewriter:
-    def __init__(self, public_model: str, upstream_model: str, secret: str) -> None:
+    def __init__(self, public_model: str, secret: str) -> None:
         self.public_model = public_model
-        self.upstream_model = upstream_model
         self.secret = secret.encode()
 
     def feed(self, event: bytes) -> Iterable[bytes]:
         if self.secret and self.secret in event:
             # An error event mid-stream may quote the credential, as error answers can.
             event = event.replace(self.secret, b"[redacted]")
-        return (rewrite_model(event, self.upstream_model, self.public_model),)
+        return (rewrite_model(event, self.public_model),)
 
 
 class OpenAIAdapter:
@@ -45,10 +44,10 @@ class OpenAIAdapter:
         return UpstreamRequest("GET", f"{provider.base_url}/models", _headers(provider))
 
     def chat_response(self, payload: bytes, public_model: str, upstream_model: str) -> bytes:
-        return rewrite_model(payload, upstream_model, public_model)
+        return rewrite_model(payload, public_model)
 
     def stream_translator(self, public_model: str, upstream_model: str, *, secret: str = "") -> _ModelRewriter:
-        return _ModelRewriter(public_model, upstream_model, secret)
+        return _ModelRewriter(public_model, secret)
 
     def failure(self, status: int, payload: bytes, headers: Mapping[str, str], *, secret: str = "") -> UpstreamFailure:
         return openai_failure(status, payload, headers, secret=secret)

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from providers.models import ModelRoute
 from tenants.models import Tenant
-from tenants.services import api_key_create
+from tenants.services import api_key_create, tenant_models_outside
 
 
 class Command(BaseCommand):
@@ -61,8 +61,7 @@ def _routes(tenant: Tenant, models: str) -> list[ModelRoute]:
     unknown = sorted(set(wanted) - {route.public_id for route in routes})
     if unknown:
         raise CommandError(f"Unknown model id(s): {', '.join(unknown)}. See them with GET /v1/models or the admin.")
-    tenant_models = set(tenant.allowed_models.values_list("public_id", flat=True))
-    outside = sorted(set(wanted) - tenant_models) if tenant_models else []
+    outside = tenant_models_outside(tenant=tenant, public_ids=wanted)
     if outside:
         raise CommandError(f"Tenant {tenant.slug} may not use: {', '.join(outside)}.")
     return routes
