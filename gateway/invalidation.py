@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import transaction
 from redis.exceptions import RedisError
 
-from gateway.snapshot import channel, store, version_key
+from gateway.snapshot import channel, store
 
 logger = logging.getLogger(__name__)
 _loop: asyncio.AbstractEventLoop | None = None
@@ -35,15 +35,12 @@ def publish() -> None:
     if settings.REDIS_URL:
         try:
             client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-            with client.pipeline() as pipe:
-                pipe.incr(version_key())
-                pipe.publish(channel(), b"changed")
-                pipe.execute()
+            client.publish(channel(), b"changed")
             client.close()
         except RedisError:
             logger.error(
-                "could not announce a change through Redis; other processes see it within "
-                "PORTICO_SNAPSHOT_POLL seconds of Redis returning"
+                "could not announce a change through Redis; other processes pick it up at their next "
+                "periodic reload (PORTICO_SNAPSHOT_POLL)"
             )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
@@ -16,7 +17,7 @@ from django.conf import settings
 from django.db import DatabaseError, connections
 from redis.exceptions import RedisError
 
-from gateway.snapshot import SnapshotStore, channel, version_key
+from gateway.snapshot import SnapshotStore, channel
 from tenants.facade import record_key_use
 
 logger = logging.getLogger(__name__)
@@ -86,16 +87,23 @@ async def refresh_without_redis(store: SnapshotStore) -> None:
 
 
 async def refresh_with_redis(store: SnapshotStore) -> None:
-    """Reload on every invalidation message; poll the version key as a safety net."""
-    seen: bytes | None = None
+    """Reload on every invalidation message, and every PORTICO_SNAPSHOT_POLL seconds regardless.
+
+    The periodic reload is the safety net: a message lost while Redis was away, for the
+    publisher or for this process, is made good within one poll.
+    """
     while True:
-        client = aioredis.from_url(settings.REDIS_URL)
+        client = aioredis.from_url(
+            settings.REDIS_URL,
+            socket_connect_timeout=2,
+            # A half-open connection must fail, not block the refresher for the kernel's TCP timeout.
+            socket_timeout=settings.PORTICO_SNAPSHOT_POLL + 5,
+            health_check_interval=30,
+        )
         try:
             async with client.pubsub() as pubsub:
                 await pubsub.subscribe(channel())
-                seen = await client.get(version_key())
-                # Anything missed while unsubscribed; a failed reload stays pending and is retried at each poll.
-                pending = not await _reload_quietly(store)
+                await _reload_quietly(store)  # anything missed while unsubscribed
                 while True:
                     message = await pubsub.get_message(
                         ignore_subscribe_messages=True, timeout=settings.PORTICO_SNAPSHOT_POLL
@@ -103,19 +111,30 @@ async def refresh_with_redis(store: SnapshotStore) -> None:
                     # A burst of saves (an admin bulk action) is one reload, not one per message.
                     while message is not None and await pubsub.get_message(ignore_subscribe_messages=True, timeout=0):
                         pass
-                    version = await client.get(version_key())
-                    if pending or message is not None or version != seen or store.is_stale():
-                        seen = version
-                        pending = not await _reload_quietly(store)
+                    await _reload_quietly(store)
         except (RedisError, OSError):
-            logger.warning("lost Redis for snapshot invalidation; falling back to TTL reloads until it returns")
+            logger.warning("lost Redis for snapshot invalidation; reloading every %.0f s until it returns", _RETRY)
             await _reload_quietly(store)
             await asyncio.sleep(_RETRY)
         finally:
             await client.aclose()
 
 
+async def _supervised(name: str, loop: Callable[[], Awaitable[None]]) -> None:
+    """Run a background loop for the life of the process, restarting it if it ever fails."""
+    while True:
+        try:
+            await loop()
+        except Exception:
+            # Deliberately broad: a loop that died silently would leave the snapshot stale for good.
+            logger.exception("background %s stopped unexpectedly; restarting it", name)
+        await asyncio.sleep(_RETRY)
+
+
 def start(store: SnapshotStore) -> list[asyncio.Task[None]]:
     refresher = refresh_with_redis if settings.REDIS_URL else refresh_without_redis
     loop = asyncio.get_running_loop()
-    return [loop.create_task(refresher(store)), loop.create_task(flush_key_use_forever())]
+    return [
+        loop.create_task(_supervised("snapshot refresh", lambda: refresher(store))),
+        loop.create_task(_supervised("last-used flush", flush_key_use_forever)),
+    ]

@@ -119,7 +119,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = PORTICO_MAX_BODY_BYTES
 PORTICO_FAST_PATH = env_bool("PORTICO_FAST_PATH", True)
 # Without Redis, each process reloads its snapshot of keys and routes this often.
 PORTICO_SNAPSHOT_TTL = env_float("PORTICO_SNAPSHOT_TTL", 0.5, minimum=0.1)
-# With Redis, a safety poll of the snapshot version behind the pub/sub channel.
+# With Redis, every process also reloads this often, in case a change message was lost.
 PORTICO_SNAPSHOT_POLL = env_float("PORTICO_SNAPSHOT_POLL", 5.0, minimum=0.1)
 # "aiohttp" (default, measured faster under concurrency) or "httpx" (httpx's own pool).
 PORTICO_HTTP_TRANSPORT = env_str("PORTICO_HTTP_TRANSPORT", "aiohttp")

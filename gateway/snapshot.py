@@ -4,8 +4,8 @@ Each process holds one `Snapshot`, swapped whole when it is rebuilt, so a
 request always sees one consistent view. Rebuilds happen in the background:
 
 * with REDIS_URL, on a pub/sub message that every process receives when a
-  tenant, key, provider or route changes (plus a slow poll of a version key,
-  in case a message was missed while Redis was away);
+  tenant, key, provider or route changes, and every PORTICO_SNAPSHOT_POLL
+  seconds in case a message was lost while Redis was away;
 * without Redis, every PORTICO_SNAPSHOT_TTL seconds, and at once in the
   process that made the change.
 """
@@ -36,10 +36,6 @@ class Snapshot:
 
 def channel() -> str:
     return f"{settings.PORTICO_REDIS_PREFIX}:snapshot"
-
-
-def version_key() -> str:
-    return f"{settings.PORTICO_REDIS_PREFIX}:snapshot:version"
 
 
 def build_snapshot() -> Snapshot:

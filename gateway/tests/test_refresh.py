@@ -1,0 +1,47 @@
+"""The background loops: a loop that fails is logged and restarted, never left dead."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import pytest
+
+from gateway import refresh
+
+
+async def test_a_background_loop_that_fails_is_logged_and_restarted(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(refresh, "_RETRY", 0)
+    runs: list[int] = []
+    running = asyncio.Event()
+
+    async def flaky() -> None:
+        runs.append(len(runs))
+        if len(runs) == 1:
+            raise RuntimeError("boom")
+        running.set()
+        await asyncio.Event().wait()
+
+    with caplog.at_level(logging.ERROR, logger="gateway.refresh"):
+        task = asyncio.create_task(refresh._supervised("test loop", flaky))
+        async with asyncio.timeout(2):
+            await running.wait()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    assert runs == [0, 1]
+    assert "background test loop stopped unexpectedly" in caplog.text
+
+
+async def test_cancelling_a_supervised_loop_stops_it() -> None:
+    task = asyncio.create_task(refresh._supervised("idle loop", lambda: asyncio.Event().wait()))
+    await asyncio.sleep(0)
+
+    task.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await task
