@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 import orjson
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
@@ -15,6 +15,7 @@ from gateway.auth import api_key_auth
 from gateway.errors import InternalError, InvalidRequest, ModelNotFound, PorticoError, error_response
 from gateway.relay import chat
 from gateway.snapshot import store
+from gateway.sse import EventStream
 from gateway.validation import validate_chat_request
 from providers.facade import RouteInfo
 from tenants.facade import KeyGrant
@@ -131,7 +132,7 @@ async def retrieve_model(request: HttpRequest, model: str) -> HttpResponse:
 
 
 @api.post("/chat/completions", summary="Create a chat completion")
-async def create_chat_completion(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+async def create_chat_completion(request: HttpRequest) -> HttpResponse | EventStream:
     body = json_body(request)
     validate_chat_request(body)
     route = await _route(request.auth, body["model"])  # type: ignore[attr-defined]

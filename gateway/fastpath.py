@@ -23,10 +23,11 @@ from typing import Any
 
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
-from django.http import HttpResponse, HttpResponseBase, HttpResponseNotAllowed, StreamingHttpResponse
+from django.http import HttpResponse, HttpResponseBase, HttpResponseNotAllowed
 from django.urls import Resolver404, ResolverMatch, get_resolver
 
 from gateway.errors import BodyTooLarge, MethodNotAllowed, NotFound, PorticoError, error_response
+from gateway.sse import EventStream
 
 logger = logging.getLogger(__name__)
 
@@ -72,11 +73,15 @@ def _headers(response: HttpResponseBase, request_id: str) -> list[tuple[bytes, b
 
 async def send_response(response: HttpResponseBase, send: Send, request_id: str) -> None:
     headers = _headers(response, request_id)
-    if isinstance(response, StreamingHttpResponse):
-        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
-        async for chunk in response:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
+    if isinstance(response, EventStream):
+        try:
+            await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+            async for chunk in response.events:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            # Runs on a normal end, on an error and when the client leaves (this task is cancelled).
+            await response.aclose()
         return
     assert isinstance(response, HttpResponse)
     body = response.content

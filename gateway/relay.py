@@ -7,14 +7,14 @@ first byte as an HTTP error answer, after it as an SSE error frame.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
-from django.http import HttpResponse, StreamingHttpResponse
+from django.http import HttpResponse
 
 from gateway.errors import PorticoError, UpstreamError, UpstreamTimeout, UpstreamUnreachable
-from gateway.sse import DONE, STREAM_CONTENT_TYPE, STREAM_HEADERS, EventSplitter, frame
+from gateway.sse import DONE, EventSplitter, EventStream, frame
 from providers.adapters.base import StreamTranslator
 from providers.facade import RouteInfo
 from providers.http import UpstreamResponse, Upstreams
@@ -40,7 +40,7 @@ async def _failure(route: RouteInfo, response: UpstreamResponse) -> UpstreamErro
     )
 
 
-async def chat(route: RouteInfo, body: dict[str, Any]) -> HttpResponse | StreamingHttpResponse:
+async def chat(route: RouteInfo, body: dict[str, Any]) -> HttpResponse | EventStream:
     """Relay a chat completion. The provider's total timeout is enforced by its upstream, streams included."""
     provider = route.provider
     adapter = provider.adapter
@@ -51,8 +51,7 @@ async def chat(route: RouteInfo, body: dict[str, Any]) -> HttpResponse | Streami
             raise await _failure(route, response)
         if body.get("stream"):
             translator = adapter.stream_translator(route.public_id, route.upstream_model, secret=provider.credential)
-            stream = _relay_stream(response, translator, provider.name)
-            return StreamingHttpResponse(stream, content_type=STREAM_CONTENT_TYPE, headers=STREAM_HEADERS)
+            return EventStream(_relay_stream(response, translator, provider.name), release=response.aclose)
         try:
             payload = await response.aread()
         finally:
@@ -65,7 +64,7 @@ async def chat(route: RouteInfo, body: dict[str, Any]) -> HttpResponse | Streami
 
 async def _relay_stream(
     response: UpstreamResponse, translator: StreamTranslator, provider: str
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes]:
     """Relay events as they arrive. Cancellation (the client left) closes the upstream too."""
     splitter = EventSplitter()
     finished = False

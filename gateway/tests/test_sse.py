@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
+
 import pytest
 
-from gateway.sse import DONE, EventSplitter, frame
+from gateway.sse import DONE, EventSplitter, EventStream, frame
 
 STREAM = (
     b'data: {"id":"1","choices":[{"delta":{"content":"Hel"}}]}\n\n'
@@ -105,3 +107,23 @@ def test_it_frames_data_as_one_event() -> None:
     assert frame(b'{"a":1}') == b'data: {"a":1}\n\n'
     assert DONE == b"data: [DONE]\n\n"
     assert feed_all([frame(b'{"a":1}') + DONE]) == ([b'{"a":1}', b"[DONE]"], b"")
+
+
+async def test_closing_an_event_stream_that_never_started_still_releases_its_source() -> None:
+    released: list[str] = []
+    finished: list[str] = []
+
+    async def events() -> AsyncGenerator[bytes]:
+        try:
+            yield b"data: never sent\n\n"
+        finally:
+            finished.append("generator")
+
+    async def release() -> None:
+        released.append("upstream")
+
+    stream = EventStream(events(), release=release)
+    await stream.aclose()
+
+    assert released == ["upstream"]
+    assert finished == []  # a generator closed before it started never runs its finally: hence release
