@@ -6,13 +6,23 @@ import logging
 from typing import Any
 
 import orjson
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 
 from gateway.auth import api_key_auth
-from gateway.errors import InternalError, InvalidRequest, ModelNotFound, PorticoError, error_response
+from gateway.errors import (
+    AuthenticationFailed,
+    BodyTooLarge,
+    InternalError,
+    InvalidRequest,
+    ModelNotFound,
+    PorticoError,
+    error_response,
+)
 from gateway.relay import chat
 from gateway.snapshot import store
 from gateway.sse import EventStream
@@ -50,9 +60,13 @@ def _validation_error(request: HttpRequest, exc: NinjaValidationError) -> HttpRe
 
 @api.exception_handler(AuthenticationError)
 def _auth_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
-    return error_response(
-        PorticoError("Authentication failed.", status=401, type="invalid_request_error", code="invalid_api_key")
-    )
+    return error_response(AuthenticationFailed("Authentication failed."))
+
+
+@api.exception_handler(RequestDataTooBig)
+def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    # Only reachable through Django's own handler (PORTICO_FAST_PATH=false); the fast path answers 413 itself.
+    return error_response(BodyTooLarge.over(settings.PORTICO_MAX_BODY_BYTES))
 
 
 @api.exception_handler(Exception)

@@ -72,6 +72,10 @@ class BodyTooLarge(InvalidRequest):
     status = 413
     code = "request_too_large"
 
+    @classmethod
+    def over(cls, limit: int) -> BodyTooLarge:
+        return cls(f"The request body is larger than the {limit} bytes this server accepts.")
+
 
 class AuthenticationFailed(PorticoError):
     status = 401

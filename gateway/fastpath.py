@@ -52,7 +52,7 @@ async def read_body(receive: Receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise BodyTooLarge(f"The request body is larger than the {limit} bytes this server accepts.")
+            raise BodyTooLarge.over(limit)
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)

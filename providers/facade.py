@@ -30,7 +30,8 @@ class ProviderInfo:
     connect_timeout: float
     read_timeout: float
     total_timeout: float
-    extra_headers: dict[str, str] = field(hash=False, compare=False)
+    # Some servers take their key in a custom header: these stay out of reprs like the credential.
+    extra_headers: dict[str, str] = field(hash=False, compare=False, repr=False)
     # Changes whenever the row changes, so pooled clients are rebuilt for new settings.
     version: float
 

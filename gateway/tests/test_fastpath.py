@@ -436,6 +436,25 @@ async def test_with_the_fast_path_off_v1_is_served_by_djangos_handler(
     assert len(started_signals) == 1
 
 
+async def test_with_the_fast_path_off_an_oversized_body_is_still_a_413(
+    portico: httpx.AsyncClient, owner: IssuedKey, settings: Settings
+) -> None:
+    settings.PORTICO_FAST_PATH = False
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024  # Django's own cap, which its handler enforces
+    app = Portico()
+    body = orjson.dumps({**CHAT, "messages": [{"role": "user", "content": "x" * 2048}]})
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
+            response = await client.post(
+                "/v1/chat/completions", content=body, headers={**bearer(owner), "Content-Type": "application/json"}
+            )
+    finally:
+        await app.shutdown()
+
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+
+
 # --- clients that leave -----------------------------------------------------------
 
 

@@ -19,8 +19,8 @@ import httpx
 class UpstreamRequest:
     method: str
     url: str
-    headers: dict[str, str]
-    content: bytes = b""
+    headers: dict[str, str] = field(repr=False)  # they carry the provider's credential
+    content: bytes = field(default=b"", repr=False)
 
 
 @dataclass(frozen=True, slots=True)

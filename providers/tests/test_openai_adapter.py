@@ -46,3 +46,10 @@ def test_a_credential_quoted_in_a_stream_event_is_redacted() -> None:
 
     assert CREDENTIAL.encode() not in event
     assert orjson.loads(event)["error"]["message"] == "key [redacted] was revoked mid-stream"
+
+
+def test_the_request_repr_never_shows_the_credential() -> None:
+    request = OpenAIAdapter().chat_request(PROVIDER, "gpt-upstream", {"messages": []})
+
+    assert CREDENTIAL not in repr(request)
+    assert CREDENTIAL not in repr(PROVIDER)
