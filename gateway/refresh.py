@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import DatabaseError, connections
 from redis.exceptions import RedisError
 
+from gateway.relay import upstreams
 from gateway.snapshot import SnapshotStore, channel
 from tenants.facade import record_key_use
 
@@ -73,10 +74,11 @@ async def flush_key_use() -> None:
 async def _reload_quietly(store: SnapshotStore) -> bool:
     """Reload; on a database error keep serving the last good snapshot and say so (False)."""
     try:
-        await store.reload()
+        snapshot = await store.reload()
     except DatabaseError:
         logger.exception("snapshot reload failed; serving the previous snapshot")
         return False
+    upstreams.retain({route.provider.id for route in snapshot.routes.values()})
     return True
 
 

@@ -30,8 +30,8 @@ from providers.adapters.base import UpstreamRequest
 from providers.facade import ProviderInfo
 from providers.transport import AiohttpUpstream
 
-# Replaced upstreams linger this long, for streams still flowing through them.
-_RETIRE_AFTER = 900.0
+# Replaced upstreams linger this much longer than their total timeout, for streams still flowing through them.
+_RETIRE_MARGIN = 30.0
 _URL_CACHE_SIZE = 256
 
 
@@ -48,6 +48,7 @@ class UpstreamResponse(Protocol):
 
 class Upstream(Protocol):
     version: float
+    total_timeout: float
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse: ...
 
@@ -156,9 +157,14 @@ class Upstreams:
         upstream = self._upstreams[provider.id] = open_upstream(provider)
         return upstream
 
+    def retain(self, provider_ids: set[int]) -> None:
+        """Retire the upstreams of providers no longer served (deleted or deactivated)."""
+        for provider_id in set(self._upstreams) - provider_ids:
+            self._retire(self._upstreams.pop(provider_id))
+
     def _retire(self, upstream: Upstream) -> None:
         async def close_later() -> None:
-            await asyncio.sleep(_RETIRE_AFTER)
+            await asyncio.sleep(upstream.total_timeout + _RETIRE_MARGIN)
             await upstream.aclose()
 
         task = asyncio.get_running_loop().create_task(close_later())

@@ -73,6 +73,7 @@ class AiohttpUpstream:
 
     def __init__(self, provider: ProviderInfo, *, max_connections: int) -> None:
         self.version = provider.version
+        self.total_timeout = provider.total_timeout
         self._max_connections = max_connections
         self._timeout = aiohttp.ClientTimeout(
             total=provider.total_timeout,

@@ -118,6 +118,21 @@ async def test_a_replaced_upstream_stays_open_for_streams_still_using_it(
     assert [transport.closed for transport in made] == [False, False]
 
 
+async def test_a_provider_no_longer_served_has_its_upstream_closed_after_its_streams_could_end(
+    upstreams: Upstreams, fake_openai: Callable[[Handler], list[RecordingTransport]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("providers.http._RETIRE_MARGIN", 0.0)
+    made = fake_openai(model_list)
+    kept = upstreams.get(OPENAI)
+    upstreams.get(dataclasses.replace(OPENAI, id=3, total_timeout=0.05))
+
+    upstreams.retain({OPENAI.id})
+    await asyncio.sleep(0.2)
+
+    assert [transport.closed for transport in made] == [False, True]
+    assert upstreams.get(OPENAI) is kept
+
+
 async def test_closing_closes_every_upstream(fake_openai: Callable[[Handler], list[RecordingTransport]]) -> None:
     made = fake_openai(model_list)
     pool = Upstreams()
