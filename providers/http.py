@@ -1,4 +1,5 @@
-"""The one place that opens outbound HTTP connections (ruff's banned-api enforces it).
+"""Outbound HTTP: this module and providers/transport.py are the only ones that open connections
+(ruff's banned-api enforces it).
 
 Each provider gets one pooled, keep-alive `Upstream`, shared by every request
 of this process, with the provider's connect, read and total timeouts:
@@ -18,6 +19,7 @@ closed once requests still streaming through it are done.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -32,7 +34,6 @@ from providers.transport import AiohttpUpstream
 
 # Replaced upstreams linger this much longer than their total timeout, for streams still flowing through them.
 _RETIRE_MARGIN = 30.0
-_URL_CACHE_SIZE = 256
 
 
 class UpstreamResponse(Protocol):
@@ -97,16 +98,8 @@ class HttpxUpstream:
             "write": provider.read_timeout,
             "pool": provider.connect_timeout,
         }
-        self._urls: dict[str, httpx.URL] = {}
-
-    def _url(self, url: str) -> httpx.URL:
         # Parsing is the costliest part of building an httpx request; a provider has few distinct URLs.
-        parsed = self._urls.get(url)
-        if parsed is None:
-            parsed = httpx.URL(url)
-            if len(self._urls) < _URL_CACHE_SIZE:
-                self._urls[url] = parsed
-        return parsed
+        self._url = functools.lru_cache(maxsize=256)(httpx.URL)
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
         outbound = httpx.Request(

@@ -11,6 +11,7 @@ never a timeout).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 
@@ -20,8 +21,6 @@ from yarl import URL
 
 from providers.adapters.base import UpstreamRequest
 from providers.facade import ProviderInfo
-
-_URL_CACHE_SIZE = 256
 
 
 @contextmanager
@@ -82,7 +81,8 @@ class AiohttpUpstream:
             connect=provider.connect_timeout,
         )
         self._session: aiohttp.ClientSession | None = None
-        self._urls: dict[str, URL] = {}
+        # A provider has few distinct URLs; parsing one per request would be wasted work.
+        self._url = functools.lru_cache(maxsize=256)(URL)
 
     def _open_session(self) -> aiohttp.ClientSession:
         # Made lazily: an aiohttp session must be created inside the running event loop.
@@ -94,14 +94,6 @@ class AiohttpUpstream:
             # One tenant's upstream cookies must never ride along on another tenant's request.
             cookie_jar=aiohttp.DummyCookieJar(),
         )
-
-    def _url(self, url: str) -> URL:
-        parsed = self._urls.get(url)
-        if parsed is None:
-            parsed = URL(url)
-            if len(self._urls) < _URL_CACHE_SIZE:
-                self._urls[url] = parsed
-        return parsed
 
     async def send(self, request: UpstreamRequest) -> AiohttpResponse:
         """Send and return once the headers are in; the caller reads (or streams) and closes the body."""
