@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -31,14 +32,26 @@ _PASSED_HEADERS = ("retry-after", "retry-after-ms")
 _MODEL_MEMBER = re.compile(rb'"model"(\s*):(\s*)"(?:[^"\\]|\\.)*"')
 
 
-def rewrite_model(payload: bytes, public_model: str) -> bytes:
-    """Give a body or chunk the public model id, whatever name the upstream answered with.
+def model_rewriter(public_model: str) -> Callable[[bytes], bytes]:
+    """A function giving a body or chunk the public model id, whatever name the upstream answered with.
 
     Upstreams often answer with a dated name (`gpt-4o` -> `gpt-4o-2024-08-06`), so the value is
-    replaced whatever it is. Working on bytes saves a parse and a dump per stream chunk.
+    replaced whatever it is. Working on bytes saves a parse and a dump per stream chunk, and a
+    chunk that already names the public id (the usual case) is passed on untouched.
     """
     public = orjson.dumps(public_model)
-    return _MODEL_MEMBER.sub(lambda match: b'"model"' + match[1] + b":" + match[2] + public, payload, count=1)
+    already = (b'"model":' + public, b'"model": ' + public)
+
+    def rewrite(payload: bytes) -> bytes:
+        if already[0] in payload or already[1] in payload:
+            return payload
+        return _MODEL_MEMBER.sub(lambda match: b'"model"' + match[1] + b":" + match[2] + public, payload, count=1)
+
+    return rewrite
+
+
+def rewrite_model(payload: bytes, public_model: str) -> bytes:
+    return model_rewriter(public_model)(payload)
 
 
 def openai_failure(status: int, payload: bytes, headers: Any, *, secret: str = "") -> UpstreamFailure:

@@ -9,7 +9,7 @@ import httpx
 import orjson
 import pytest
 
-from providers.adapters.wire import openai_failure, rewrite_model
+from providers.adapters.wire import model_rewriter, openai_failure, rewrite_model
 
 SECRET = "sk-proj-UPSTREAMsecret1234567890"
 
@@ -245,3 +245,9 @@ def test_a_numeric_code_becomes_a_string() -> None:
     failure = openai_failure(400, error_body("Bad.", code=1234), httpx.Headers())
 
     assert failure.code == "1234"
+
+
+def test_a_chunk_that_already_names_the_public_model_is_passed_on_untouched() -> None:
+    chunk = b'{"id":"c","model":"public","choices":[{"delta":{"content":"x"}}]}'
+
+    assert model_rewriter("public")(chunk) is chunk

@@ -9,7 +9,7 @@ import httpx
 import orjson
 
 from providers.adapters.base import UpstreamFailure, UpstreamRequest
-from providers.adapters.wire import openai_failure, rewrite_model
+from providers.adapters.wire import model_rewriter, openai_failure, rewrite_model
 
 
 def _headers(provider: Any) -> dict[str, str]:
@@ -22,14 +22,14 @@ def _headers(provider: Any) -> dict[str, str]:
 
 class _ModelRewriter:
     def __init__(self, public_model: str, secret: str) -> None:
-        self.public_model = public_model
+        self.rewrite = model_rewriter(public_model)
         self.secret = secret.encode()
 
     def feed(self, event: bytes) -> Iterable[bytes]:
         if self.secret and self.secret in event:
             # An error event mid-stream may quote the credential, as error answers can.
             event = event.replace(self.secret, b"[redacted]")
-        return (rewrite_model(event, self.public_model),)
+        return (self.rewrite(event),)
 
 
 class OpenAIAdapter:
