@@ -16,8 +16,7 @@ import os
 import secrets
 import sys
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from tenants.models import Tenant
@@ -111,14 +110,21 @@ def _serve(args: argparse.Namespace) -> int:
     return run_server(APP, host=args.host, port=args.port, workers=args.workers, access_log=args.access_log)
 
 
-def database_problem() -> str | None:
-    """Why the server cannot start on this database, or None if it is reachable and migrated."""
-    from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+def _migration_plan() -> tuple[Any, list[Any]]:
+    """The migration executor and the migrations it has yet to apply."""
+    from django.db import DEFAULT_DB_ALIAS, connections
     from django.db.migrations.executor import MigrationExecutor
 
+    executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
+    return executor, executor.migration_plan(executor.loader.graph.leaf_nodes())
+
+
+def database_problem() -> str | None:
+    """Why the server cannot start on this database, or None if it is reachable and migrated."""
+    from django.db import DatabaseError
+
     try:
-        executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
-        pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        _, pending = _migration_plan()
     except DatabaseError as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         return f"Cannot reach the database ({_where()}): {first_line}\nCheck DATABASE_URL."
@@ -185,14 +191,8 @@ def _quickstart(args: argparse.Namespace) -> int:
 
 def prepare_database(out: TextIO) -> None:
     from django.core.management import call_command
-    from django.db import connections
-    from django.db.migrations.executor import MigrationExecutor
 
-    if connections["default"].vendor == "sqlite":
-        # SQLite creates the file, not its directory (absent when SECRET_KEY came from the environment).
-        Path(connections["default"].settings_dict["NAME"]).parent.mkdir(parents=True, exist_ok=True)
-    executor = MigrationExecutor(connections["default"])
-    pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    executor, pending = _migration_plan()
     if not pending:
         out.write(f"Database is up to date ({_where()}).\n")
         return

@@ -148,7 +148,6 @@ class FastPath:
     async def _serve(self, scope: Scope, body: bytes, match: ResolverMatch, send: Send, request_id: str) -> None:
         request = ASGIRequest(scope, io.BytesIO(body))
         request.resolver_match = match
-        request.request_id = request_id  # type: ignore[attr-defined]
         response = await match.func(request, *match.args, **match.kwargs)
         if isinstance(response, HttpResponseNotAllowed):
             # Ninja answers a wrong method in plain text; clients of this API expect OpenAI's error shape.
