@@ -1,0 +1,75 @@
+"""An Anthropic message, as an OpenAI chat completion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from providers.adapters.base import Target
+
+# Anthropic's stop reasons, as OpenAI's finish reasons; anything new reads as a plain stop.
+FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    # The server paused a long turn of its own tools; for the client the answer so far is complete.
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+
+def finish_reason(stop_reason: str | None) -> str:
+    return FINISH_REASONS.get(stop_reason or "", "stop")
+
+
+def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's usage object. Anthropic counts cached prompt tokens apart from `input_tokens`; OpenAI counts
+    them in `prompt_tokens` and details them, so they are added back in (billing prices the whole prompt)."""
+    cache_read = usage.get("cache_read_input_tokens") or 0
+    cache_creation = usage.get("cache_creation_input_tokens") or 0
+    prompt = (usage.get("input_tokens") or 0) + cache_read + cache_creation
+    completion = usage.get("output_tokens") or 0
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cache_read, "cache_creation_tokens": cache_creation},
+        # Anthropic counts thinking in `output_tokens` and does not break it out.
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
+
+
+def tool_call(block: dict[str, Any]) -> dict[str, Any]:
+    arguments = orjson.dumps(block.get("input") or {}).decode()
+    return {"id": block["id"], "type": "function", "function": {"name": block["name"], "arguments": arguments}}
+
+
+def chat_completion(target: Target, payload: bytes, *, created: int) -> bytes:
+    """The chat completion for a whole Messages answer. Thinking blocks are the model's, not the answer's."""
+    message = orjson.loads(payload)
+    blocks = message.get("content") or []
+    texts = [block.get("text") or "" for block in blocks if block.get("type") == "text"]
+    calls = [tool_call(block) for block in blocks if block.get("type") == "tool_use"]
+    answer: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None, "refusal": None}
+    if calls:
+        answer["tool_calls"] = calls
+    return orjson.dumps(
+        {
+            "id": f"chatcmpl-{message.get('id', '')}",
+            "object": "chat.completion",
+            "created": created,
+            "model": target.public_model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": answer,
+                    "logprobs": None,
+                    "finish_reason": finish_reason(message.get("stop_reason")),
+                }
+            ],
+            "usage": openai_usage(message.get("usage") or {}),
+        }
+    )
