@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from providers.adapters.anthropic import AnthropicAdapter
+from providers.adapters.azure import AzureOpenAIAdapter
 from providers.adapters.base import Adapter
 from providers.adapters.mock import MockAdapter
+from providers.adapters.ollama import OllamaAdapter
 from providers.adapters.openai import OpenAIAdapter
 
-ADAPTERS: dict[str, Adapter] = {adapter.kind: adapter for adapter in (OpenAIAdapter(), MockAdapter())}
+ADAPTERS: dict[str, Adapter] = {
+    adapter.kind: adapter
+    for adapter in (OpenAIAdapter(), AnthropicAdapter(), AzureOpenAIAdapter(), OllamaAdapter(), MockAdapter())
+}
 
 
 def adapter_for(kind: str) -> Adapter:

@@ -100,3 +100,12 @@ def _error_object(payload: bytes) -> dict[str, Any]:
         if isinstance(body.get("message"), str):
             return {"message": body["message"]}
     return {}
+
+
+def openai_model_ids(payload: bytes) -> list[str]:
+    """The ids of an OpenAI model list; ValueError if the payload is not one."""
+    try:
+        body = orjson.loads(payload)
+        return [str(item["id"]) for item in body["data"]]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError("not an OpenAI model list") from exc

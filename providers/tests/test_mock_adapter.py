@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from providers.adapters import ADAPTERS, adapter_for, kind_choices
+from providers.adapters.base import Target
 from providers.adapters.mock import MockAdapter
 from providers.facade import MOCK_BASE_URL
 from providers.tests.factories import make_provider_info
@@ -34,7 +35,7 @@ async def mock_client() -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def ask(client: httpx.AsyncClient, **body: Any) -> httpx.Response:
-    request = MockAdapter().chat_request(MOCK, "mock-echo", {"model": "house-echo", **body})
+    request = MockAdapter().request("chat", Target(MOCK, "mock-echo", "house-model"), {"model": "house-echo", **body})
     return await client.request(request.method, request.url, headers=request.headers, content=request.content)
 
 
@@ -138,7 +139,8 @@ async def test_it_answers_n_choices(mock_client: httpx.AsyncClient) -> None:
 async def test_it_streams_every_one_of_n_choices(mock_client: httpx.AsyncClient) -> None:
     events = await stream_events(mock_client, messages=[user("hello again")], n=2)
 
-    chunks = [orjson.loads(event) for event in events[:-1]]
+    # The last chunk before [DONE] is the usage Portico asks every upstream for; it has no choices.
+    chunks = [orjson.loads(event) for event in events[:-2]]
     for index in (0, 1):
         mine = [chunk["choices"][0] for chunk in chunks if chunk["choices"][0]["index"] == index]
         assert "".join(choice["delta"].get("content", "") for choice in mine) == "hello again"
@@ -165,7 +167,8 @@ async def test_it_streams_word_by_word_and_ends_with_done(mock_client: httpx.Asy
     events = await stream_events(mock_client, messages=[user("one two  three")])
 
     assert events[-1] == b"[DONE]"
-    chunks = [orjson.loads(event) for event in events[:-1]]
+    *chunks, usage = [orjson.loads(event) for event in events[:-1]]
+    assert (usage["choices"], usage["usage"]["completion_tokens"]) == ([], 3)  # Portico asks upstreams for usage
     deltas = [chunk["choices"][0]["delta"] for chunk in chunks]
     assert deltas == [
         {"role": "assistant", "content": ""},
@@ -178,7 +181,7 @@ async def test_it_streams_word_by_word_and_ends_with_done(mock_client: httpx.Asy
     assert {chunk["object"] for chunk in chunks} == {"chat.completion.chunk"}
     assert {chunk["model"] for chunk in chunks} == {"mock-echo"}
     assert len({chunk["id"] for chunk in chunks}) == 1
-    assert not any("usage" in chunk for chunk in chunks)
+    assert all(chunk["usage"] is None for chunk in chunks)
 
 
 async def test_it_streams_usage_last_when_asked(mock_client: httpx.AsyncClient) -> None:
@@ -212,13 +215,15 @@ async def test_an_unknown_path_is_an_openai_404(mock_client: httpx.AsyncClient) 
 async def test_its_answer_is_rewritten_to_the_public_model(mock_client: httpx.AsyncClient) -> None:
     response = await ask(mock_client, messages=[user("hi")])
 
-    rewritten = MockAdapter().chat_response(response.content, "house-echo", "mock-echo")
+    rewritten = MockAdapter().response("chat", Target(MOCK, "mock-echo", "house-echo"), response.content)
 
     assert orjson.loads(rewritten)["model"] == "house-echo"
 
 
 def test_its_request_carries_the_upstream_model_and_no_credential() -> None:
-    request = MockAdapter().chat_request(MOCK, "mock-echo", {"model": "house-echo", "messages": [user("hi")]})
+    request = MockAdapter().request(
+        "chat", Target(MOCK, "mock-echo", "house-model"), {"model": "house-echo", "messages": [user("hi")]}
+    )
 
     assert request.url == f"{MOCK_BASE_URL}/chat/completions"
     assert orjson.loads(request.content)["model"] == "mock-echo"

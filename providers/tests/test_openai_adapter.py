@@ -6,6 +6,7 @@ import dataclasses
 
 import orjson
 
+from providers.adapters.base import Target
 from providers.adapters.openai import OpenAIAdapter
 from providers.tests.factories import UPSTREAM_CREDENTIAL as CREDENTIAL
 from providers.tests.factories import make_provider_info
@@ -16,22 +17,27 @@ PROVIDER = make_provider_info()
 def test_the_request_carries_the_upstream_model_the_credential_and_every_other_field() -> None:
     body = {"model": "house-model", "messages": [], "foo": {"bar": 1}, "stream": True}
 
-    request = OpenAIAdapter().chat_request(PROVIDER, "gpt-upstream", dict(body))
+    request = OpenAIAdapter().request("chat", Target(PROVIDER, "gpt-upstream", "house-model"), dict(body))
 
     assert (request.method, request.url) == ("POST", "http://upstream.test/v1/chat/completions")
     assert request.headers["authorization"] == f"Bearer {CREDENTIAL}"
     assert request.headers["OpenAI-Organization"] == "org-portico"
-    assert orjson.loads(request.content) == {**body, "model": "gpt-upstream"}
+    # A stream also asks for usage, which the ledger needs whether or not the client asked.
+    assert orjson.loads(request.content) == {**body, "model": "gpt-upstream", "stream_options": {"include_usage": True}}
 
 
 def test_a_provider_without_a_credential_sends_no_authorization() -> None:
-    request = OpenAIAdapter().chat_request(dataclasses.replace(PROVIDER, credential=""), "m", {"messages": []})
+    request = OpenAIAdapter().request(
+        "chat", Target(dataclasses.replace(PROVIDER, credential=""), "m", "house-model"), {"messages": []}
+    )
 
     assert "authorization" not in request.headers
 
 
 def test_stream_events_get_the_public_model() -> None:
-    translator = OpenAIAdapter().stream_translator("house-model", "gpt-upstream", secret=CREDENTIAL)
+    translator = OpenAIAdapter().stream_translator(
+        "chat", Target(PROVIDER, "gpt-upstream", "house-model"), include_usage=False, secret=CREDENTIAL
+    )
 
     (event,) = translator.feed(b'{"id":"c1","model":"gpt-upstream","choices":[]}')
 
@@ -39,7 +45,9 @@ def test_stream_events_get_the_public_model() -> None:
 
 
 def test_a_credential_quoted_in_a_stream_event_is_redacted() -> None:
-    translator = OpenAIAdapter().stream_translator("house-model", "gpt-upstream", secret=CREDENTIAL)
+    translator = OpenAIAdapter().stream_translator(
+        "chat", Target(PROVIDER, "gpt-upstream", "house-model"), include_usage=False, secret=CREDENTIAL
+    )
     error = {"error": {"message": f"key {CREDENTIAL} was revoked mid-stream", "type": "server_error"}}
 
     (event,) = translator.feed(orjson.dumps(error))
@@ -49,7 +57,7 @@ def test_a_credential_quoted_in_a_stream_event_is_redacted() -> None:
 
 
 def test_the_request_repr_never_shows_the_credential() -> None:
-    request = OpenAIAdapter().chat_request(PROVIDER, "gpt-upstream", {"messages": []})
+    request = OpenAIAdapter().request("chat", Target(PROVIDER, "gpt-upstream", "house-model"), {"messages": []})
 
     assert CREDENTIAL not in repr(request)
     assert CREDENTIAL not in repr(PROVIDER)

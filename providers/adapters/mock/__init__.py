@@ -18,6 +18,8 @@ from providers.adapters.openai import OpenAIAdapter
 class MockAdapter(OpenAIAdapter):
     kind = "mock"
     label = "Mock (built-in, echoes the last user message)"
+    # Chat only: legacy completions reach it through the gateway's completions-to-chat bridge.
+    operations = frozenset({"chat"})
 
     def transport(self) -> httpx.AsyncBaseTransport | None:
         return httpx.MockTransport(mock_handler)

@@ -1,53 +1,111 @@
-"""OpenAI and every OpenAI-compatible server: pure pass-through but for the model name."""
+"""OpenAI and every OpenAI-compatible server: pass-through but for the model name.
+
+What a particular server does not accept is declared on its provider row
+(`accepts_stream_options`, `accepts_max_completion_tokens`, `serves_completions`)
+and handled here, in one place.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import AsyncIterable, Iterable, Mapping
+from typing import Any, Literal
 
 import httpx
 import orjson
 
-from providers.adapters.base import UpstreamFailure, UpstreamRequest
-from providers.adapters.wire import model_rewriter, openai_failure, rewrite_model
+from providers.adapters.base import OPENAI_PATHS, Operation, Target, UpstreamFailure, UpstreamRequest
+from providers.adapters.wire import model_rewriter, openai_failure, openai_model_ids, rewrite_model
+
+_STREAMED = frozenset({"chat", "completions"})
 
 
-def _headers(provider: Any) -> dict[str, str]:
-    headers = {"content-type": "application/json", "accept-encoding": "identity"}
+def headers_for(provider: Any, *, content_type: str | None = "application/json") -> dict[str, str]:
+    headers = {"accept-encoding": "identity"}
+    if content_type:
+        headers["content-type"] = content_type
     headers.update(provider.extra_headers)
     if provider.credential:
         headers["authorization"] = f"Bearer {provider.credential}"
     return headers
 
 
-class _ModelRewriter:
-    def __init__(self, public_model: str, secret: str) -> None:
+def adjust_body(operation: Operation, provider: Any, body: dict[str, Any]) -> dict[str, Any]:
+    """Ask for stream usage (the ledger needs it) and drop what this server is declared not to accept."""
+    if body.get("stream") and operation in _STREAMED:
+        if provider.accepts_stream_options:
+            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        else:
+            body.pop("stream_options", None)
+    if not provider.accepts_max_completion_tokens and "max_completion_tokens" in body:
+        cap = body.pop("max_completion_tokens")
+        body.setdefault("max_tokens", cap)
+    return body
+
+
+class PassThrough:
+    """An OpenAI stream relayed as is: the model renamed, usage noted (and dropped unless asked for)."""
+
+    __slots__ = ("done", "failed", "include_usage", "rewrite", "secret", "usage")
+
+    def __init__(self, public_model: str, *, include_usage: bool, secret: str) -> None:
         self.rewrite = model_rewriter(public_model)
         self.secret = secret.encode()
+        self.include_usage = include_usage
+        self.done = False
+        self.failed = False
+        self.usage: dict[str, Any] | None = None
 
     def feed(self, event: bytes) -> Iterable[bytes]:
+        if event == b"[DONE]":
+            self.done = True
+            return ()
         if self.secret and self.secret in event:
             # An error event mid-stream may quote the credential, as error answers can.
             event = event.replace(self.secret, b"[redacted]")
+        if event.startswith(b'{"error"'):
+            self.failed = True
+            return (event,)
+        if b'"usage":{' in event or b'"usage": {' in event:
+            chunk = orjson.loads(event)
+            self.usage = chunk.get("usage") or None
+            if not self.include_usage and not chunk.get("choices"):
+                return ()  # the usage chunk Portico asked for on its own behalf
         return (self.rewrite(event),)
 
 
 class OpenAIAdapter:
     kind = "openai"
     label = "OpenAI or OpenAI-compatible"
+    stream_format: Literal["sse", "ndjson"] = "sse"
+    operations: frozenset[Operation] = frozenset(OPENAI_PATHS)
 
-    def chat_request(self, provider: Any, upstream_model: str, body: dict[str, Any]) -> UpstreamRequest:
-        body["model"] = upstream_model
-        return UpstreamRequest("POST", f"{provider.base_url}/chat/completions", _headers(provider), orjson.dumps(body))
+    def url(self, operation: Operation, target: Target) -> str:
+        return f"{target.provider.base_url}{OPENAI_PATHS[operation]}"
+
+    def request(self, operation: Operation, target: Target, body: dict[str, Any]) -> UpstreamRequest:
+        body["model"] = target.upstream_model
+        body = adjust_body(operation, target.provider, body)
+        return UpstreamRequest("POST", self.url(operation, target), headers_for(target.provider), orjson.dumps(body))
+
+    def upload_request(
+        self, operation: Operation, target: Target, content: AsyncIterable[bytes], content_type: str
+    ) -> UpstreamRequest:
+        headers = headers_for(target.provider, content_type=content_type)
+        return UpstreamRequest("POST", self.url(operation, target), headers, content)
+
+    def response(self, operation: Operation, target: Target, payload: bytes) -> bytes:
+        return rewrite_model(payload, target.public_model)
+
+    def stream_translator(
+        self, operation: Operation, target: Target, *, include_usage: bool, secret: str = ""
+    ) -> PassThrough:
+        return PassThrough(target.public_model, include_usage=include_usage, secret=secret)
 
     def models_request(self, provider: Any) -> UpstreamRequest:
-        return UpstreamRequest("GET", f"{provider.base_url}/models", _headers(provider))
+        return UpstreamRequest("GET", f"{provider.base_url}/models", headers_for(provider, content_type=None))
 
-    def chat_response(self, payload: bytes, public_model: str, upstream_model: str) -> bytes:
-        return rewrite_model(payload, public_model)
-
-    def stream_translator(self, public_model: str, upstream_model: str, *, secret: str = "") -> _ModelRewriter:
-        return _ModelRewriter(public_model, secret)
+    def model_ids(self, payload: bytes) -> list[str]:
+        return openai_model_ids(payload)
 
     def failure(self, status: int, payload: bytes, headers: Mapping[str, str], *, secret: str = "") -> UpstreamFailure:
         return openai_failure(status, payload, headers, secret=secret)
