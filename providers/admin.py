@@ -58,6 +58,10 @@ class ProviderForm(forms.ModelForm):
             "read_timeout",
             "total_timeout",
             "extra_headers",
+            "api_version",
+            "accepts_stream_options",
+            "accepts_max_completion_tokens",
+            "serves_completions",
             "active",
         ]
 
@@ -105,6 +109,17 @@ class ProviderAdmin(admin.ModelAdmin):
         return (
             (None, {"fields": ["name", "kind", "base_url", *credential, "active"]}),
             ("Timeouts", {"fields": ["connect_timeout", "read_timeout", "total_timeout"]}),
+            (
+                "Compatibility",
+                {
+                    "fields": [
+                        "api_version",
+                        "accepts_stream_options",
+                        "accepts_max_completion_tokens",
+                        "serves_completions",
+                    ]
+                },
+            ),
             ("Advanced", {"fields": ["extra_headers"], "classes": ["collapse"]}),
             *history,
         )
@@ -149,8 +164,6 @@ class ModelRouteAdmin(admin.ModelAdmin):
         "upstream_model",
         "active",
         "capabilities",
-        "input_price_per_million",
-        "output_price_per_million",
     ]
     list_filter = ["provider", "provider__kind", "active", *CAPABILITY_FIELDS]
     list_select_related = ["provider"]
@@ -160,7 +173,6 @@ class ModelRouteAdmin(admin.ModelAdmin):
         (None, {"fields": ["public_id", "provider", "upstream_model", "active"]}),
         ("Metadata", {"fields": ["owned_by", "context_window", "max_output_tokens", "created_at"]}),
         ("Capabilities", {"fields": CAPABILITY_FIELDS}),
-        ("Prices (USD per 1M tokens)", {"fields": ["input_price_per_million", "output_price_per_million"]}),
     ]
 
     @admin.display(description="capabilities")

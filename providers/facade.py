@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from decimal import Decimal
 
 from providers.adapters import adapter_for
 from providers.adapters.base import Adapter
@@ -34,6 +33,10 @@ class ProviderInfo:
     extra_headers: dict[str, str] = field(hash=False, compare=False, repr=False)
     # Changes whenever the row changes, so pooled clients are rebuilt for new settings.
     version: float
+    api_version: str = ""
+    accepts_stream_options: bool = True
+    accepts_max_completion_tokens: bool = True
+    serves_completions: bool = True
 
     @property
     def adapter(self) -> Adapter:
@@ -50,11 +53,19 @@ class RouteInfo:
     context_window: int | None
     max_output_tokens: int | None
     capabilities: frozenset[str]
-    input_price_per_million: Decimal
-    output_price_per_million: Decimal
 
 
-CAPABILITIES = ("chat", "streaming", "tools", "vision", "json_mode", "embeddings")
+CAPABILITIES = (
+    "chat",
+    "streaming",
+    "tools",
+    "vision",
+    "json_mode",
+    "embeddings",
+    "moderation",
+    "images",
+    "transcription",
+)
 
 
 def provider_info(provider: object) -> ProviderInfo:
@@ -72,6 +83,10 @@ def provider_info(provider: object) -> ProviderInfo:
         total_timeout=provider.total_timeout,  # type: ignore[attr-defined]
         extra_headers={str(k): str(v) for k, v in (provider.extra_headers or {}).items()},  # type: ignore[attr-defined]
         version=provider.updated_at.timestamp(),  # type: ignore[attr-defined]
+        api_version=provider.api_version,  # type: ignore[attr-defined]
+        accepts_stream_options=provider.accepts_stream_options,  # type: ignore[attr-defined]
+        accepts_max_completion_tokens=provider.accepts_max_completion_tokens,  # type: ignore[attr-defined]
+        serves_completions=provider.serves_completions,  # type: ignore[attr-defined]
     )
 
 
@@ -98,7 +113,5 @@ def load_routes() -> dict[str, RouteInfo]:
             context_window=route.context_window,
             max_output_tokens=route.max_output_tokens,
             capabilities=frozenset(name for name in CAPABILITIES if getattr(route, f"supports_{name}")),
-            input_price_per_million=route.input_price_per_million,
-            output_price_per_million=route.output_price_per_million,
         )
     return routes

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from decimal import Decimal
-
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
@@ -26,6 +24,20 @@ class Provider(models.Model):
     )
     extra_headers = models.JSONField(
         default=dict, blank=True, help_text='Sent on every upstream call, e.g. {"OpenAI-Organization": "org-…"}.'
+    )
+    api_version = models.CharField(
+        max_length=40, blank=True, help_text="Azure OpenAI: the api-version query parameter, e.g. 2024-10-21."
+    )
+    # What an OpenAI-compatible server accepts, declared here rather than special-cased in code.
+    accepts_stream_options = models.BooleanField(
+        default=True, help_text="Untick for servers that reject `stream_options` (stream usage is then counted)."
+    )
+    accepts_max_completion_tokens = models.BooleanField(
+        default=True, help_text="Untick for servers that know only `max_tokens`: the field is renamed for them."
+    )
+    serves_completions = models.BooleanField(
+        default=True,
+        help_text="The server has the legacy /completions endpoint; if not, it is bridged onto chat completions.",
     )
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
@@ -55,12 +67,9 @@ class ModelRoute(models.Model):
     supports_vision = models.BooleanField(default=False)
     supports_json_mode = models.BooleanField(default=True)
     supports_embeddings = models.BooleanField(default=False)
-    input_price_per_million = models.DecimalField(
-        max_digits=12, decimal_places=6, default=Decimal("0"), help_text="USD per 1M input tokens."
-    )
-    output_price_per_million = models.DecimalField(
-        max_digits=12, decimal_places=6, default=Decimal("0"), help_text="USD per 1M output tokens."
-    )
+    supports_moderation = models.BooleanField(default=False)
+    supports_images = models.BooleanField(default=False, help_text="Image generation.")
+    supports_transcription = models.BooleanField(default=False, help_text="Audio transcription.")
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 

@@ -314,22 +314,21 @@ def test_routes_can_be_found_by_provider_name(admin_client):
     assert [r.public_id for r in response.context["cl"].result_list] == ["llama"]
 
 
-def test_the_route_list_shows_capabilities_and_prices(admin_client):
-    make_route(public_id="gpt-4o", supports_vision=True, input_price_per_million="2.5")
+def test_the_route_list_shows_capabilities(admin_client):
+    make_route(public_id="gpt-4o", supports_vision=True)
 
     html = admin_client.get(reverse("admin:providers_modelroute_changelist")).content.decode()
 
     assert "chat, streaming, tools, vision, json_mode" in html
-    assert "2.500000" in html
 
 
-def test_the_route_form_groups_metadata_capabilities_and_prices(admin_client):
+def test_the_route_form_groups_metadata_and_capabilities(admin_client):
     route = make_route(public_id="gpt-4o")
 
     response = admin_client.get(reverse("admin:providers_modelroute_change", args=[route.pk]))
 
     names = [fieldset.name for fieldset in response.context["adminform"]]
-    assert names == [None, "Metadata", "Capabilities", "Prices (USD per 1M tokens)"]
+    assert names == [None, "Metadata", "Capabilities"]
 
 
 def test_a_route_can_be_added_from_the_admin(admin_client):
@@ -341,8 +340,6 @@ def test_a_route_can_be_added_from_the_admin(admin_client):
         "active": "on",
         "owned_by": "portico",
         "supports_chat": "on",
-        "input_price_per_million": "0",
-        "output_price_per_million": "0",
     }
 
     admin_client.post(reverse("admin:providers_modelroute_add"), data)
