@@ -1,0 +1,42 @@
+"""Rate limits (requests and tokens per minute, requests in flight) and spending budgets.
+
+The hot path builds an `Ask` from the snapshot, calls `acquire` once before the
+upstream call and, with the request's actual usage, `settle` once after it:
+
+    verdict = await limiter.acquire(Ask(request_id, windows, budgets, tokens=estimate, cost=worst_case))
+    if not verdict.allowed:
+        ...  # 429 with verdict.message, Retry-After: verdict.retry_after, verdict.headers
+    ...
+    await limiter.settle(verdict.ticket, tokens=used, cost=charged)
+
+`RedisLimiter` shares the limits between every process; `LocalLimiter` keeps
+them in one process (a Portico without Redis, or while Redis is away).
+"""
+
+from billing.limits.local import LocalLimiter
+from billing.limits.redis import RedisLimiter
+from billing.limits.verdicts import (
+    Ask,
+    Budget,
+    Limiter,
+    LimiterUnavailable,
+    Refusal,
+    Ticket,
+    Verdict,
+    Window,
+    format_reset,
+)
+
+__all__ = [
+    "Ask",
+    "Budget",
+    "Limiter",
+    "LimiterUnavailable",
+    "LocalLimiter",
+    "RedisLimiter",
+    "Refusal",
+    "Ticket",
+    "Verdict",
+    "Window",
+    "format_reset",
+]

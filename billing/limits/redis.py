@@ -1,0 +1,211 @@
+"""Limits and budgets shared by every Portico process through Redis.
+
+One acquire is one EVALSHA of the acquire script: every window and budget of
+the request is checked, and reserved only if all pass. One settle is one
+EVALSHA of the settle script. Keys (single-node Redis; a cluster would need
+every key of a request in one hash slot, which these names do not arrange):
+
+    {prefix}:rl:{scope}:req            RPM bucket: when it is full again (ms), expires once full
+    {prefix}:rl:{scope}:tok            TPM bucket, likewise
+    {prefix}:rl:{scope}:cc             sorted set of request ids in flight, scored by the end of their lease
+    {prefix}:budget:{scope}:{period}   nano-USD spent + reserved, expiring with the period
+
+When Redis does not answer, `on_redis_error` decides: "open" keeps serving
+with a `LocalLimiter` (limits then hold per process) and says so in the log,
+at most every 30 s; "closed" raises `LimiterUnavailable`. Either way Redis is
+tried again after `recheck` seconds, and the settles it missed are sent first
+once it answers, so a short outage does not hold concurrency slots for a
+whole lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError
+
+from billing.limits.local import LocalLimiter
+from billing.limits.scripts import ACQUIRE, SETTLE, Script
+from billing.limits.verdicts import (
+    DEFAULT_LEASE,
+    Ask,
+    LimiterUnavailable,
+    Ticket,
+    Verdict,
+    nothing_to_check,
+    unlimited_verdict,
+    verdict_from_reply,
+)
+
+logger = logging.getLogger(__name__)
+
+ALARM_INTERVAL = 30.0  # seconds between two log lines about the same outage
+UNSETTLED_MAX = 10_000  # settles kept for replay; beyond that the oldest are left to their leases
+REPLAY_BATCH = 200
+
+Args = list[str | int | float]
+
+
+class RedisLimiter:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str,
+        on_redis_error: Literal["open", "closed"] = "open",
+        lease: float = DEFAULT_LEASE,
+        clock: Callable[[], float] | None = None,
+        socket_timeout: float = 0.25,
+        recheck: float = 1.0,
+    ) -> None:
+        """`clock` (Unix seconds) replaces Redis's own clock; for tests, as every process must share one clock."""
+        if on_redis_error not in ("open", "closed"):
+            raise ValueError(f"on_redis_error must be 'open' or 'closed', not {on_redis_error!r}")
+        self._client = Redis.from_url(
+            url,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_timeout,
+            # One immediate retry gets past a pooled connection that Redis closed (a restart);
+            # redis-py's default of three with back-off would hold a request for seconds.
+            retry=Retry(NoBackoff(), 1),
+        )
+        self._prefix = prefix
+        self._fail_open = on_redis_error == "open"
+        self._lease_ms = lease * 1000
+        self._clock = clock
+        self._recheck = recheck
+        self._local = LocalLimiter(lease=lease, clock=clock or time.time)
+        self._down = False
+        self._retry_at = 0.0  # monotonic time before which Redis is not tried again
+        self._alarmed_at = -math.inf
+        self._alarm_open = False
+        self._unsettled: deque[tuple[Ticket, int, int]] = deque(maxlen=UNSETTLED_MAX)
+
+    async def acquire(self, ask: Ask) -> Verdict:
+        if nothing_to_check(ask):
+            return unlimited_verdict(ask, local=False)
+        if self._down and not await self._redis_back():
+            return await self._without_redis(ask, None)
+        keys, args = self._acquire_call(ask)
+        try:
+            reply: bytes = await self._run(ACQUIRE, keys, args)
+        except (RedisError, OSError) as exc:
+            self._trouble(exc)
+            return await self._without_redis(ask, exc)
+        return verdict_from_reply(ask, list(map(int, reply.split())), local=False)
+
+    async def settle(self, ticket: Ticket, *, tokens: int, cost: int) -> None:
+        """Never raises for Redis trouble: nobody could act on it, and Redis gets the settle once it is back."""
+        if ticket.local:
+            await self._local.settle(ticket, tokens=tokens, cost=cost)
+            return
+        if ticket.empty:
+            return
+        if self._down and not await self._redis_back():
+            self._unsettled.append((ticket, tokens, cost))
+            return
+        try:
+            await self._run(SETTLE, *self._settle_call(ticket, tokens, cost))
+        except (RedisError, OSError) as exc:
+            self._trouble(exc)
+            self._unsettled.append((ticket, tokens, cost))
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def _now_arg(self) -> str | float:
+        return "" if self._clock is None else self._clock() * 1000
+
+    def _acquire_call(self, ask: Ask) -> tuple[list[str], Args]:
+        keys: list[str] = []
+        args: Args = [self._now_arg(), ask.request_id, ask.tokens, ask.cost, self._lease_ms]
+        args += (len(ask.windows), len(ask.budgets))
+        for window in ask.windows:
+            stem = f"{self._prefix}:rl:{window.scope}"
+            if window.rpm is not None:
+                keys.append(f"{stem}:req")
+            if window.tpm is not None:
+                keys.append(f"{stem}:tok")
+            if window.concurrency is not None:
+                keys.append(f"{stem}:cc")
+            args += (_limit(window.rpm), _limit(window.tpm), _limit(window.concurrency))
+        for budget in ask.budgets:
+            keys.append(f"{self._prefix}:budget:{budget.scope}:{budget.period}")
+            args += (budget.limit, budget.spent, budget.ttl)
+        return keys, args
+
+    def _settle_call(self, ticket: Ticket, tokens: int, cost: int) -> tuple[list[str], Args]:
+        keys = [f"{self._prefix}:rl:{scope}:tok" for scope, _ in ticket.token_limits]
+        keys += [f"{self._prefix}:rl:{scope}:cc" for scope in ticket.concurrency_scopes]
+        keys += [f"{self._prefix}:budget:{scope}:{period}" for scope, period in ticket.budget_periods]
+        args: Args = [self._now_arg(), ticket.request_id, tokens - ticket.tokens, cost - ticket.cost]
+        args += (len(ticket.token_limits), len(ticket.concurrency_scopes), len(ticket.budget_periods))
+        args += [limit for _, limit in ticket.token_limits]
+        return keys, args
+
+    async def _run(self, script: Script, keys: Sequence[str], args: Args) -> Any:
+        try:
+            return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            # Redis restarted or its script cache was flushed.
+            await self._client.script_load(script.source)
+            return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+
+    async def _without_redis(self, ask: Ask, exc: Exception | None) -> Verdict:
+        if self._fail_open:
+            return await self._local.acquire(ask)
+        raise LimiterUnavailable("rate limits and budgets cannot be checked: Redis does not answer") from exc
+
+    def _trouble(self, exc: Exception) -> None:
+        now = time.monotonic()
+        self._down = True
+        self._retry_at = now + self._recheck
+        if now - self._alarmed_at >= ALARM_INTERVAL:
+            self._alarmed_at = now
+            self._alarm_open = True
+            consequence = (
+                "enforcing limits in each process alone" if self._fail_open else "refusing every limited request"
+            )
+            logger.error("Redis does not answer the rate limiter (%r); %s until it does", exc, consequence)
+
+    async def _redis_back(self) -> bool:
+        """Whether Redis answers again, after an outage; if so it first gets the settles it missed.
+
+        They go in a few round trips, before any new request is checked, so the slots
+        of requests that ended during the outage are free again.
+        """
+        if time.monotonic() < self._retry_at:
+            return False
+        missed = list(self._unsettled)
+        self._unsettled.clear()  # taken now: a concurrent call must not send them twice
+        # Batches keep each round trip well inside the socket timeout; an empty one is the probe.
+        for start in range(0, max(len(missed), 1), REPLAY_BATCH):
+            pipe = self._client.pipeline(transaction=False)
+            pipe.script_load(SETTLE.source)
+            for ticket, tokens, cost in missed[start : start + REPLAY_BATCH]:
+                keys, args = self._settle_call(ticket, tokens, cost)
+                pipe.evalsha(SETTLE.sha, len(keys), *keys, *args)
+            try:
+                # A settle that Redis refuses (not one it never got) would fail again: it is not kept.
+                await pipe.execute(raise_on_error=False)
+            except (RedisError, OSError) as exc:
+                self._unsettled.extendleft(reversed(missed[start:]))
+                self._trouble(exc)
+                return False
+        self._down = False
+        if self._alarm_open:  # a flapping Redis is one error and one all-clear per ALARM_INTERVAL
+            self._alarm_open = False
+            logger.warning("Redis answers the rate limiter again; limits are shared across processes again")
+        return True
+
+
+def _limit(value: int | None) -> int:
+    return -1 if value is None else value

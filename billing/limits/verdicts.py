@@ -1,0 +1,235 @@
+"""What a limiter is asked, what it answers, and how a check's raw numbers become that answer.
+
+Both limiters (`RedisLimiter`, `LocalLimiter`) run the same checks and report
+them as the same flat list of integers (a "reply", which a Lua script can
+return cheaply); `verdict_from_reply` turns a reply into a `Verdict`, so the
+messages and headers are written once.
+
+A reply is `[ok, now_ms]` followed, in the order of `Ask.windows` and for each
+limit the window has:
+
+    rpm, tpm      wait_ms, remaining, reset_ms   wait_ms: 0 = passes, -1 = can never pass
+    concurrency   in_flight                      requests holding a slot before this one
+
+and then, for each budget in `Ask.budgets`, its counter (spent + reserved,
+nano-USD) before this request. `remaining` and `reset_ms` describe the bucket
+after this request's reservation when the request is admitted, before it
+otherwise (OpenAI's headers count the request they come with).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal, Protocol
+
+Refusal = Literal["requests", "tokens", "concurrency", "budget"]
+
+MINUTE_MS = 60_000.0
+# Absolute times in milliseconds are ~1.7e12, where a double is exact to ~0.0002 ms:
+# a bucket filled by limit × (60000 / limit) must not be refused for rounding dust.
+SLACK_MS = 0.01
+DEFAULT_LEASE = 900.0  # seconds a concurrency slot outlives a process that never settled it
+# A full concurrency cap frees up when some request ends, which no clock predicts; suggest a short wait.
+CONCURRENCY_RETRY = 1.0
+NEVER = -1
+
+_RATE_NAMES = {"requests": "requests per minute (RPM)", "tokens": "tokens per minute (TPM)"}
+_QUOTA = "You exceeded your current quota, please check your plan and billing details."
+
+
+class LimiterUnavailable(Exception):
+    """The shared limiter cannot be reached and is configured to fail closed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One rate-limited scope: a key, a tenant, a key on one model."""
+
+    scope: str  # unique id, e.g. "key:12", "tenant:3", "key:12:model:gpt-4o"
+    label: str  # for messages: "this API key", "this organization", "this API key on model gpt-4o"
+    rpm: int | None = None
+    tpm: int | None = None
+    concurrency: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A spending cap of one scope for one period, in nano-USD (1e-9 USD)."""
+
+    scope: str  # "tenant:3", "key:12"
+    label: str
+    period: str  # the current period's name: "2026-11", "2026-11-26", "all"
+    limit: int
+    spent: int  # spend the ledger knew when the snapshot was built; the shared counter never goes below it
+    ttl: int  # seconds the period's counter lives (period length + margin); 0 = forever
+    ends_at: float = 0.0  # Unix time the period ends, for Retry-After; 0 = never
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    request_id: str
+    windows: tuple[Window, ...]
+    budgets: tuple[Budget, ...]
+    tokens: int  # reserved for TPM: estimated prompt tokens + the requested output cap
+    cost: int  # reserved for budgets: the worst-case cost in nano-USD
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """What an admitted request reserved, to be settled once it has finished."""
+
+    request_id: str
+    tokens: int
+    cost: int
+    token_limits: tuple[tuple[str, int], ...]  # (scope, tpm) of every window whose TPM was reserved
+    concurrency_scopes: tuple[str, ...]
+    budget_periods: tuple[tuple[str, str], ...]  # (scope, period)
+    local: bool = False  # issued by the in-process limiter: settled there too
+
+    @property
+    def empty(self) -> bool:
+        return not (self.token_limits or self.concurrency_scopes or self.budget_periods)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    refused: Refusal | None
+    message: str  # OpenAI-style, naming the limit
+    retry_after: float  # seconds; 0 when allowed, and for refusals that waiting cannot cure
+    headers: dict[str, str]  # x-ratelimit-{limit,remaining,reset}-{requests,tokens}
+    ticket: Ticket | None  # None when refused: nothing was reserved
+
+
+class Limiter(Protocol):
+    async def acquire(self, ask: Ask) -> Verdict: ...
+
+    async def settle(self, ticket: Ticket, *, tokens: int, cost: int) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+def format_reset(seconds: float) -> str:
+    """A duration the way OpenAI's rate-limit headers write it: "17ms", "2.5s", "6m0s", "1h2m3s".
+
+    Rounded up to the millisecond, so a client that waits this long is never early.
+    """
+    ms = max(0, math.ceil(seconds * 1000 - 1e-6))
+    if ms == 0:
+        return "0s"
+    if ms < 1000:
+        return f"{ms}ms"
+    hours, ms = divmod(ms, 3_600_000)
+    minutes, ms = divmod(ms, 60_000)
+    secs = f"{ms // 1000}.{ms % 1000:03d}".rstrip("0").rstrip(".")
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def nothing_to_check(ask: Ask) -> bool:
+    return not ask.budgets and all(
+        window.rpm is None and window.tpm is None and window.concurrency is None for window in ask.windows
+    )
+
+
+def ticket_for(ask: Ask, *, local: bool) -> Ticket:
+    return Ticket(
+        request_id=ask.request_id,
+        tokens=ask.tokens,
+        cost=ask.cost,
+        token_limits=tuple((window.scope, window.tpm) for window in ask.windows if window.tpm is not None),
+        concurrency_scopes=tuple(window.scope for window in ask.windows if window.concurrency is not None),
+        budget_periods=tuple((budget.scope, budget.period) for budget in ask.budgets),
+        local=local,
+    )
+
+
+def unlimited_verdict(ask: Ask, *, local: bool) -> Verdict:
+    return Verdict(True, None, "", 0.0, {}, ticket_for(ask, local=local))
+
+
+def verdict_from_reply(ask: Ask, reply: Sequence[int], *, local: bool) -> Verdict:
+    # (rank, retry_after, kind, message): budgets first (waiting a minute cannot cure them), then
+    # requests that can never pass, then the rate limit that takes longest to clear.
+    refusals: list[tuple[int, float, Refusal, str]] = []
+    # kind -> (limit, remaining, reset_ms) of the window with the fewest requests or tokens left
+    tightest: dict[str, tuple[int, int, int]] = {}
+    at = 2
+    for window in ask.windows:
+        rates: tuple[tuple[Refusal, int | None, int], ...] = (
+            ("requests", window.rpm, 1),
+            ("tokens", window.tpm, ask.tokens),
+        )
+        for kind, limit, amount in rates:
+            if limit is None:
+                continue
+            wait_ms, remaining, reset_ms = reply[at], reply[at + 1], reply[at + 2]
+            at += 3
+            shown = tightest.get(kind)
+            if shown is None or (remaining, -reset_ms) < (shown[1], -shown[2]):
+                tightest[kind] = (limit, remaining, reset_ms)
+            if wait_ms:
+                refusals.append(_rate_refusal(kind, window.label, limit, amount, wait_ms, remaining))
+        if window.concurrency is not None:
+            in_flight = reply[at]
+            at += 1
+            if in_flight >= window.concurrency:
+                message = (
+                    f"Too many concurrent requests on {window.label}: Limit {window.concurrency}, "
+                    f"In flight {in_flight}. Please try again in {format_reset(CONCURRENCY_RETRY)}."
+                )
+                refusals.append((2, CONCURRENCY_RETRY, "concurrency", message))
+    now = reply[1] / 1000
+    for budget in ask.budgets:
+        current = reply[at]
+        at += 1
+        if current >= budget.limit:
+            retry_after = max(0.0, budget.ends_at - now) if budget.ends_at else 0.0
+            refusals.append((0, retry_after, "budget", _quota(budget, current)))
+
+    headers: dict[str, str] = {}
+    for unit, (limit, remaining, reset_ms) in tightest.items():
+        headers[f"x-ratelimit-limit-{unit}"] = str(limit)
+        headers[f"x-ratelimit-remaining-{unit}"] = str(max(0, remaining))
+        headers[f"x-ratelimit-reset-{unit}"] = format_reset(reset_ms / 1000)
+    if reply[0]:
+        return Verdict(True, None, "", 0.0, headers, ticket_for(ask, local=local))
+    if not refusals:
+        raise ValueError(f"a refusal without a failed check: {list(reply)!r}")
+    _, retry_after, kind, message = min(refusals, key=lambda refusal: (refusal[0], -refusal[1]))
+    return Verdict(False, kind, message, retry_after, headers, None)
+
+
+def _rate_refusal(
+    kind: Refusal, label: str, limit: int, amount: int, wait_ms: int, remaining: int
+) -> tuple[int, float, Refusal, str]:
+    name = _RATE_NAMES[kind]
+    if wait_ms == NEVER:
+        if kind == "tokens" and limit > 0:
+            cure = "The input or output tokens must be reduced in order to run successfully."
+            return 1, 0.0, kind, f"Request too large for {name} on {label}: Limit {limit}, Requested {amount}. {cure}"
+        return 1, 0.0, kind, f"Rate limit reached for {name} on {label}: Limit 0, Requested {amount}."
+    retry_after = wait_ms / 1000
+    message = (
+        f"Rate limit reached for {name} on {label}: Limit {limit}, Used {limit - remaining}, "
+        f"Requested {amount}. Please try again in {format_reset(retry_after)}."
+    )
+    return 2, retry_after, kind, message
+
+
+def _quota(budget: Budget, current: int) -> str:
+    period = "" if budget.period == "all" else f" for {budget.period}"
+    return f"{_QUOTA} Budget of {budget.label}{period}: Limit ${_usd(budget.limit)}, Used ${_usd(current)}."
+
+
+def _usd(nano: int) -> str:
+    """Dollars with cents, and more digits only when a budget really has them: "10.00", "0.0005"."""
+    text = format(Decimal(nano).scaleb(-9).normalize(), "f")
+    whole, _, fraction = text.partition(".")
+    return f"{whole}.{fraction.ljust(2, '0')}"

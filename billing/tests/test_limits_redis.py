@@ -1,0 +1,245 @@
+"""What only `RedisLimiter` does: share limits between processes, keep its keys tidy, live through Redis outages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from billing.limits import LimiterUnavailable, RedisLimiter
+from billing.tests.test_limits import (
+    REDIS_URL,
+    FakeClock,
+    admitted,
+    ask,
+    budget,
+    drop_keys,
+    key,
+    new_prefix,
+    ticket_of,
+)
+
+UNREACHABLE = "redis://127.0.0.1:1/0"
+
+
+class RedisRelay:
+    """A TCP relay to the test Redis that can drop every connection and refuse new ones: Redis going away."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"redis://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/0"
+
+    def cut(self) -> None:
+        self.up = False
+        for writer in self._writers:
+            writer.close()
+
+    async def close(self) -> None:
+        self.cut()
+        self._server.close()
+        await self._server.wait_closed()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+
+    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        handler = asyncio.current_task()
+        assert handler is not None
+        self._handlers.add(handler)
+        if not self.up:
+            client_writer.close()
+            return
+        redis_reader, redis_writer = await asyncio.open_connection("127.0.0.1", 6379)
+        self._writers |= {client_writer, redis_writer}
+        await asyncio.gather(self._pump(client_reader, redis_writer), self._pump(redis_reader, client_writer))
+
+    @staticmethod
+    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def redis_prefix() -> AsyncIterator[str]:
+    prefix = new_prefix()
+    yield prefix
+    await drop_keys(prefix)
+
+
+@pytest.fixture
+async def relay() -> AsyncIterator[RedisRelay]:
+    relay = RedisRelay()
+    await relay.start()
+    yield relay
+    await relay.close()
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[Redis]:
+    client = Redis.from_url(REDIS_URL)
+    yield client
+    await client.aclose()
+
+
+async def test_two_processes_share_one_limit(clock: FakeClock, redis_prefix: str) -> None:
+    first = RedisLimiter(REDIS_URL, prefix=redis_prefix, clock=clock)
+    second = RedisLimiter(REDIS_URL, prefix=redis_prefix, clock=clock)
+    try:
+        held = ticket_of(await first.acquire(ask(key(rpm=3, concurrency=1))))
+        assert (await second.acquire(ask(key(rpm=3, concurrency=1)))).refused == "concurrency"
+        await second.settle(held, tokens=0, cost=0)
+        ticket_of(await second.acquire(ask(key(rpm=3))))
+        ticket_of(await first.acquire(ask(key(rpm=3))))
+
+        assert (await second.acquire(ask(key(rpm=3)))).refused == "requests"
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_without_a_clock_it_reads_the_time_from_redis(redis_prefix: str) -> None:
+    limiter = RedisLimiter(REDIS_URL, prefix=redis_prefix)
+    try:
+        ticket_of(await limiter.acquire(ask(key(rpm=1))))
+        verdict = await limiter.acquire(ask(key(rpm=1)))
+    finally:
+        await limiter.aclose()
+
+    assert verdict.refused == "requests"
+    assert 59 < verdict.retry_after <= 60
+
+
+async def test_it_reloads_its_scripts_when_redis_has_forgotten_them(
+    clock: FakeClock, redis_prefix: str, redis: Redis
+) -> None:
+    limiter = RedisLimiter(REDIS_URL, prefix=redis_prefix, clock=clock)
+    try:
+        ticket = ticket_of(await limiter.acquire(ask(key(rpm=2, concurrency=1))))
+        await redis.script_flush()
+        await limiter.settle(ticket, tokens=0, cost=0)
+        await redis.script_flush()
+        second = await limiter.acquire(ask(key(rpm=2, concurrency=1)))
+        third = await limiter.acquire(ask(key(rpm=2)))
+    finally:
+        await limiter.aclose()
+
+    assert (second.allowed, third.refused) == (True, "requests")
+
+
+async def test_idle_keys_expire(clock: FakeClock, redis_prefix: str, redis: Redis) -> None:
+    limiter = RedisLimiter(REDIS_URL, prefix=redis_prefix, clock=clock, lease=600)
+    budgets = (budget(limit=100, ttl=3600), budget(limit=100, period="all", ttl=0))
+    try:
+        ticket_of(await limiter.acquire(ask(key(rpm=60, tpm=1000, concurrency=5), budgets=budgets, tokens=500)))
+    finally:
+        await limiter.aclose()
+
+    stem = f"{redis_prefix}:rl:key:1"
+    assert 60_000 < await redis.pttl(f"{stem}:req") <= 61_000  # full again in 1 s, then a minute's margin
+    assert 60_000 < await redis.pttl(f"{stem}:tok") <= 90_000
+    assert 600_000 < await redis.pttl(f"{stem}:cc") <= 660_000
+    assert 3590 < await redis.ttl(f"{redis_prefix}:budget:tenant:1:2026-11") <= 3600
+    assert await redis.ttl(f"{redis_prefix}:budget:tenant:1:all") == -1
+
+
+async def test_failing_open_it_limits_in_process_and_says_so_once(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    limiter = RedisLimiter(UNREACHABLE, prefix="unused", clock=clock, on_redis_error="open", recheck=0)
+    try:
+        with caplog.at_level(logging.ERROR, logger="billing.limits.redis"):
+            first = await limiter.acquire(ask(key(rpm=2, concurrency=1)))
+            second = await limiter.acquire(ask(key(rpm=2, concurrency=1)))
+            await limiter.settle(ticket_of(first), tokens=0, cost=0)
+            third = await limiter.acquire(ask(key(rpm=2, concurrency=1)))
+            fourth = await limiter.acquire(ask(key(rpm=2)))
+    finally:
+        await limiter.aclose()
+
+    assert ticket_of(first).local
+    assert (second.refused, third.allowed, fourth.refused) == ("concurrency", True, "requests")
+    assert [record.levelno for record in caplog.records] == [logging.ERROR]
+    assert "enforcing limits in each process alone" in caplog.records[0].getMessage()
+
+
+async def test_failing_closed_it_raises_while_redis_is_away(clock: FakeClock) -> None:
+    limiter = RedisLimiter(UNREACHABLE, prefix="unused", clock=clock, on_redis_error="closed")
+    try:
+        with pytest.raises(LimiterUnavailable):
+            await limiter.acquire(ask(key(rpm=2)))
+        with pytest.raises(LimiterUnavailable):  # without asking Redis again within `recheck`
+            await limiter.acquire(ask(key(rpm=2)))
+        unlimited = await limiter.acquire(ask(key()))
+    finally:
+        await limiter.aclose()
+
+    assert unlimited.allowed
+
+
+async def test_after_an_outage_redis_first_gets_the_settles_it_missed(
+    clock: FakeClock, redis_prefix: str, relay: RedisRelay, caplog: pytest.LogCaptureFixture
+) -> None:
+    limiter = RedisLimiter(relay.url, prefix=redis_prefix, clock=clock, recheck=0)
+    try:
+        held = ticket_of(await limiter.acquire(ask(key(concurrency=1), budgets=(budget(limit=100),), cost=100)))
+        relay.cut()
+        await limiter.settle(held, tokens=0, cost=30)
+        during = await limiter.acquire(ask(key(concurrency=1)))
+        relay.up = True
+        with caplog.at_level(logging.WARNING, logger="billing.limits.redis"):
+            after = await limiter.acquire(ask(key(concurrency=1), budgets=(budget(limit=100),), cost=60))
+            budget_left = await admitted(limiter, ask(budgets=(budget(limit=100),)), most=1)
+    finally:
+        await limiter.aclose()
+
+    assert ticket_of(during).local
+    assert not ticket_of(after).local
+    assert budget_left == 1  # 30 charged + 60 reserved
+    assert "answers the rate limiter again" in caplog.records[-1].getMessage()
+
+
+async def test_a_settle_that_cannot_reach_redis_does_not_raise(clock: FakeClock, redis_prefix: str) -> None:
+    issuer = RedisLimiter(REDIS_URL, prefix=redis_prefix, clock=clock)
+    try:
+        ticket = ticket_of(await issuer.acquire(ask(key(concurrency=1))))
+    finally:
+        await issuer.aclose()
+    limiter = RedisLimiter(UNREACHABLE, prefix=redis_prefix, clock=clock, on_redis_error="closed")
+    try:
+        await limiter.settle(ticket, tokens=0, cost=0)
+    finally:
+        await limiter.aclose()
+
+
+async def test_a_backlog_of_missed_settles_is_sent_in_batches(
+    clock: FakeClock, redis_prefix: str, relay: RedisRelay
+) -> None:
+    limiter = RedisLimiter(relay.url, prefix=redis_prefix, clock=clock, recheck=0)
+    crowd = key(concurrency=250)
+    try:
+        tickets = [ticket_of(await limiter.acquire(ask(crowd))) for _ in range(250)]
+        relay.cut()
+        for ticket in tickets:
+            await limiter.settle(ticket, tokens=0, cost=0)
+        relay.up = True
+
+        assert await admitted(limiter, ask(crowd), most=251) == 250
+    finally:
+        await limiter.aclose()
