@@ -8,7 +8,16 @@ class GatewayConfig(AppConfig):
     def ready(self) -> None:
         from gateway.invalidation import on_change
 
-        for label in ("tenants.Tenant", "tenants.ApiKey", "providers.Provider", "providers.ModelRoute"):
+        watched = (
+            "tenants.Tenant",
+            "tenants.ApiKey",
+            "providers.Provider",
+            "providers.ModelRoute",
+            "billing.Price",
+            "billing.RateLimit",
+            "billing.Budget",
+        )
+        for label in watched:
             model = self.apps.get_model(label)
             post_save.connect(on_change, sender=model, dispatch_uid=f"snapshot-save-{label}")
             post_delete.connect(on_change, sender=model, dispatch_uid=f"snapshot-delete-{label}")

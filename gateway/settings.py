@@ -49,6 +49,10 @@ INSTALLED_APPS = [
     "gateway",
     "tenants",
     "providers",
+    "billing",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
 ]
 
 MIDDLEWARE = [
@@ -132,6 +136,39 @@ PORTICO_KEY_HASH_SECRET = env_str("PORTICO_KEY_HASH_SECRET", SECRET_KEY)
 PORTICO_CREDENTIAL_KEY = env_str("PORTICO_CREDENTIAL_KEY", SECRET_KEY)
 # Seconds between flushes of API keys' last-used timestamps (kept off the request path).
 PORTICO_LAST_USED_FLUSH = env_float("PORTICO_LAST_USED_FLUSH", 30.0, minimum=0.1)
+
+# Uploads (audio transcriptions) are streamed to the provider, never held whole; this caps their size.
+PORTICO_MAX_UPLOAD_BYTES = env_int("PORTICO_MAX_UPLOAD_BYTES", 26 * 1024 * 1024, minimum=1024)
+
+# --- Limits, budgets and the ledger ------------------------------------------
+# What to do when Redis (the shared limiter) is unreachable: "open" serves with a per-process
+# limiter and logs loudly; "closed" refuses requests with 503 until Redis is back.
+PORTICO_LIMITS_ON_REDIS_ERROR = env_str("PORTICO_LIMITS_ON_REDIS_ERROR", "open")
+if PORTICO_LIMITS_ON_REDIS_ERROR not in {"open", "closed"}:
+    raise ImproperlyConfigured(
+        f"PORTICO_LIMITS_ON_REDIS_ERROR must be 'open' or 'closed', got {PORTICO_LIMITS_ON_REDIS_ERROR!r}"
+    )
+# Where served requests are spooled, durably, before their ledger rows reach the database.
+PORTICO_LEDGER_DIR = env_str("PORTICO_LEDGER_DIR", str(DATA_DIR / "ledger"))
+# Seconds between ledger flushes to the database (rows are also flushed once this many are waiting).
+PORTICO_LEDGER_FLUSH = env_float("PORTICO_LEDGER_FLUSH", 0.5, minimum=0.01)
+PORTICO_LEDGER_BATCH = env_int("PORTICO_LEDGER_BATCH", 500, minimum=1)
+
+# --- Management API (/api/) ------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Portico management API",
+    "DESCRIPTION": "Keys, usage, rate limits and budgets of Portico's tenants.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
 
 # --- Celery ----------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL or "memory://")

@@ -21,6 +21,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connections
 
+from billing.facade import BillingSnapshot, load_billing
 from providers.facade import RouteInfo, load_routes
 from tenants.facade import KeyGrant, load_key_grants
 
@@ -31,6 +32,7 @@ logger = logging.getLogger(__name__)
 class Snapshot:
     keys: dict[str, KeyGrant] = field(default_factory=dict)
     routes: dict[str, RouteInfo] = field(default_factory=dict)
+    billing: BillingSnapshot = field(default_factory=BillingSnapshot)
     loaded_at: float = 0.0
 
 
@@ -41,7 +43,7 @@ def channel() -> str:
 def build_snapshot() -> Snapshot:
     """Query the database for a fresh snapshot (runs in a worker thread, never on a request)."""
     try:
-        return Snapshot(keys=load_key_grants(), routes=load_routes(), loaded_at=time.time())
+        return Snapshot(keys=load_key_grants(), routes=load_routes(), billing=load_billing(), loaded_at=time.time())
     finally:
         # This thread is not a request thread: nothing else would close its connection.
         connections.close_all()

@@ -21,6 +21,7 @@ class KeyGrant:
     """An active key of an active tenant, as the hot path sees it."""
 
     key_id: int
+    prefix: str
     tenant_id: int
     tenant_slug: str
     digest: str
@@ -49,6 +50,7 @@ def load_key_grants() -> dict[str, KeyGrant]:
         key_models = _limit(api_key.models_restricted, api_key.allowed_models.all())
         grants[api_key.prefix] = KeyGrant(
             key_id=api_key.pk,
+            prefix=api_key.prefix,
             tenant_id=api_key.tenant_id,
             tenant_slug=api_key.tenant.slug,
             digest=api_key.digest,

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -17,6 +18,12 @@ class Tenant(models.Model):
     # Whether allowed_models limits the tenant. Kept apart from the list itself so that deleting the
     # last allowed model leaves a tenant with no models, never with all of them.
     models_restricted = models.BooleanField(default=False, editable=False)
+    admins = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        blank=True,
+        related_name="administered_tenants",
+        help_text="Users who manage this tenant's keys, limits and budgets, and see its usage, in the management API.",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:

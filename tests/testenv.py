@@ -12,3 +12,8 @@ os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
 os.environ.setdefault("SECRET_KEY", "portico-test-secret-key-not-for-production")
 os.environ.setdefault("PORTICO_DATA_DIR", os.path.join(os.path.dirname(os.path.dirname(__file__)), ".portico-test"))
 os.environ["PORTICO_REDIS_PREFIX"] = f"portico-test-{os.getpid()}-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+# The ledger spool of this process and of the servers it starts: one directory per run and worker, so no other
+# run's server claims (and inserts into its own database) the rows this run's servers spooled.
+os.environ["PORTICO_LEDGER_DIR"] = os.path.join(
+    os.environ["PORTICO_DATA_DIR"], "ledger", f"{os.getpid()}-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+)

@@ -1,0 +1,167 @@
+"""Prices, rate limits, budgets and the usage ledger.
+
+Money is Decimal in the database (USD with ten places, max_digits 20: a token
+of a cheap model costs well under a micro-dollar) and integer nano-dollars in
+Redis counters.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+# The precision of every USD amount, for fields and for aggregates over them.
+USD = {"max_digits": 20, "decimal_places": 10}
+
+
+
+class Price(models.Model):
+    """A route's price from `effective_from` on; ledger rows keep the cost computed when they were written."""
+
+    route = models.ForeignKey("providers.ModelRoute", on_delete=models.CASCADE, related_name="prices")
+    effective_from = models.DateTimeField(default=timezone.now)
+    input_per_million = models.DecimalField(
+        max_digits=12, decimal_places=6, default=Decimal("0"), validators=[MinValueValidator(0)]
+    )
+    output_per_million = models.DecimalField(
+        max_digits=12, decimal_places=6, default=Decimal("0"), validators=[MinValueValidator(0)]
+    )
+    cached_input_per_million = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Leave empty to charge cached input tokens at the input price.",
+    )
+
+    class Meta:
+        ordering = ["route", "-effective_from"]
+        constraints = [models.UniqueConstraint(fields=["route", "effective_from"], name="one_price_per_route_instant")]
+
+    def __str__(self) -> str:
+        return f"{self.route} from {self.effective_from:%Y-%m-%d %H:%M}"
+
+
+def _one_owner() -> Q:
+    return Q(tenant__isnull=False, api_key__isnull=True) | Q(tenant__isnull=True, api_key__isnull=False)
+
+
+class RateLimit(models.Model):
+    """Limits for a tenant or for one key, on all models or (with `model`) on one of them."""
+
+    tenant = models.ForeignKey(
+        "tenants.Tenant", null=True, blank=True, on_delete=models.CASCADE, related_name="rate_limits"
+    )
+    api_key = models.ForeignKey(
+        "tenants.ApiKey", null=True, blank=True, on_delete=models.CASCADE, related_name="rate_limits"
+    )
+    model = models.CharField(
+        max_length=200, blank=True, help_text="A public model id to override the limits for; empty for all models."
+    )
+    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    max_concurrent = models.PositiveIntegerField(null=True, blank=True, help_text="Requests in flight at once.")
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=_one_owner(), name="rate_limit_has_one_owner"),
+            models.UniqueConstraint(fields=["tenant", "model"], name="one_rate_limit_per_tenant_model"),
+            models.UniqueConstraint(fields=["api_key", "model"], name="one_rate_limit_per_key_model"),
+        ]
+
+    def __str__(self) -> str:
+        owner = self.api_key or self.tenant
+        return f"{owner}{f' on {self.model}' if self.model else ''}"
+
+
+class Budget(models.Model):
+    class Period(models.TextChoices):
+        MONTHLY = "monthly", "monthly"
+        DAILY = "daily", "daily"
+        NONE = "none", "none (a lifetime total)"
+
+    tenant = models.ForeignKey(
+        "tenants.Tenant", null=True, blank=True, on_delete=models.CASCADE, related_name="budgets"
+    )
+    api_key = models.ForeignKey(
+        "tenants.ApiKey", null=True, blank=True, on_delete=models.CASCADE, related_name="budgets"
+    )
+    period = models.CharField(max_length=10, choices=Period.choices, default=Period.MONTHLY)
+    amount = models.DecimalField(
+        max_digits=14, decimal_places=4, validators=[MinValueValidator(0)], help_text="USD per period: the hard limit."
+    )
+    soft_limit_percent = models.PositiveSmallIntegerField(
+        default=80, help_text="An alert is recorded when spend in a period reaches this share of the amount."
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=_one_owner(), name="budget_has_one_owner"),
+            models.UniqueConstraint(fields=["tenant"], name="one_budget_per_tenant"),
+            models.UniqueConstraint(fields=["api_key"], name="one_budget_per_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.api_key or self.tenant}: {self.amount} USD {self.period}"
+
+
+class BudgetAlert(models.Model):
+    """A budget's spend crossed its soft limit (once per period) or its hard limit."""
+
+    budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="alerts")
+    period = models.CharField(max_length=10, help_text="e.g. 2026-11, 2026-11-26, or 'all'.")
+    level = models.CharField(max_length=4, choices=[("soft", "soft"), ("hard", "hard")])
+    spent = models.DecimalField(max_digits=20, decimal_places=10)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["budget", "period", "level"], name="one_alert_per_level")]
+
+
+class UsageRecord(models.Model):
+    """One served (or refused upstream) request. Written off the request path, exactly once per request id."""
+
+    request_id = models.CharField(max_length=64, unique=True)
+    client_request_id = models.CharField(max_length=200, blank=True, help_text="The x-request-id the client sent.")
+    created_at = models.DateTimeField(db_index=True, help_text="When the request arrived.")
+    tenant = models.ForeignKey(
+        "tenants.Tenant", null=True, on_delete=models.SET_NULL, db_constraint=False, related_name="+"
+    )
+    api_key = models.ForeignKey(
+        "tenants.ApiKey", null=True, on_delete=models.SET_NULL, db_constraint=False, related_name="+"
+    )
+    key_prefix = models.CharField(max_length=16, blank=True)
+    operation = models.CharField(max_length=20, default="chat")
+    model = models.CharField(max_length=200, help_text="The public model id the client asked for.")
+    provider = models.CharField(max_length=200, blank=True)
+    upstream_model = models.CharField(max_length=200, blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0)
+    reasoning_tokens = models.PositiveIntegerField(default=0)
+    tokens_estimated = models.BooleanField(default=False, help_text="Counted by Portico: the upstream reported none.")
+    cost = models.DecimalField(
+        max_digits=20, decimal_places=10, default=Decimal("0"), help_text="USD, at the prices in effect then."
+    )
+    latency_ms = models.PositiveIntegerField(default=0)
+    first_token_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Time to first token (streams).")
+    status = models.PositiveSmallIntegerField(help_text="The HTTP status the client got.")
+    error_type = models.CharField(max_length=60, blank=True)
+    streamed = models.BooleanField(default=False)
+    client_disconnected = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["tenant", "created_at"], name="usage_tenant_time"),
+            models.Index(fields=["api_key", "created_at"], name="usage_key_time"),
+        ]
+
+    def __str__(self) -> str:
+        return self.request_id
