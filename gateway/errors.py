@@ -7,6 +7,9 @@
      ├── NotFound                404  unknown URL
      │    └── ModelNotFound      404  unknown model, or one this key may not use
      ├── MethodNotAllowed        405
+     ├── RateLimited             429  a requests, tokens or concurrency limit (type names which)
+     ├── QuotaExceeded           429  a budget's hard limit (insufficient_quota)
+     ├── LimitsUnavailable       503  the shared limiter is down and the operator chose to fail closed
      ├── InternalError           500  a bug in Portico; the cause is logged, never sent
      └── UpstreamError           the provider failed; status from the provider's answer
           ├── UpstreamTimeout    504
@@ -99,6 +102,24 @@ class MethodNotAllowed(PorticoError):
     status = 405
     type = "invalid_request_error"
     code = "method_not_allowed"
+
+
+class RateLimited(PorticoError):
+    status = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
+
+
+class QuotaExceeded(PorticoError):
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+
+class LimitsUnavailable(PorticoError):
+    status = 503
+    type = "api_error"
+    code = "limiter_unavailable"
 
 
 class InternalError(PorticoError):

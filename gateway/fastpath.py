@@ -42,6 +42,10 @@ class ClientGone(Exception):
     """The client disconnected before its request body arrived."""
 
 
+# URL names of views that read their (multipart, possibly large) body themselves, as a stream.
+STREAMED_UPLOADS = frozenset({"audio-transcriptions"})
+
+
 async def read_body(receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
@@ -58,11 +62,15 @@ async def read_body(receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
-def _request_id(scope: Scope) -> str:
+def new_request_id() -> str:
+    return f"req_{os.urandom(16).hex()}"  # as unique as a uuid4, at a fraction of its cost per request
+
+
+def _client_request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == b"x-request-id" and 0 < len(value) <= 200:
             return value.decode("latin-1")
-    return f"req_{os.urandom(16).hex()}"  # as unique as a uuid4, at a fraction of its cost per request
+    return ""
 
 
 def _headers(response: HttpResponseBase, request_id: str) -> list[tuple[bytes, bytes]]:
@@ -121,23 +129,29 @@ class FastPath:
         if match is not None and not asyncio.iscoroutinefunction(match.func):
             await self.fallback(scope, receive, send)
             return
-        request_id = _request_id(scope)
+        # Portico's own id is unique (it keys the ledger); the client's, if it sent one, is echoed back.
+        request_id = new_request_id()
+        client_request_id = _client_request_id(scope)
+        echoed_id = client_request_id or request_id
+        if match is not None and match.url_name in STREAMED_UPLOADS:
+            await self._serve_upload(scope, receive, match, send, request_id, client_request_id)
+            return
         try:
             body = await read_body(receive, self.max_body)
         except ClientGone:
             return
         except BodyTooLarge as exc:
-            await send_error(exc, send, request_id)
+            await send_error(exc, send, echoed_id)
             return
         if match is None:
-            await send_error(NotFound(f"Invalid URL ({scope['method']} {scope['path']})"), send, request_id)
+            await send_error(NotFound(f"Invalid URL ({scope['method']} {scope['path']})"), send, echoed_id)
             return
         # Served in this task; one watcher cancels it if the client disconnects, which closes the upstream too.
         task = asyncio.current_task()
         assert task is not None
         watcher = asyncio.get_running_loop().create_task(_cancel_on_disconnect(receive, task))
         try:
-            await self._serve(scope, body, match, send, request_id)
+            await self._serve(scope, body, match, send, request_id, client_request_id)
         except asyncio.CancelledError:
             if not (watcher.done() and not watcher.cancelled() and watcher.result()):
                 raise  # a shutdown, not a client gone
@@ -145,13 +159,32 @@ class FastPath:
         finally:
             watcher.cancel()
 
-    async def _serve(self, scope: Scope, body: bytes, match: ResolverMatch, send: Send, request_id: str) -> None:
+    async def _serve_upload(
+        self, scope: Scope, receive: Receive, match: ResolverMatch, send: Send, request_id: str, client_request_id: str
+    ) -> None:
+        """An upload's body is read by its view as it is relayed; so is a disconnect, hence no watcher here."""
+        request = ASGIRequest(scope, io.BytesIO(b""))
+        request.resolver_match = match
+        request.portico_request_id = request_id  # type: ignore[attr-defined]
+        request.client_request_id = client_request_id  # type: ignore[attr-defined]
+        request.asgi_receive = receive  # type: ignore[attr-defined]
+        try:
+            response = await match.func(request, *match.args, **match.kwargs)
+        except ClientGone:
+            return
+        await send_response(response, send, client_request_id or request_id)
+
+    async def _serve(
+        self, scope: Scope, body: bytes, match: ResolverMatch, send: Send, request_id: str, client_request_id: str
+    ) -> None:
         request = ASGIRequest(scope, io.BytesIO(body))
         request.resolver_match = match
+        request.portico_request_id = request_id  # type: ignore[attr-defined]
+        request.client_request_id = client_request_id  # type: ignore[attr-defined]
         response = await match.func(request, *match.args, **match.kwargs)
         if isinstance(response, HttpResponseNotAllowed):
             # Ninja answers a wrong method in plain text; clients of this API expect OpenAI's error shape.
             error = MethodNotAllowed(f"Method {scope['method']} is not allowed on {scope['path']}.")
             error.headers["Allow"] = response["Allow"]
             response = error_response(error)
-        await send_response(response, send, request_id)
+        await send_response(response, send, client_request_id or request_id)

@@ -1,21 +1,32 @@
 """Forwarding a request to its provider and relaying the answer, whole or streamed.
 
 Upstream trouble becomes the error tree's UpstreamError family: before the
-first byte as an HTTP error answer, after it as an SSE error frame.
+first byte as an HTTP error answer, after it as an SSE error frame. Every
+call is admitted against its limits first and finished (settled, recorded
+in the ledger) exactly once, whichever way it ends.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncGenerator
+import time
+from collections.abc import AsyncGenerator, Callable
+from decimal import Decimal
 from typing import Any
 
 import httpx
+import orjson
 from django.http import HttpResponse
 
-from gateway.errors import PorticoError, UpstreamError, UpstreamTimeout, UpstreamUnreachable
-from gateway.sse import DONE, EventSplitter, EventStream, frame
-from providers.adapters.base import StreamTranslator
+from billing.facade import BillingSnapshot
+from gateway.accounting import Call, admit, finish
+from gateway.errors import InvalidRequest, PorticoError, UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from gateway.sse import DONE, EventSplitter, EventStream, LineSplitter, frame
+from gateway.uploads import Upload
+from providers.adapters import bridge
+from providers.adapters.base import Operation, StreamTranslator, Target, UnsupportedParameter, UpstreamRequest
+from providers.adapters.embeddings import encode_embeddings
 from providers.facade import RouteInfo
 from providers.http import UpstreamResponse, Upstreams
 
@@ -40,52 +51,201 @@ async def _failure(route: RouteInfo, response: UpstreamResponse) -> UpstreamErro
     )
 
 
-async def chat(route: RouteInfo, body: dict[str, Any]) -> HttpResponse | EventStream:
-    """Relay a chat completion. The provider's total timeout is enforced by its upstream, streams included."""
-    provider = route.provider
-    adapter = provider.adapter
-    request = adapter.chat_request(provider, route.upstream_model, body)
+def target_of(route: RouteInfo) -> Target:
+    return Target(route.provider, route.upstream_model, route.public_id, route.max_output_tokens)
+
+
+def _bridged(call: Call) -> bool:
+    """Legacy completions go to chat when the provider has no /completions of its own."""
+    if call.operation != "completions":
+        return False
+    provider = call.route.provider
+    return "completions" not in provider.adapter.operations or not provider.serves_completions
+
+
+def _build(call: Call, target: Target) -> tuple[Operation, UpstreamRequest]:
+    adapter = call.route.provider.adapter
+    try:
+        if _bridged(call):
+            return "chat", adapter.request("chat", target, bridge.chat_body(call.body))
+        return call.operation, adapter.request(call.operation, target, dict(call.body))
+    except UnsupportedParameter as exc:
+        raise InvalidRequest(exc.message, param=exc.param, code="unsupported_parameter") from None
+
+
+async def serve(call: Call, billing: BillingSnapshot) -> HttpResponse | EventStream:
+    """Admit, forward and account for a JSON request; errors are recorded, then raised for the error handler."""
+    try:
+        headers = await admit(call, billing)
+        target = target_of(call.route)
+        operation, request = _build(call, target)
+        response = await _forward(call, billing, target, operation, request)
+    except PorticoError as exc:
+        call.fail(exc)
+        finish(call, billing)
+        raise
+    for name, value in headers.items():
+        response[name] = value
+    return response
+
+
+async def send(call: Call, request: UpstreamRequest) -> UpstreamResponse:
+    """Send and return once the answer's headers are in; an error answer is raised as an UpstreamError."""
+    provider = call.route.provider
     try:
         response = await upstreams.get(provider).send(request)
-        if response.status_code >= 400:
-            raise await _failure(route, response)
-        if body.get("stream"):
-            translator = adapter.stream_translator(route.public_id, route.upstream_model, secret=provider.credential)
-            return EventStream(_relay_stream(response, translator, provider.name), release=response.aclose)
-        try:
-            payload = await response.aread()
-        finally:
-            await response.aclose()
     except httpx.TransportError as exc:
         raise _transport_error(exc, provider.name) from exc
-    content = adapter.chat_response(payload, route.public_id, route.upstream_model)
-    return HttpResponse(content, content_type="application/json")
+    if response.status_code >= 400:
+        raise await _failure(call.route, response)
+    return response
+
+
+async def read_whole(call: Call, response: UpstreamResponse) -> bytes:
+    try:
+        return await response.aread()
+    except httpx.TransportError as exc:
+        raise _transport_error(exc, call.route.provider.name) from exc
+    finally:
+        await response.aclose()
+
+
+async def _forward(
+    call: Call, billing: BillingSnapshot, target: Target, operation: Operation, request: UpstreamRequest
+) -> HttpResponse | EventStream:
+    adapter = call.route.provider.adapter
+    response = await send(call, request)
+    if call.streamed:
+        include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
+        translator: Any = adapter.stream_translator(
+            operation, target, include_usage=include_usage, secret=call.route.provider.credential
+        )
+        if _bridged(call):
+            translator = bridge.CompletionStream(translator)
+        events = _relay_stream(call, billing, response, translator, adapter.stream_format)
+
+        async def release() -> None:
+            if not call.finished:
+                call.disconnected = True  # the answer was dropped before its stream began
+            await response.aclose()
+            finish(call, billing)
+
+        return EventStream(events, release=release)
+    payload = await read_whole(call, response)
+    content = adapter.response(operation, target, payload)
+    if _bridged(call):
+        content = bridge.completion_from_chat(content)
+    return answer(call, billing, content)
+
+
+async def serve_upload(call: Call, billing: BillingSnapshot, upload: Upload) -> HttpResponse:
+    """Admit, stream the upload to the provider, account for the answer (JSON, or text/srt/vtt as sent)."""
+    try:
+        headers = await admit(call, billing)
+        target = target_of(call.route)
+        adapter = call.route.provider.adapter
+        request = adapter.upload_request(
+            call.operation, target, upload.body({"model": target.upstream_model}), upload.content_type
+        )
+        try:
+            response = await send(call, request)
+            payload = await read_whole(call, response)
+        except UpstreamError:
+            # Reading the client's body failed while it was being sent (too large, malformed, client gone).
+            if upload.error is not None:
+                raise upload.error from None
+            raise
+        content_type = response.headers.get("content-type", "application/json")
+        result = answer(call, billing, payload, content_type=content_type)
+    except PorticoError as exc:
+        call.fail(exc)
+        finish(call, billing)
+        raise
+    for name, value in headers.items():
+        result[name] = value
+    return result
+
+
+def answer(
+    call: Call, billing: BillingSnapshot, content: bytes, *, content_type: str = "application/json"
+) -> HttpResponse:
+    """A whole answer: usage noted, the call finished, its cost in `x-portico-cost`."""
+    body = orjson.loads(content) if content[:1] == b"{" and "json" in content_type else None
+    if isinstance(body, dict):
+        call.usage = body.get("usage")
+        if call.operation == "embeddings" and call.body.get("encoding_format") == "base64":
+            # Some upstreams only give floats; the client asked for OpenAI's base64, so it gets it.
+            body = encode_embeddings(body, "base64")
+            content = orjson.dumps(body)
+    cost = finish(call, billing)
+    response = HttpResponse(content, content_type=content_type)
+    response["x-portico-cost"] = _usd(cost)
+    return response
+
+
+def _usd(amount: Decimal) -> str:
+    text = format(amount.normalize(), "f")
+    return "0" if text in ("0", "-0") else text
 
 
 async def _relay_stream(
-    response: UpstreamResponse, translator: StreamTranslator, provider: str
+    call: Call,
+    billing: BillingSnapshot,
+    response: UpstreamResponse,
+    translator: StreamTranslator,
+    stream_format: str,
 ) -> AsyncGenerator[bytes]:
     """Relay events as they arrive. Cancellation (the client left) closes the upstream too."""
-    splitter = EventSplitter()
-    finished = False
+    splitter: EventSplitter | LineSplitter = EventSplitter() if stream_format == "sse" else LineSplitter()
+    provider = call.route.provider.name
+    outputs = call.outputs
     try:
         async for chunk in response.aiter_raw():
-            out: list[bytes] = []
-            for data in splitter.feed(chunk):
-                if data == b"[DONE]":
-                    finished = True
-                    out.append(DONE)
-                else:
-                    out.extend(frame(piece) for piece in translator.feed(data))
+            out = _translate(splitter.feed(chunk), translator, outputs.append)
             if out:
-                yield b"".join(out)
-        if not finished:
+                if call.first_token is None:
+                    call.first_token = time.monotonic()
+                yield out
+        if isinstance(splitter, LineSplitter):
+            tail = _translate(splitter.flush(), translator, outputs.append)
+            if tail:
+                yield tail
+        if translator.failed:
+            # The upstream's own error event has been relayed; the stream ends with it.
+            call.fail(UpstreamError(f"The upstream provider '{provider}' failed mid-stream."))
+        elif not translator.done:
             raise UpstreamUnreachable(f"The upstream provider '{provider}' ended the stream before it was complete.")
+        else:
+            yield DONE
     except httpx.TransportError as exc:
         logger.warning("stream from %s broke: %s", provider, exc.__class__.__name__)
-        yield _transport_error(exc, provider).to_sse()
+        error = _transport_error(exc, provider)
+        call.fail(error)
+        yield error.to_sse()
+    except ValueError:
+        logger.warning("stream from %s sent an event that could not be read", provider)
+        error = UpstreamError(f"The upstream provider '{provider}' sent a malformed stream.")
+        call.fail(error)
+        yield error.to_sse()
     except PorticoError as exc:
         logger.warning("stream from %s failed: %s", provider, exc.message)
+        call.fail(exc)
         yield exc.to_sse()
+    except (GeneratorExit, asyncio.CancelledError):
+        if not translator.done:
+            call.disconnected = True
+        raise
     finally:
+        if translator.usage is not None:
+            call.usage = translator.usage
         await response.aclose()
+        finish(call, billing)
+
+
+def _translate(events: list[bytes], translator: StreamTranslator, keep: Callable[[bytes], None]) -> bytes:
+    out = []
+    for data in events:
+        for piece in translator.feed(data):
+            keep(piece)
+            out.append(frame(piece))
+    return b"".join(out)

@@ -65,3 +65,19 @@ class EventStream(StreamingHttpResponse):
             await self.events.aclose()
         finally:
             await self._release()
+
+
+class LineSplitter:
+    """Feed raw bytes of a newline-delimited JSON stream; get back every complete, non-empty line."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        *complete, self._buffer = (self._buffer + chunk).split(b"\n")
+        return [line.strip() for line in complete if line.strip()]
+
+    def flush(self) -> list[bytes]:
+        """The last line, if the stream ended without a newline after it."""
+        rest, self._buffer = self._buffer.strip(), b""
+        return [rest] if rest else []

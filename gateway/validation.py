@@ -253,3 +253,100 @@ def validate_chat_request(body: dict[str, Any]) -> None:
             param="top_logprobs",
             code="invalid_value",
         )
+
+
+def _model(body: dict[str, Any], *, required: bool = True) -> None:
+    model = body.get("model")
+    if model is None:
+        if required:
+            raise _missing("model")
+        return
+    if not isinstance(model, str):
+        raise _type_error("model", "a string", model)
+
+
+def _is_tokens(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, int) and not isinstance(item, bool) for item in value)
+
+
+def _text_or_tokens(body: dict[str, Any], param: str) -> None:
+    """OpenAI's prompt/input union: a string, strings, a token array, or token arrays."""
+    value = body.get(param)
+    if value is None:
+        raise _missing(param)
+    if isinstance(value, str):
+        return
+    valid = isinstance(value, list) and (
+        all(isinstance(item, str) for item in value) or _is_tokens(value) or all(_is_tokens(item) for item in value)
+    )
+    if not valid:
+        raise _type_error(param, "one of a string, array of strings, array of integers, or array of arrays", value)
+    if not value:
+        raise InvalidRequest(
+            f"Invalid '{param}': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+            param=param,
+            code="empty_array",
+        )
+
+
+def _streaming(body: dict[str, Any]) -> None:
+    _typed(body, "stream", bool)
+    stream_options = body.get("stream_options")
+    if stream_options is not None:
+        if not isinstance(stream_options, dict):
+            raise _type_error("stream_options", "an object", stream_options)
+        if not body.get("stream"):
+            raise InvalidRequest(
+                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                param="stream_options",
+                code="invalid_value",
+            )
+
+
+def validate_completion_request(body: dict[str, Any]) -> None:
+    """The legacy completions endpoint's checks."""
+    _model(body)
+    _text_or_tokens(body, "prompt")
+    _number(body, "temperature", 0, 2)
+    _number(body, "top_p", 0, 1)
+    _number(body, "presence_penalty", -2, 2)
+    _number(body, "frequency_penalty", -2, 2)
+    _integer(body, "n", 1, 128)
+    _integer(body, "best_of", 0, 20)
+    _integer(body, "max_tokens", 0)
+    _integer(body, "logprobs", 0, 5)
+    _typed(body, "echo", bool)
+    _typed(body, "suffix", str)
+    _typed(body, "user", str)
+    _stop(body)
+    _streaming(body)
+
+
+def validate_embedding_request(body: dict[str, Any]) -> None:
+    _model(body)
+    _text_or_tokens(body, "input")
+    _integer(body, "dimensions", 1)
+    _typed(body, "user", str)
+    encoding = body.get("encoding_format")
+    if encoding is not None and encoding not in ("float", "base64"):
+        raise _invalid_value("encoding_format", encoding, ("float", "base64"))
+
+
+def validate_moderation_request(body: dict[str, Any]) -> None:
+    _model(body, required=False)
+    value = body.get("input")
+    if value is None:
+        raise _missing("input")
+    if not isinstance(value, str | list):
+        raise _type_error("input", "one of a string, array of strings, or array of objects", value)
+
+
+def validate_image_request(body: dict[str, Any]) -> None:
+    _model(body, required=False)
+    prompt = body.get("prompt")
+    if prompt is None:
+        raise _missing("prompt")
+    if not isinstance(prompt, str):
+        raise _type_error("prompt", "a string", prompt)
+    _integer(body, "n", 1, 10)
+    _typed(body, "user", str)

@@ -1,0 +1,37 @@
+"""POST /v1/audio/transcriptions: the multipart upload is streamed through to the provider as it arrives."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from ninja import Router
+
+from gateway.intake import find_route, grant_of, new_call, require_operation
+from gateway.relay import serve_upload
+from gateway.snapshot import store
+from gateway.uploads import read_upload, receive_chunks
+
+router = Router(tags=["audio"])
+
+
+async def _whole(body: bytes) -> AsyncIterator[bytes]:
+    yield body
+
+
+@router.post("/audio/transcriptions", summary="Transcribe audio", url_name="audio-transcriptions")
+async def create_transcription(request: HttpRequest) -> HttpResponse:
+    receive = getattr(request, "asgi_receive", None)
+    # The fast path hands over the unread body; Django's own handler (PORTICO_FAST_PATH=false) has read it already.
+    chunks = receive_chunks(receive) if receive is not None else _whole(request.body)
+    content_type = request.META.get("CONTENT_TYPE", "")
+    upload = await read_upload(chunks, content_type, limit=settings.PORTICO_MAX_UPLOAD_BYTES)
+    try:
+        snapshot = await store.get()
+        route = find_route(snapshot, grant_of(request), upload.fields["model"])
+        require_operation(route, "transcriptions")
+        call = new_call(request, route, "transcriptions", dict(upload.fields))
+        return await serve_upload(call, snapshot.billing, upload)
+    finally:
+        await upload.aclose()
