@@ -5,22 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from django.db.models import Q, Sum
+from django.db.models import Q
 
 from billing.facade import period_bounds
-from billing.models import Budget, BudgetAlert, UsageRecord
-
-
-def budget_spent(budget: Budget, now: datetime) -> tuple[str, Decimal]:
-    """The name of the budget's current period and what its owner spent in it."""
-    name, start, _end = period_bounds(budget.period, now)
-    if budget.api_key_id is not None:
-        rows = UsageRecord.objects.filter(api_key_id=budget.api_key_id)
-    else:
-        rows = UsageRecord.objects.filter(tenant_id=budget.tenant_id or 0)
-    if start is not None:
-        rows = rows.filter(created_at__gte=start)
-    return name, rows.aggregate(total=Sum("cost"))["total"] or Decimal(0)
+from billing.models import Budget, BudgetAlert
+from billing.selectors import budgets_with_spend
 
 
 def budget_alerts_check(*, tenant_ids: set[int], key_ids: set[int], now: datetime | None = None) -> None:
@@ -28,10 +17,11 @@ def budget_alerts_check(*, tenant_ids: set[int], key_ids: set[int], now: datetim
     if not tenant_ids and not key_ids:
         return
     now = now or datetime.now(UTC)
-    budgets = Budget.objects.filter(Q(tenant_id__in=tenant_ids) | Q(api_key_id__in=key_ids))
+    owned = Budget.objects.filter(Q(tenant_id__in=tenant_ids) | Q(api_key_id__in=key_ids))
     alerts = []
-    for budget in budgets:
-        period, spent = budget_spent(budget, now)
+    for budget in budgets_with_spend(budgets=owned, now=now):
+        spent: Decimal = budget.spent  # type: ignore[attr-defined]  # annotated by the selector
+        period, _start, _end = period_bounds(budget.period, now)
         soft = budget.amount * budget.soft_limit_percent / 100
         for level, threshold in (("soft", soft), ("hard", budget.amount)):
             if spent >= threshold:

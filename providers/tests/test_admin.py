@@ -340,6 +340,9 @@ def test_a_route_can_be_added_from_the_admin(admin_client):
         "active": "on",
         "owned_by": "portico",
         "supports_chat": "on",
+        # The route page carries billing's price history as an inline formset, here left empty.
+        "prices-TOTAL_FORMS": "0",
+        "prices-INITIAL_FORMS": "0",
     }
 
     admin_client.post(reverse("admin:providers_modelroute_add"), data)

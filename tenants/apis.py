@@ -1,0 +1,232 @@
+"""The management API for tenants and their keys (DRF), and who may see what in it.
+
+Two kinds of callers: operators (staff users) manage every tenant; tenant
+admins (users in a tenant's `admins`) manage only their tenants, and another
+tenant's objects do not exist for them (404, never 403). Any other user is
+refused (403). Serialisers sit next to their views; writes go to
+`tenants.services`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from providers.models import ModelRoute
+from tenants.models import ApiKey, Tenant
+from tenants.services import api_key_create, api_key_revoke, tenant_models_outside
+
+
+def is_operator(user: Any) -> bool:
+    return bool(user.is_authenticated and user.is_staff)
+
+
+def tenants_managed_by(user: Any) -> QuerySet[Tenant]:
+    """The tenants a user may manage: all of them for an operator, else those naming the user an admin."""
+    if is_operator(user):
+        return Tenant.objects.all()
+    if not user.is_authenticated:
+        return Tenant.objects.none()
+    return Tenant.objects.filter(admins=user)
+
+
+class IsOperatorOrTenantAdmin(BasePermission):
+    message = "The management API is for operators and tenant admins."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        user = request.user
+        if not user.is_authenticated:
+            return False
+        return is_operator(user) or user.administered_tenants.exists()
+
+
+class TenantScopedViewSet(viewsets.GenericViewSet):
+    """A viewset whose rows belong to tenants: a tenant admin's queryset holds only their tenants' rows.
+
+    `tenant_lookups` name the paths from a row to its tenant; a row is visible if any of them
+    leads to a managed tenant (a budget belongs to a tenant directly or through its key).
+    """
+
+    permission_classes = [IsOperatorOrTenantAdmin]
+    tenant_lookups: tuple[str, ...] = ("tenant",)
+
+    def get_queryset(self) -> QuerySet[Any]:
+        queryset = super().get_queryset()
+        user = self.request.user
+        if is_operator(user):
+            return queryset
+        managed = tenants_managed_by(user).values("pk")
+        visible = Q()
+        for lookup in self.tenant_lookups:
+            visible |= Q(**{f"{lookup}__in": managed})
+        return queryset.filter(visible)
+
+
+class ManagedTenantField(serializers.PrimaryKeyRelatedField):
+    """A tenant the caller manages; any other id reads as one that does not exist."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(queryset=Tenant.objects.all(), **kwargs)
+
+    def get_queryset(self) -> QuerySet[Tenant]:
+        return tenants_managed_by(self.context["request"].user)
+
+
+class ManagedKeyField(serializers.PrimaryKeyRelatedField):
+    """A key of a tenant the caller manages; any other id reads as one that does not exist."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(queryset=ApiKey.objects.all(), **kwargs)
+
+    def get_queryset(self) -> QuerySet[ApiKey]:
+        return ApiKey.objects.filter(tenant__in=tenants_managed_by(self.context["request"].user).values("pk"))
+
+
+@extend_schema_field(serializers.ListField(child=serializers.CharField(), allow_null=True))
+class AllowedModelsField(serializers.Field):
+    """The public ids of the models a tenant or key is limited to; null when it is not limited."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(source="*", read_only=True, **kwargs)
+
+    def to_representation(self, owner: Tenant | ApiKey) -> list[str] | None:
+        if not owner.models_restricted:
+            return None
+        return sorted(route.public_id for route in owner.allowed_models.all())
+
+
+class TenantSerializer(serializers.ModelSerializer):
+    allowed_models = AllowedModelsField(help_text="Public model ids the tenant may call; null for every model.")
+
+    class Meta:
+        model = Tenant
+        fields = ["id", "name", "slug", "active", "allowed_models", "created_at"]
+        read_only_fields = fields
+
+
+class ApiKeySerializer(serializers.ModelSerializer):
+    allowed_models = AllowedModelsField(
+        help_text="Public model ids this key is narrowed to; null for all of its tenant's models."
+    )
+
+    class Meta:
+        model = ApiKey
+        fields = [
+            "id",
+            "tenant",
+            "name",
+            "prefix",
+            "active",
+            "expires_at",
+            "allowed_models",
+            "created_at",
+            "last_used_at",
+            "revoked_at",
+        ]
+        read_only_fields = fields
+
+
+class ApiKeyCreateSerializer(serializers.Serializer):
+    tenant = ManagedTenantField()
+    name = serializers.CharField(max_length=200)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    allowed_models = serializers.SlugRelatedField(
+        slug_field="public_id",
+        queryset=ModelRoute.objects.all(),
+        many=True,
+        required=False,
+        default=list,
+        help_text="Public model ids to narrow the key to; empty or left out for all of the tenant's models.",
+    )
+
+    def validate_expires_at(self, value: datetime | None) -> datetime | None:
+        if value is not None and value <= timezone.now():
+            raise serializers.ValidationError("The expiry must be in the future.")
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        public_ids = [route.public_id for route in attrs["allowed_models"]]
+        outside = tenant_models_outside(tenant=attrs["tenant"], public_ids=public_ids)
+        if outside:
+            raise serializers.ValidationError({"allowed_models": f"The tenant may not use: {', '.join(outside)}."})
+        return attrs
+
+
+class ApiKeyCreatedSerializer(ApiKeySerializer):
+    key = serializers.CharField(read_only=True, help_text="The whole key. Shown in this response only, never again.")
+
+    class Meta(ApiKeySerializer.Meta):
+        fields = [*ApiKeySerializer.Meta.fields, "key"]
+        read_only_fields = fields
+
+
+class KeyFilterSerializer(serializers.Serializer):
+    tenant = serializers.IntegerField(required=False, help_text="Only this tenant's keys.")
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List the tenants you manage"),
+    retrieve=extend_schema(summary="Show a tenant"),
+)
+class TenantViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
+    queryset = Tenant.objects.prefetch_related("allowed_models").order_by("name", "pk")
+    serializer_class = TenantSerializer
+    tenant_lookups = ("pk",)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List API keys", parameters=[KeyFilterSerializer]),
+    retrieve=extend_schema(summary="Show an API key"),
+)
+class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
+    """API keys. The prefix identifies a key; its secret is shown once, when it is created, and never stored."""
+
+    queryset = ApiKey.objects.prefetch_related("allowed_models").order_by("-created_at", "-pk")
+    serializer_class = ApiKeySerializer
+
+    def filter_queryset(self, queryset: QuerySet[ApiKey]) -> QuerySet[ApiKey]:
+        if self.action != "list":
+            return queryset
+        filters = KeyFilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        if "tenant" in filters.validated_data:
+            queryset = queryset.filter(tenant_id=filters.validated_data["tenant"])
+        return queryset
+
+    @extend_schema(
+        summary="Create an API key",
+        request=ApiKeyCreateSerializer,
+        responses={201: ApiKeyCreatedSerializer},
+    )
+    def create(self, request: Request) -> Response:
+        given = ApiKeyCreateSerializer(data=request.data, context=self.get_serializer_context())
+        given.is_valid(raise_exception=True)
+        data = given.validated_data
+        api_key, plaintext = api_key_create(
+            tenant=data["tenant"],
+            name=data["name"],
+            expires_at=data["expires_at"],
+            allowed_model_ids=[route.pk for route in data["allowed_models"]],
+        )
+        api_key.key = plaintext  # type: ignore[attr-defined]  # for this one response only
+        response = Response(ApiKeyCreatedSerializer(api_key).data, status=status.HTTP_201_CREATED)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    @extend_schema(summary="Revoke an API key", operation_id="keys_revoke", request=None, responses=ApiKeySerializer)
+    @action(detail=True, methods=["post"])
+    def revoke(self, request: Request, pk: str | None = None) -> Response:
+        api_key = self.get_object()
+        # Revoking twice keeps the first revocation's time: that is when the key stopped working.
+        if api_key.revoked_at is None:
+            api_key_revoke(api_key=api_key)
+        return Response(ApiKeySerializer(api_key).data)
