@@ -7,9 +7,14 @@
 #   DURATION=3s WARMUP=1s ROUNDS=1 MODES="uvicorn:aiohttp granian:aiohttp" bench/run.sh
 #
 # Environment:
-#   MODES     Portico configurations to compare, as SERVER:TRANSPORT words; a third part
-#             `:django` sends /v1/ through Django's standard handler (PORTICO_FAST_PATH=false)
-#             (default "$SERVER:$PORTICO_HTTP_TRANSPORT", i.e. "uvicorn:aiohttp")
+#   MODES     Portico configurations to compare, as SERVER:TRANSPORT[:VARIANT] words. With no
+#             variant, the limited key (limits and a budget checked on every request) calls the
+#             OpenAI-kind route with the ledger on. Variants:
+#               plain      the key without limits, and the ledger off (PORTICO_USAGE_LEDGER=false)
+#               anthropic  as the default, on the Anthropic-kind route (translated both ways)
+#               django     /v1/ through Django's standard handler (PORTICO_FAST_PATH=false)
+#             (default "$SERVER:$PORTICO_HTTP_TRANSPORT $SERVER:$PORTICO_HTTP_TRANSPORT:plain
+#             $SERVER:$PORTICO_HTTP_TRANSPORT:anthropic", i.e. uvicorn:aiohttp in the three variants)
 #   SERVER    uvicorn | granian            (default uvicorn; used when MODES is unset)
 #   PORTICO_HTTP_TRANSPORT aiohttp | httpx (default aiohttp; used when MODES is unset)
 #   WORKERS   server worker processes      (default 1)
@@ -43,9 +48,12 @@ PY=$PROJECT/.venv/bin/python
 export BENCH_TMP=${BENCH_TMP:-/tmp/portico-bench}
 ROUNDS=${ROUNDS:-2}
 WORKERS=${WORKERS:-1}
-MODES=${MODES:-${SERVER:-uvicorn}:${PORTICO_HTTP_TRANSPORT:-aiohttp}}
+BASE_MODE=${SERVER:-uvicorn}:${PORTICO_HTTP_TRANSPORT:-aiohttp}
+MODES=${MODES:-$BASE_MODE $BASE_MODE:plain $BASE_MODE:anthropic}
 MODEL=bench-model
+CLAUDE_MODEL=bench-claude
 UPSTREAM=http://127.0.0.1:18080/v1
+ANTHROPIC_PORT=18083
 PYPROXY_PORT=18082
 PORTICO_PORT=8000
 DB=portico_bench
@@ -53,13 +61,14 @@ DB=portico_bench
 for mode in $MODES; do
     case $mode in
     uvicorn:aiohttp | uvicorn:httpx | granian:aiohttp | granian:httpx) ;;
-    uvicorn:aiohttp:django | uvicorn:httpx:django | granian:aiohttp:django | granian:httpx:django) ;;
-    *) die "unknown mode '$mode' in MODES: use SERVER:TRANSPORT[:django], SERVER uvicorn|granian, TRANSPORT aiohttp|httpx" ;;
+    uvicorn:aiohttp:* | uvicorn:httpx:* | granian:aiohttp:* | granian:httpx:*)
+        case ${mode##*:} in django | plain | anthropic) ;; *) die "unknown variant in '$mode': use django, plain or anthropic" ;; esac ;;
+    *) die "unknown mode '$mode' in MODES: use SERVER:TRANSPORT[:VARIANT], SERVER uvicorn|granian, TRANSPORT aiohttp|httpx" ;;
     esac
 done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
 [[ $WORKERS =~ ^[1-9][0-9]*$ ]] || die "WORKERS must be a positive integer"
-for port in 18080 $PYPROXY_PORT $PORTICO_PORT; do
+for port in 18080 $ANTHROPIC_PORT $PYPROXY_PORT $PORTICO_PORT; do
     ! ss -ltn "sport = :$port" | grep -q LISTEN || die "port $port is already taken; stop whatever listens there"
 done
 
@@ -68,6 +77,7 @@ RESULTS=$BENCH_TMP/results-$(date +%Y%m%d-%H%M%S).md
 
 # --- cleanup: everything started here is stopped here, whatever happens ------
 upstream_started=0
+anthropic_started=0
 pyproxy_pid=
 portico_pid=
 suite_pid=
@@ -113,6 +123,10 @@ cleanup() {
         "$HARNESS/nginx.sh" stop upstream >/dev/null || true
         upstream_started=0
     fi
+    if [ "$anthropic_started" = 1 ]; then
+        [ -f "$BENCH_TMP/anthropic/anthropic.pid" ] && kill -QUIT "$(cat "$BENCH_TMP/anthropic/anthropic.pid")" 2>/dev/null
+        anthropic_started=0
+    fi
 }
 trap cleanup EXIT
 trap 'cleanup; exit 130' INT
@@ -137,6 +151,17 @@ upstream_started=1
 "$HARNESS/nginx.sh" start upstream
 upstream_pid=$(cat "$BENCH_TMP/upstream/upstream.pid")
 
+# The fake Anthropic upstream: the same answer in the Messages API's format.
+anthropic_started=1
+mkdir -p "$BENCH_TMP/anthropic"
+ln -sf "$PROJECT/bench/nginx/fake_anthropic.lua" "$BENCH_TMP/anthropic/fake_anthropic.lua"
+nginx -p "$BENCH_TMP/anthropic" -e "$BENCH_TMP/anthropic/error.log" -c "$PROJECT/bench/nginx/anthropic.conf"
+for _ in $(seq 50); do
+    ss -ltn "sport = :$ANTHROPIC_PORT" | grep -q LISTEN && break
+    sleep 0.1
+done
+ss -ltn "sport = :$ANTHROPIC_PORT" | grep -q LISTEN || die "the fake Anthropic upstream did not start; see $BENCH_TMP/anthropic/error.log"
+
 # --- Portico's database and its rows ------------------------------------------
 export DATABASE_URL=postgres://postgres@127.0.0.1:5432/$DB
 export REDIS_URL=redis://127.0.0.1:6379/0
@@ -151,8 +176,8 @@ echo "bench: recreating database $DB"
 psql -q -h 127.0.0.1 -U postgres -d postgres -v ON_ERROR_STOP=1 \
     -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" >/dev/null
 .venv/bin/portico migrate --verbosity 0
-KEY=$("$PY" bench/seed.py)
-[[ $KEY == pk-* ]] || die "bench/seed.py did not print a key"
+read -r PLAIN_KEY LIMITED_KEY < <("$PY" bench/seed.py)
+[[ $PLAIN_KEY == pk-* && $LIMITED_KEY == pk-* ]] || die "bench/seed.py did not print two keys"
 
 # --- the bare Python proxy floor -----------------------------------------------
 PYPROXY_CLIENT=aiohttp "$PY" -m uvicorn --app-dir "$HARNESS" pyproxy:app \
@@ -162,11 +187,12 @@ pyproxy_pid=$!
 wait_for pyproxy "$pyproxy_pid" "$BENCH_TMP/pyproxy.log" "http://127.0.0.1:$PYPROXY_PORT/v1/models"
 
 # --- Portico -------------------------------------------------------------------
-start_portico() {  # $1 = server, $2 = transport, $3 = "django" to leave the fast path
+start_portico() {  # $1 = server, $2 = transport, $3 = variant (django, plain, anthropic or empty)
     local server=$1 log=$BENCH_TMP/portico-$1-$2${3:+-$3}.log
-    local fast=true
+    local fast=true ledger=true
     [ "${3:-}" = django ] && fast=false
-    export PORTICO_FAST_PATH=$fast
+    [ "${3:-}" = plain ] && ledger=false
+    export PORTICO_FAST_PATH=$fast PORTICO_USAGE_LEDGER=$ledger
     case $server in
     uvicorn)
         PORTICO_HTTP_TRANSPORT=$2 "$PY" -m uvicorn gateway.asgi:application \
@@ -182,7 +208,7 @@ start_portico() {  # $1 = server, $2 = transport, $3 = "django" to leave the fas
     esac
     portico_pid=$!
     wait_for "Portico ($1, $2)" "$portico_pid" "$log" \
-        -H "Authorization: Bearer $KEY" "http://127.0.0.1:$PORTICO_PORT/v1/models"
+        -H "Authorization: Bearer $PLAIN_KEY" "http://127.0.0.1:$PORTICO_PORT/v1/models"
 }
 
 # --- the runs ------------------------------------------------------------------
@@ -196,12 +222,12 @@ start_portico() {  # $1 = server, $2 = transport, $3 = "django" to leave the fas
 } >>"$RESULTS"
 
 header=1
-suite() {  # $1 = base URL, $2 = key, $3 = label, $4 = CPU pids
+suite() {  # $1 = base URL, $2 = key, $3 = label, $4 = CPU pids, $5 = model (default bench-model)
     # In its own process group, waited for with `wait`: a trapped Ctrl-C interrupts
     # `wait` at once, whereas a foreground wrk would swallow it (it stops the run and
     # reports), and the script would carry on. Cleanup then stops the whole group.
     HEADER=$header CPU_PIDS=$4 RESULTS=$RESULTS setsid bash -c \
-        'set -o pipefail; "$@" | tee -a "$RESULTS"' suite "$HARNESS/run.sh" "$1" "$2" "$MODEL" "$3" &
+        'set -o pipefail; "$@" | tee -a "$RESULTS"' suite "$HARNESS/run.sh" "$1" "$2" "${5:-$MODEL}" "$3" &
     suite_pid=$!
     wait "$suite_pid"
     suite_pid=
@@ -215,10 +241,13 @@ for round in $(seq "$ROUNDS"); do
     suite "$UPSTREAM" unused "direct #$round" "$upstream_pid"
     suite "http://127.0.0.1:$PYPROXY_PORT/v1" unused "pyproxy-aiohttp #$round" "$pyproxy_pid"
     for mode in $MODES; do
-        IFS=: read -r server transport handler <<<"$mode"
-        start_portico "$server" "$transport" "$handler"
-        label="portico-$server-$transport${handler:+-$handler}$workers_suffix"
-        suite "http://127.0.0.1:$PORTICO_PORT/v1" "$KEY" "$label #$round" "$portico_pid"
+        IFS=: read -r server transport variant <<<"$mode"
+        start_portico "$server" "$transport" "$variant"
+        label="portico-$server-$transport${variant:+-$variant}$workers_suffix"
+        key=$LIMITED_KEY model=$MODEL
+        [ "$variant" = plain ] && key=$PLAIN_KEY
+        [ "$variant" = anthropic ] && model=$CLAUDE_MODEL
+        suite "http://127.0.0.1:$PORTICO_PORT/v1" "$key" "$label #$round" "$portico_pid" "$model"
         stop_portico
     done
 done

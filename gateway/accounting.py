@@ -40,6 +40,7 @@ class Accounts:
         self.limiter: limits.Limiter = limits.LocalLimiter()
         self._spool: Spool | None = None
         self.writer: LedgerWriter | None = None
+        self.ledger_on = True
         self._background: set[asyncio.Task[None]] = set()
 
     @property
@@ -51,6 +52,7 @@ class Accounts:
 
     def start(self) -> None:
         """Choose the limiter and start the ledger writer thread (the server's start-up calls this)."""
+        self.ledger_on = settings.PORTICO_USAGE_LEDGER
         if settings.REDIS_URL:
             self.limiter = limits.RedisLimiter(
                 settings.REDIS_URL,
@@ -271,6 +273,8 @@ def finish(call: Call, billing: BillingSnapshot) -> Decimal:
 
 
 def _record(call: Call, usage: Usage, cost: Decimal, *, estimated: bool) -> None:
+    if not accounts.ledger_on:
+        return
     grant, route = call.grant, call.route
     first_token = call.first_token
     accounts.spool.append(

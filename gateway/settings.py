@@ -148,6 +148,9 @@ if PORTICO_LIMITS_ON_REDIS_ERROR not in {"open", "closed"}:
     raise ImproperlyConfigured(
         f"PORTICO_LIMITS_ON_REDIS_ERROR must be 'open' or 'closed', got {PORTICO_LIMITS_ON_REDIS_ERROR!r}"
     )
+# Record every request in the usage ledger. Off only to measure what the ledger costs (bench/run.sh) or
+# where another system does the billing: budgets then see no spend.
+PORTICO_USAGE_LEDGER = env_bool("PORTICO_USAGE_LEDGER", True)
 # Where served requests are spooled, durably, before their ledger rows reach the database.
 PORTICO_LEDGER_DIR = env_str("PORTICO_LEDGER_DIR", str(DATA_DIR / "ledger"))
 # Seconds between ledger flushes to the database (rows are also flushed once this many are waiting).
