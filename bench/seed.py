@@ -3,7 +3,7 @@
 * `bench-model` on an OpenAI-kind provider (the shared fake upstream), and
   `bench-claude` on an Anthropic-kind provider (bench/nginx/fake_anthropic.lua);
   both priced, so the ledger computes a cost.
-* a plain key with no limits, and a limited key whose key and tenant carry
+* a plain key with no limits, and a limited key (of another tenant) whose key and tenant carry
   requests, tokens and concurrency limits and a budget, all far above what a
   run can reach: the limiter and budget checks run on every request, none refuses.
 
@@ -57,8 +57,9 @@ def seed() -> tuple[str, str]:
             )
         for route in routes:
             Price.objects.create(route=route, input_per_million=Decimal("2.5"), output_per_million=Decimal("10"))
-        tenant = tenant_create(name="Bench", slug="bench")
-        _, plain = api_key_create(tenant=tenant, name="bench/run.sh, no limits")
+        # Two tenants: a tenant's limits apply to all its keys, and the plain key must have none.
+        _, plain = api_key_create(tenant=tenant_create(name="Bench", slug="bench"), name="bench/run.sh, no limits")
+        tenant = tenant_create(name="Bench, limited", slug="bench-limited")
         limited_key, limited = api_key_create(tenant=tenant, name="bench/run.sh, limits and budget")
         for owner in ({"api_key": limited_key}, {"tenant": tenant}):
             RateLimit.objects.create(
