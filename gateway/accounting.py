@@ -53,6 +53,7 @@ class Accounts:
     def start(self) -> None:
         """Choose the limiter and start the ledger writer thread (the server's start-up calls this)."""
         self.ledger_on = settings.PORTICO_USAGE_LEDGER
+        self.limiter = limits.LocalLimiter()
         if settings.REDIS_URL:
             self.limiter = limits.RedisLimiter(
                 settings.REDIS_URL,

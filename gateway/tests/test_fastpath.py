@@ -41,6 +41,7 @@ def run_in_process(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     settings.REDIS_URL = ""
     settings.PORTICO_SNAPSHOT_TTL = 3600.0
     settings.PORTICO_LAST_USED_FLUSH = 3600.0
+    settings.PORTICO_LEDGER_FLUSH = 3600.0  # the ledger is written by its own thread, checked apart
     # The store outlives each test's event loop; every test starts from an empty one.
     monkeypatch.setattr(store, "current", None)
     monkeypatch.setattr(store, "_lock", None)

@@ -15,6 +15,7 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -25,6 +26,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
 from pytest_django import Settings
 
+from billing.models import Budget, Price, RateLimit
 from gateway.asgi import application
 from gateway.snapshot import store
 from gateway.tests.test_fastpath import CHAT, client_of_portico, run_in_process, started_portico
@@ -178,6 +180,35 @@ async def test_a_mix_of_warmed_up_requests_from_several_keys_runs_no_query(
                     method, path, options = build(key)
                     check_answer(kind, await portico.request(method, path, **options))
 
+    assert watch.summary() == {"queries": [], "connections": 0, "sync_to_async": 0, "executor_jobs": 0}
+
+
+@pytest.fixture
+def limited(prepared: IssuedKey, house_route: ModelRoute) -> IssuedKey:
+    api_key = prepared.api_key
+    RateLimit.objects.create(api_key=api_key, requests_per_minute=1000, tokens_per_minute=10**6, max_concurrent=10)
+    RateLimit.objects.create(tenant=api_key.tenant, requests_per_minute=1000)
+    Budget.objects.create(api_key=api_key, amount=Decimal(100))
+    Price.objects.create(route=house_route, input_per_million=Decimal(1), output_per_million=Decimal(2))
+    return prepared
+
+
+@pytest.mark.parametrize("kind", list(REQUESTS))
+async def test_a_key_with_limits_and_a_budget_runs_no_query_either(
+    limited: IssuedKey, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    # Limits, budgets and prices come from the snapshot; the limiter is in memory (or Redis), never the database.
+    method, path, options = REQUESTS[kind](limited.plaintext)
+    async with started_portico() as portico:
+        check_answer(kind, await portico.request(method, path, **options))
+
+        with watching(monkeypatch) as watch:
+            responses = [await portico.request(method, path, **options) for _ in range(3)]
+
+    for response in responses:
+        check_answer(kind, response)
+        if kind != "models":
+            assert response.headers["x-ratelimit-limit-requests"] == "1000"
     assert watch.summary() == {"queries": [], "connections": 0, "sync_to_async": 0, "executor_jobs": 0}
 
 

@@ -6,7 +6,7 @@ from collections.abc import AsyncGenerator
 
 import pytest
 
-from gateway.sse import DONE, EventSplitter, EventStream, frame
+from gateway.sse import DONE, EventSplitter, EventStream, LineSplitter, frame
 
 STREAM = (
     b'data: {"id":"1","choices":[{"delta":{"content":"Hel"}}]}\n\n'
@@ -127,3 +127,22 @@ async def test_closing_an_event_stream_that_never_started_still_releases_its_sou
 
     assert released == ["upstream"]
     assert finished == []  # a generator closed before it started never runs its finally: hence release
+
+
+@pytest.mark.parametrize(
+    ("chunks", "lines", "tail"),
+    [
+        ([b'{"a":1}\n{"b":2}\n'], [b'{"a":1}', b'{"b":2}'], []),
+        ([b'{"a"', b':1}\n\n{"b"', b":2}"], [b'{"a":1}'], [b'{"b":2}']),
+        ([b'{"a":1}\r\n', b"  \n"], [b'{"a":1}'], []),
+    ],
+    ids=["whole-lines", "split-and-unterminated", "crlf-and-blank"],
+)
+def test_the_line_splitter_yields_each_complete_line_and_the_unterminated_tail(
+    chunks: list[bytes], lines: list[bytes], tail: list[bytes]
+) -> None:
+    splitter = LineSplitter()
+
+    assert [line for chunk in chunks for line in splitter.feed(chunk)] == lines
+    assert splitter.flush() == tail
+    assert splitter.flush() == []
