@@ -22,10 +22,9 @@ import asyncio
 import functools
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import httpx
-import orjson
 from django.conf import settings
 
 from providers.adapters.base import UpstreamRequest
@@ -204,8 +203,7 @@ async def probe_models(provider: ProviderInfo) -> ProbeResult:
         failure = provider.adapter.failure(response.status_code, payload, response.headers, secret=provider.credential)
         return ProbeResult(False, f"HTTP {response.status_code}: {failure.message}")
     try:
-        body: Any = orjson.loads(payload)
-        ids = tuple(str(item["id"]) for item in body.get("data", []))
-    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
-        return ProbeResult(False, "the models endpoint answered with something that is not an OpenAI model list")
+        ids = tuple(provider.adapter.model_ids(payload))
+    except ValueError:
+        return ProbeResult(False, "the models endpoint answered with something that is not a model list")
     return ProbeResult(True, f"OK: {len(ids)} model(s)", ids)
