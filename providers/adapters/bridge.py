@@ -120,8 +120,8 @@ class CompletionStream:
             choices = []
             for choice in chunk.get("choices") or []:
                 delta = choice.get("delta") or {}
-                if "content" not in delta and choice.get("finish_reason") is None:
-                    continue  # a role-only or tool-call delta has no text to carry
+                if not delta.get("content") and choice.get("finish_reason") is None:
+                    continue  # a role-only (or tool-call) delta has no text to carry
                 choices.append(
                     {
                         "text": delta.get("content") or "",

@@ -121,8 +121,8 @@ def test_a_chat_stream_becomes_text_completion_chunks_with_usage_when_asked() ->
 
     out = [orjson.loads(payload) for event in events for payload in stream.feed(event)]
 
-    assert [(c["object"], c["id"], c["model"]) for c in out[:-1]] == [("text_completion", "cmpl-abc", "house")] * 4
-    assert [choice["text"] for c in out[:-1] for choice in c["choices"]] == ["", "Hel", "lo", ""]
+    assert [(c["object"], c["id"], c["model"]) for c in out[:-1]] == [("text_completion", "cmpl-abc", "house")] * 3
+    assert [choice["text"] for c in out[:-1] for choice in c["choices"]] == ["Hel", "lo", ""]
     assert out[-2]["choices"][0]["finish_reason"] == "stop"
     assert (out[-1]["choices"], out[-1]["usage"]) == ([], usage)
     assert (stream.done, stream.failed, stream.usage) == (True, False, usage)
