@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from django.http import HttpRequest
 
+from billing.facade import BillingSnapshot
 from gateway.accounting import Call
 from gateway.errors import InvalidRequest, ModelNotFound
 from gateway.fastpath import new_request_id
-from gateway.snapshot import Snapshot
+from gateway.snapshot import Snapshot, store
 from providers.adapters.base import Operation
 from providers.facade import RouteInfo
 from tenants.facade import KeyGrant
@@ -100,6 +102,29 @@ def check_chat_capabilities(route: RouteInfo, body: dict[str, Any]) -> None:
         for message in body["messages"]
     ):
         require(route, "vision", "image inputs")
+
+
+def _check(route: RouteInfo, operation: Operation, body: dict[str, Any]) -> None:
+    if operation == "chat":
+        check_chat_capabilities(route, body)
+        return
+    require_operation(route, operation)
+    if body.get("stream"):
+        require(route, "streaming", "streaming")
+
+
+async def json_call(
+    request: HttpRequest, operation: Operation, validate: Callable[[dict[str, Any]], None]
+) -> tuple[Call, BillingSnapshot]:
+    """Read, validate and route a JSON request: the call to serve, and the billing view it is served under."""
+    body = json_body(request)
+    validate(body)
+    snapshot = await store.get()
+    grant = grant_of(request)
+    model = body.get("model")
+    route = find_route(snapshot, grant, model) if model is not None else default_route(snapshot, grant, operation)
+    _check(route, operation, body)
+    return new_call(request, route, operation, body), snapshot.billing
 
 
 def new_call(request: HttpRequest, route: RouteInfo, operation: Operation, body: dict[str, Any]) -> Call:

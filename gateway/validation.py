@@ -229,7 +229,6 @@ def validate_chat_request(body: dict[str, Any]) -> None:
     _integer(body, "max_completion_tokens", 1)
     _integer(body, "top_logprobs", 0, 20)
     _integer(body, "seed", -(2**63), 2**63 - 1)
-    _typed(body, "stream", bool)
     _typed(body, "logprobs", bool)
     _typed(body, "user", str)
     _typed(body, "logit_bias", dict)
@@ -237,16 +236,7 @@ def validate_chat_request(body: dict[str, Any]) -> None:
     _stop(body)
     _tools(body)
     _response_format(body)
-    stream_options = body.get("stream_options")
-    if stream_options is not None:
-        if not isinstance(stream_options, dict):
-            raise _type_error("stream_options", "an object", stream_options)
-        if not body.get("stream"):
-            raise InvalidRequest(
-                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
-                param="stream_options",
-                code="invalid_value",
-            )
+    _streaming(body)
     if body.get("top_logprobs") is not None and not body.get("logprobs"):
         raise InvalidRequest(
             "Invalid value for 'top_logprobs': 'logprobs' must be set to true when 'top_logprobs' is used.",
@@ -322,7 +312,13 @@ def validate_completion_request(body: dict[str, Any]) -> None:
     _streaming(body)
 
 
+def _no_stream(body: dict[str, Any]) -> None:
+    if body.get("stream"):
+        raise InvalidRequest("This endpoint does not stream; leave 'stream' out.", param="stream", code="invalid_value")
+
+
 def validate_embedding_request(body: dict[str, Any]) -> None:
+    _no_stream(body)
     _model(body)
     _text_or_tokens(body, "input")
     _integer(body, "dimensions", 1)
@@ -333,6 +329,7 @@ def validate_embedding_request(body: dict[str, Any]) -> None:
 
 
 def validate_moderation_request(body: dict[str, Any]) -> None:
+    _no_stream(body)
     _model(body, required=False)
     value = body.get("input")
     if value is None:
@@ -342,6 +339,7 @@ def validate_moderation_request(body: dict[str, Any]) -> None:
 
 
 def validate_image_request(body: dict[str, Any]) -> None:
+    _no_stream(body)
     _model(body, required=False)
     prompt = body.get("prompt")
     if prompt is None:

@@ -112,3 +112,11 @@ ACCEPTED: list[tuple[str, Validator, dict[str, Any]]] = [
 @pytest.mark.parametrize(("validator", "body"), [case[1:] for case in ACCEPTED], ids=[case[0] for case in ACCEPTED])
 def test_it_accepts_valid_requests_and_unknown_fields(validator: Validator, body: dict[str, Any]) -> None:
     validator(body)
+
+
+@pytest.mark.parametrize("validator", [validate_embedding_request, validate_moderation_request, validate_image_request])
+def test_endpoints_that_answer_whole_refuse_stream(validator: Validator) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        validator({"model": "m", "input": "x", "prompt": "x", "stream": True})
+
+    assert (refused.value.param, refused.value.code) == ("stream", "invalid_value")
