@@ -66,6 +66,22 @@ def _completion_id(chat_id: Any) -> str:
     return "cmpl-" + text.removeprefix("chatcmpl-")
 
 
+def _text_completion(chat: dict[str, Any], choices: list[dict[str, Any]]) -> dict[str, Any]:
+    """A text_completion body or chunk with `choices`, carrying over the chat one's ids and usage."""
+    completion: dict[str, Any] = {
+        "id": _completion_id(chat.get("id")),
+        "object": "text_completion",
+        "created": chat.get("created"),
+        "model": chat.get("model"),
+        "choices": choices,
+    }
+    if chat.get("usage") is not None:
+        completion["usage"] = chat["usage"]
+    if chat.get("system_fingerprint"):
+        completion["system_fingerprint"] = chat["system_fingerprint"]
+    return completion
+
+
 def completion_from_chat(payload: bytes) -> bytes:
     """A chat.completion body as a text_completion body."""
     chat = orjson.loads(payload)
@@ -78,18 +94,7 @@ def completion_from_chat(payload: bytes) -> bytes:
         }
         for index, choice in enumerate(chat.get("choices") or [])
     ]
-    completion: dict[str, Any] = {
-        "id": _completion_id(chat.get("id")),
-        "object": "text_completion",
-        "created": chat.get("created"),
-        "model": chat.get("model"),
-        "choices": choices,
-    }
-    if chat.get("usage") is not None:
-        completion["usage"] = chat["usage"]
-    if chat.get("system_fingerprint"):
-        completion["system_fingerprint"] = chat["system_fingerprint"]
-    return orjson.dumps(completion)
+    return orjson.dumps(_text_completion(chat, choices))
 
 
 class CompletionStream:
@@ -132,14 +137,5 @@ class CompletionStream:
                 )
             if not choices and chunk.get("usage") is None:
                 continue
-            completion: dict[str, Any] = {
-                "id": _completion_id(chunk.get("id")),
-                "object": "text_completion",
-                "created": chunk.get("created"),
-                "model": chunk.get("model"),
-                "choices": choices,
-            }
-            if chunk.get("usage") is not None:
-                completion["usage"] = chunk["usage"]
-            out.append(orjson.dumps(completion))
+            out.append(orjson.dumps(_text_completion(chunk, choices)))
         return out
