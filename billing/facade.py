@@ -41,20 +41,32 @@ class Usage:
         """Read OpenAI's usage object (chat, completions and embeddings shapes); None if there is none."""
         if not isinstance(usage, dict):
             return None
-        prompt = usage.get("prompt_tokens") or usage.get("input_tokens") or 0
-        completion = usage.get("completion_tokens") or usage.get("output_tokens") or 0
+        prompt = usage.get("prompt_tokens") or usage.get("input_tokens")
+        completion = usage.get("completion_tokens") or usage.get("output_tokens")
         details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
         out_details = usage.get("completion_tokens_details") or usage.get("output_tokens_details") or {}
         return cls(
-            prompt_tokens=int(prompt),
-            completion_tokens=int(completion),
-            cached_tokens=int(details.get("cached_tokens") or 0),
-            reasoning_tokens=int(out_details.get("reasoning_tokens") or 0),
+            prompt_tokens=_count(prompt),
+            completion_tokens=_count(completion),
+            cached_tokens=_count(details.get("cached_tokens")),
+            reasoning_tokens=_count(out_details.get("reasoning_tokens")),
         )
 
     @property
     def total(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+# The ledger stores counts in 32-bit integer columns.
+_MAX_COUNT = 2**31 - 1
+
+
+def _count(value: Any) -> int:
+    """An upstream's token count as the ledger can store it: what is not a count is 0, a huge one the maximum."""
+    try:
+        return min(max(int(value or 0), 0), _MAX_COUNT)
+    except (TypeError, ValueError, OverflowError):
+        return 0
 
 
 def cost_of(price: PriceInfo | None, usage: Usage) -> Decimal:

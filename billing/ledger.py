@@ -9,52 +9,42 @@ NOTHING`, deleting a file only once its rows are committed. So:
 * Postgres down: sealed files wait and are retried; rows arrive when it returns.
 * Redis down: the ledger does not use it.
 * The process killed: the kernel has the appended lines; the next Portico
-  process on the host (or `portico ledger-flush`) claims files whose owner
-  is gone. A line cut short by the kill is skipped with a warning.
+  process on the host (or `portico ledger_flush`) claims files whose owner
+  is gone. A writer holds an flock on its open file, which the kernel drops
+  when the process dies, so ownership survives pid reuse (a restarted
+  container) and new hostnames (a re-created one sharing the volume). A line
+  cut short by the kill is skipped with a warning.
+* A row the database rejects (a count out of range): set aside in a
+  .rejected file with an error logged, so it cannot hold up the rest.
 * A file inserted twice (a crash between commit and delete): the request id
   is unique, so the second insert adds nothing.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import orjson
-from django.db import DatabaseError, connections, transaction
+from django.db import DatabaseError, DataError, IntegrityError, connections, transaction
 
 from billing.alerts import budget_alerts_check
 from billing.models import UsageRecord
 
 logger = logging.getLogger(__name__)
 
-_ACTIVE, _READY, _CLAIMED = ".active", ".ready", ".claimed"
+_NEW, _ACTIVE, _READY, _CLAIMED, _REJECTED = ".new", ".active", ".ready", ".claimed", ".rejected"
 # File names are host-pid-stamp-serial.suffix, so the host part may hold neither "-" nor ".".
 _HOST = socket.gethostname().replace("-", "_").replace(".", "_")
-
-
-def _owner(path: Path) -> tuple[str, int]:
-    """The host and pid that wrote (or claimed) a spool file, from its name: host-pid-….suffix."""
-    host, pid, *_ = path.name.split("-")
-    return host, int(pid)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Spool:
@@ -80,9 +70,13 @@ class Spool:
 
     def _open(self) -> None:
         self._serial += 1
-        stamp = f"{time.time_ns()}"
-        self._path = self.directory / f"{_HOST}-{os.getpid()}-{stamp}-{self._serial}{_ACTIVE}"
-        self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        new = self.directory / f"{_HOST}-{os.getpid()}-{time.time_ns()}-{self._serial}{_NEW}"
+        fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        # Locked before it is named .active, so no drainer ever sees an active file without its owner's lock.
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._path = new.with_suffix(_ACTIVE)
+        new.rename(self._path)
+        self._fd = fd
 
     def seal(self) -> None:
         """Close the current file (if it holds anything) and mark it ready for insertion."""
@@ -92,34 +86,37 @@ class Spool:
             fd, path = self._fd, self._path
             self._fd, self._path, self.pending = None, None, 0
         assert path is not None
+        path.rename(path.with_suffix(_READY))  # still locked: nobody takes it for abandoned in between
         os.close(fd)
-        path.rename(path.with_suffix(_READY))
 
 
-def _claimable(directory: Path) -> Iterator[Path]:
-    """Sealed files, and files left behind by processes of this host that are gone."""
-    me = os.getpid()
-    for path in sorted(directory.iterdir()):
-        if path.suffix == _READY:
-            yield path
-        elif path.suffix in (_ACTIVE, _CLAIMED):
-            try:
-                host, pid = _owner(path)
-            except ValueError:
-                continue
-            if host == _HOST and pid != me and not _alive(pid):
-                yield path
+def _candidates(directory: Path) -> list[Path]:
+    """Spool files by name (host-pid-stamp-serial.suffix), whoever holds them."""
+    return sorted(
+        path
+        for path in directory.iterdir()
+        if path.suffix in (_NEW, _ACTIVE, _READY, _CLAIMED) and path.stem.count("-") == 3
+    )
 
 
-def _claim(path: Path) -> Path | None:
-    """Rename a file to be ours, atomically; None if another process got it first."""
-    stem = path.name.split(".")[0].split("-", 2)[-1]
-    claimed = path.with_name(f"{_HOST}-{os.getpid()}-{stem}{_CLAIMED}")
+def _claim(path: Path) -> tuple[Path, int] | None:
+    """Lock and rename a file to be ours, with the locked descriptor; None if its owner is alive or it is gone.
+
+    The lock is held until the descriptor is closed: while this process inserts the file, nobody else claims it.
+    """
     try:
-        path.rename(claimed)
+        fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return None
-    return claimed
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        stem = path.name.split(".")[0].split("-", 2)[-1]
+        claimed = path.with_name(f"{_HOST}-{os.getpid()}-{stem}{_CLAIMED}")
+        path.rename(claimed)
+    except (BlockingIOError, FileNotFoundError):
+        os.close(fd)
+        return None
+    return claimed, fd
 
 
 def _record(entry: dict[str, Any]) -> UsageRecord:
@@ -129,15 +126,19 @@ def _record(entry: dict[str, Any]) -> UsageRecord:
     return UsageRecord(**fields)
 
 
-def _read(path: Path) -> list[UsageRecord]:
-    records = []
+def _read(path: Path) -> list[tuple[UsageRecord, bytes]]:
+    """The file's rows, each with the line it was read from."""
+    rows = []
     for number, line in enumerate(path.read_bytes().splitlines(), 1):
         try:
-            records.append(_record(orjson.loads(line)))
+            rows.append((_record(orjson.loads(line)), line))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             # Only the last line of a file whose writer was killed mid-write can be cut short.
             logger.warning("ledger spool %s line %d is unreadable and was skipped", path.name, number)
-    return records
+    return rows
+
+
+Insert = Callable[[list[UsageRecord]], None]
 
 
 def insert_records(records: list[UsageRecord]) -> None:
@@ -149,24 +150,46 @@ def insert_records(records: list[UsageRecord]) -> None:
     )
 
 
-def drain(directory: Path, *, insert: Callable[[list[UsageRecord]], None] = insert_records) -> int:
+def _insert_each(path: Path, rows: list[tuple[UsageRecord, bytes]], insert: Insert) -> None:
+    """Insert rows one by one, setting aside those the database rejects; a database that is down still raises."""
+    rejected = []
+    for record, line in rows:
+        try:
+            insert([record])
+        except (DataError, IntegrityError) as exc:
+            logger.error("ledger row %s was rejected by the database (%s)", record.request_id, exc)
+            rejected.append(line + b"\n")
+    if rejected:
+        kept = path.with_suffix(_REJECTED)
+        kept.write_bytes(b"".join(rejected))
+        logger.error("%d ledger row(s) the database rejected are kept in %s", len(rejected), kept)
+
+
+def drain(directory: Path, *, insert: Insert = insert_records) -> int:
     """Insert every claimable spool file; returns the rows read. A database error leaves the file for later."""
     if not directory.exists():
         return 0
     total = 0
-    for path in _claimable(directory):
-        claimed = _claim(path)
-        if claimed is None:
+    for path in _candidates(directory):
+        claim = _claim(path)
+        if claim is None:
             continue
-        records = _read(claimed)
+        claimed, fd = claim
         try:
-            if records:
-                insert(records)
-        except DatabaseError:
+            rows = _read(claimed)
+            try:
+                if rows:
+                    insert([record for record, _line in rows])
+            except (DataError, IntegrityError):
+                _insert_each(claimed, rows, insert)
+            claimed.unlink()
+        except BaseException:
+            # Whatever went wrong, the file is left for a later drain, not stranded under this process's name.
             claimed.rename(claimed.with_suffix(_READY))
             raise
-        claimed.unlink()
-        total += len(records)
+        finally:
+            os.close(fd)
+        total += len(rows)
     return total
 
 
@@ -204,7 +227,12 @@ class LedgerWriter:
             self._wake.wait(backoff)
             self._wake.clear()
             stopping = self._stop.is_set()
-            backoff = self.interval if self.flush() else min(backoff * 2, 5.0)
+            try:
+                flushed = self.flush()
+            except Exception:  # noqa: BLE001 - the thread must outlive any one failure; the lines stay spooled
+                logger.exception("ledger flush failed; the rows stay spooled and are retried")
+                flushed = False
+            backoff = self.interval if flushed else min(backoff * 2, 5.0)
             if stopping:
                 return
 

@@ -18,7 +18,6 @@ from django.utils import timezone
 USD = {"max_digits": 20, "decimal_places": 10}
 
 
-
 class Price(models.Model):
     """A route's price from `effective_from` on; ledger rows keep the cost computed when they were written."""
 
