@@ -144,10 +144,14 @@ class Call:
         self.error_type = error.code or error.type
 
 
-def _output_cap(call: Call) -> int:
+# A budget's worst case for a request that names no output cap on a route that declares none.
+UNCAPPED_OUTPUT_RESERVE = 4096
+
+
+def _output_cap(call: Call, *, fallback: int = 0) -> int:
     body = call.body
-    cap = body.get("max_completion_tokens") or body.get("max_tokens") or call.route.max_output_tokens or 0
-    return int(cap) * int(body.get("n") or 1) if isinstance(cap, int) else 0
+    cap = body.get("max_completion_tokens") or body.get("max_tokens") or call.route.max_output_tokens or fallback
+    return int(cap) * int(body.get("n") or 1) if isinstance(cap, int) else fallback
 
 
 def _prompt_tokens(call: Call) -> int:
@@ -221,7 +225,12 @@ async def admit(call: Call, billing: BillingSnapshot) -> dict[str, str]:
     needs_tokens = any(window.tpm for window in windows) or bool(budgets)
     prompt = _prompt_tokens(call) if needs_tokens else 0
     cap = _output_cap(call) if needs_tokens else 0
-    worst = Usage(prompt_tokens=prompt, completion_tokens=cap)
+    # Without a cap, TPM settles the real count afterwards (the bucket may go into debt), but a budget must
+    # assume some output, or concurrent uncapped requests could overspend it by all their answers.
+    worst = Usage(
+        prompt_tokens=prompt,
+        completion_tokens=cap or (_output_cap(call, fallback=UNCAPPED_OUTPUT_RESERVE) if budgets else 0),
+    )
     price = billing.prices.get(call.route.public_id)
     cost = to_nano(cost_of(price.at(call.started_at) if price else None, worst)) if budgets else 0
     ask = limits.Ask(request_id=call.request_id, windows=windows, budgets=budgets, tokens=prompt + cap, cost=cost)

@@ -84,6 +84,11 @@ async def serve(call: Call, billing: BillingSnapshot) -> HttpResponse | EventStr
         call.fail(exc)
         finish(call, billing)
         raise
+    except asyncio.CancelledError:
+        # The client left before the answer began: its concurrency slot and reservations are released all the same.
+        call.disconnected = True
+        finish(call, billing)
+        raise
     for name, value in headers.items():
         response[name] = value
     return response
