@@ -15,22 +15,55 @@ A model with no script gets a normal `Reply()`.
     upstream.script("fake-3", Hang())                          never answer
     upstream.script("fake-4", DropMidStream(after=2))          cut the stream after 2 events
     upstream.script("fake-5", CloseBeforeAnswer())             close the connection at once
+
+Besides chat it serves every other endpoint Portico relays, each answering as
+OpenAI does: /completions (legacy, whole or streamed), /embeddings (floats, or
+base64 when asked), /moderations, /images/generations and /audio/transcriptions
+(multipart: the text fields are recorded as the body, each file as its size and
+SHA-256; the transcript comes as json, text, srt, vtt or verbose_json). Scripts
+apply there too: `Fail`, `Hang` and `CloseBeforeAnswer` everywhere, a `Reply`'s
+content as the completion or the transcript, `Echo` as the prompt.
+
+One server speaks every endpoint, hence a module longer than most; its answer
+builders are small pure functions.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import socket
+import struct
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 CREATED = 1_700_000_000
+EMBEDDING_SIZE = 4  # the length of a vector when the request names no `dimensions`
+FLAGGED_WORD = "kill"  # moderation flags (as violence) any input holding it
+MODERATION_CATEGORIES = (
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/instructions",
+    "self-harm/intent",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
+FAKE_PNG = b"\x89PNG\r\n\x1a\nfake image"
+TEXT_PLAIN = "text/plain; charset=utf-8"  # OpenAI's type for text, srt and vtt transcripts
 
 
 @dataclass(frozen=True)
@@ -83,13 +116,26 @@ Behaviour = Reply | Echo | Fail | Hang | DropMidStream | CloseBeforeAnswer
 
 
 @dataclass(frozen=True)
+class ReceivedFile:
+    """A file part of a multipart request: its names, and its bytes as a size and a hash."""
+
+    field: str
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
 class Received:
     """One request as the fake saw it. Header names are lower-cased."""
 
     method: str
     path: str
     headers: dict[str, str]
-    body: dict[str, Any]
+    body: dict[str, Any]  # the JSON body, or a multipart request's text fields (a repeated one as a list)
+    query: dict[str, str] = field(default_factory=dict)
+    files: tuple[ReceivedFile, ...] = ()
 
 
 @dataclass
@@ -147,6 +193,136 @@ def stream_events(model: str, content: str, *, prompt_tokens: int, include_usage
     return events
 
 
+def text_completion(model: str, reply: Reply, n: int) -> dict[str, Any]:
+    """A legacy completion: `text` in each choice, no message."""
+    choices = [{"text": reply.content, "index": index, "logprobs": None, "finish_reason": "stop"} for index in range(n)]
+    return {
+        "id": "cmpl-fake",
+        "object": "text_completion",
+        "created": CREATED,
+        "model": model,
+        "choices": choices,
+        "usage": _usage(reply.prompt_tokens, reply.content),
+        "system_fingerprint": "fp_fake",
+    }
+
+
+def text_completion_events(model: str, content: str, *, prompt_tokens: int, include_usage: bool) -> list[bytes]:
+    """The payloads of a legacy completion stream, [DONE] excluded: one per word, finish, usage."""
+    base: dict[str, Any] = {"id": "cmpl-fake", "object": "text_completion", "created": CREATED, "model": model}
+
+    def chunk(text: str, finish: str | None) -> bytes:
+        choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": finish}
+        return json.dumps({**base, "choices": [choice]}).encode()
+
+    words = content.split()
+    events = [chunk(word if i == 0 else " " + word, None) for i, word in enumerate(words)]
+    events.append(chunk("", "stop"))
+    if include_usage:
+        events.append(json.dumps({**base, "choices": [], "usage": _usage(prompt_tokens, content)}).encode())
+    return events
+
+
+def embedding(item: str | list[int], dimensions: int | None = None) -> list[float]:
+    """A small vector that tells inputs apart. Its values are multiples of 1/16 between -16 and 16,
+    exact as float32, so they come back unchanged from base64 (packed float32) too."""
+    text = item if isinstance(item, str) else ",".join(map(str, item))
+    seed = sum(map(ord, text)) + len(text)
+    return [((seed * (i + 1)) % 512) / 16 - 16 for i in range(dimensions or EMBEDDING_SIZE)]
+
+
+def embedding_inputs(value: Any) -> list[str | list[int]]:
+    """OpenAI's `input` union as a list of items: a string, strings, one token array, or token arrays."""
+    if isinstance(value, str) or (value and all(isinstance(item, int) for item in value)):
+        return [value]
+    return list(value)
+
+
+def packed(vector: list[float]) -> str:
+    """OpenAI's base64 form of a vector: little-endian float32 values."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+def embedding_list(model: str, body: dict[str, Any]) -> dict[str, Any]:
+    items = embedding_inputs(body.get("input"))
+    as_base64 = body.get("encoding_format") == "base64"
+    data = []
+    for index, item in enumerate(items):
+        vector = embedding(item, body.get("dimensions"))
+        data.append({"object": "embedding", "index": index, "embedding": packed(vector) if as_base64 else vector})
+    tokens = sum(len(item.split()) if isinstance(item, str) else len(item) for item in items)
+    return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+def moderation(model: str, body: dict[str, Any]) -> dict[str, Any]:
+    """One result per text; an array of multi-modal parts is judged as one input."""
+    value = body["input"]
+    if isinstance(value, str):
+        texts = [value]
+    elif all(isinstance(item, str) for item in value):
+        texts = list(value)
+    else:
+        texts = [" ".join(str(part.get("text") or "") for part in value if isinstance(part, dict))]
+    return {"id": "modr-fake", "model": model, "results": [_moderation_result(text) for text in texts]}
+
+
+def _moderation_result(text: str) -> dict[str, Any]:
+    flagged = FLAGGED_WORD in text.lower()
+    return {
+        "flagged": flagged,
+        "categories": {name: flagged and name == "violence" for name in MODERATION_CATEGORIES},
+        "category_scores": {
+            name: 0.9375 if flagged and name == "violence" else 0.0001 for name in MODERATION_CATEGORIES
+        },
+        "category_applied_input_types": {name: ["text"] for name in MODERATION_CATEGORIES},
+    }
+
+
+def image_list(body: dict[str, Any]) -> dict[str, Any]:
+    prompt = str(body.get("prompt"))
+    images = []
+    for index in range(int(body.get("n") or 1)):
+        if body.get("response_format") == "b64_json":
+            image = {"b64_json": base64.b64encode(FAKE_PNG + bytes([index])).decode()}
+        else:
+            image = {"url": f"https://images.fake.invalid/{index}.png"}
+        images.append({**image, "revised_prompt": prompt})
+    return {"created": CREATED, "data": images}
+
+
+def _values(fields: dict[str, Any], name: str) -> list[str]:
+    value = fields.get(name)
+    return [] if value is None else value if isinstance(value, list) else [value]
+
+
+def transcription(text: str, fields: dict[str, Any]) -> tuple[int, bytes, str]:
+    """Status, body and content type of the answer in the `response_format` asked for (json by default)."""
+    response_format = fields.get("response_format") or "json"
+    plain = {
+        "text": f"{text}\n",
+        "srt": f"1\n00:00:00,000 --> 00:00:02,500\n{text}\n\n",
+        "vtt": f"WEBVTT\n\n00:00:00.000 --> 00:00:02.500\n{text}\n\n",
+    }
+    if response_format in plain:
+        return 200, plain[response_format].encode(), TEXT_PLAIN
+    usage = {"type": "duration", "seconds": 3}
+    if response_format == "json":
+        return 200, json.dumps({"text": text, "usage": usage}).encode(), "application/json"
+    if response_format != "verbose_json":
+        fail = Fail(400, f"Invalid value: '{response_format}'.", param="response_format", code="invalid_value")
+        return 400, json.dumps(_error_body(fail)).encode(), "application/json"
+    verbose: dict[str, Any] = {"task": "transcribe", "language": "english", "duration": 2.5, "text": text}
+    segment = {"id": 0, "seek": 0, "start": 0.0, "end": 2.5, "text": f" {text}", "tokens": [50364, 400]}
+    verbose["segments"] = [{**segment, "temperature": 0.0, "avg_logprob": -0.25, "no_speech_prob": 0.01}]
+    if "word" in _values(fields, "timestamp_granularities[]"):
+        step = 2.5 / max(1, len(text.split()))
+        verbose["words"] = [
+            {"word": word, "start": i * step, "end": (i + 1) * step} for i, word in enumerate(text.split())
+        ]
+    verbose["usage"] = usage
+    return 200, json.dumps(verbose).encode(), "application/json"
+
+
 def _last_user_text(body: dict[str, Any]) -> str:
     users = [m for m in body.get("messages") or [] if isinstance(m, dict) and m.get("role") == "user"]
     content = users[-1].get("content") if users else None
@@ -155,6 +331,41 @@ def _last_user_text(body: dict[str, Any]) -> str:
 
 def _error_body(fail: Fail) -> dict[str, Any]:
     return {"error": {"message": fail.message, "type": fail.type, "param": fail.param, "code": fail.code}}
+
+
+def _answering(behaviour: Behaviour, echoed: Any) -> Reply:
+    """The reply a script that answers stands for, `echoed` being what `Echo` repeats."""
+    if isinstance(behaviour, Echo):
+        return Reply(echoed if isinstance(echoed, str) and echoed else "(nothing to echo)", delay=behaviour.delay)
+    if isinstance(behaviour, DropMidStream):
+        return Reply(behaviour.content)
+    assert isinstance(behaviour, Reply)
+    return behaviour
+
+
+def _include_usage(body: dict[str, Any]) -> bool:
+    return bool((body.get("stream_options") or {}).get("include_usage"))
+
+
+async def _read_form(request: web.Request) -> tuple[dict[str, Any], tuple[ReceivedFile, ...]]:
+    """A multipart body's text fields, and its files hashed as they arrive rather than held."""
+    fields: dict[str, Any] = {}
+    files: list[ReceivedFile] = []
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        assert isinstance(part, BodyPartReader)
+        name = str(part.name)
+        if part.filename is None:
+            value = (await part.read()).decode()
+            fields[name] = value if name not in fields else [*_values(fields, name), value]
+            continue
+        digest, size = hashlib.sha256(), 0
+        while chunk := await part.read_chunk(256 * 1024):
+            digest.update(chunk)
+            size += len(chunk)
+        content_type = part.headers.get("Content-Type", "")
+        files.append(ReceivedFile(name, part.filename, content_type, size, digest.hexdigest()))
+    return fields, tuple(files)
 
 
 class FakeUpstream:
@@ -226,8 +437,19 @@ class FakeUpstream:
 
     async def _open(self) -> None:
         app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._chat)
+        self._add_routes(app.router, "/v1")
         app.router.add_get("/v1/models", self._models)
+        await self._listen(app)
+
+    def _add_routes(self, router: web.UrlDispatcher, prefix: str) -> None:
+        router.add_post(f"{prefix}/chat/completions", self._chat)
+        router.add_post(f"{prefix}/completions", self._completions)
+        router.add_post(f"{prefix}/embeddings", self._embeddings)
+        router.add_post(f"{prefix}/moderations", self._moderations)
+        router.add_post(f"{prefix}/images/generations", self._images)
+        router.add_post(f"{prefix}/audio/transcriptions", self._transcriptions)
+
+    async def _listen(self, app: web.Application) -> None:
         # Cancelling the handler when its client leaves is how the fake notices a disconnect;
         # a short shutdown timeout keeps a still-hanging request from holding up teardown.
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=0.5)
@@ -239,7 +461,35 @@ class FakeUpstream:
         if self._runner is not None:
             await self._runner.cleanup()
 
+    # --- what the answers look like (a subclass may dress them as another OpenAI-compatible server does) ---
+
+    def chat_answer(self, model: str, reply: Reply, n: int) -> dict[str, Any]:
+        return completion(model, reply, n)
+
+    def chat_events(self, model: str, reply: Reply, *, include_usage: bool) -> list[bytes]:
+        return stream_events(model, reply.content, prompt_tokens=reply.prompt_tokens, include_usage=include_usage)
+
     # --- request handling (on the fake's own loop) ---
+
+    def _log_request(
+        self, request: web.Request, body: dict[str, Any], files: tuple[ReceivedFile, ...] = ()
+    ) -> Behaviour:
+        """Record the request; the script of the model it names."""
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        received = Received(request.method, request.path, headers, body, dict(request.query), files)
+        with self._lock:
+            self._received.append(received)
+            return self._scripts.get(str(body.get("model")), Reply())
+
+    async def _refuse(self, request: web.Request, model: str, behaviour: Behaviour) -> web.StreamResponse | None:
+        """The answer of a script that fails, hangs or closes, on any endpoint; None if it answers."""
+        if isinstance(behaviour, Fail):
+            return web.json_response(_error_body(behaviour), status=behaviour.status, headers=dict(behaviour.headers))
+        if isinstance(behaviour, Hang):
+            return await self._hang(model)
+        if isinstance(behaviour, CloseBeforeAnswer):
+            return await self._close(request)
+        return None
 
     async def _models(self, request: web.Request) -> web.Response:
         with self._lock:
@@ -249,25 +499,63 @@ class FakeUpstream:
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        headers = {name.lower(): value for name, value in request.headers.items()}
-        with self._lock:
-            self._received.append(Received(request.method, request.path, headers, body))
-            behaviour = self._scripts.get(body.get("model"), Reply())
+        behaviour = self._log_request(request, body)
         model = str(body.get("model"))
-        if isinstance(behaviour, Echo):
-            behaviour = Reply(_last_user_text(body), delay=behaviour.delay)
-        if isinstance(behaviour, Fail):
-            return web.json_response(_error_body(behaviour), status=behaviour.status, headers=dict(behaviour.headers))
-        if isinstance(behaviour, Hang):
-            return await self._hang(model)
-        if isinstance(behaviour, CloseBeforeAnswer):
-            return await self._close(request)
+        if (refusal := await self._refuse(request, model, behaviour)) is not None:
+            return refusal
+        reply = _answering(behaviour, _last_user_text(body))
         if isinstance(behaviour, DropMidStream):
-            return await self._drop(request, model, behaviour)
-        assert isinstance(behaviour, Reply)
+            events = stream_events(model, behaviour.content, prompt_tokens=1, include_usage=False)
+            return await self._drop(request, events[: behaviour.after])
         if body.get("stream"):
-            return await self._stream(request, body, behaviour)
-        return web.json_response(completion(model, behaviour, int(body.get("n") or 1)))
+            events = self.chat_events(model, reply, include_usage=_include_usage(body))
+            return await self._stream(request, model, events, reply.delay)
+        return web.json_response(self.chat_answer(model, reply, int(body.get("n") or 1)))
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        behaviour = self._log_request(request, body)
+        model = str(body.get("model"))
+        if (refusal := await self._refuse(request, model, behaviour)) is not None:
+            return refusal
+        reply = _answering(behaviour, body.get("prompt"))
+        usage_asked = _include_usage(body)
+        events = text_completion_events(
+            model, reply.content, prompt_tokens=reply.prompt_tokens, include_usage=usage_asked
+        )
+        if isinstance(behaviour, DropMidStream):
+            return await self._drop(request, events[: behaviour.after])
+        if body.get("stream"):
+            return await self._stream(request, model, events, reply.delay)
+        return web.json_response(text_completion(model, reply, int(body.get("n") or 1)))
+
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        return await self._answer_json(request, embedding_list)
+
+    async def _moderations(self, request: web.Request) -> web.StreamResponse:
+        return await self._answer_json(request, moderation)
+
+    async def _images(self, request: web.Request) -> web.StreamResponse:
+        return await self._answer_json(request, lambda model, body: image_list(body))
+
+    async def _answer_json(
+        self, request: web.Request, answer: Callable[[str, dict[str, Any]], dict[str, Any]]
+    ) -> web.StreamResponse:
+        """Answer a JSON request with `answer(model, body)` unless its script says otherwise."""
+        body = await request.json()
+        behaviour = self._log_request(request, body)
+        model = str(body.get("model"))
+        if (refusal := await self._refuse(request, model, behaviour)) is not None:
+            return refusal
+        return web.json_response(answer(model, body))
+
+    async def _transcriptions(self, request: web.Request) -> web.StreamResponse:
+        fields, files = await _read_form(request)
+        behaviour = self._log_request(request, fields, files)
+        if (refusal := await self._refuse(request, str(fields.get("model")), behaviour)) is not None:
+            return refusal
+        status, content, content_type = transcription(_answering(behaviour, fields.get("prompt")).content, fields)
+        return web.Response(body=content, status=status, headers={"Content-Type": content_type})
 
     async def _hang(self, model: str) -> web.StreamResponse:
         log = self._log_answer(model)
@@ -284,24 +572,21 @@ class FakeUpstream:
         await asyncio.Event().wait()  # cancelled as soon as the connection is gone
         raise AssertionError("unreachable")
 
-    async def _drop(self, request: web.Request, model: str, drop: DropMidStream) -> web.StreamResponse:
+    async def _drop(self, request: web.Request, events: list[bytes]) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        for data in stream_events(model, drop.content, prompt_tokens=1, include_usage=False)[: drop.after]:
+        for data in events:
             await response.write(b"data: " + data + b"\n\n")
         return await self._close(request)
 
-    async def _stream(self, request: web.Request, body: dict[str, Any], reply: Reply) -> web.StreamResponse:
-        model = str(body.get("model"))
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        events = stream_events(model, reply.content, prompt_tokens=reply.prompt_tokens, include_usage=include_usage)
+    async def _stream(self, request: web.Request, model: str, events: list[bytes], delay: float) -> web.StreamResponse:
         log = self._log_answer(model)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         try:
             await response.prepare(request)
             for index, data in enumerate(events):
-                if index and reply.delay:
-                    await asyncio.sleep(reply.delay)
+                if index and delay:
+                    await asyncio.sleep(delay)
                 await response.write(b"data: " + data + b"\n\n")
                 log.sent_at.append(time.monotonic())
             # Marked before [DONE] goes out: a client that has read [DONE] must find the stream finished.
