@@ -119,6 +119,12 @@ CONTENT = {
         }
     ],
 }
+# What a tenant gets: OpenAI's chunk, without Azure's filter verdict.
+RELAYED = {
+    **CONTENT,
+    "model": "house-model",
+    "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}],
+}
 USAGE = {
     "id": "chatcmpl-1",
     "model": "gpt-4o-2024-08-06",
@@ -130,8 +136,8 @@ USAGE = {
 @pytest.mark.parametrize(
     ("include_usage", "expected"),
     [
-        (False, [{**CONTENT, "model": "house-model"}]),
-        (True, [{**CONTENT, "model": "house-model"}, {**USAGE, "model": "house-model"}]),
+        (False, [RELAYED]),
+        (True, [RELAYED, {**USAGE, "model": "house-model"}]),
     ],
 )
 def test_a_prompt_filter_chunk_is_dropped_and_the_usage_chunk_still_noted(include_usage: bool, expected: list) -> None:
@@ -169,3 +175,29 @@ def test_an_azure_key_refusal_is_not_blamed_on_the_client() -> None:
 
     assert (failure.status, failure.code) == (502, "upstream_auth_error")
     assert CREDENTIAL not in failure.message
+
+
+def test_filter_verdicts_are_removed_from_whole_answers_and_stream_chunks() -> None:
+    verdict = {"hate": {"filtered": False, "severity": "safe"}}
+    body = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "model": "gpt-4o-2024-08-06",
+        "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": verdict}],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "content_filter_results": verdict}],
+    }
+    adapter = AzureOpenAIAdapter()
+    target = Target(PROVIDER, "my-deployment", "house-model")
+
+    answer = orjson.loads(adapter.response("chat", target, orjson.dumps(body)))
+    chunk = {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": {"content": "hi"}, "content_filter_results": verdict}],
+    }
+    (relayed,) = adapter.stream_translator("chat", target, include_usage=False).feed(orjson.dumps(chunk))
+
+    assert "prompt_filter_results" not in answer
+    assert "content_filter_results" not in answer["choices"][0]
+    assert answer["choices"][0]["message"]["content"] == "hi"
+    assert orjson.loads(relayed)["choices"][0] == {"index": 0, "delta": {"content": "hi"}}

@@ -61,3 +61,30 @@ def test_the_request_repr_never_shows_the_credential() -> None:
 
     assert CREDENTIAL not in repr(request)
     assert CREDENTIAL not in repr(PROVIDER)
+
+
+def test_the_usage_portico_asked_for_stays_out_of_a_stream_whose_client_did_not_ask() -> None:
+    translator = OpenAIAdapter().stream_translator(
+        "chat", Target(PROVIDER, "gpt-upstream", "house-model"), include_usage=False, secret=CREDENTIAL
+    )
+    usage = {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
+
+    (chunk,) = translator.feed(b'{"id":"c1","model":"gpt-upstream","choices":[{"index":0,"delta":{}}],"usage":null}')
+    dropped = translator.feed(orjson.dumps({"id": "c1", "model": "gpt-upstream", "choices": [], "usage": usage}))
+
+    assert orjson.loads(chunk) == {"id": "c1", "model": "house-model", "choices": [{"index": 0, "delta": {}}]}
+    assert list(dropped) == []
+    assert translator.usage == usage
+
+
+def test_a_client_that_asked_for_usage_gets_the_chunks_as_sent() -> None:
+    translator = OpenAIAdapter().stream_translator(
+        "chat", Target(PROVIDER, "gpt-upstream", "house-model"), include_usage=True, secret=CREDENTIAL
+    )
+    usage = {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
+
+    (chunk,) = translator.feed(b'{"id":"c1","model":"gpt-upstream","choices":[],"usage":null}')
+    (last,) = translator.feed(orjson.dumps({"id": "c1", "model": "gpt-upstream", "choices": [], "usage": usage}))
+
+    assert orjson.loads(chunk)["usage"] is None
+    assert orjson.loads(last)["usage"] == usage

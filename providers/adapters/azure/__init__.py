@@ -6,9 +6,10 @@ URL; the body's `model` is ignored there but still set, so logs on both sides ag
 Every data-plane call carries an `api-version` query parameter: the provider's, or
 `DEFAULT_API_VERSION`.
 
-Azure has no moderations endpoint. Its streams are OpenAI's, except that they may open
-with a chunk carrying only `prompt_filter_results` (its content filter's verdict on the
-prompt) and no choices; OpenAI never sends one, so Portico drops it.
+Azure has no moderations endpoint. Its answers are OpenAI's plus its content filter's
+verdicts: `prompt_filter_results` on the body (or on an opening chunk with no choices)
+and `content_filter_results` on each choice. OpenAI never sends them, so Portico drops
+the opening chunk and removes both fields, and a tenant sees OpenAI's shapes.
 """
 
 from __future__ import annotations
@@ -43,23 +44,37 @@ def azure_headers(provider: Any, *, content_type: str | None = "application/json
     return headers
 
 
+_FILTER_MARK = b'_filter_results"'
+
+
+def without_filter_results(payload: bytes) -> bytes | None:
+    """The body or chunk without Azure's filter verdicts; None for a chunk that carried nothing else."""
+    if _FILTER_MARK not in payload:
+        return payload
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return payload
+    if not isinstance(body, dict):
+        return payload
+    if body.pop("prompt_filter_results", None) is not None and not body.get("choices") and not body.get("usage"):
+        return None
+    for choice in body.get("choices") or ():
+        if isinstance(choice, dict):
+            choice.pop("content_filter_results", None)
+    return orjson.dumps(body)
+
+
 class AzureStream(PassThrough):
-    """OpenAI's pass-through, minus the prompt-filter chunks OpenAI clients have never seen."""
+    """OpenAI's pass-through, minus Azure's content-filter verdicts."""
 
     __slots__ = ()
 
     def feed(self, event: bytes) -> Iterable[bytes]:
-        if b'"prompt_filter_results"' in event and _is_prompt_filter_only(event):
+        cleaned = without_filter_results(event)
+        if cleaned is None:
             return ()
-        return super().feed(event)
-
-
-def _is_prompt_filter_only(event: bytes) -> bool:
-    try:
-        chunk = orjson.loads(event)
-    except orjson.JSONDecodeError:
-        return False
-    return isinstance(chunk, dict) and not chunk.get("choices") and not chunk.get("usage")
+        return super().feed(cleaned)
 
 
 class AzureOpenAIAdapter(OpenAIAdapter):
@@ -87,6 +102,9 @@ class AzureOpenAIAdapter(OpenAIAdapter):
     ) -> UpstreamRequest:
         headers = azure_headers(target.provider, content_type=content_type)
         return UpstreamRequest("POST", self.url(operation, target), headers, content)
+
+    def response(self, operation: Operation, target: Target, payload: bytes) -> bytes:
+        return super().response(operation, target, without_filter_results(payload) or payload)
 
     def stream_translator(
         self, operation: Operation, target: Target, *, include_usage: bool, secret: str = ""

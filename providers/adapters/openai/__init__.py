@@ -70,6 +70,9 @@ class PassThrough:
             self.usage = chunk.get("usage") or None
             if not self.include_usage and not chunk.get("choices"):
                 return ()  # the usage chunk Portico asked for on its own behalf
+        elif not self.include_usage and b',"usage":null' in event:
+            # Asked for usage, an upstream marks every chunk "usage": null; a client that did not ask never sees it.
+            event = event.replace(b',"usage":null', b"", 1)
         return (self.rewrite(event),)
 
 
