@@ -10,6 +10,7 @@ limiter off the response path and appends the ledger line.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -23,7 +24,7 @@ import orjson
 from django.conf import settings
 
 from billing import limits, tokens
-from billing.facade import BillingSnapshot, Usage, cost_of, period_bounds, to_nano
+from billing.facade import BillingSnapshot, BudgetInfo, Usage, cost_of, period_bounds, to_nano
 from billing.ledger import LedgerWriter, Spool
 from gateway.errors import LimitsUnavailable, PorticoError, QuotaExceeded, RateLimited
 from providers.adapters.base import Operation
@@ -188,28 +189,33 @@ def _windows(billing: BillingSnapshot, grant: KeyGrant, model: str) -> tuple[lim
     return tuple(windows)
 
 
-def _budgets(billing: BillingSnapshot, grant: KeyGrant, now: datetime) -> tuple[limits.Budget, ...]:
+def _budgets(billing: BillingSnapshot, grant: KeyGrant, now: float) -> tuple[limits.Budget, ...]:
     budgets = []
+    minute = int(now // 60)
     for kind, owner, label in (("key", grant.key_id, "this API key"), ("tenant", grant.tenant_id, "your organization")):
         info = billing.budgets.get((kind, owner))
-        if info is None:
-            continue
-        name, _start, end = period_bounds(info.period, now)
-        # The ledger total seeds the shared counter only for the period it was summed in.
-        spent = info.spent if name == info.period_name else Decimal(0)
-        ttl = int((end - now).total_seconds()) + 86_400 if end is not None else 0
-        budgets.append(
-            limits.Budget(
-                scope=f"{kind}:{owner}",
-                label=label,
-                period=name,
-                limit=to_nano(info.amount),
-                spent=to_nano(spent),
-                ttl=ttl,
-                ends_at=end.timestamp() if end is not None else 0.0,
-            )
-        )
+        if info is not None:
+            budgets.append(_budget(f"{kind}:{owner}", label, info, minute))
     return tuple(budgets)
+
+
+@functools.lru_cache(maxsize=4096)
+def _budget(scope: str, label: str, info: BudgetInfo, minute: int) -> limits.Budget:
+    """A budget as the limiter takes it, for one minute: periods change at midnight, never within a minute."""
+    now = datetime.fromtimestamp(minute * 60, UTC)
+    name, _start, end = period_bounds(info.period, now)
+    # The ledger total seeds the shared counter only for the period it was summed in.
+    spent = info.spent if name == info.period_name else Decimal(0)
+    ttl = int((end - now).total_seconds()) + 86_400 if end is not None else 0
+    return limits.Budget(
+        scope=scope,
+        label=label,
+        period=name,
+        limit=to_nano(info.amount),
+        spent=to_nano(spent),
+        ttl=ttl,
+        ends_at=end.timestamp() if end is not None else 0.0,
+    )
 
 
 async def admit(call: Call, billing: BillingSnapshot) -> dict[str, str]:
@@ -217,9 +223,8 @@ async def admit(call: Call, billing: BillingSnapshot) -> dict[str, str]:
     grant = call.grant
     if not billing.applies_to(grant.key_id, grant.tenant_id):
         return {}
-    now = datetime.fromtimestamp(call.started_at, UTC)
     windows = _windows(billing, grant, call.route.public_id)
-    budgets = _budgets(billing, grant, now)
+    budgets = _budgets(billing, grant, call.started_at)
     if not windows and not budgets:
         return {}
     needs_tokens = any(window.tpm for window in windows) or bool(budgets)

@@ -20,6 +20,7 @@ whole lease.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -28,6 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
@@ -54,6 +56,34 @@ REPLAY_BATCH = 200
 Args = list[str | int | float]
 
 
+class PackedConnection(Connection):
+    """redis-py's connection with a linear command packer for the small arguments of the limit scripts.
+
+    redis-py grows its output buffer by concatenation, argument after argument; with the
+    20 to 40 arguments of an acquire that cost 110 µs of CPU per call, more than the rest
+    of the limiter together. Anything but short str, bytes and numbers goes the usual way.
+    """
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        parts = []
+        for arg in args:
+            if isinstance(arg, str):
+                data = arg.encode()
+            elif isinstance(arg, bytes):
+                data = arg
+            elif isinstance(arg, int | float) and not isinstance(arg, bool):
+                data = repr(arg).encode()
+            else:
+                return super().pack_command(*args)
+            if len(data) > 4096:
+                return super().pack_command(*args)
+            parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+        head = parts[0].split(b"\r\n")[1]
+        if b" " in head:  # a command name with a literal argument, e.g. SCRIPT LOAD
+            return super().pack_command(*args)
+        return [b"*%d\r\n%b" % (len(parts), b"".join(parts))]
+
+
 class RedisLimiter:
     def __init__(
         self,
@@ -76,6 +106,7 @@ class RedisLimiter:
             # One immediate retry gets past a pooled connection that Redis closed (a restart);
             # redis-py's default of three with back-off would hold a request for seconds.
             retry=Retry(NoBackoff(), 1),
+            connection_class=PackedConnection,
         )
         self._prefix = prefix
         self._fail_open = on_redis_error == "open"
@@ -88,6 +119,8 @@ class RedisLimiter:
         self._alarmed_at = -math.inf
         self._alarm_open = False
         self._unsettled: deque[tuple[Ticket, int, int]] = deque(maxlen=UNSETTLED_MAX)
+        self._queued: list[tuple[tuple[Ticket, int, int], asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def acquire(self, ask: Ask) -> Verdict:
         if nothing_to_check(ask):
@@ -112,13 +145,52 @@ class RedisLimiter:
         if self._down and not await self._redis_back():
             self._unsettled.append((ticket, tokens, cost))
             return
+        # Settles queue up while one batch is in flight and go in the next, one round trip for them all:
+        # under load most requests share a settle's cost instead of each paying a whole command.
+        done = asyncio.get_running_loop().create_future()
+        self._queued.append(((ticket, tokens, cost), done))
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_settles())
+        await done
+
+    async def _flush_settles(self) -> None:
         try:
-            await self._run(SETTLE, *self._settle_call(ticket, tokens, cost))
+            while self._queued:
+                batch, self._queued = self._queued, []
+                await self._send_settles([settle for settle, _done in batch])
+                for _settle, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+        finally:
+            self._flusher = None
+
+    async def _send_settles(self, settles: list[tuple[Ticket, int, int]]) -> None:
+        try:
+            if len(settles) == 1:
+                ticket, tokens, cost = settles[0]
+                await self._run(SETTLE, *self._settle_call(ticket, tokens, cost))
+                return
+            replies = await self._settle_pipeline(settles)
+            missed = [
+                settle for settle, reply in zip(settles, replies, strict=True) if isinstance(reply, NoScriptError)
+            ]
+            if missed:  # Redis restarted or its script cache was flushed
+                await self._client.script_load(SETTLE.source)
+                await self._settle_pipeline(missed)
         except (RedisError, OSError) as exc:
             self._trouble(exc)
-            self._unsettled.append((ticket, tokens, cost))
+            self._unsettled.extend(settles)
+
+    async def _settle_pipeline(self, settles: list[tuple[Ticket, int, int]]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for ticket, tokens, cost in settles:
+            keys, args = self._settle_call(ticket, tokens, cost)
+            pipe.evalsha(SETTLE.sha, len(keys), *keys, *args)
+        return await pipe.execute(raise_on_error=False)
 
     async def aclose(self) -> None:
+        if self._flusher is not None:
+            await self._flusher
         await self._client.aclose()
 
     def _now_arg(self) -> str | float:

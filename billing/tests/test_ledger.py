@@ -101,7 +101,7 @@ class FlakyInsert:
         self.failures = failures
         self.calls = 0
 
-    def __call__(self, records: list[UsageRecord]) -> None:
+    def __call__(self, records: list[bytes]) -> None:
         self.calls += 1
         if self.calls <= self.failures:
             raise OperationalError("connection to server at 127.0.0.1, port 5432 failed: Connection refused")
@@ -342,7 +342,7 @@ def test_a_database_error_leaves_the_file_to_be_retried(tmp_path: Path) -> None:
 def test_a_commit_whose_acknowledgement_was_lost_is_not_inserted_twice(tmp_path: Path) -> None:
     sealed(tmp_path, ["req-1", "req-2"])
 
-    def commit_then_lose_the_connection(records: list[UsageRecord]) -> None:
+    def commit_then_lose_the_connection(records: list[bytes]) -> None:
         insert_records(records)
         raise OperationalError("server closed the connection unexpectedly")
 

@@ -30,6 +30,7 @@ from providers.tests.factories import make_provider_info
 from tenants.facade import KeyGrant
 
 NOW = 1_790_000_000.0  # 2026-09-21 14:13:20 UTC
+MINUTE = NOW // 60 * 60  # budgets are built once a minute; their counters' lifetimes count from its start
 SEPTEMBER_ENDS = datetime(2026, 10, 1, tzinfo=UTC).timestamp()
 DAY_ENDS = datetime(2026, 9, 22, tzinfo=UTC).timestamp()
 NANO = 1_000_000_000
@@ -293,7 +294,7 @@ async def test_it_counts_no_tokens_when_neither_a_tpm_nor_a_budget_needs_them(
             {("key", KEY): budget("12.5", spent="1.25")},
             LimiterBudget(
                 f"key:{KEY}", "this API key", "2026-09", 12_500_000_000, 1_250_000_000,
-                int(SEPTEMBER_ENDS - NOW) + 86_400, SEPTEMBER_ENDS,
+                int(SEPTEMBER_ENDS - MINUTE) + 86_400, SEPTEMBER_ENDS,
             ),
         ),
         (
@@ -301,14 +302,14 @@ async def test_it_counts_no_tokens_when_neither_a_tpm_nor_a_budget_needs_them(
             {("key", KEY): budget("12.5", period_name="2026-08", spent="9")},
             LimiterBudget(
                 f"key:{KEY}", "this API key", "2026-09", 12_500_000_000, 0,
-                int(SEPTEMBER_ENDS - NOW) + 86_400, SEPTEMBER_ENDS,
+                int(SEPTEMBER_ENDS - MINUTE) + 86_400, SEPTEMBER_ENDS,
             ),
         ),
         (
             {("tenant", TENANT): budget("3", period="daily", period_name="2026-09-21", spent="0.000000001")},
             LimiterBudget(
                 f"tenant:{TENANT}", "your organization", "2026-09-21", 3 * NANO, 1,
-                int(DAY_ENDS - NOW) + 86_400, DAY_ENDS,
+                int(DAY_ENDS - MINUTE) + 86_400, DAY_ENDS,
             ),
         ),
         (
