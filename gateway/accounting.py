@@ -247,7 +247,9 @@ async def admit(call: Call, billing: BillingSnapshot) -> dict[str, str]:
         headers = {**verdict.headers, "retry-after": str(max(1, math.ceil(verdict.retry_after)))}
         if verdict.refused == "budget":
             raise QuotaExceeded(verdict.message, headers=headers)
-        raise RateLimited(verdict.message, type=verdict.refused or "requests", headers=headers)
+        # OpenAI's types are "requests" and "tokens"; a concurrency refusal (its message says so) counts as requests.
+        kind = "tokens" if verdict.refused == "tokens" else "requests"
+        raise RateLimited(verdict.message, type=kind, headers=headers)
     call.ticket = verdict.ticket
     return verdict.headers
 

@@ -9,6 +9,7 @@ in the ledger) exactly once, whichever way it ends.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable
@@ -46,9 +47,11 @@ async def _failure(route: RouteInfo, response: UpstreamResponse) -> UpstreamErro
     finally:
         await response.aclose()
     provider = route.provider
-    return UpstreamError.from_failure(
-        provider.adapter.failure(response.status_code, payload, response.headers, secret=provider.credential)
-    )
+    failure = provider.adapter.failure(response.status_code, payload, response.headers, secret=provider.credential)
+    if route.upstream_model in failure.message and route.upstream_model != route.public_id:
+        # An upstream's message names its own model ("model 'llama3.2' not found"); the client knows the public one.
+        failure = dataclasses.replace(failure, message=failure.message.replace(route.upstream_model, route.public_id))
+    return UpstreamError.from_failure(failure)
 
 
 def target_of(route: RouteInfo) -> Target:

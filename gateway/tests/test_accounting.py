@@ -435,7 +435,7 @@ async def test_the_request_after_the_rpm_gets_rate_limited_with_retry_after(
     ("limit", "kind", "retry_after"),
     [
         (LimitInfo(requests_per_minute=None, tokens_per_minute=10, max_concurrent=None), "tokens", "1"),
-        (LimitInfo(requests_per_minute=None, tokens_per_minute=None, max_concurrent=0), "concurrency", "1"),
+        (LimitInfo(requests_per_minute=None, tokens_per_minute=None, max_concurrent=0), "requests", "1"),
         (LimitInfo(requests_per_minute=0, tokens_per_minute=None, max_concurrent=None), "requests", "1"),
     ],
     ids=["more tokens than the tpm", "no concurrency at all", "an rpm of zero"],

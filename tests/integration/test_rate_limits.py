@@ -288,7 +288,10 @@ def test_the_third_concurrent_request_is_refused_until_one_finishes(
 
     assert refused.status_code == 429
     error = refused.json()["error"]
-    assert (error["type"], error["code"]) == ("concurrency", "rate_limit_exceeded")
+    assert (error["type"], error["code"]) == (
+        "requests",
+        "rate_limit_exceeded",
+    )  # OpenAI's types, the message says which
     assert "Too many concurrent requests on this API key: Limit 2, In flight 2" in error["message"]
     assert refused.headers["retry-after"] == "1"
     eventually(lambda: chat(portico, key, slow_route).status_code == 200)
