@@ -254,7 +254,7 @@ async def admit(call: Call, billing: BillingSnapshot) -> dict[str, str]:
     return verdict.headers
 
 
-def _counted_usage(call: Call) -> Usage:
+def counted_usage(call: Call) -> Usage:
     """Tokens counted by Portico when the upstream reported none (a dropped stream, a client gone)."""
     text = []
     for payload in call.outputs:
@@ -280,7 +280,7 @@ def finish(call: Call, billing: BillingSnapshot) -> Decimal:
     usage = Usage.from_openai(call.usage)
     estimated = usage is None and (bool(call.outputs) or call.status < 400)
     if usage is None:
-        usage = _counted_usage(call) if estimated else Usage()
+        usage = counted_usage(call) if estimated else Usage()
     schedule = billing.prices.get(call.route.public_id)
     cost = cost_of(schedule.at(call.started_at) if schedule else None, usage)
     if call.ticket is not None:

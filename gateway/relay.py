@@ -21,7 +21,7 @@ import orjson
 from django.http import HttpResponse
 
 from billing.facade import BillingSnapshot
-from gateway.accounting import Call, admit, finish
+from gateway.accounting import Call, admit, counted_usage, finish
 from gateway.errors import InvalidRequest, PorticoError, UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from gateway.sse import DONE, EventSplitter, EventStream, LineSplitter, frame
 from gateway.uploads import Upload
@@ -224,6 +224,8 @@ async def _relay_stream(
         elif not translator.done:
             raise UpstreamUnreachable(f"The upstream provider '{provider}' ended the stream before it was complete.")
         else:
+            if translator.usage is None and (call.body.get("stream_options") or {}).get("include_usage"):
+                yield frame(_counted_usage_chunk(call))
             yield DONE
     except httpx.TransportError as exc:
         logger.warning("stream from %s broke: %s", provider, exc.__class__.__name__)
@@ -248,6 +250,26 @@ async def _relay_stream(
             call.usage = translator.usage
         await response.aclose()
         finish(call, billing)
+
+
+def _counted_usage_chunk(call: Call) -> bytes:
+    """The usage chunk the client asked for, from Portico's own count, when the upstream could not give one."""
+    last = orjson.loads(call.outputs[-1]) if call.outputs else {}
+    usage = counted_usage(call)
+    return orjson.dumps(
+        {
+            "id": last.get("id"),
+            "object": last.get("object") or "chat.completion.chunk",
+            "created": last.get("created"),
+            "model": call.route.public_id,
+            "choices": [],
+            "usage": {
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.total,
+            },
+        }
+    )
 
 
 def _translate(events: list[bytes], translator: StreamTranslator, keep: Callable[[bytes], None]) -> bytes:

@@ -14,6 +14,7 @@ import openai
 import pytest
 from openai import OpenAI
 
+from billing.tokens import count_text
 from providers.models import ModelRoute, Provider
 from providers.tests.factories import make_provider, make_route
 from tenants.tests.factories import IssuedKey
@@ -127,12 +128,20 @@ def test_a_server_that_rejects_stream_options_never_gets_them(
     )
 
     assert all("stream_options" not in received.body for received in upstream.received(route.upstream_model))
-    # Without usage from the server there is no usage chunk to relay; the rest of the stream is whole.
-    assert "".join(chunk.choices[0].delta.content or "" for chunk in chunks) == ANSWER
-    assert chunks[-1].choices[0].finish_reason == "stop"
-    assert all(chunk.usage is None for chunk in chunks)
-    assert _text(legacy) == ANSWER
-    assert legacy[-1].choices[0].finish_reason == "stop"
+    # The server gave no usage, so the usage chunk the client asked for carries Portico's own count.
+    *content, usage = chunks
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in content) == ANSWER
+    assert content[-1].choices[0].finish_reason == "stop"
+    assert all(chunk.usage is None for chunk in content)
+    assert usage.choices == []
+    assert usage.usage is not None
+    assert usage.usage.completion_tokens == count_text(ANSWER, model=route.upstream_model)
+    assert usage.usage.total_tokens == usage.usage.prompt_tokens + usage.usage.completion_tokens > 0
+    *legacy_content, legacy_usage = legacy
+    assert _text(legacy_content) == ANSWER
+    assert legacy_content[-1].choices[0].finish_reason == "stop"
+    assert (legacy_usage.object, legacy_usage.choices) == ("text_completion", [])
+    assert legacy_usage.usage is not None
 
 
 @pytest.mark.parametrize(
