@@ -226,6 +226,10 @@ async def _relay_stream(
         else:
             if translator.usage is None and (call.body.get("stream_options") or {}).get("include_usage"):
                 yield frame(_counted_usage_chunk(call))
+            # Finished (limits settled) before the client can see the end and send its next request.
+            if translator.usage is not None:
+                call.usage = translator.usage
+            finish(call, billing)
             yield DONE
     except httpx.TransportError as exc:
         logger.warning("stream from %s broke: %s", provider, exc.__class__.__name__)

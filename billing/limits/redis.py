@@ -28,13 +28,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from redis.asyncio import Redis
-from redis.asyncio.connection import Connection
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
 from billing.limits.local import LocalLimiter
+from billing.limits.resp import RespClient
 from billing.limits.scripts import ACQUIRE, SETTLE, Script
 from billing.limits.verdicts import (
     DEFAULT_LEASE,
@@ -56,34 +53,6 @@ REPLAY_BATCH = 200
 Args = list[str | int | float]
 
 
-class PackedConnection(Connection):
-    """redis-py's connection with a linear command packer for the small arguments of the limit scripts.
-
-    redis-py grows its output buffer by concatenation, argument after argument; with the
-    20 to 40 arguments of an acquire that cost 110 µs of CPU per call, more than the rest
-    of the limiter together. Anything but short str, bytes and numbers goes the usual way.
-    """
-
-    def pack_command(self, *args: Any) -> list[bytes]:
-        parts = []
-        for arg in args:
-            if isinstance(arg, str):
-                data = arg.encode()
-            elif isinstance(arg, bytes):
-                data = arg
-            elif isinstance(arg, int | float) and not isinstance(arg, bool):
-                data = repr(arg).encode()
-            else:
-                return super().pack_command(*args)
-            if len(data) > 4096:
-                return super().pack_command(*args)
-            parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
-        head = parts[0].split(b"\r\n")[1]
-        if b" " in head:  # a command name with a literal argument, e.g. SCRIPT LOAD
-            return super().pack_command(*args)
-        return [b"*%d\r\n%b" % (len(parts), b"".join(parts))]
-
-
 class RedisLimiter:
     def __init__(
         self,
@@ -99,15 +68,7 @@ class RedisLimiter:
         """`clock` (Unix seconds) replaces Redis's own clock; for tests, as every process must share one clock."""
         if on_redis_error not in ("open", "closed"):
             raise ValueError(f"on_redis_error must be 'open' or 'closed', not {on_redis_error!r}")
-        self._client = Redis.from_url(
-            url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_timeout,
-            # One immediate retry gets past a pooled connection that Redis closed (a restart);
-            # redis-py's default of three with back-off would hold a request for seconds.
-            retry=Retry(NoBackoff(), 1),
-            connection_class=PackedConnection,
-        )
+        self._client = RespClient(url, timeout=socket_timeout)
         self._prefix = prefix
         self._fail_open = on_redis_error == "open"
         self._lease_ms = lease * 1000
@@ -119,8 +80,6 @@ class RedisLimiter:
         self._alarmed_at = -math.inf
         self._alarm_open = False
         self._unsettled: deque[tuple[Ticket, int, int]] = deque(maxlen=UNSETTLED_MAX)
-        self._queued: list[tuple[tuple[Ticket, int, int], asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
 
     async def acquire(self, ask: Ask) -> Verdict:
         if nothing_to_check(ask):
@@ -145,52 +104,27 @@ class RedisLimiter:
         if self._down and not await self._redis_back():
             self._unsettled.append((ticket, tokens, cost))
             return
-        # Settles queue up while one batch is in flight and go in the next, one round trip for them all:
-        # under load most requests share a settle's cost instead of each paying a whole command.
-        done = asyncio.get_running_loop().create_future()
-        self._queued.append(((ticket, tokens, cost), done))
-        if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_settles())
-        await done
-
-    async def _flush_settles(self) -> None:
+        # Written at once on the one connection, ahead of any acquire the client's next request makes: a
+        # client that waits for its answer before asking again never meets its own concurrency slot.
         try:
-            while self._queued:
-                batch, self._queued = self._queued, []
-                await self._send_settles([settle for settle, _done in batch])
-                for _settle, done in batch:
-                    if not done.done():
-                        done.set_result(None)
-        finally:
-            self._flusher = None
-
-    async def _send_settles(self, settles: list[tuple[Ticket, int, int]]) -> None:
-        try:
-            if len(settles) == 1:
-                ticket, tokens, cost = settles[0]
-                await self._run(SETTLE, *self._settle_call(ticket, tokens, cost))
-                return
-            replies = await self._settle_pipeline(settles)
-            missed = [
-                settle for settle, reply in zip(settles, replies, strict=True) if isinstance(reply, NoScriptError)
-            ]
-            if missed:  # Redis restarted or its script cache was flushed
-                await self._client.script_load(SETTLE.source)
-                await self._settle_pipeline(missed)
+            await self._run(SETTLE, *self._settle_call(ticket, tokens, cost))
         except (RedisError, OSError) as exc:
             self._trouble(exc)
-            self._unsettled.extend(settles)
+            self._unsettled.append((ticket, tokens, cost))
 
     async def _settle_pipeline(self, settles: list[tuple[Ticket, int, int]]) -> list[Any]:
-        pipe = self._client.pipeline(transaction=False)
-        for ticket, tokens, cost in settles:
-            keys, args = self._settle_call(ticket, tokens, cost)
-            pipe.evalsha(SETTLE.sha, len(keys), *keys, *args)
-        return await pipe.execute(raise_on_error=False)
+        """Send settles back to back on the one connection; a reply error comes back in place of its result."""
+        calls = [self._evalsha(SETTLE, *self._settle_call(ticket, tokens, cost)) for ticket, tokens, cost in settles]
+        replies = await asyncio.gather(*calls, return_exceptions=True)
+        lost = next((reply for reply in replies if isinstance(reply, OSError)), None)
+        if lost is not None:
+            raise lost
+        return replies
+
+    def _evalsha(self, script: Script, keys: Sequence[str], args: Args) -> Any:
+        return self._client.call("EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def aclose(self) -> None:
-        if self._flusher is not None:
-            await self._flusher
         await self._client.aclose()
 
     def _now_arg(self) -> str | float:
@@ -225,11 +159,11 @@ class RedisLimiter:
 
     async def _run(self, script: Script, keys: Sequence[str], args: Args) -> Any:
         try:
-            return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+            return await self._evalsha(script, keys, args)
         except NoScriptError:
             # Redis restarted or its script cache was flushed.
-            await self._client.script_load(script.source)
-            return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+            await self._client.call("SCRIPT", "LOAD", script.source)
+            return await self._evalsha(script, keys, args)
 
     async def _without_redis(self, ask: Ask, exc: Exception | None) -> Verdict:
         if self._fail_open:
@@ -260,14 +194,10 @@ class RedisLimiter:
         self._unsettled.clear()  # taken now: a concurrent call must not send them twice
         # Batches keep each round trip well inside the socket timeout; an empty one is the probe.
         for start in range(0, max(len(missed), 1), REPLAY_BATCH):
-            pipe = self._client.pipeline(transaction=False)
-            pipe.script_load(SETTLE.source)
-            for ticket, tokens, cost in missed[start : start + REPLAY_BATCH]:
-                keys, args = self._settle_call(ticket, tokens, cost)
-                pipe.evalsha(SETTLE.sha, len(keys), *keys, *args)
             try:
+                await self._client.call("SCRIPT", "LOAD", SETTLE.source)
                 # A settle that Redis refuses (not one it never got) would fail again: it is not kept.
-                await pipe.execute(raise_on_error=False)
+                await self._settle_pipeline(missed[start : start + REPLAY_BATCH])
             except (RedisError, OSError) as exc:
                 self._unsettled.extendleft(reversed(missed[start:]))
                 self._trouble(exc)
