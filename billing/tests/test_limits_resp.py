@@ -1,0 +1,87 @@
+"""The limiter's own Redis connection: RESP in and out, replies in order, trouble as redis-py's errors."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from redis.asyncio.connection import Connection
+from redis.exceptions import NoScriptError, ResponseError
+
+from billing.limits.resp import _INCOMPLETE, RespClient, pack, parse
+from billing.tests.test_limits import REDIS_URL
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("PING",), ("EVALSHA", "abc", 2, "k:1", "k:2", 1.5, -1, "", 10**12), ("SET", "a", b"\x00\r\n binary")],
+)
+def test_commands_are_packed_as_redis_py_packs_them(args: tuple[Any, ...]) -> None:
+    assert pack(args) == b"".join(Connection().pack_command(*args))
+
+
+@pytest.mark.parametrize(
+    ("wire", "value"),
+    [
+        (b"+OK\r\n", "OK"),
+        (b":-42\r\n", -42),
+        (b"$5\r\n1 2 3\r\n", b"1 2 3"),
+        (b"$-1\r\n", None),
+        (b"*2\r\n:1\r\n$1\r\nx\r\n", [1, b"x"]),
+        (b"*-1\r\n", None),
+    ],
+)
+def test_replies_are_read_whole(wire: bytes, value: Any) -> None:
+    assert parse(bytearray(wire + b"+next\r\n")) == (value, len(wire))
+
+
+@pytest.mark.parametrize("wire", [b"", b"+OK", b"$5\r\n1 2", b"*2\r\n:1\r\n", b"$5\r\n1 2 3\r"])
+def test_a_reply_cut_short_waits_for_the_rest(wire: bytes) -> None:
+    assert parse(bytearray(wire)) == (_INCOMPLETE, 0)
+
+
+def test_errors_are_redis_pys_own() -> None:
+    script_missing, _ = parse(bytearray(b"-NOSCRIPT No matching script.\r\n"))
+    wrong, _ = parse(bytearray(b"-ERR wrong number of arguments\r\n"))
+
+    assert isinstance(script_missing, NoScriptError)
+    assert type(wrong) is ResponseError
+
+
+async def test_concurrent_calls_get_their_own_replies_in_order() -> None:
+    client = RespClient(REDIS_URL, timeout=1.0)
+    try:
+        replies = await asyncio.gather(*(client.call("ECHO", f"reply {n}") for n in range(50)))
+        with pytest.raises(ResponseError):
+            await client.call("NO-SUCH-COMMAND")
+        after_an_error = await client.call("PING")
+    finally:
+        await client.aclose()
+
+    assert replies == [f"reply {n}".encode() for n in range(50)]
+    assert after_an_error == "PONG"
+
+
+async def test_a_redis_that_is_not_there_is_a_connection_error() -> None:
+    client = RespClient("redis://127.0.0.1:1/0", timeout=0.5)
+
+    with pytest.raises(ConnectionRefusedError):  # an OSError, which the limiter treats as Redis being away
+        await client.call("PING")
+
+
+async def test_no_reply_in_time_drops_the_connection_and_the_next_call_opens_a_new_one() -> None:
+    client = RespClient(REDIS_URL, timeout=0.2)
+    try:
+        await client.call("PING")
+        first = client._protocol
+        with pytest.raises(TimeoutError):
+            await client.call("BLPOP", "portico-test-resp-never", 1)  # blocks past the timeout
+        answer = await client.call("PING")
+    finally:
+        await client.aclose()
+
+    assert first is not None
+    assert first.closed
+    assert client._protocol is not first
+    assert answer == "PONG"
