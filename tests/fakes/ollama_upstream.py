@@ -17,13 +17,14 @@ Behaviour is scripted per upstream model name; a model with no script gets `Repl
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
+
+from tests.fakes.loopback import LoopbackServer
 
 CREATED_AT = "2024-07-22T20:33:28.123648Z"
 DEFAULT_CALLS: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -136,18 +137,17 @@ def vector(text: str) -> list[float]:
     return [float(len(text)), float(sum(map(ord, text)) % 97) / 8, -0.5]
 
 
-class FakeOllama:
+class FakeOllama(LoopbackServer):
     """Start with `start()`, stop with `stop()`; `base_url` is what an Ollama provider row points at."""
 
+    name = "fake-ollama"
+
     def __init__(self) -> None:
+        super().__init__()
         self._lock = threading.Lock()
         self._scripts: dict[str, Behaviour] = {}
         self._received: list[Received] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
-        self._socket: socket.socket | None = None
-        self.port = 0
 
     @property
     def base_url(self) -> str:
@@ -162,32 +162,6 @@ class FakeOllama:
             return [r for r in self._received if model is None or r.body.get("model") == model]
 
     # --- lifecycle ---
-
-    def start(self) -> None:
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.bind(("127.0.0.1", 0))
-        self.port = self._socket.getsockname()[1]
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, args=(ready,), name="fake-ollama", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("the fake Ollama did not start within 10 s")
-
-    def stop(self) -> None:
-        if self._loop is None or self._thread is None:
-            return
-        asyncio.run_coroutine_threadsafe(self._cleanup(), self._loop).result(timeout=10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._loop.close()
-        self._loop = None
-
-    def _serve(self, ready: threading.Event) -> None:
-        self._loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._open())
-        ready.set()
-        self._loop.run_forever()
 
     async def _open(self) -> None:
         app = web.Application()

@@ -34,7 +34,6 @@ import asyncio
 import base64
 import hashlib
 import json
-import socket
 import struct
 import threading
 import time
@@ -43,6 +42,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+
+from tests.fakes.loopback import LoopbackServer
 
 CREATED = 1_700_000_000
 EMBEDDING_SIZE = 4  # the length of a vector when the request names no `dimensions`
@@ -368,19 +369,18 @@ async def _read_form(request: web.Request) -> tuple[dict[str, Any], tuple[Receiv
     return fields, tuple(files)
 
 
-class FakeUpstream:
+class FakeUpstream(LoopbackServer):
     """Start with `start()`, stop with `stop()`; `base_url` is what a provider row points at."""
 
+    name = "fake-openai-upstream"
+
     def __init__(self) -> None:
+        super().__init__()
         self._lock = threading.Lock()
         self._scripts: dict[str, Behaviour] = {}
         self._received: list[Received] = []
         self._answers: dict[str, list[AnswerLog]] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
-        self._socket: socket.socket | None = None
-        self.port = 0
 
     @property
     def base_url(self) -> str:
@@ -408,32 +408,6 @@ class FakeUpstream:
         return log
 
     # --- lifecycle ---
-
-    def start(self) -> None:
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.bind(("127.0.0.1", 0))
-        self.port = self._socket.getsockname()[1]
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, args=(ready,), name="fake-openai-upstream", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("the fake upstream did not start within 10 s")
-
-    def stop(self) -> None:
-        if self._loop is None or self._thread is None:
-            return
-        asyncio.run_coroutine_threadsafe(self._cleanup(), self._loop).result(timeout=10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._loop.close()
-        self._loop = None
-
-    def _serve(self, ready: threading.Event) -> None:
-        self._loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._open())
-        ready.set()
-        self._loop.run_forever()
 
     async def _open(self) -> None:
         app = web.Application()
