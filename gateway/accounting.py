@@ -230,14 +230,14 @@ async def admit(call: Call, billing: BillingSnapshot) -> dict[str, str]:
     needs_tokens = any(window.tpm for window in windows) or bool(budgets)
     prompt = _prompt_tokens(call) if needs_tokens else 0
     cap = _output_cap(call) if needs_tokens else 0
-    # Without a cap, TPM settles the real count afterwards (the bucket may go into debt), but a budget must
-    # assume some output, or concurrent uncapped requests could overspend it by all their answers.
-    worst = Usage(
-        prompt_tokens=prompt,
-        completion_tokens=cap or (_output_cap(call, fallback=UNCAPPED_OUTPUT_RESERVE) if budgets else 0),
-    )
-    price = billing.prices.get(call.route.public_id)
-    cost = to_nano(cost_of(price.at(call.started_at) if price else None, worst)) if budgets else 0
+    cost = 0
+    if budgets:
+        # Without a cap, TPM settles the real count afterwards (the bucket may go into debt), but a budget must
+        # assume some output, or concurrent uncapped requests could overspend it by all their answers.
+        output = cap or _output_cap(call, fallback=UNCAPPED_OUTPUT_RESERVE)
+        schedule = billing.prices.get(call.route.public_id)
+        price = schedule.at(call.started_at) if schedule else None
+        cost = to_nano(cost_of(price, Usage(prompt_tokens=prompt, completion_tokens=output)))
     ask = limits.Ask(request_id=call.request_id, windows=windows, budgets=budgets, tokens=prompt + cap, cost=cost)
     try:
         verdict = await accounts.limiter.acquire(ask)

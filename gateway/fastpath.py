@@ -163,28 +163,34 @@ class FastPath:
         self, scope: Scope, receive: Receive, match: ResolverMatch, send: Send, request_id: str, client_request_id: str
     ) -> None:
         """An upload's body is read by its view as it is relayed; so is a disconnect, hence no watcher here."""
-        request = ASGIRequest(scope, io.BytesIO(b""))
-        request.resolver_match = match
-        request.portico_request_id = request_id  # type: ignore[attr-defined]
-        request.client_request_id = client_request_id  # type: ignore[attr-defined]
+        request = _request(scope, b"", match, request_id, client_request_id)
         request.asgi_receive = receive  # type: ignore[attr-defined]
         try:
             response = await match.func(request, *match.args, **match.kwargs)
         except ClientGone:
             return
-        await send_response(response, send, client_request_id or request_id)
+        await _respond(response, scope, send, client_request_id or request_id)
 
     async def _serve(
         self, scope: Scope, body: bytes, match: ResolverMatch, send: Send, request_id: str, client_request_id: str
     ) -> None:
-        request = ASGIRequest(scope, io.BytesIO(body))
-        request.resolver_match = match
-        request.portico_request_id = request_id  # type: ignore[attr-defined]
-        request.client_request_id = client_request_id  # type: ignore[attr-defined]
+        request = _request(scope, body, match, request_id, client_request_id)
         response = await match.func(request, *match.args, **match.kwargs)
-        if isinstance(response, HttpResponseNotAllowed):
-            # Ninja answers a wrong method in plain text; clients of this API expect OpenAI's error shape.
-            error = MethodNotAllowed(f"Method {scope['method']} is not allowed on {scope['path']}.")
-            error.headers["Allow"] = response["Allow"]
-            response = error_response(error)
-        await send_response(response, send, client_request_id or request_id)
+        await _respond(response, scope, send, client_request_id or request_id)
+
+
+def _request(scope: Scope, body: bytes, match: ResolverMatch, request_id: str, client_request_id: str) -> ASGIRequest:
+    request = ASGIRequest(scope, io.BytesIO(body))
+    request.resolver_match = match
+    request.portico_request_id = request_id  # type: ignore[attr-defined]
+    request.client_request_id = client_request_id  # type: ignore[attr-defined]
+    return request
+
+
+async def _respond(response: HttpResponseBase, scope: Scope, send: Send, echoed_id: str) -> None:
+    if isinstance(response, HttpResponseNotAllowed):
+        # Ninja answers a wrong method in plain text; clients of this API expect OpenAI's error shape.
+        error = MethodNotAllowed(f"Method {scope['method']} is not allowed on {scope['path']}.")
+        error.headers["Allow"] = response["Allow"]
+        response = error_response(error)
+    await send_response(response, send, echoed_id)

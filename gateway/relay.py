@@ -9,10 +9,11 @@ in the ledger) exactly once, whichever way it ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -76,13 +77,11 @@ def _build(call: Call, target: Target) -> tuple[Operation, UpstreamRequest]:
         raise InvalidRequest(exc.message, param=exc.param, code="unsupported_parameter") from None
 
 
-async def serve(call: Call, billing: BillingSnapshot) -> HttpResponse | EventStream:
-    """Admit, forward and account for a JSON request; errors are recorded, then raised for the error handler."""
+@contextlib.contextmanager
+def accounted(call: Call, billing: BillingSnapshot) -> Iterator[None]:
+    """Finish a call that fails or is abandoned before its answer is made; the answer finishes it otherwise."""
     try:
-        headers = await admit(call, billing)
-        target = target_of(call.route)
-        operation, request = _build(call, target)
-        response = await _forward(call, billing, target, operation, request)
+        yield
     except PorticoError as exc:
         call.fail(exc)
         finish(call, billing)
@@ -92,6 +91,15 @@ async def serve(call: Call, billing: BillingSnapshot) -> HttpResponse | EventStr
         call.disconnected = True
         finish(call, billing)
         raise
+
+
+async def serve(call: Call, billing: BillingSnapshot) -> HttpResponse | EventStream:
+    """Admit, forward and account for a JSON request; errors are recorded, then raised for the error handler."""
+    with accounted(call, billing):
+        headers = await admit(call, billing)
+        target = target_of(call.route)
+        operation, request = _build(call, target)
+        response = await _forward(call, billing, target, operation, request)
     for name, value in headers.items():
         response[name] = value
     return response
@@ -148,7 +156,7 @@ async def _forward(
 
 async def serve_upload(call: Call, billing: BillingSnapshot, upload: Upload) -> HttpResponse:
     """Admit, stream the upload to the provider, account for the answer (JSON, or text/srt/vtt as sent)."""
-    try:
+    with accounted(call, billing):
         headers = await admit(call, billing)
         target = target_of(call.route)
         adapter = call.route.provider.adapter
@@ -165,10 +173,6 @@ async def serve_upload(call: Call, billing: BillingSnapshot, upload: Upload) -> 
             raise
         content_type = response.headers.get("content-type", "application/json")
         result = answer(call, billing, payload, content_type=content_type)
-    except PorticoError as exc:
-        call.fail(exc)
-        finish(call, billing)
-        raise
     for name, value in headers.items():
         result[name] = value
     return result

@@ -529,3 +529,13 @@ async def test_a_client_that_leaves_mid_stream_stops_the_relay_and_closes_the_up
         await application(http_scope("POST", "/v1/chat/completions", headers), receive, send)
         assert left.is_set()  # the relay was cancelled, not left writing to nobody
         await upstream_closed.wait()
+
+
+async def test_a_wrong_method_on_the_upload_endpoint_is_openais_405(
+    portico: httpx.AsyncClient, owner: IssuedKey
+) -> None:
+    response = await portico.get("/v1/audio/transcriptions", headers=bearer(owner))
+
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
+    assert "POST" in response.headers["allow"]
