@@ -4,7 +4,21 @@ The request path only appends one JSON line to this process's spool file (a
 single `write(2)` on an O_APPEND descriptor, no fsync, no database, no
 network). A writer thread seals the file every PORTICO_LEDGER_FLUSH seconds
 and inserts sealed files in batches with `ON CONFLICT (request_id) DO
-NOTHING`, deleting a file only once its rows are committed. So:
+NOTHING`, deleting a file only once its rows are committed.
+
+A spool file's life, named host-pid-stamp-serial.suffix:
+
+    .new      created by its spool, which then flocks it; no drain takes it, so nobody can claim
+              it before its owner holds the lock (except one left by a process killed at that
+              instant, taken once it is a minute old)
+    .active   renamed from .new once locked; the owner appends to it
+    .ready    sealed: renamed while still locked, then closed
+    .claimed  a drain took the lock (so no owner holds it) and renamed it; deleted once inserted
+
+A drain skips a file it cannot lock, and one that vanished or was replaced between
+its open and its lock: another drain had it.
+
+So:
 
 * Postgres down: sealed files wait and are retried; rows arrive when it returns.
 * Redis down: the ledger does not use it.
@@ -14,14 +28,23 @@ NOTHING`, deleting a file only once its rows are committed. So:
   when the process dies, so ownership survives pid reuse (a restarted
   container) and new hostnames (a re-created one sharing the volume). A line
   cut short by the kill is skipped with a warning.
+* The spool cannot be written (a full disk, no file descriptors left, the
+  directory gone): the request is answered all the same; its row is held in
+  this process's memory (up to _HELD_MAX rows, then dropped and counted) and
+  written by the writer thread's next flush that succeeds. Only held rows
+  are lost if the process dies before then; each outage is logged.
 * A row the database rejects (a count out of range): set aside in a
   .rejected file with an error logged, so it cannot hold up the rest.
 * A file inserted twice (a crash between commit and delete): the request id
   is unique, so the second insert adds nothing.
+
+The module is longer than most: the spool, the claim, the insert and the
+writer thread are one protocol, whose guarantees hold only if all four agree.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -45,58 +68,158 @@ logger = logging.getLogger(__name__)
 _NEW, _ACTIVE, _READY, _CLAIMED, _REJECTED = ".new", ".active", ".ready", ".claimed", ".rejected"
 # File names are host-pid-stamp-serial.suffix, so the host part may hold neither "-" nor ".".
 _HOST = socket.gethostname().replace("-", "_").replace(".", "_")
+# A .new file is unlocked for a moment while its spool opens it; one older than this was left by a dead process.
+_STALE_NEW = 60.0
+# Rows kept in memory while the spool cannot be written: some 50 MB, minutes of a busy process's traffic.
+_HELD_MAX = 100_000
+# Held rows are written back this many to a write(2), so appenders wait on the lock for one chunk at a time.
+_HELD_CHUNK = 1000
 
 
 class Spool:
-    """This process's append-only spool file, sealed and replaced by the writer thread."""
+    """This process's append-only spool file, sealed and replaced by the writer thread.
+
+    `append` never raises: the client's answer does not depend on the ledger's disk.
+    """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._path: Path | None = None
         self._serial = 0
         self.pending = 0
+        self.held: list[bytes] = []  # lines a failed write left for the writer thread, in order
+        self.dropped = 0
+        self._failing = False
 
     def append(self, entry: dict[str, Any]) -> None:
-        line = orjson.dumps(entry) + b"\n"
+        try:
+            line = orjson.dumps(entry) + b"\n"
+        except orjson.JSONEncodeError as exc:
+            logger.error("ledger row %s cannot be encoded and was dropped (%s)", entry.get("request_id"), exc)
+            return
         with self._lock:
-            if self._fd is None:
-                self._open()
-            assert self._fd is not None
-            os.write(self._fd, line)
-            self.pending += 1
-
-    def _open(self) -> None:
-        self._serial += 1
-        new = self.directory / f"{_HOST}-{os.getpid()}-{time.time_ns()}-{self._serial}{_NEW}"
-        fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        # Locked before it is named .active, so no drainer ever sees an active file without its owner's lock.
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        self._path = new.with_suffix(_ACTIVE)
-        new.rename(self._path)
-        self._fd = fd
+            if self.held:  # behind the rows already waiting, and no syscall per request while the disk is failing
+                self._hold(line)
+                return
+            try:
+                self._write(line, rows=1)
+            except OSError as exc:
+                self._fail(exc)
+                self._hold(line)
 
     def seal(self) -> None:
-        """Close the current file (if it holds anything) and mark it ready for insertion."""
+        """Write back held rows, then close the current file (if it holds anything) and mark it ready."""
         with self._lock:
+            self._write_held()
             if self._fd is None or self.pending == 0:
                 return
             fd, path = self._fd, self._path
             self._fd, self._path, self.pending = None, None, 0
         assert path is not None
+        _retire(fd, path)
+
+    def _write(self, data: bytes, *, rows: int) -> None:
+        if self._fd is None:
+            self._open()
+        assert self._fd is not None
+        try:
+            written = os.write(self._fd, data)
+            if written != len(data):  # a disk that just filled takes part of the data
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError:
+            # The file may end in part of a line, which a drain skips: later lines go to a new file.
+            fd, path = self._fd, self._path
+            self._fd, self._path, self.pending = None, None, 0
+            assert path is not None
+            _retire(fd, path)
+            raise
+        self.pending += rows
+
+    def _open(self) -> None:
+        """Create a file under a name no drain takes, lock it, then name it .active."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for _attempt in range(3):
+            self._serial += 1
+            new = self.directory / f"{_HOST}-{os.getpid()}-{time.time_ns()}-{self._serial}{_NEW}"
+            fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+            active = new.with_suffix(_ACTIVE)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                new.rename(active)
+            except FileNotFoundError:
+                # Taken as stale by a drain while this process stalled for a minute before locking it.
+                os.close(fd)
+                continue
+            except OSError:
+                os.close(fd)
+                raise
+            self._fd, self._path = fd, active
+            return
+        raise OSError(errno.ENOENT, "spool files vanish as they are created", str(self.directory))
+
+    def _write_held(self) -> None:
+        if not self.held:
+            return
+        written = 0
+        while self.held:
+            chunk = self.held[:_HELD_CHUNK]
+            try:
+                self._write(b"".join(chunk), rows=len(chunk))
+            except OSError as exc:
+                self._fail(exc)
+                return
+            del self.held[:_HELD_CHUNK]
+            written += len(chunk)
+        logger.warning(
+            "ledger spool %s is writable again: %d held row(s) written, %d dropped",
+            self.directory,
+            written,
+            self.dropped,
+        )
+        self._failing, self.dropped = False, 0
+
+    def _hold(self, line: bytes) -> None:
+        if len(self.held) < _HELD_MAX:
+            self.held.append(line)
+            return
+        if not self.dropped:
+            logger.error("ledger spool %s: %d rows are held in memory; more are dropped", self.directory, _HELD_MAX)
+        self.dropped += 1
+
+    def _fail(self, exc: OSError) -> None:
+        if not self._failing:
+            self._failing = True
+            logger.error("ledger spool %s cannot be written (%s); rows are held in memory", self.directory, exc)
+
+
+def _retire(fd: int, path: Path) -> None:
+    """Rename a spool file ready, then close it; one that cannot be renamed is left to be claimed as abandoned."""
+    try:
         path.rename(path.with_suffix(_READY))  # still locked: nobody takes it for abandoned in between
+    except OSError as exc:
+        logger.warning("ledger spool %s could not be sealed (%s); it is claimed as abandoned", path.name, exc)
+    finally:
         os.close(fd)
 
 
 def _candidates(directory: Path) -> list[Path]:
-    """Spool files by name (host-pid-stamp-serial.suffix), whoever holds them."""
+    """Spool files by name (host-pid-stamp-serial.suffix), whoever holds them; .new ones only when stale."""
+    stale = time.time() - _STALE_NEW
     return sorted(
         path
         for path in directory.iterdir()
-        if path.suffix in (_NEW, _ACTIVE, _READY, _CLAIMED) and path.stem.count("-") == 3
+        if path.stem.count("-") == 3
+        and (path.suffix in (_ACTIVE, _READY, _CLAIMED) or (path.suffix == _NEW and _modified_before(path, stale)))
     )
+
+
+def _modified_before(path: Path, moment: float) -> bool:
+    try:
+        return path.stat().st_mtime < moment
+    except FileNotFoundError:
+        return False
 
 
 def _claim(path: Path) -> tuple[Path, int] | None:
@@ -110,6 +233,11 @@ def _claim(path: Path) -> tuple[Path, int] | None:
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # Between the open and the lock another drain may have claimed, inserted and deleted this file:
+        # a lock on a file no longer at `path` is worth nothing.
+        locked, named = os.fstat(fd), os.stat(path)
+        if (locked.st_dev, locked.st_ino) != (named.st_dev, named.st_ino):
+            raise FileNotFoundError(errno.ENOENT, "replaced", str(path))
         stem = path.name.split(".")[0].split("-", 2)[-1]
         claimed = path.with_name(f"{_HOST}-{os.getpid()}-{stem}{_CLAIMED}")
         path.rename(claimed)
@@ -324,6 +452,11 @@ class LedgerWriter:
                 return
 
     def _close(self) -> None:
+        if self.spool.held or self.spool.dropped:
+            logger.error(
+                "%d ledger row(s) could not be written to the spool before stopping and are lost",
+                len(self.spool.held) + self.spool.dropped,
+            )
         try:
             alerts.check()
         except DatabaseError:

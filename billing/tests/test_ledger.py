@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
@@ -142,6 +143,148 @@ def test_sealing_an_empty_spool_leaves_no_file(tmp_path: Path) -> None:
     spool.seal()
 
     assert list(tmp_path.iterdir()) == []
+
+
+def drained_into(rows: list[bytes]) -> Callable[[list[bytes]], None]:
+    """An insert function that keeps the drained lines in `rows` instead of a database."""
+    return rows.extend
+
+
+def drained_ids(rows: list[bytes]) -> list[str]:
+    return [orjson.loads(row)["request_id"] for row in rows]
+
+
+def drain_before_the_spool_locks(monkeypatch: pytest.MonkeyPatch, action: Callable[[], object]) -> None:
+    """Run `action` once, as another process would, between the spool creating its next file and locking it."""
+    real_flock = fcntl.flock
+
+    def flock(fd: int, operation: int) -> None:
+        if operation == fcntl.LOCK_EX:  # the spool's blocking lock; a drain's is LOCK_NB
+            monkeypatch.setattr(fcntl, "flock", real_flock)
+            action()
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+
+
+def test_a_file_the_spool_is_opening_is_not_claimed_before_it_is_locked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = Spool(tmp_path)
+    rows: list[bytes] = []
+    drain_before_the_spool_locks(monkeypatch, lambda: drain(tmp_path, insert=drained_into(rows)))
+
+    spool.append(entry("req-1"))
+
+    [path] = tmp_path.iterdir()
+    assert path.suffix == ".active"
+    assert drained_ids(path.read_bytes().splitlines()) == ["req-1"]
+    assert rows == []
+
+
+def test_a_spool_whose_new_file_was_taken_as_stale_opens_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = Spool(tmp_path)
+
+    def stall_for_minutes() -> None:
+        [new] = tmp_path.iterdir()
+        os.utime(new, (time.time() - 600, time.time() - 600))
+        assert drain(tmp_path, insert=drained_into([])) == 0
+
+    drain_before_the_spool_locks(monkeypatch, stall_for_minutes)
+
+    spool.append(entry("req-1"))
+
+    [path] = tmp_path.iterdir()
+    assert path.suffix == ".active"
+    assert drained_ids(path.read_bytes().splitlines()) == ["req-1"]
+
+
+def test_a_new_file_a_dead_process_left_is_cleared_once_stale_and_a_fresh_one_is_left_alone(tmp_path: Path) -> None:
+    stale = spool_file(tmp_path, f"{ledger._HOST}-{finished_pid()}-1790000000000000000-1.new", [])
+    os.utime(stale, (time.time() - 120, time.time() - 120))
+    fresh = spool_file(tmp_path, f"{ledger._HOST}-{finished_pid()}-1790000000000000001-1.new", [])
+
+    assert drain(tmp_path, insert=drained_into([])) == 0
+
+    assert list(tmp_path.iterdir()) == [fresh]
+
+
+def test_a_spool_directory_that_cannot_be_written_holds_the_rows_until_it_can(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory = tmp_path / "ledger"
+    directory.write_bytes(b"")  # a file where the directory should be
+    spool = Spool(directory)
+
+    with caplog.at_level(logging.WARNING, logger="billing.ledger"):
+        spool.append(entry("req-1"))
+        spool.append(entry("req-2"))
+        spool.seal()
+        assert len(spool.held) == 2
+        directory.unlink()
+        spool.seal()
+
+    rows: list[bytes] = []
+    drain(directory, insert=drained_into(rows))
+    assert drained_ids(rows) == ["req-1", "req-2"]
+    assert spool.held == []
+    assert [(record.levelname, record.getMessage().split(" (")[0]) for record in caplog.records] == [
+        ("ERROR", f"ledger spool {directory} cannot be written"),
+        ("WARNING", f"ledger spool {directory} is writable again: 2 held row(s) written, 0 dropped"),
+    ]
+
+
+def test_a_full_disk_loses_no_row_and_repeats_none(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    spool = Spool(tmp_path)
+    spool.append(entry("req-1"))
+    assert spool._fd is not None
+    full = os.open("/dev/full", os.O_WRONLY)  # every write(2) to it fails with ENOSPC
+    os.dup2(full, spool._fd)
+    os.close(full)
+
+    with caplog.at_level(logging.WARNING, logger="billing.ledger"):
+        spool.append(entry("req-2"))
+        spool.append(entry("req-3"))
+        spool.seal()
+
+    rows: list[bytes] = []
+    drain(tmp_path, insert=drained_into(rows))
+    assert sorted(drained_ids(rows)) == ["req-1", "req-2", "req-3"]
+    assert list(tmp_path.iterdir()) == []
+    assert [record.getMessage() for record in caplog.records] == [
+        f"ledger spool {tmp_path} cannot be written ([Errno 28] No space left on device); rows are held in memory",
+        f"ledger spool {tmp_path} is writable again: 2 held row(s) written, 0 dropped",
+    ]
+
+
+def test_rows_beyond_what_memory_may_hold_are_dropped_and_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(ledger, "_HELD_MAX", 2)
+    directory = tmp_path / "ledger"
+    directory.write_bytes(b"")
+    spool = Spool(directory)
+
+    with caplog.at_level(logging.ERROR, logger="billing.ledger"):
+        for n in range(5):
+            spool.append(entry(f"req-{n}"))
+
+    assert (len(spool.held), spool.dropped) == (2, 3)
+    assert caplog.records[-1].getMessage() == f"ledger spool {directory}: 2 rows are held in memory; more are dropped"
+
+
+def test_a_row_that_cannot_be_encoded_is_dropped_without_raising(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = Spool(tmp_path)
+
+    with caplog.at_level(logging.ERROR, logger="billing.ledger"):
+        spool.append(entry("req-1", cost=Decimal("0.1")))
+
+    assert list(tmp_path.iterdir()) == []
+    assert caplog.records[0].getMessage().startswith("ledger row req-1 cannot be encoded and was dropped")
 
 
 # --- draining into the database ---
