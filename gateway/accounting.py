@@ -142,7 +142,7 @@ class Call:
 
     def fail(self, error: PorticoError) -> None:
         self.status = error.status
-        self.error_type = error.code or error.type
+        self.error_type = error.classification
 
 
 # A budget's worst case for a request that names no output cap on a route that declares none.

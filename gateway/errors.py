@@ -2,7 +2,9 @@
 
     PorticoError                      any error a client may see
      ├── InvalidRequest          400  a parameter or the body is wrong (names `param`)
-     │    └── BodyTooLarge       413
+     │    ├── BodyTooLarge       413
+     │    ├── RequestTimeout     408  headers or body too slow to arrive (answered by the server protocol)
+     │    └── HeadersTooLarge    431  request line and headers over their size or count bound
      ├── AuthenticationFailed    401  missing, malformed, unknown, revoked or expired key
      ├── NotFound                404  unknown URL
      │    └── ModelNotFound      404  unknown model, or one this key may not use
@@ -10,6 +12,7 @@
      ├── RateLimited             429  a requests, tokens or concurrency limit (type names which)
      ├── QuotaExceeded           429  a budget's hard limit (insufficient_quota)
      ├── LimitsUnavailable       503  the shared limiter is down and the operator chose to fail closed
+     ├── ServerBusy              503  the process is at its connection bound (refused before the request is read)
      ├── InternalError           500  a bug in Portico; the cause is logged, never sent
      └── UpstreamError           the provider failed; status from the provider's answer
           ├── UpstreamTimeout    504
@@ -56,6 +59,11 @@ class PorticoError(Exception):
             self.type = type
         self.headers = headers or {}
 
+    @property
+    def classification(self) -> str:
+        """What the ledger records as the error's type: always a name Portico chose."""
+        return self.code or self.type
+
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
@@ -78,6 +86,16 @@ class BodyTooLarge(InvalidRequest):
     @classmethod
     def over(cls, limit: int) -> BodyTooLarge:
         return cls(f"The request body is larger than the {limit} bytes this server accepts.")
+
+
+class RequestTimeout(InvalidRequest):
+    status = 408
+    code = "request_timeout"
+
+
+class HeadersTooLarge(InvalidRequest):
+    status = 431
+    code = "request_header_fields_too_large"
 
 
 class AuthenticationFailed(PorticoError):
@@ -122,19 +140,27 @@ class LimitsUnavailable(PorticoError):
     code = "limiter_unavailable"
 
 
+class ServerBusy(PorticoError):
+    status = 503
+    type = "server_error"
+    code = "server_busy"
+
+
 class InternalError(PorticoError):
     status = 500
-    type = "api_error"
+    type = "server_error"  # OpenAI's type for its own 500s
     code = "internal_error"
 
 
 class UpstreamError(PorticoError):
     status = 502
     type = "api_error"
+    # Portico's own diagnosis, when it made one (see `UpstreamFailure.reason`).
+    reason = ""
 
     @classmethod
     def from_failure(cls, failure: UpstreamFailure) -> UpstreamError:
-        return cls(
+        error = cls(
             failure.message,
             status=failure.status,
             type=failure.type,
@@ -142,6 +168,22 @@ class UpstreamError(PorticoError):
             param=failure.param,
             headers=failure.headers,
         )
+        error.reason = failure.reason
+        return error
+
+    @property
+    def classification(self) -> str:
+        # `code` and `type` may be the upstream's own text: the ledger gets Portico's words instead.
+        own = type(self).code or self.reason
+        if own:
+            return own
+        if self.status == 429:
+            return "upstream_rate_limited"
+        if self.status < 500:
+            return "upstream_invalid_request"
+        if self.status == 503:
+            return "upstream_unavailable"
+        return "upstream_error"
 
 
 class UpstreamTimeout(UpstreamError):

@@ -1,7 +1,9 @@
 """Forwarding a request to its provider and relaying the answer, whole or streamed.
 
 Upstream trouble becomes the error tree's UpstreamError family: before the
-first byte as an HTTP error answer, after it as an SSE error frame. Every
+first byte as an HTTP error answer, after it as an SSE error frame. Nothing an
+upstream sends reaches the client before the provider's redactor has seen it:
+errors, stream events and whole answers alike. Every
 call is admitted against its limits first and finished (settled, recorded
 in the ledger) exactly once, whichever way it ends.
 """
@@ -48,7 +50,7 @@ async def _failure(route: RouteInfo, response: UpstreamResponse) -> UpstreamErro
     finally:
         await response.aclose()
     provider = route.provider
-    failure = provider.adapter.failure(response.status_code, payload, response.headers, secret=provider.credential)
+    failure = provider.adapter.failure(response.status_code, payload, response.headers, redactor=provider.redactor)
     if route.upstream_model in failure.message and route.upstream_model != route.public_id:
         # An upstream's message names its own model ("model 'llama3.2' not found"); the client knows the public one.
         failure = dataclasses.replace(failure, message=failure.message.replace(route.upstream_model, route.public_id))
@@ -118,8 +120,9 @@ async def send(call: Call, request: UpstreamRequest) -> UpstreamResponse:
 
 
 async def read_whole(call: Call, response: UpstreamResponse) -> bytes:
+    """The whole answer, any secret it quotes redacted (one substring search per secret when it quotes none)."""
     try:
-        return await response.aread()
+        return call.route.provider.redactor.bytes(await response.aread())
     except httpx.TransportError as exc:
         raise _transport_error(exc, call.route.provider.name) from exc
     finally:
@@ -134,7 +137,7 @@ async def _forward(
     if call.streamed:
         include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
         translator: Any = adapter.stream_translator(
-            operation, target, include_usage=include_usage, secret=call.route.provider.credential
+            operation, target, include_usage=include_usage, redactor=call.route.provider.redactor
         )
         if _bridged(call):
             translator = bridge.CompletionStream(translator)

@@ -1,17 +1,18 @@
 """The operator's console for providers and model routes.
 
-A provider's credential is write-only here: the form takes a new one or a
-request to clear it, and no page ever renders the stored value, encrypted or
-not.
+A provider's credential and extra headers are write-only here: the form takes
+new ones or a request to clear them, and no page ever renders a stored value,
+encrypted or not. Only the names of the extra headers are shown.
 """
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -19,10 +20,11 @@ from django.urls import URLPattern, path, reverse
 from django.views.decorators.http import require_POST
 
 from providers.adapters import adapter_for
+from providers.credentials import CredentialUnreadable, decrypt_headers
 from providers.facade import CAPABILITIES
 from providers.http import ProbeResult
-from providers.models import ModelRoute, Provider
-from providers.services import provider_set_credential, provider_test_connection
+from providers.models import HEADER_NAME, ModelRoute, Provider
+from providers.services import provider_set_credential, provider_set_extra_headers, provider_test_connection
 
 CAPABILITY_FIELDS = [f"supports_{name}" for name in CAPABILITIES]
 
@@ -31,6 +33,21 @@ if TYPE_CHECKING:
 
 # More model ids than this are summarised, so one message stays readable.
 _LISTED_MODELS = 20
+
+
+class WriteOnlyTextarea(forms.Textarea):
+    """A textarea that never renders a value, not even the one a refused form was sent with."""
+
+    def format_value(self, value: Any) -> None:
+        return None
+
+
+def _header_names(provider: Provider) -> str:
+    try:
+        names = sorted(decrypt_headers(provider.extra_headers_encrypted))
+    except CredentialUnreadable:
+        return "unreadable with this PORTICO_CREDENTIAL_KEY"
+    return ", ".join(names) or "none"
 
 
 class ProviderForm(forms.ModelForm):
@@ -47,6 +64,14 @@ class ProviderForm(forms.ModelForm):
         help_text="The provider's API key. Leave blank to keep the current credential. Stored encrypted.",
     )
     clear_credential = forms.BooleanField(required=False, help_text="Remove the stored credential.")
+    extra_headers = forms.CharField(
+        required=False,
+        widget=WriteOnlyTextarea(attrs={"rows": 3, "autocomplete": "off"}),
+        help_text='Sent on every upstream call, as JSON: {"OpenAI-Organization": "org-…"}. Every value is '
+        "treated as a secret: stored encrypted, never shown again, redacted from answers. "
+        "Leave blank to keep the current headers; a new set replaces them all.",
+    )
+    clear_extra_headers = forms.BooleanField(required=False, help_text="Remove the stored extra headers.")
 
     class Meta:
         model = Provider
@@ -57,7 +82,7 @@ class ProviderForm(forms.ModelForm):
             "connect_timeout",
             "read_timeout",
             "total_timeout",
-            "extra_headers",
+            "credential_header",
             "api_version",
             "accepts_stream_options",
             "accepts_max_completion_tokens",
@@ -65,10 +90,36 @@ class ProviderForm(forms.ModelForm):
             "active",
         ]
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and self.instance.extra_headers_encrypted:
+            field = self.fields["extra_headers"]
+            field.help_text = f"{field.help_text} Current headers: {_header_names(self.instance)}."
+
+    def clean_extra_headers(self) -> dict[str, str] | None:
+        text = self.cleaned_data.get("extra_headers") or ""
+        if not text.strip():
+            return None
+        try:
+            headers = json.loads(text)
+        except ValueError:
+            raise forms.ValidationError("Enter a JSON object of header names and values.") from None
+        if not isinstance(headers, dict) or not all(isinstance(v, str | int | float) for v in headers.values()):
+            raise forms.ValidationError("Enter a JSON object of header names and values.")
+        for name in headers:
+            try:
+                HEADER_NAME(name)
+            except ValidationError:
+                # The message names the header, never its value.
+                raise forms.ValidationError(f"{name!r} is not a valid HTTP header name.") from None
+        return {str(name): str(value) for name, value in headers.items()}
+
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
         if cleaned.get("credential") and cleaned.get("clear_credential"):
             raise forms.ValidationError("Enter a new credential or clear the current one, not both.")
+        if cleaned.get("extra_headers") and cleaned.get("clear_extra_headers"):
+            raise forms.ValidationError("Enter new extra headers or clear the current ones, not both.")
         kind = cleaned.get("kind")
         # Kinds with their own in-process transport (the mock) need no address.
         if kind and not cleaned.get("base_url") and adapter_for(kind).transport() is None:
@@ -103,11 +154,14 @@ class ProviderAdmin(admin.ModelAdmin):
 
     def get_fieldsets(self, request: HttpRequest, obj: Provider | None = None) -> _FieldsetSpec:
         credential = ["credential", "clear_credential"] if obj is not None and obj.has_credential else ["credential"]
+        extra_headers = ["extra_headers"]
+        if obj is not None and obj.extra_headers_encrypted:
+            extra_headers.append("clear_extra_headers")
         history: tuple[tuple[str, _FieldOpts], ...] = (
             (("History", {"fields": ["created_at", "updated_at"]}),) if obj is not None else ()
         )
         return (
-            (None, {"fields": ["name", "kind", "base_url", *credential, "active"]}),
+            (None, {"fields": ["name", "kind", "base_url", *credential, "credential_header", "active"]}),
             ("Timeouts", {"fields": ["connect_timeout", "read_timeout", "total_timeout"]}),
             (
                 "Compatibility",
@@ -120,7 +174,7 @@ class ProviderAdmin(admin.ModelAdmin):
                     ]
                 },
             ),
-            ("Advanced", {"fields": ["extra_headers"], "classes": ["collapse"]}),
+            ("Advanced", {"fields": extra_headers, "classes": ["collapse"]}),
             *history,
         )
 
@@ -133,6 +187,10 @@ class ProviderAdmin(admin.ModelAdmin):
             provider_set_credential(provider=obj, credential="")
         elif form.cleaned_data.get("credential"):
             provider_set_credential(provider=obj, credential=form.cleaned_data["credential"])
+        if form.cleaned_data.get("clear_extra_headers"):
+            provider_set_extra_headers(provider=obj, headers={})
+        elif form.cleaned_data.get("extra_headers"):
+            provider_set_extra_headers(provider=obj, headers=form.cleaned_data["extra_headers"])
         super().save_model(request, obj, form, change)
 
     @admin.action(description="Test connection (calls the provider's models endpoint)", permissions=["change"])

@@ -1,4 +1,4 @@
-"""Provider credentials are encrypted at rest with Fernet (AES-128-CBC + HMAC).
+"""Provider credentials and extra headers are encrypted at rest with Fernet (AES-128-CBC + HMAC).
 
 Operators register providers in the admin, so the credential has to live in
 the database; encrypting it means a leaked dump or backup does not leak the
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 
 from cryptography.fernet import Fernet, InvalidToken
 from django.conf import settings
@@ -39,3 +40,17 @@ def decrypt_credential(token: str) -> str:
         raise CredentialUnreadable(
             "the credential cannot be decrypted with the current PORTICO_CREDENTIAL_KEY"
         ) from None
+
+
+def encrypt_headers(headers: dict[str, str]) -> str:
+    """Extra headers at rest: one Fernet token of their JSON, since any value may be a key."""
+    if not headers:
+        return ""
+    return encrypt_credential(json.dumps(headers, sort_keys=True))
+
+
+def decrypt_headers(token: str) -> dict[str, str]:
+    if not token:
+        return {}
+    headers = json.loads(decrypt_credential(token))
+    return {str(name): str(value) for name, value in headers.items()}

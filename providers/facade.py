@@ -1,7 +1,8 @@
 """What the hot path may know about providers and model routes: frozen values, no models.
 
-`load_routes()` queries the database and decrypts credentials; it is called only
-when the snapshot is rebuilt, never per request.
+`load_routes()` queries the database and decrypts credentials and extra headers;
+it is called only when the snapshot is rebuilt, never per request. Each provider's
+`redactor` is built there too, once, from its secrets.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from dataclasses import dataclass, field
 
 from providers.adapters import adapter_for
 from providers.adapters.base import Adapter
-from providers.credentials import CredentialUnreadable, decrypt_credential
+from providers.credentials import CredentialUnreadable, decrypt_credential, decrypt_headers
 from providers.models import ModelRoute
+from providers.redaction import Redactor
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +31,7 @@ class ProviderInfo:
     connect_timeout: float
     read_timeout: float
     total_timeout: float
-    # Some servers take their key in a custom header: these stay out of reprs like the credential.
+    # Any value may be a key (some servers take theirs in a custom header): secrets, like the credential.
     extra_headers: dict[str, str] = field(hash=False, compare=False, repr=False)
     # Changes whenever the row changes, so pooled clients are rebuilt for new settings.
     version: float
@@ -37,6 +39,13 @@ class ProviderInfo:
     accepts_stream_options: bool = True
     accepts_max_completion_tokens: bool = True
     serves_completions: bool = True
+    # The header the credential goes in; empty for the kind's own (see providers/adapters/headers.py).
+    credential_header: str = ""
+    # Built from the secrets above, so a copy made with `dataclasses.replace` gets its own.
+    redactor: Redactor = field(init=False, hash=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "redactor", Redactor((self.credential, *self.extra_headers.values())))
 
     @property
     def adapter(self) -> Adapter:
@@ -81,12 +90,13 @@ def provider_info(provider: object) -> ProviderInfo:
         connect_timeout=provider.connect_timeout,  # type: ignore[attr-defined]
         read_timeout=provider.read_timeout,  # type: ignore[attr-defined]
         total_timeout=provider.total_timeout,  # type: ignore[attr-defined]
-        extra_headers={str(k): str(v) for k, v in (provider.extra_headers or {}).items()},  # type: ignore[attr-defined]
+        extra_headers=decrypt_headers(provider.extra_headers_encrypted),  # type: ignore[attr-defined]
         version=provider.updated_at.timestamp(),  # type: ignore[attr-defined]
         api_version=provider.api_version,  # type: ignore[attr-defined]
         accepts_stream_options=provider.accepts_stream_options,  # type: ignore[attr-defined]
         accepts_max_completion_tokens=provider.accepts_max_completion_tokens,  # type: ignore[attr-defined]
         serves_completions=provider.serves_completions,  # type: ignore[attr-defined]
+        credential_header=provider.credential_header,  # type: ignore[attr-defined]
     )
 
 

@@ -200,7 +200,7 @@ async def probe_models(provider: ProviderInfo) -> ProbeResult:
     finally:
         await upstream.aclose()
     if response.status_code >= 400:
-        failure = provider.adapter.failure(response.status_code, payload, response.headers, secret=provider.credential)
+        failure = provider.adapter.failure(response.status_code, payload, response.headers, redactor=provider.redactor)
         return ProbeResult(False, f"HTTP {response.status_code}: {failure.message}")
     try:
         ids = tuple(provider.adapter.model_ids(payload))

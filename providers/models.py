@@ -1,10 +1,13 @@
 from __future__ import annotations
 
-from django.core.validators import MinValueValidator
+from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
 
 from providers.adapters import kind_choices
+
+# RFC 9110's token: what a header name may be made of.
+HEADER_NAME = RegexValidator(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", "Enter a valid HTTP header name.")
 
 
 class Provider(models.Model):
@@ -15,6 +18,13 @@ class Provider(models.Model):
     )
     # Fernet token, see providers/credentials.py; never shown back in the admin.
     credential_encrypted = models.TextField(blank=True, editable=False)
+    credential_header = models.CharField(
+        max_length=100,
+        blank=True,
+        validators=[HEADER_NAME],
+        help_text="The header that carries the credential; blank for the kind's own "
+        "(Authorization: Bearer, x-api-key for Anthropic, api-key for Azure).",
+    )
     connect_timeout = models.FloatField(default=5.0, validators=[MinValueValidator(0.1)], help_text="Seconds.")
     read_timeout = models.FloatField(
         default=120.0, validators=[MinValueValidator(0.1)], help_text="Seconds to wait for each part of the answer."
@@ -22,9 +32,8 @@ class Provider(models.Model):
     total_timeout = models.FloatField(
         default=600.0, validators=[MinValueValidator(0.1)], help_text="Seconds for a whole request, stream included."
     )
-    extra_headers = models.JSONField(
-        default=dict, blank=True, help_text='Sent on every upstream call, e.g. {"OpenAI-Organization": "org-…"}.'
-    )
+    # Headers sent on every upstream call, as a Fernet token of their JSON: any value may be a key.
+    extra_headers_encrypted = models.TextField(blank=True, editable=False)
     api_version = models.CharField(
         max_length=40, blank=True, help_text="Azure OpenAI: the api-version query parameter, e.g. 2024-10-21."
     )

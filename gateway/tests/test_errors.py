@@ -30,7 +30,7 @@ TREE = [
     (AuthenticationFailed, 401, "invalid_request_error", "invalid_api_key"),
     (NotFound, 404, "invalid_request_error", None),
     (MethodNotAllowed, 405, "invalid_request_error", "method_not_allowed"),
-    (InternalError, 500, "api_error", "internal_error"),
+    (InternalError, 500, "server_error", "internal_error"),
     (UpstreamError, 502, "api_error", None),
     (UpstreamTimeout, 504, "api_error", "upstream_timeout"),
     (UpstreamUnreachable, 502, "api_error", "upstream_unreachable"),
@@ -147,3 +147,43 @@ def test_the_http_answer_carries_status_body_and_headers() -> None:
     assert response["Content-Type"] == "application/json"
     assert response["Retry-After"] == "3"
     assert orjson.loads(response.content) == error.body()
+
+
+# --- what the ledger records ---
+
+QUOTED = "Bearer sk-proj-UPSTREAMsecret1234567890"
+
+
+@pytest.mark.parametrize(
+    ("failure", "classification"),
+    [
+        (UpstreamFailure(400, "m", QUOTED, code=QUOTED), "upstream_invalid_request"),
+        (UpstreamFailure(404, "m", "invalid_request_error", code="model_not_found"), "upstream_invalid_request"),
+        (UpstreamFailure(429, "m", "rate_limit_error", code=QUOTED), "upstream_rate_limited"),
+        (UpstreamFailure(502, "m", "api_error", code=QUOTED), "upstream_error"),
+        (UpstreamFailure(503, "m", "api_error", code="overloaded"), "upstream_unavailable"),
+        (
+            UpstreamFailure(502, "m", "api_error", "upstream_auth_error", reason="upstream_auth_error"),
+            "upstream_auth_error",
+        ),
+    ],
+)
+def test_an_upstream_error_is_classified_in_porticos_words_never_the_upstreams(
+    failure: UpstreamFailure, classification: str
+) -> None:
+    assert UpstreamError.from_failure(failure).classification == classification
+
+
+@pytest.mark.parametrize(
+    ("error", "classification"),
+    [
+        (UpstreamTimeout("t"), "upstream_timeout"),
+        (UpstreamUnreachable("u"), "upstream_unreachable"),
+        (UpstreamError("mid-stream"), "upstream_error"),
+        (ModelNotFound("m"), "model_not_found"),
+        (InvalidRequest("bad", code="unsupported_parameter"), "unsupported_parameter"),
+        (InvalidRequest("bad"), "invalid_request_error"),
+    ],
+)
+def test_porticos_own_errors_are_classified_by_their_code(error: PorticoError, classification: str) -> None:
+    assert error.classification == classification

@@ -19,6 +19,8 @@ from typing import Any, Literal, Protocol
 
 import httpx
 
+from providers.redaction import NO_SECRETS, Redactor
+
 Operation = Literal["chat", "completions", "embeddings", "moderations", "images", "transcriptions"]
 OPERATIONS: tuple[Operation, ...] = ("chat", "completions", "embeddings", "moderations", "images", "transcriptions")
 # The path of each operation under an OpenAI-style base URL.
@@ -60,6 +62,9 @@ class UpstreamFailure:
     code: str | None = None
     param: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # Portico's own name for a failure it diagnosed itself (a refused credential, say), kept apart from
+    # `code`, which may be the upstream's text.
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,10 +119,10 @@ class Adapter(Protocol):
         ...
 
     def stream_translator(
-        self, operation: Operation, target: Target, *, include_usage: bool, secret: str = ""
+        self, operation: Operation, target: Target, *, include_usage: bool, redactor: Redactor = NO_SECRETS
     ) -> StreamTranslator:
         """Translate a stream's events. A usage chunk goes to the client only if `include_usage`
-        (it asked for one); `secret` (the provider credential) is scrubbed from any event quoting it."""
+        (it asked for one); the provider's secrets (`redactor`) are scrubbed from every event."""
         ...
 
     def models_request(self, provider: Any) -> UpstreamRequest: ...
@@ -126,8 +131,10 @@ class Adapter(Protocol):
         """The model names in the answer to `models_request` (raises ValueError if it is not one)."""
         ...
 
-    def failure(self, status: int, payload: bytes, headers: Mapping[str, str], *, secret: str = "") -> UpstreamFailure:
-        """Map an upstream error answer; `secret` (the provider credential) is scrubbed from messages."""
+    def failure(
+        self, status: int, payload: bytes, headers: Mapping[str, str], *, redactor: Redactor = NO_SECRETS
+    ) -> UpstreamFailure:
+        """Map an upstream error answer; the provider's secrets (`redactor`) are scrubbed from every field."""
         ...
 
     def transport(self) -> httpx.AsyncBaseTransport | None:

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from providers.adapters.base import UpstreamFailure
+from providers.redaction import NO_SECRETS, Redactor
 
 # Upstream status -> (status Portico answers with, OpenAI error type).
 _STATUS_MAP: dict[int, tuple[int, str]] = {
@@ -54,9 +55,13 @@ def rewrite_model(payload: bytes, public_model: str) -> bytes:
     return model_rewriter(public_model)(payload)
 
 
-def openai_failure(status: int, payload: bytes, headers: Any, *, secret: str = "") -> UpstreamFailure:
-    """An OpenAI-style upstream error answer, mapped to what Portico tells its client."""
-    passed = {name: headers[name] for name in _PASSED_HEADERS if name in headers}
+def openai_failure(status: int, payload: bytes, headers: Any, *, redactor: Redactor = NO_SECRETS) -> UpstreamFailure:
+    """An OpenAI-style upstream error answer, mapped to what Portico tells its client.
+
+    Every field the upstream wrote (message, type, param, code) is redacted, not only the message:
+    an upstream may quote the request's credential or headers in any of them.
+    """
+    passed = {name: redactor.text(headers[name]) for name in _PASSED_HEADERS if name in headers}
     if status in (401, 403):
         # The upstream refused *Portico's* credential: the client can do nothing about it,
         # and the upstream's message may quote part of that credential.
@@ -66,22 +71,24 @@ def openai_failure(status: int, payload: bytes, headers: Any, *, secret: str = "
             type="api_error",
             code="upstream_auth_error",
             headers=passed,
+            reason="upstream_auth_error",
         )
     mapped_status, default_type = _STATUS_MAP.get(status, (502 if status >= 500 else 400, "api_error"))
     error = _error_object(payload)
-    message = str(error.get("message") or f"The upstream provider answered with HTTP {status}.")
-    if secret:
-        message = message.replace(secret, "[redacted]")
+
+    def field(name: str) -> str | None:
+        value = error.get(name)
+        return None if value is None else redactor.text(str(value))
+
+    message = field("message") or f"The upstream provider answered with HTTP {status}."
     if mapped_status >= 500:
         message = f"The upstream provider failed: {message}"
-    code = error.get("code")
-    param = error.get("param")
     return UpstreamFailure(
         status=mapped_status,
         message=message,
-        type=str(error.get("type") or default_type) if mapped_status < 500 else default_type,
-        code=str(code) if code is not None else None,
-        param=str(param) if param is not None else None,
+        type=(field("type") or default_type) if mapped_status < 500 else default_type,
+        code=field("code"),
+        param=field("param"),
         headers=passed,
     )
 

@@ -3,17 +3,28 @@ from __future__ import annotations
 from itertools import count
 from typing import Any
 
-from providers.credentials import encrypt_credential
+from providers.credentials import encrypt_credential, encrypt_headers
 from providers.facade import ProviderInfo
 from providers.models import ModelRoute, Provider
 
 _seq = count(1)
 
 
-def make_provider(*, kind: str = "mock", base_url: str = "", credential: str = "", **fields: Any) -> Provider:
+def make_provider(
+    *,
+    kind: str = "mock",
+    base_url: str = "",
+    credential: str = "",
+    extra_headers: dict[str, str] | None = None,
+    **fields: Any,
+) -> Provider:
     fields.setdefault("name", f"provider-{next(_seq)}")
     return Provider.objects.create(
-        kind=kind, base_url=base_url, credential_encrypted=encrypt_credential(credential), **fields
+        kind=kind,
+        base_url=base_url,
+        credential_encrypted=encrypt_credential(credential),
+        extra_headers_encrypted=encrypt_headers(extra_headers or {}),
+        **fields,
     )
 
 

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from django.urls import reverse
 
-from providers.credentials import decrypt_credential
+from providers.credentials import decrypt_credential, decrypt_headers
 from providers.models import ModelRoute, Provider
 from providers.services import provider_test_connection
 from providers.tests.factories import make_provider, make_route
@@ -348,3 +348,64 @@ def test_a_route_can_be_added_from_the_admin(admin_client):
     admin_client.post(reverse("admin:providers_modelroute_add"), data)
 
     assert ModelRoute.objects.get(public_id="echo").upstream_model == "mock-echo"
+
+
+# --- the extra headers and the credential header ---
+
+HEADER_VALUE = "acct-0123456789abcdef0123"
+
+
+def test_extra_headers_entered_in_the_form_are_stored_encrypted(admin_client):
+    headers = json.dumps({"X-Account-Key": HEADER_VALUE})
+    admin_client.post(reverse("admin:providers_provider_add"), _provider_data(extra_headers=headers))
+
+    provider = Provider.objects.get(name="OpenAI")
+    assert HEADER_VALUE not in provider.extra_headers_encrypted
+    assert decrypt_headers(provider.extra_headers_encrypted) == {"X-Account-Key": HEADER_VALUE}
+
+
+def test_blank_extra_headers_keep_the_stored_ones_and_the_page_names_them_only(admin_client):
+    provider = make_provider(
+        kind="openai", base_url="https://a.example/v1", extra_headers={"X-Account-Key": HEADER_VALUE}
+    )
+    url = reverse("admin:providers_provider_change", args=[provider.pk])
+
+    html = admin_client.get(url).content.decode()
+    admin_client.post(url, _provider_data(name=provider.name, extra_headers=""))
+
+    assert "X-Account-Key" in html
+    assert HEADER_VALUE not in html
+    assert provider.extra_headers_encrypted not in html
+    provider.refresh_from_db()
+    assert decrypt_headers(provider.extra_headers_encrypted) == {"X-Account-Key": HEADER_VALUE}
+
+
+def test_clear_extra_headers_removes_them(admin_client):
+    provider = make_provider(
+        kind="openai", base_url="https://a.example/v1", extra_headers={"X-Account-Key": HEADER_VALUE}
+    )
+    url = reverse("admin:providers_provider_change", args=[provider.pk])
+
+    admin_client.post(url, _provider_data(name=provider.name, extra_headers="", clear_extra_headers="on"))
+
+    provider.refresh_from_db()
+    assert provider.extra_headers_encrypted == ""
+
+
+@pytest.mark.parametrize("headers", ['["a list"]', "not json", '{"bad name": "v"}', '{"X-Nested": {"a": 1}}'], ids=str)
+def test_extra_headers_that_are_not_a_flat_json_object_of_header_names_are_refused(admin_client, headers):
+    response = admin_client.post(reverse("admin:providers_provider_add"), _provider_data(extra_headers=headers))
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["extra_headers"]
+    assert not Provider.objects.exists()
+
+
+def test_the_credential_header_is_a_header_name(admin_client):
+    response = admin_client.post(reverse("admin:providers_provider_add"), _provider_data(credential_header="x api key"))
+    admin_client.post(
+        reverse("admin:providers_provider_add"), _provider_data(name="Gateway", credential_header="X-Key")
+    )
+
+    assert response.context["adminform"].form.errors["credential_header"]
+    assert Provider.objects.get().credential_header == "X-Key"

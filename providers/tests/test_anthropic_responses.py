@@ -9,6 +9,7 @@ import pytest
 
 from providers.adapters.anthropic import AnthropicAdapter
 from providers.adapters.base import Target, UpstreamFailure
+from providers.redaction import Redactor
 from providers.tests.factories import UPSTREAM_CREDENTIAL as CREDENTIAL
 from providers.tests.factories import make_provider_info
 
@@ -189,8 +190,16 @@ AUTH_MESSAGE = "The upstream provider refused the gateway's credentials; an oper
     ("status", "error_type", "expected"),
     [
         (400, "invalid_request_error", UpstreamFailure(400, "upstream says no", "invalid_request_error")),
-        (401, "authentication_error", UpstreamFailure(502, AUTH_MESSAGE, "api_error", "upstream_auth_error")),
-        (403, "permission_error", UpstreamFailure(502, AUTH_MESSAGE, "api_error", "upstream_auth_error")),
+        (
+            401,
+            "authentication_error",
+            UpstreamFailure(502, AUTH_MESSAGE, "api_error", "upstream_auth_error", reason="upstream_auth_error"),
+        ),
+        (
+            403,
+            "permission_error",
+            UpstreamFailure(502, AUTH_MESSAGE, "api_error", "upstream_auth_error", reason="upstream_auth_error"),
+        ),
         (404, "not_found_error", UpstreamFailure(404, "upstream says no", "invalid_request_error")),
         (413, "request_too_large", UpstreamFailure(413, "upstream says no", "invalid_request_error")),
         (429, "rate_limit_error", UpstreamFailure(429, "upstream says no", "rate_limit_error", "rate_limit_exceeded")),
@@ -228,7 +237,7 @@ def test_an_auth_error_never_quotes_the_upstream(status: int) -> None:
 
 def test_the_credential_is_redacted_from_a_quoted_message() -> None:
     failure = ADAPTER.failure(
-        400, error("invalid_request_error", f"bad key {CREDENTIAL} in body"), {}, secret=CREDENTIAL
+        400, error("invalid_request_error", f"bad key {CREDENTIAL} in body"), {}, redactor=Redactor([CREDENTIAL])
     )
 
     assert failure.message == "bad key [redacted] in body"

@@ -9,6 +9,7 @@ import pytest
 
 from providers.adapters.anthropic import AnthropicAdapter, AnthropicStream
 from providers.adapters.base import Target
+from providers.redaction import Redactor
 from providers.tests.factories import UPSTREAM_CREDENTIAL as CREDENTIAL
 from providers.tests.factories import make_provider_info
 from tests.fakes.anthropic_upstream import recording_events
@@ -18,7 +19,7 @@ ADAPTER = AnthropicAdapter(clock=lambda: 1_750_000_000.0)
 
 
 def translator(*, include_usage: bool = False) -> AnthropicStream:
-    return ADAPTER.stream_translator("chat", TARGET, include_usage=include_usage, secret=CREDENTIAL)
+    return ADAPTER.stream_translator("chat", TARGET, include_usage=include_usage, redactor=Redactor([CREDENTIAL]))
 
 
 def data_of(recording: str) -> list[bytes]:

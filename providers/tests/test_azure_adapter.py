@@ -10,6 +10,7 @@ import pytest
 
 from providers.adapters.azure import DEFAULT_API_VERSION, AzureOpenAIAdapter
 from providers.adapters.base import Target
+from providers.redaction import Redactor
 from providers.tests.factories import UPSTREAM_CREDENTIAL as CREDENTIAL
 from providers.tests.factories import make_provider_info
 
@@ -141,7 +142,7 @@ USAGE = {
     ],
 )
 def test_a_prompt_filter_chunk_is_dropped_and_the_usage_chunk_still_noted(include_usage: bool, expected: list) -> None:
-    translator = ADAPTER.stream_translator("chat", TARGET, include_usage=include_usage, secret=CREDENTIAL)
+    translator = ADAPTER.stream_translator("chat", TARGET, include_usage=include_usage, redactor=Redactor([CREDENTIAL]))
 
     out = [event for chunk in (PROMPT_FILTER, CONTENT, USAGE) for event in translator.feed(orjson.dumps(chunk))]
     list(translator.feed(b"[DONE]"))
@@ -152,7 +153,7 @@ def test_a_prompt_filter_chunk_is_dropped_and_the_usage_chunk_still_noted(includ
 
 
 def test_a_prompt_filter_chunk_does_not_pass_for_the_usage_chunk() -> None:
-    translator = ADAPTER.stream_translator("chat", TARGET, include_usage=True, secret=CREDENTIAL)
+    translator = ADAPTER.stream_translator("chat", TARGET, include_usage=True, redactor=Redactor([CREDENTIAL]))
 
     assert list(translator.feed(orjson.dumps(PROMPT_FILTER))) == []
     assert translator.usage is None
@@ -163,7 +164,7 @@ def test_an_azure_content_filter_refusal_keeps_its_code() -> None:
         "error": {"message": "The response was filtered", "type": None, "param": "prompt", "code": "content_filter"}
     }
 
-    failure = ADAPTER.failure(400, orjson.dumps(error), {}, secret=CREDENTIAL)
+    failure = ADAPTER.failure(400, orjson.dumps(error), {}, redactor=Redactor([CREDENTIAL]))
 
     assert (failure.status, failure.code, failure.param) == (400, "content_filter", "prompt")
 
@@ -171,7 +172,7 @@ def test_an_azure_content_filter_refusal_keeps_its_code() -> None:
 def test_an_azure_key_refusal_is_not_blamed_on_the_client() -> None:
     error = {"error": {"code": "401", "message": f"Access denied due to invalid subscription key {CREDENTIAL}."}}
 
-    failure = ADAPTER.failure(401, orjson.dumps(error), {}, secret=CREDENTIAL)
+    failure = ADAPTER.failure(401, orjson.dumps(error), {}, redactor=Redactor([CREDENTIAL]))
 
     assert (failure.status, failure.code) == (502, "upstream_auth_error")
     assert CREDENTIAL not in failure.message

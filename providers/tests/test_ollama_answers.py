@@ -11,6 +11,7 @@ import pytest
 from providers.adapters.base import Target
 from providers.adapters.ollama import OllamaAdapter
 from providers.adapters.ollama.answers import chat_completion
+from providers.redaction import Redactor
 from providers.tests.factories import UPSTREAM_CREDENTIAL as CREDENTIAL
 from providers.tests.factories import make_provider_info
 
@@ -184,7 +185,9 @@ def test_the_model_list_is_read_from_api_tags() -> None:
     ],
 )
 def test_ollama_errors_are_mapped_to_openai_errors(status: int, error: str, expected: tuple[Any, ...]) -> None:
-    failure = ADAPTER.failure(status, orjson.dumps({"error": error}), {"retry-after": "2"}, secret=CREDENTIAL)
+    failure = ADAPTER.failure(
+        status, orjson.dumps({"error": error}), {"retry-after": "2"}, redactor=Redactor([CREDENTIAL])
+    )
 
     assert (failure.status, failure.type, failure.code) == expected[:3]
     if expected[3] is not None:

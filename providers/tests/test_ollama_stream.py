@@ -10,6 +10,7 @@ import pytest
 
 from providers.adapters.base import Target
 from providers.adapters.ollama import OllamaAdapter, OllamaChatStream
+from providers.redaction import Redactor
 from providers.tests.factories import UPSTREAM_CREDENTIAL as CREDENTIAL
 from providers.tests.factories import make_provider_info
 
@@ -63,7 +64,11 @@ def call_delta(index: int, name: str, arguments: str) -> dict[str, Any]:
 
 def run(lines: list[bytes], *, include_usage: bool = False) -> tuple[list[dict[str, Any]], OllamaChatStream]:
     translator = OllamaChatStream(
-        "house-model", include_usage=include_usage, secret=CREDENTIAL, completion_id="chatcmpl-test", clock=lambda: 0
+        "house-model",
+        include_usage=include_usage,
+        redactor=Redactor([CREDENTIAL]),
+        completion_id="chatcmpl-test",
+        clock=lambda: 0,
     )
     out = [orjson.loads(event) for each in lines for event in translator.feed(each)]
     for event in out:

@@ -11,6 +11,7 @@ import pytest
 
 from providers.adapters.base import Target, UpstreamRequest
 from providers.adapters.ollama import OllamaAdapter
+from providers.redaction import Redactor
 from providers.tests.factories import UPSTREAM_CREDENTIAL as CREDENTIAL
 from providers.tests.factories import make_provider_info
 from tests.fakes.ollama_upstream import CallTools, CutOff, Fail, FailMidStream, FakeOllama, Reply, vector
@@ -60,7 +61,7 @@ def chat(body: dict[str, Any]) -> dict[str, Any]:
 def test_a_streamed_answer_arrives_as_ndjson_and_becomes_openai_chunks(ollama: FakeOllama, http: httpx.Client) -> None:
     ollama.script("stream-1", Reply("Rayleigh scattering, mostly.", prompt_eval_count=12))
     to = target(ollama, "stream-1")
-    translator = ADAPTER.stream_translator("chat", to, include_usage=True, secret=CREDENTIAL)
+    translator = ADAPTER.stream_translator("chat", to, include_usage=True, redactor=Redactor([CREDENTIAL]))
 
     chunks, response = relay(http, ADAPTER.request("chat", to, chat({"stream": True, "temperature": 0})), translator)
 
@@ -85,7 +86,7 @@ def test_a_streamed_answer_with_two_tool_calls_becomes_two_tool_call_deltas(
 ) -> None:
     ollama.script("tools-1", CallTools())
     to = target(ollama, "tools-1")
-    translator = ADAPTER.stream_translator("chat", to, include_usage=False, secret=CREDENTIAL)
+    translator = ADAPTER.stream_translator("chat", to, include_usage=False, redactor=Redactor([CREDENTIAL]))
 
     chunks, _ = relay(http, ADAPTER.request("chat", to, chat({"stream": True})), translator)
 
@@ -116,7 +117,7 @@ def test_a_whole_answer_becomes_a_chat_completion(ollama: FakeOllama, http: http
 def test_a_stream_cut_before_done_leaves_the_translator_unfinished(ollama: FakeOllama, http: httpx.Client) -> None:
     ollama.script("cut-1", CutOff(after=2))
     to = target(ollama, "cut-1")
-    translator = ADAPTER.stream_translator("chat", to, include_usage=True, secret=CREDENTIAL)
+    translator = ADAPTER.stream_translator("chat", to, include_usage=True, redactor=Redactor([CREDENTIAL]))
 
     with pytest.raises(httpx.RemoteProtocolError):
         relay(http, ADAPTER.request("chat", to, chat({"stream": True})), translator)
@@ -128,7 +129,7 @@ def test_a_stream_cut_before_done_leaves_the_translator_unfinished(ollama: FakeO
 def test_an_error_line_mid_stream_becomes_an_openai_error_payload(ollama: FakeOllama, http: httpx.Client) -> None:
     ollama.script("midfail-1", FailMidStream(after=1, message="llama runner process has terminated"))
     to = target(ollama, "midfail-1")
-    translator = ADAPTER.stream_translator("chat", to, include_usage=False, secret=CREDENTIAL)
+    translator = ADAPTER.stream_translator("chat", to, include_usage=False, redactor=Redactor([CREDENTIAL]))
 
     chunks, response = relay(http, ADAPTER.request("chat", to, chat({"stream": True})), translator)
 
@@ -149,7 +150,7 @@ def test_a_model_the_server_lacks_is_a_model_not_found(ollama: FakeOllama, http:
     to = target(ollama, "missing-1")
 
     response = send(http, ADAPTER.request("chat", to, chat({"stream": True})))
-    failure = ADAPTER.failure(response.status_code, response.content, response.headers, secret=CREDENTIAL)
+    failure = ADAPTER.failure(response.status_code, response.content, response.headers, redactor=Redactor([CREDENTIAL]))
 
     assert (failure.status, failure.code) == (404, "model_not_found")
     assert failure.message == 'model "missing-1" not found, try pulling it first'

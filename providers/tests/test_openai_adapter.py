@@ -8,6 +8,7 @@ import orjson
 
 from providers.adapters.base import Target
 from providers.adapters.openai import OpenAIAdapter
+from providers.redaction import Redactor
 from providers.tests.factories import UPSTREAM_CREDENTIAL as CREDENTIAL
 from providers.tests.factories import make_provider_info
 
@@ -36,7 +37,7 @@ def test_a_provider_without_a_credential_sends_no_authorization() -> None:
 
 def test_stream_events_get_the_public_model() -> None:
     translator = OpenAIAdapter().stream_translator(
-        "chat", Target(PROVIDER, "gpt-upstream", "house-model"), include_usage=False, secret=CREDENTIAL
+        "chat", Target(PROVIDER, "gpt-upstream", "house-model"), include_usage=False, redactor=Redactor([CREDENTIAL])
     )
 
     (event,) = translator.feed(b'{"id":"c1","model":"gpt-upstream","choices":[]}')
@@ -46,7 +47,7 @@ def test_stream_events_get_the_public_model() -> None:
 
 def test_a_credential_quoted_in_a_stream_event_is_redacted() -> None:
     translator = OpenAIAdapter().stream_translator(
-        "chat", Target(PROVIDER, "gpt-upstream", "house-model"), include_usage=False, secret=CREDENTIAL
+        "chat", Target(PROVIDER, "gpt-upstream", "house-model"), include_usage=False, redactor=Redactor([CREDENTIAL])
     )
     error = {"error": {"message": f"key {CREDENTIAL} was revoked mid-stream", "type": "server_error"}}
 
@@ -65,7 +66,7 @@ def test_the_request_repr_never_shows_the_credential() -> None:
 
 def test_the_usage_portico_asked_for_stays_out_of_a_stream_whose_client_did_not_ask() -> None:
     translator = OpenAIAdapter().stream_translator(
-        "chat", Target(PROVIDER, "gpt-upstream", "house-model"), include_usage=False, secret=CREDENTIAL
+        "chat", Target(PROVIDER, "gpt-upstream", "house-model"), include_usage=False, redactor=Redactor([CREDENTIAL])
     )
     usage = {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
 
@@ -79,7 +80,7 @@ def test_the_usage_portico_asked_for_stays_out_of_a_stream_whose_client_did_not_
 
 def test_a_client_that_asked_for_usage_gets_the_chunks_as_sent() -> None:
     translator = OpenAIAdapter().stream_translator(
-        "chat", Target(PROVIDER, "gpt-upstream", "house-model"), include_usage=True, secret=CREDENTIAL
+        "chat", Target(PROVIDER, "gpt-upstream", "house-model"), include_usage=True, redactor=Redactor([CREDENTIAL])
     )
     usage = {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
 

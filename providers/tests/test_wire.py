@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from providers.adapters.wire import model_rewriter, openai_failure, rewrite_model
+from providers.redaction import Redactor
 
 SECRET = "sk-proj-UPSTREAMsecret1234567890"
 
@@ -161,7 +162,7 @@ def test_a_missing_model_upstream_stays_a_404_with_its_code() -> None:
 def test_a_refused_credential_becomes_a_502_that_never_quotes_it(upstream: int) -> None:
     payload = error_body(f"Incorrect API key provided: {SECRET}.", code="invalid_api_key")
 
-    failure = openai_failure(upstream, payload, httpx.Headers(), secret=SECRET)
+    failure = openai_failure(upstream, payload, httpx.Headers(), redactor=Redactor([SECRET]))
 
     assert failure.status == 502
     assert (failure.type, failure.code, failure.param) == ("api_error", "upstream_auth_error", None)
@@ -182,7 +183,7 @@ def test_a_refused_credential_is_not_quoted_even_when_no_secret_is_given() -> No
 def test_the_credential_is_scrubbed_from_any_upstream_message() -> None:
     payload = error_body(f"Key {SECRET} is not allowed to use this model.")
 
-    failure = openai_failure(400, payload, httpx.Headers(), secret=SECRET)
+    failure = openai_failure(400, payload, httpx.Headers(), redactor=Redactor([SECRET]))
 
     assert SECRET not in failure.message
     assert "[redacted]" in failure.message

@@ -15,6 +15,8 @@ A model with no script gets a normal `Reply()`.
     upstream.script("fake-3", Hang())                          never answer
     upstream.script("fake-4", DropMidStream(after=2))          cut the stream after 2 events
     upstream.script("fake-5", CloseBeforeAnswer())             close the connection at once
+    upstream.script("fake-7", QuoteHeader("authorization"))    an error whose every field quotes a request header
+    upstream.script("fake-8", FailMidStream(Fail(500)))         stream the role, then an error event
 
 Besides chat it serves every other endpoint Portico relays, each answering as
 OpenAI does: /completions (legacy, whole or streamed), /embeddings (floats, or
@@ -96,6 +98,21 @@ class Fail:
 
 
 @dataclass(frozen=True)
+class QuoteHeader:
+    """Answer with an HTTP error whose message, type, param and code all quote a header of the request."""
+
+    header: str
+    status: int = 400
+
+
+@dataclass(frozen=True)
+class FailMidStream:
+    """Stream the opening chunk, then `error` as an error event, and end the stream as OpenAI does after one."""
+
+    error: Fail
+
+
+@dataclass(frozen=True)
 class Hang:
     """Accept the request and never answer."""
 
@@ -113,7 +130,7 @@ class CloseBeforeAnswer:
     """Close the connection without sending a single byte of answer."""
 
 
-Behaviour = Reply | Echo | Fail | Hang | DropMidStream | CloseBeforeAnswer
+Behaviour = Reply | Echo | Fail | QuoteHeader | FailMidStream | Hang | DropMidStream | CloseBeforeAnswer
 
 
 @dataclass(frozen=True)
@@ -336,6 +353,8 @@ def _error_body(fail: Fail) -> dict[str, Any]:
 
 def _answering(behaviour: Behaviour, echoed: Any) -> Reply:
     """The reply a script that answers stands for, `echoed` being what `Echo` repeats."""
+    if isinstance(behaviour, FailMidStream):
+        return Reply()
     if isinstance(behaviour, Echo):
         return Reply(echoed if isinstance(echoed, str) and echoed else "(nothing to echo)", delay=behaviour.delay)
     if isinstance(behaviour, DropMidStream):
@@ -459,6 +478,10 @@ class FakeUpstream(LoopbackServer):
         """The answer of a script that fails, hangs or closes, on any endpoint; None if it answers."""
         if isinstance(behaviour, Fail):
             return web.json_response(_error_body(behaviour), status=behaviour.status, headers=dict(behaviour.headers))
+        if isinstance(behaviour, QuoteHeader):
+            quoted = request.headers.get(behaviour.header, "")
+            fail = Fail(behaviour.status, f"Bad request: {quoted}", type=quoted, code=quoted, param=quoted)
+            return web.json_response(_error_body(fail), status=fail.status)
         if isinstance(behaviour, Hang):
             return await self._hang(model)
         if isinstance(behaviour, CloseBeforeAnswer):
@@ -481,6 +504,9 @@ class FakeUpstream(LoopbackServer):
         if isinstance(behaviour, DropMidStream):
             events = stream_events(model, behaviour.content, prompt_tokens=1, include_usage=False)
             return await self._drop(request, events[: behaviour.after])
+        if isinstance(behaviour, FailMidStream):
+            opening = stream_events(model, "", prompt_tokens=1, include_usage=False)[0]
+            return await self._fail_mid_stream(request, [opening, json.dumps(_error_body(behaviour.error)).encode()])
         if body.get("stream"):
             events = self.chat_events(model, reply, include_usage=_include_usage(body))
             return await self._stream(request, model, events, reply.delay)
@@ -552,6 +578,14 @@ class FakeUpstream(LoopbackServer):
         for data in events:
             await response.write(b"data: " + data + b"\n\n")
         return await self._close(request)
+
+    async def _fail_mid_stream(self, request: web.Request, events: list[bytes]) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for data in events:
+            await response.write(b"data: " + data + b"\n\n")
+        await response.write_eof()
+        return response
 
     async def _stream(self, request: web.Request, model: str, events: list[bytes], delay: float) -> web.StreamResponse:
         log = self._log_answer(model)

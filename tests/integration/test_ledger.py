@@ -292,15 +292,15 @@ def test_a_request_without_an_id_of_its_own_is_recorded_under_the_gateways(
 @pytest.mark.parametrize(
     ("behaviour", "status", "error_type"),
     [
-        pytest.param(Fail(500), 502, "api_error", id="the upstream failed"),
-        pytest.param(Fail(503, code="overloaded"), 503, "overloaded", id="the upstream is overloaded"),
+        pytest.param(Fail(500), 502, "upstream_error", id="the upstream failed"),
+        pytest.param(Fail(503, code="overloaded"), 503, "upstream_unavailable", id="the upstream is overloaded"),
         pytest.param(
             Fail(429, type="rate_limit_error", code="rate_limit_exceeded"),
             429,
-            "rate_limit_exceeded",
+            "upstream_rate_limited",
             id="the upstream limited us",
         ),
-        pytest.param(Fail(400, code="context_length_exceeded"), 400, "context_length_exceeded", id="a bad request"),
+        pytest.param(Fail(400, code="context_length_exceeded"), 400, "upstream_invalid_request", id="a bad request"),
         pytest.param(CloseBeforeAnswer(), 502, "upstream_unreachable", id="the upstream hung up"),
         pytest.param(Hang(), 504, "upstream_timeout", id="the upstream never answered"),
     ],

@@ -18,6 +18,8 @@ from providers.adapters.anthropic.requests import DEFAULT_MAX_TOKENS, messages_b
 from providers.adapters.anthropic.responses import chat_completion
 from providers.adapters.anthropic.stream import AnthropicStream
 from providers.adapters.base import Operation, Target, UnsupportedParameter, UpstreamFailure, UpstreamRequest
+from providers.adapters.headers import with_credential
+from providers.redaction import NO_SECRETS, Redactor
 
 __all__ = ["API_VERSION", "DEFAULT_MAX_TOKENS", "AnthropicAdapter", "AnthropicStream", "UnsupportedParameter"]
 
@@ -31,10 +33,8 @@ def headers_for(provider: Any, *, content_type: str | None = "application/json")
     headers = {"accept-encoding": "identity", "anthropic-version": provider.api_version or API_VERSION}
     if content_type:
         headers["content-type"] = content_type
-    headers.update(provider.extra_headers)  # `anthropic-beta` flags, for one
-    if provider.credential:
-        headers["x-api-key"] = provider.credential
-    return headers
+    # The extra headers carry `anthropic-beta` flags, for one.
+    return with_credential(headers, provider, default_header="x-api-key")
 
 
 class AnthropicAdapter:
@@ -63,11 +63,11 @@ class AnthropicAdapter:
         return chat_completion(target, payload, created=int(self.clock()))
 
     def stream_translator(
-        self, operation: Operation, target: Target, *, include_usage: bool, secret: str = ""
+        self, operation: Operation, target: Target, *, include_usage: bool, redactor: Redactor = NO_SECRETS
     ) -> AnthropicStream:
         self._chat_only(operation)
         created = int(self.clock())
-        return AnthropicStream(target.public_model, created=created, include_usage=include_usage, secret=secret)
+        return AnthropicStream(target.public_model, created=created, include_usage=include_usage, redactor=redactor)
 
     def models_request(self, provider: Any) -> UpstreamRequest:
         url = f"{provider.base_url}/models?limit={_MODELS_PAGE}"
@@ -79,8 +79,10 @@ class AnthropicAdapter:
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise ValueError("not an Anthropic model list") from exc
 
-    def failure(self, status: int, payload: bytes, headers: Mapping[str, str], *, secret: str = "") -> UpstreamFailure:
-        return anthropic_failure(status, payload, headers, secret=secret)
+    def failure(
+        self, status: int, payload: bytes, headers: Mapping[str, str], *, redactor: Redactor = NO_SECRETS
+    ) -> UpstreamFailure:
+        return anthropic_failure(status, payload, headers, redactor=redactor)
 
     def transport(self) -> httpx.AsyncBaseTransport | None:
         return None

@@ -14,6 +14,7 @@ import orjson
 
 from providers.adapters.base import UpstreamFailure
 from providers.adapters.wire import openai_failure
+from providers.redaction import NO_SECRETS, Redactor
 
 # The HTTP status each error type comes with; an error inside a stream carries only its type.
 ERROR_STATUS = {
@@ -31,7 +32,9 @@ ERROR_STATUS = {
 OVERLOADED = 529
 
 
-def anthropic_failure(status: int, payload: bytes, headers: Mapping[str, str], *, secret: str = "") -> UpstreamFailure:
+def anthropic_failure(
+    status: int, payload: bytes, headers: Mapping[str, str], *, redactor: Redactor = NO_SECRETS
+) -> UpstreamFailure:
     """An Anthropic error answer, mapped to what Portico tells its client (`retry-after` passed on)."""
     if _error_type(payload) == "overloaded_error":
         status = OVERLOADED  # whatever status a proxy in between gave it
@@ -42,8 +45,9 @@ def anthropic_failure(status: int, payload: bytes, headers: Mapping[str, str], *
             message="The upstream provider refused to bill the gateway's account; an operator must check the provider.",
             type="api_error",
             code="upstream_billing_error",
+            reason="upstream_billing_error",
         )
-    failure = openai_failure(status, payload, headers, secret=secret)
+    failure = openai_failure(status, payload, headers, redactor=redactor)
     if failure.code == "upstream_auth_error":
         return failure
     code = None
@@ -59,11 +63,11 @@ def anthropic_failure(status: int, payload: bytes, headers: Mapping[str, str], *
     return dataclasses.replace(failure, type=error_type, code=code, param=None)
 
 
-def stream_error(error: Any, *, secret: str = "") -> bytes:
+def stream_error(error: Any, *, redactor: Redactor = NO_SECRETS) -> bytes:
     """The OpenAI error payload for an `error` event's `error` object."""
     error = error if isinstance(error, dict) else {}
     status = ERROR_STATUS.get(str(error.get("type")), 500)
-    failure = anthropic_failure(status, orjson.dumps({"error": error}), {}, secret=secret)
+    failure = anthropic_failure(status, orjson.dumps({"error": error}), {}, redactor=redactor)
     return orjson.dumps(
         {"error": {"message": failure.message, "type": failure.type, "param": None, "code": failure.code}}
     )

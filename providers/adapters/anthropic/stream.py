@@ -16,6 +16,7 @@ import orjson
 
 from providers.adapters.anthropic.errors import stream_error
 from providers.adapters.anthropic.responses import finish_reason, openai_usage
+from providers.redaction import NO_SECRETS, Redactor
 
 
 class AnthropicStream:
@@ -27,17 +28,19 @@ class AnthropicStream:
         "done",
         "failed",
         "include_usage",
-        "secret",
+        "redactor",
         "usage",
     )
 
-    def __init__(self, public_model: str, *, created: int, include_usage: bool, secret: str = "") -> None:
+    def __init__(
+        self, public_model: str, *, created: int, include_usage: bool, redactor: Redactor = NO_SECRETS
+    ) -> None:
         self.done = False
         # True once the upstream ended the stream with an error event (already relayed as an error payload).
         self.failed = False
         self.usage: dict[str, Any] | None = None
         self.include_usage = include_usage
-        self.secret = secret
+        self.redactor = redactor
         self._head: dict[str, Any] = {
             "id": "chatcmpl-",
             "object": "chat.completion.chunk",
@@ -50,7 +53,8 @@ class AnthropicStream:
         self._tool_calls: dict[int, int] = {}
 
     def feed(self, event: bytes) -> Iterable[bytes]:
-        data = orjson.loads(event)
+        # Text and tool arguments may quote a secret as errors can: it is redacted before it is parsed.
+        data = orjson.loads(self.redactor.bytes(event))
         kind = data.get("type")
         # In rough order of frequency: almost every event is a delta.
         if kind == "content_block_delta":
@@ -67,7 +71,7 @@ class AnthropicStream:
             return self._message_stop()
         if kind == "error":
             self.failed = True
-            return (stream_error(data.get("error"), secret=self.secret),)
+            return (stream_error(data.get("error"), redactor=self.redactor),)
         return ()  # ping, content_block_stop, and event types added after this was written
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:

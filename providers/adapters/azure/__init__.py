@@ -21,7 +21,9 @@ from urllib.parse import quote
 import orjson
 
 from providers.adapters.base import OPENAI_PATHS, Operation, Target, UpstreamRequest
+from providers.adapters.headers import with_credential
 from providers.adapters.openai import OpenAIAdapter, PassThrough, adjust_body
+from providers.redaction import NO_SECRETS, Redactor
 
 # The latest generally available data-plane version, used when a provider names none.
 DEFAULT_API_VERSION = "2024-10-21"
@@ -37,11 +39,8 @@ def azure_headers(provider: Any, *, content_type: str | None = "application/json
     headers = {"accept-encoding": "identity"}
     if content_type:
         headers["content-type"] = content_type
-    headers.update(provider.extra_headers)
     # Without a key the provider row may carry an Entra ID `Authorization` header among its extra headers.
-    if provider.credential:
-        headers["api-key"] = provider.credential
-    return headers
+    return with_credential(headers, provider, default_header="api-key")
 
 
 _FILTER_MARK = b'_filter_results"'
@@ -107,9 +106,9 @@ class AzureOpenAIAdapter(OpenAIAdapter):
         return super().response(operation, target, without_filter_results(payload) or payload)
 
     def stream_translator(
-        self, operation: Operation, target: Target, *, include_usage: bool, secret: str = ""
+        self, operation: Operation, target: Target, *, include_usage: bool, redactor: Redactor = NO_SECRETS
     ) -> AzureStream:
-        return AzureStream(target.public_model, include_usage=include_usage, secret=secret)
+        return AzureStream(target.public_model, include_usage=include_usage, redactor=redactor)
 
     def models_request(self, provider: Any) -> UpstreamRequest:
         url = f"{provider.base_url}/openai/models?api-version={api_version(provider)}"

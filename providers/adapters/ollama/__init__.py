@@ -23,6 +23,7 @@ from providers.adapters.ollama.bodies import chat_body, embed_body
 from providers.adapters.ollama.stream import OllamaChatStream
 from providers.adapters.openai import headers_for
 from providers.adapters.wire import openai_failure
+from providers.redaction import NO_SECRETS, Redactor
 
 __all__ = ["OllamaAdapter", "OllamaChatStream", "UnsupportedParameter"]
 
@@ -58,11 +59,11 @@ class OllamaAdapter:
         raise NotImplementedError(f"Ollama does not offer {operation}")
 
     def stream_translator(
-        self, operation: Operation, target: Target, *, include_usage: bool, secret: str = ""
+        self, operation: Operation, target: Target, *, include_usage: bool, redactor: Redactor = NO_SECRETS
     ) -> OllamaChatStream:
         if operation != "chat":
             raise NotImplementedError(f"Ollama streams chat only, not {operation}")
-        return OllamaChatStream(target.public_model, include_usage=include_usage, secret=secret)
+        return OllamaChatStream(target.public_model, include_usage=include_usage, redactor=redactor)
 
     def models_request(self, provider: Any) -> UpstreamRequest:
         return UpstreamRequest("GET", f"{provider.base_url}/api/tags", headers_for(provider, content_type=None))
@@ -70,9 +71,11 @@ class OllamaAdapter:
     def model_ids(self, payload: bytes) -> list[str]:
         return model_names(payload)
 
-    def failure(self, status: int, payload: bytes, headers: Mapping[str, str], *, secret: str = "") -> UpstreamFailure:
+    def failure(
+        self, status: int, payload: bytes, headers: Mapping[str, str], *, redactor: Redactor = NO_SECRETS
+    ) -> UpstreamFailure:
         # Ollama's errors are `{"error": "message"}`, which the OpenAI mapping already reads.
-        failure = openai_failure(status, payload, headers, secret=secret)
+        failure = openai_failure(status, payload, headers, redactor=redactor)
         if status == 404 and failure.code is None:
             # Ollama's 404 is a model the server has not pulled.
             return dataclasses.replace(failure, code="model_not_found")

@@ -23,6 +23,7 @@ from providers.adapters.ollama.answers import (
     openai_tool_calls,
     usage,
 )
+from providers.redaction import NO_SECRETS, Redactor
 
 
 def error_payload(message: str) -> bytes:
@@ -39,7 +40,7 @@ class OllamaChatStream:
         "failed",
         "include_usage",
         "model",
-        "secret",
+        "redactor",
         "usage",
     )
 
@@ -48,13 +49,13 @@ class OllamaChatStream:
         public_model: str,
         *,
         include_usage: bool,
-        secret: str = "",
+        redactor: Redactor = NO_SECRETS,
         clock: Clock = time.time,
         completion_id: str | None = None,
     ) -> None:
         self.model = public_model
         self.include_usage = include_usage
-        self.secret = secret.encode()
+        self.redactor = redactor
         self.clock = clock
         self.completion_id = completion_id or new_completion_id()
         self.created: int | None = None  # set by the first line: it also says the opening chunk is out
@@ -64,8 +65,7 @@ class OllamaChatStream:
         self.usage: dict[str, Any] | None = None
 
     def feed(self, event: bytes) -> Iterable[bytes]:
-        if self.secret and self.secret in event:
-            event = event.replace(self.secret, b"[redacted]")
+        event = self.redactor.bytes(event)
         if not event.strip():
             return ()
         try:
@@ -77,7 +77,8 @@ class OllamaChatStream:
             return (error_payload("The upstream provider sent a malformed stream line."),)
         if "error" in line:
             self.failed = True
-            return (error_payload(f"The upstream provider failed: {line['error']}"),)
+            # Redacted again once decoded: JSON may have spelled a secret with escapes.
+            return (error_payload(self.redactor.text(f"The upstream provider failed: {line['error']}")),)
         chunks = []
         if self.created is None:
             self.created = created(line, self.clock)

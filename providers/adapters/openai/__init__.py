@@ -14,7 +14,9 @@ import httpx
 import orjson
 
 from providers.adapters.base import OPENAI_PATHS, Operation, Target, UpstreamFailure, UpstreamRequest
+from providers.adapters.headers import with_credential
 from providers.adapters.wire import model_rewriter, openai_failure, openai_model_ids, rewrite_model
+from providers.redaction import NO_SECRETS, Redactor
 
 _STREAMED = frozenset({"chat", "completions"})
 
@@ -23,10 +25,7 @@ def headers_for(provider: Any, *, content_type: str | None = "application/json")
     headers = {"accept-encoding": "identity"}
     if content_type:
         headers["content-type"] = content_type
-    headers.update(provider.extra_headers)
-    if provider.credential:
-        headers["authorization"] = f"Bearer {provider.credential}"
-    return headers
+    return with_credential(headers, provider, default_header="authorization")
 
 
 def adjust_body(operation: Operation, provider: Any, body: dict[str, Any]) -> dict[str, Any]:
@@ -42,14 +41,24 @@ def adjust_body(operation: Operation, provider: Any, body: dict[str, Any]) -> di
     return body
 
 
+def error_event(event: bytes, redactor: Redactor) -> bytes:
+    """An upstream's error event with every string redacted, escaped ones included (errors are rare)."""
+    if not redactor:
+        return event
+    try:
+        return orjson.dumps(redactor.deep(orjson.loads(event)))
+    except orjson.JSONDecodeError:
+        return event
+
+
 class PassThrough:
     """An OpenAI stream relayed as is: the model renamed, usage noted (and dropped unless asked for)."""
 
-    __slots__ = ("done", "failed", "include_usage", "rewrite", "secret", "usage")
+    __slots__ = ("done", "failed", "include_usage", "redactor", "rewrite", "usage")
 
-    def __init__(self, public_model: str, *, include_usage: bool, secret: str) -> None:
+    def __init__(self, public_model: str, *, include_usage: bool, redactor: Redactor = NO_SECRETS) -> None:
         self.rewrite = model_rewriter(public_model)
-        self.secret = secret.encode()
+        self.redactor = redactor
         self.include_usage = include_usage
         self.done = False
         self.failed = False
@@ -59,12 +68,11 @@ class PassThrough:
         if event == b"[DONE]":
             self.done = True
             return ()
-        if self.secret and self.secret in event:
-            # An error event mid-stream may quote the credential, as error answers can.
-            event = event.replace(self.secret, b"[redacted]")
+        # An event may quote a secret, error events above all, as error answers can.
+        event = self.redactor.bytes(event)
         if event.startswith(b'{"error"'):
             self.failed = True
-            return (event,)
+            return (error_event(event, self.redactor),)
         if b'"usage":{' in event or b'"usage": {' in event:
             chunk = orjson.loads(event)
             self.usage = chunk.get("usage") or None
@@ -100,9 +108,9 @@ class OpenAIAdapter:
         return rewrite_model(payload, target.public_model)
 
     def stream_translator(
-        self, operation: Operation, target: Target, *, include_usage: bool, secret: str = ""
+        self, operation: Operation, target: Target, *, include_usage: bool, redactor: Redactor = NO_SECRETS
     ) -> PassThrough:
-        return PassThrough(target.public_model, include_usage=include_usage, secret=secret)
+        return PassThrough(target.public_model, include_usage=include_usage, redactor=redactor)
 
     def models_request(self, provider: Any) -> UpstreamRequest:
         return UpstreamRequest("GET", f"{provider.base_url}/models", headers_for(provider, content_type=None))
@@ -110,8 +118,10 @@ class OpenAIAdapter:
     def model_ids(self, payload: bytes) -> list[str]:
         return openai_model_ids(payload)
 
-    def failure(self, status: int, payload: bytes, headers: Mapping[str, str], *, secret: str = "") -> UpstreamFailure:
-        return openai_failure(status, payload, headers, secret=secret)
+    def failure(
+        self, status: int, payload: bytes, headers: Mapping[str, str], *, redactor: Redactor = NO_SECRETS
+    ) -> UpstreamFailure:
+        return openai_failure(status, payload, headers, redactor=redactor)
 
     def transport(self) -> httpx.AsyncBaseTransport | None:
         return None
