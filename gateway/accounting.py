@@ -26,7 +26,7 @@ from django.conf import settings
 from billing import limits, tokens
 from billing.facade import BillingSnapshot, BudgetInfo, Usage, cost_of, period_bounds, to_nano
 from billing.ledger import LedgerWriter, Spool
-from gateway.errors import LimitsUnavailable, PorticoError, QuotaExceeded, RateLimited
+from gateway.errors import InternalError, LimitsUnavailable, PorticoError, QuotaExceeded, RateLimited
 from providers.adapters.base import Operation
 from providers.facade import RouteInfo
 from tenants.facade import KeyGrant
@@ -211,8 +211,9 @@ def _budget(scope: str, label: str, info: BudgetInfo, minute: int) -> limits.Bud
         scope=scope,
         label=label,
         period=name,
-        limit=to_nano(info.amount),
-        spent=to_nano(spent),
+        # An amount past $4.6 billion is as good as none, and Redis's counters stay far from overflowing.
+        limit=limits.clamp(to_nano(info.amount), limits.COUNTER_MAX),
+        spent=limits.clamp(to_nano(spent), limits.COUNTER_MAX),
         ttl=ttl,
         ends_at=end.timestamp() if end is not None else 0.0,
     )
@@ -243,6 +244,9 @@ async def admit(call: Call, billing: BillingSnapshot) -> dict[str, str]:
         verdict = await accounts.limiter.acquire(ask)
     except limits.LimiterUnavailable:
         raise LimitsUnavailable("The rate limiter is unavailable; please retry shortly.") from None
+    except limits.LimiterFailed:
+        # Logged by the limiter; the client learns nothing of its keys or arguments.
+        raise InternalError("The server had an error while processing your request.") from None
     if not verdict.allowed:
         headers = {**verdict.headers, "retry-after": str(max(1, math.ceil(verdict.retry_after)))}
         if verdict.refused == "budget":

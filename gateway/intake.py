@@ -13,6 +13,7 @@ from gateway.accounting import Call
 from gateway.errors import InvalidRequest, ModelNotFound
 from gateway.fastpath import new_request_id
 from gateway.snapshot import Snapshot, store
+from gateway.validation import validate_output_cap
 from providers.adapters.base import Operation
 from providers.facade import RouteInfo
 from tenants.facade import KeyGrant
@@ -107,10 +108,13 @@ def check_chat_capabilities(route: RouteInfo, body: dict[str, Any]) -> None:
 def _check(route: RouteInfo, operation: Operation, body: dict[str, Any]) -> None:
     if operation == "chat":
         check_chat_capabilities(route, body)
-        return
-    require_operation(route, operation)
-    if body.get("stream"):
-        require(route, "streaming", "streaming")
+    else:
+        require_operation(route, operation)
+        if body.get("stream"):
+            require(route, "streaming", "streaming")
+    if operation in ("chat", "completions"):
+        # Before admission: what a request reserves against its limits follows from its output cap.
+        validate_output_cap(body, route.max_output_tokens)
 
 
 async def json_call(

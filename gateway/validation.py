@@ -41,16 +41,28 @@ def _type_error(param: str, expected: str, value: Any) -> InvalidRequest:
     )
 
 
+# Where OpenAI gives an integer no upper bound it still reads a signed 64-bit one: anything past it is refused.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# The most output a request may ask of a route that declares no max output tokens (or declares more): a
+# sane cap, far above any model's, that keeps what a request reserves against its limits finite.
+MAX_OUTPUT_TOKENS = 1_048_576
+_OUTPUT_CAPS = ("max_completion_tokens", "max_tokens")
+
+
 def _number(body: dict[str, Any], param: str, low: float, high: float) -> None:
-    _bounded(body, param, low, high, integer=False)
+    _bounded(body.get(param), param, low, high, integer=False)
 
 
-def _integer(body: dict[str, Any], param: str, low: int, high: int | None = None) -> None:
-    _bounded(body, param, low, high, integer=True)
+def _integer(body: dict[str, Any], param: str, low: int, high: int = INT64_MAX) -> None:
+    _bounded(body.get(param), param, low, high, integer=True)
 
 
-def _bounded(body: dict[str, Any], param: str, low: float, high: float | None, *, integer: bool) -> None:
-    value = body.get(param)
+def _shown(value: float) -> str:
+    # Integers in full, as OpenAI writes them (an int64 bound in %g would read 9.22337e+18).
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def _bounded(value: Any, param: str, low: float, high: float, *, integer: bool) -> None:
     if value is None:
         return
     kind = "integer" if integer else "decimal"
@@ -59,16 +71,45 @@ def _bounded(body: dict[str, Any], param: str, low: float, high: float | None, *
         raise _type_error(param, f"an {kind}" if integer else f"a {kind}", value)
     if value < low:
         raise InvalidRequest(
-            f"Invalid '{param}': {kind} below minimum value. Expected a value >= {low:g}, but got {value:g} instead.",
+            f"Invalid '{param}': {kind} below minimum value. "
+            f"Expected a value >= {_shown(low)}, but got {_shown(value)} instead.",
             param=param,
             code=f"{kind}_below_min_value",
         )
-    if high is not None and value > high:
+    if value > high:
         raise InvalidRequest(
-            f"Invalid '{param}': {kind} above maximum value. Expected a value <= {high:g}, but got {value:g} instead.",
+            f"Invalid '{param}': {kind} above maximum value. "
+            f"Expected a value <= {_shown(high)}, but got {_shown(value)} instead.",
             param=param,
             code=f"{kind}_above_max_value",
         )
+
+
+def _logit_bias(body: dict[str, Any]) -> None:
+    _typed(body, "logit_bias", dict)
+    for token, bias in (body.get("logit_bias") or {}).items():
+        if not token.isascii() or not token.isdigit():
+            raise InvalidRequest(
+                f"Invalid key in 'logit_bias': {token}. You should only be submitting non-negative integers.",
+                param="logit_bias",
+                code="invalid_value",
+            )
+        if bias is None:
+            raise _type_error("logit_bias", "an integer", bias)
+        _bounded(bias, "logit_bias", -100, 100, integer=True)
+
+
+def validate_output_cap(body: dict[str, Any], most: int | None) -> None:
+    """Refuse an output cap above what the route's model can produce, as OpenAI does; `most` None is unknown."""
+    limit = min(most or MAX_OUTPUT_TOKENS, MAX_OUTPUT_TOKENS)
+    for param in _OUTPUT_CAPS:
+        value = body.get(param)
+        if isinstance(value, int) and value > limit:
+            raise InvalidRequest(
+                f"{param} is too large: {value}. This model supports at most {limit} completion tokens, "
+                f"whereas you provided {value}.",
+                param=param,
+            )
 
 
 def _typed(body: dict[str, Any], param: str, kind: type) -> None:
@@ -228,10 +269,10 @@ def validate_chat_request(body: dict[str, Any]) -> None:
     _integer(body, "max_tokens", 1)
     _integer(body, "max_completion_tokens", 1)
     _integer(body, "top_logprobs", 0, 20)
-    _integer(body, "seed", -(2**63), 2**63 - 1)
+    _integer(body, "seed", INT64_MIN)
     _typed(body, "logprobs", bool)
     _typed(body, "user", str)
-    _typed(body, "logit_bias", dict)
+    _logit_bias(body)
     _typed(body, "metadata", dict)
     _stop(body)
     _tools(body)
@@ -296,7 +337,10 @@ def _streaming(body: dict[str, Any]) -> None:
 def validate_completion_request(body: dict[str, Any]) -> None:
     """The legacy completions endpoint's checks."""
     _model(body)
-    _text_or_tokens(body, "prompt")
+    if "prompt" not in body:
+        raise _missing("prompt")
+    if body["prompt"] is not None:  # null is OpenAI's default prompt, <|endoftext|>
+        _text_or_tokens(body, "prompt")
     _number(body, "temperature", 0, 2)
     _number(body, "top_p", 0, 1)
     _number(body, "presence_penalty", -2, 2)
@@ -305,6 +349,8 @@ def validate_completion_request(body: dict[str, Any]) -> None:
     _integer(body, "best_of", 0, 20)
     _integer(body, "max_tokens", 0)
     _integer(body, "logprobs", 0, 5)
+    _integer(body, "seed", INT64_MIN)
+    _logit_bias(body)
     _typed(body, "echo", bool)
     _typed(body, "suffix", str)
     _typed(body, "user", str)
@@ -347,4 +393,6 @@ def validate_image_request(body: dict[str, Any]) -> None:
     if not isinstance(prompt, str):
         raise _type_error("prompt", "a string", prompt)
     _integer(body, "n", 1, 10)
+    _integer(body, "output_compression", 0, 100)
+    _integer(body, "partial_images", 0, 3)
     _typed(body, "user", str)

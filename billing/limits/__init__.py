@@ -10,27 +10,36 @@ upstream call and, with the request's actual usage, `settle` once after it:
     await limiter.settle(verdict.ticket, tokens=used, cost=charged)
 
 `RedisLimiter` shares the limits between every process; `LocalLimiter` keeps
-them in one process (a Portico without Redis, or while Redis is away).
+them in one process (a Portico without Redis, or while Redis is away). Both
+clamp what a request reserves and settles (`RESERVATION_MAX`), so no client
+value can overflow a counter.
 """
 
 from billing.limits.local import LocalLimiter
 from billing.limits.redis import RedisLimiter
 from billing.limits.verdicts import (
+    COUNTER_MAX,
+    RESERVATION_MAX,
     Ask,
     Budget,
     Limiter,
+    LimiterFailed,
     LimiterUnavailable,
     Refusal,
     Ticket,
     Verdict,
     Window,
+    clamp,
     format_reset,
 )
 
 __all__ = [
+    "COUNTER_MAX",
+    "RESERVATION_MAX",
     "Ask",
     "Budget",
     "Limiter",
+    "LimiterFailed",
     "LimiterUnavailable",
     "LocalLimiter",
     "RedisLimiter",
@@ -38,5 +47,6 @@ __all__ = [
     "Ticket",
     "Verdict",
     "Window",
+    "clamp",
     "format_reset",
 ]

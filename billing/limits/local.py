@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 
 from billing.limits.verdicts import (
+    DEBT_MAX_MS,
     DEFAULT_LEASE,
     MINUTE_MS,
     NEVER,
@@ -23,6 +24,8 @@ from billing.limits.verdicts import (
     Ask,
     Ticket,
     Verdict,
+    bounded,
+    clamp,
     nothing_to_check,
     unlimited_verdict,
     verdict_from_reply,
@@ -45,15 +48,18 @@ class LocalLimiter:
     async def acquire(self, ask: Ask) -> Verdict:
         if nothing_to_check(ask):
             return unlimited_verdict(ask, local=True)
+        ask = bounded(ask)
         return verdict_from_reply(ask, self._check(ask), local=True)
 
     async def settle(self, ticket: Ticket, *, tokens: int, cost: int) -> None:
         now = self._clock() * 1000
+        tokens, cost = clamp(tokens), clamp(cost)
         extra = tokens - ticket.tokens
         for scope, limit in ticket.token_limits:
             if extra and limit > 0:
                 key = (scope, "tok")
                 state = max(self._buckets.get(key, now), now) + extra * (MINUTE_MS / limit)
+                state = min(state, now + DEBT_MAX_MS)
                 if state > now:
                     self._buckets[key] = state
                 else:

@@ -16,6 +16,11 @@ at most every 30 s; "closed" raises `LimiterUnavailable`. Either way Redis is
 tried again after `recheck` seconds, and the settles it missed are sent first
 once it answers, so a short outage does not hold concurrency slots for a
 whole lease.
+
+Not every error reply is an outage: a script that fails on one request's keys
+or arguments (a counter holding something else, a value out of range) is a bug
+in that request. It raises `LimiterFailed` for that request alone, which the
+scripts leave without a reservation, and Redis stays in use for every other.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from billing.limits.local import LocalLimiter
 from billing.limits.resp import RespClient
@@ -36,9 +41,12 @@ from billing.limits.scripts import ACQUIRE, SETTLE, Script
 from billing.limits.verdicts import (
     DEFAULT_LEASE,
     Ask,
+    LimiterFailed,
     LimiterUnavailable,
     Ticket,
     Verdict,
+    bounded,
+    clamp,
     nothing_to_check,
     unlimited_verdict,
     verdict_from_reply,
@@ -49,6 +57,10 @@ logger = logging.getLogger(__name__)
 ALARM_INTERVAL = 30.0  # seconds between two log lines about the same outage
 UNSETTLED_MAX = 10_000  # settles kept for replay; beyond that the oldest are left to their leases
 REPLAY_BATCH = 200
+# Error replies that describe Redis's state rather than the request: every request would get them alike.
+OUTAGE_REPLIES = frozenset(
+    {"LOADING", "BUSY", "MASTERDOWN", "READONLY", "OOM", "MISCONF", "NOAUTH", "WRONGPASS", "NOPERM", "TRYAGAIN"}
+)
 
 Args = list[str | int | float]
 
@@ -86,9 +98,16 @@ class RedisLimiter:
             return unlimited_verdict(ask, local=False)
         if self._down and not await self._redis_back():
             return await self._without_redis(ask, None)
+        ask = bounded(ask)
         keys, args = self._acquire_call(ask)
         try:
             reply: bytes = await self._run(ACQUIRE, keys, args)
+        except ResponseError as exc:
+            if not is_outage(exc):
+                logger.error("The rate limiter's acquire script failed for request %s: %s", ask.request_id, exc)
+                raise LimiterFailed(str(exc)) from exc
+            self._trouble(exc)
+            return await self._without_redis(ask, exc)
         except (RedisError, OSError) as exc:
             self._trouble(exc)
             return await self._without_redis(ask, exc)
@@ -101,6 +120,7 @@ class RedisLimiter:
             return
         if ticket.empty:
             return
+        tokens, cost = clamp(tokens), clamp(cost)
         if self._down and not await self._redis_back():
             self._unsettled.append((ticket, tokens, cost))
             return
@@ -108,6 +128,12 @@ class RedisLimiter:
         # client that waits for its answer before asking again never meets its own concurrency slot.
         try:
             await self._run(SETTLE, *self._settle_call(ticket, tokens, cost))
+        except ResponseError as exc:
+            if is_outage(exc):
+                self._trouble(exc)
+                self._unsettled.append((ticket, tokens, cost))
+            else:  # it would fail again: the reservation is left to expire with its lease
+                logger.error("The rate limiter's settle script failed for request %s: %s", ticket.request_id, exc)
         except (RedisError, OSError) as exc:
             self._trouble(exc)
             self._unsettled.append((ticket, tokens, cost))
@@ -207,6 +233,11 @@ class RedisLimiter:
             self._alarm_open = False
             logger.warning("Redis answers the rate limiter again; limits are shared across processes again")
         return True
+
+
+def is_outage(exc: ResponseError) -> bool:
+    """Whether an error reply says Redis cannot serve anyone now, rather than that this call was wrong."""
+    return isinstance(exc, NoScriptError) or str(exc).partition(" ")[0] in OUTAGE_REPLIES
 
 
 def _limit(value: int | None) -> int:

@@ -10,6 +10,8 @@ per-minute limit L pushes it n × 60000/L ms later, and a request passes while
 that point stays within a minute from now. A bucket in debt (a request used
 more tokens than it reserved) is simply one whose point lies further out.
 Times are Unix milliseconds, from Redis's clock unless the caller passes one.
+A bucket's debt is capped (MAX_DEBT, about 35 years), so its expiry stays an
+integer Redis takes.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ else
   now = tonumber(ARGV[1])
 end
 local MINUTE = 60000
+local MAX_DEBT = 1099511627776  -- DEBT_MAX_MS of verdicts.py
 """
 
 # KEYS: for each window, the keys of its limits that are set (rpm, tpm, concurrency), then one per budget.
@@ -100,13 +103,21 @@ for _ = 1, tonumber(ARGV[7]) do
   arg_at = arg_at + 3
 end
 
+if ok and cost > 0 then
+  -- The one write that can fail (a counter that is not an integer, or would overflow) goes first, and
+  -- is undone if it does, so a failing request leaves no reservation behind.
+  for i, key in ipairs(counters) do
+    local added = redis.pcall('INCRBY', key, ARGV[4])
+    if type(added) == 'table' and added.err then
+      for j = 1, i - 1 do redis.call('DECRBY', counters[j], ARGV[4]) end
+      return redis.error_reply('ERR budget counter ' .. key .. ': ' .. added.err)
+    end
+  end
+end
 if ok then
   for _, key in ipairs(flights) do
     redis.call('ZADD', key, string.format('%.17g', now + lease), member)
     redis.call('PEXPIRE', key, math.ceil(lease + MINUTE))
-  end
-  if cost > 0 then
-    for _, key in ipairs(counters) do redis.call('INCRBY', key, ARGV[4]) end
   end
 else
   reply[1] = 0
@@ -144,7 +155,7 @@ for i = 1, buckets do
     local key = KEYS[key_at]
     local base = tonumber(redis.call('GET', key)) or now
     if base < now then base = now end
-    local state = base + extra * (MINUTE / limit)
+    local state = math.min(base + extra * (MINUTE / limit), now + MAX_DEBT)
     if state > now then
       redis.call('SET', key, string.format('%.17g', state), 'PX', math.ceil(state - now) + MINUTE)
     else
@@ -156,13 +167,19 @@ for _ = 1, flights do
   key_at = key_at + 1
   redis.call('ZREM', KEYS[key_at], member)
 end
+local failure
 for _ = 1, counters do
   key_at = key_at + 1
   -- A counter that has gone (period over, Redis restarted) is re-seeded from the ledger on next use.
   if cost_delta ~= 0 and redis.call('EXISTS', KEYS[key_at]) == 1 then
-    redis.call('INCRBY', KEYS[key_at], ARGV[4])
+    -- A counter that cannot take it must not keep the others from being settled.
+    local added = redis.pcall('INCRBY', KEYS[key_at], ARGV[4])
+    if type(added) == 'table' and added.err and failure == nil then
+      failure = 'ERR budget counter ' .. KEYS[key_at] .. ': ' .. added.err
+    end
   end
 end
+if failure then return redis.error_reply(failure) end
 return 0
 """
 )

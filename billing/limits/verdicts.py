@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Literal, Protocol
 
@@ -35,6 +35,14 @@ DEFAULT_LEASE = 900.0  # seconds a concurrency slot outlives a process that neve
 # A full concurrency cap frees up when some request ends, which no clock predicts; suggest a short wait.
 CONCURRENCY_RETRY = 1.0
 NEVER = -1
+# The most one request may reserve or settle, in tokens or nano-USD: far beyond any real request ($281,475),
+# exact in the doubles Lua computes with (<= 2**53), and so far inside a signed 64-bit integer that Redis's
+# INCRBY cannot overflow however many are added to one counter.
+RESERVATION_MAX = 2**48
+# A budget's limit and seed (nano-USD) are clamped here: $4.6 billion is as good as no limit.
+COUNTER_MAX = 2**62
+# How far a token bucket may run into debt (ms, about 35 years): its expiry must stay a plain integer.
+DEBT_MAX_MS = 2.0**40
 
 _RATE_NAMES = {"requests": "requests per minute (RPM)", "tokens": "tokens per minute (TPM)"}
 _QUOTA = "You exceeded your current quota, please check your plan and billing details."
@@ -42,6 +50,10 @@ _QUOTA = "You exceeded your current quota, please check your plan and billing de
 
 class LimiterUnavailable(Exception):
     """The shared limiter cannot be reached and is configured to fail closed."""
+
+
+class LimiterFailed(Exception):
+    """The limiter refused to check this one request (a script error): a bug in that request, not an outage."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +142,17 @@ def format_reset(seconds: float) -> str:
     if minutes:
         return f"{minutes}m{secs}s"
     return f"{secs}s"
+
+
+def clamp(amount: int, most: int = RESERVATION_MAX) -> int:
+    return min(max(amount, 0), most)
+
+
+def bounded(ask: Ask) -> Ask:
+    """`ask` with its reservation clamped to what both limiters can count exactly."""
+    if 0 <= ask.tokens <= RESERVATION_MAX and 0 <= ask.cost <= RESERVATION_MAX:
+        return ask
+    return replace(ask, tokens=clamp(ask.tokens), cost=clamp(ask.cost))
 
 
 def nothing_to_check(ask: Ask) -> bool:

@@ -15,6 +15,7 @@ from django.conf import settings
 from redis.asyncio import Redis
 
 from billing.limits import (
+    RESERVATION_MAX,
     Ask,
     Budget,
     Limiter,
@@ -25,6 +26,7 @@ from billing.limits import (
     Window,
     format_reset,
 )
+from billing.limits.verdicts import DEBT_MAX_MS
 
 REDIS_URL = settings.REDIS_URL or "redis://127.0.0.1:6379/0"
 USD = 1_000_000_000  # nano-USD
@@ -426,3 +428,34 @@ async def test_a_request_without_limits_passes_and_settles_as_a_no_op(limiter: L
 
     assert (verdict.allowed, verdict.headers) == (True, {})
     await limiter.settle(ticket_of(verdict), tokens=5, cost=5)
+
+
+# --- values past what a counter holds ------------------------------------------------------------
+
+HUGE = 2**64 - 1  # what a client can make a reservation, or an upstream a usage report, add up to
+
+
+async def test_a_reservation_past_64_bits_is_clamped_rather_than_overflowing(limiter: Limiter) -> None:
+    spend = (budget(limit=100 * USD),)
+
+    ticket = ticket_of(await limiter.acquire(ask(budgets=spend, tokens=HUGE, cost=HUGE)))
+    refused = await limiter.acquire(ask(budgets=spend, cost=1))
+    await limiter.settle(ticket, tokens=0, cost=USD)
+    after = await limiter.acquire(ask(budgets=spend, cost=1))
+
+    assert (ticket.tokens, ticket.cost) == (RESERVATION_MAX, RESERVATION_MAX)
+    assert ticket.local == isinstance(limiter, LocalLimiter)  # Redis did not fail over to the process's own
+    assert refused.refused == "budget"
+    assert ticket_of(after).local == ticket.local
+
+
+async def test_a_settle_past_64_bits_leaves_a_bounded_debt(limiter: Limiter) -> None:
+    ticket = ticket_of(await limiter.acquire(ask(key(tpm=1), tokens=1)))
+    await limiter.settle(ticket, tokens=HUGE, cost=HUGE)
+
+    verdict = await limiter.acquire(ask(key(tpm=1), tokens=1))
+    elsewhere = ticket_of(await limiter.acquire(ask(tenant(rpm=5))))
+
+    assert verdict.refused == "tokens"
+    assert verdict.retry_after == pytest.approx(DEBT_MAX_MS / 1000)
+    assert elsewhere.local == isinstance(limiter, LocalLimiter)

@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError, ResponseError
 
-from billing.limits import LimiterUnavailable, RedisLimiter
+from billing.limits import Budget, LimiterFailed, LimiterUnavailable, RedisLimiter
+from billing.limits.redis import is_outage
 from billing.tests.test_limits import (
     REDIS_URL,
     FakeClock,
@@ -261,3 +263,85 @@ async def test_a_backlog_of_missed_settles_is_sent_in_batches(
         assert await admitted(limiter, ask(crowd), most=251) == 250
     finally:
         await limiter.aclose()
+
+
+# --- a script that fails on one request is that request's problem, not an outage ------------------
+
+
+async def test_a_script_error_fails_that_request_alone_and_redis_stays_in_use(
+    clock: FakeClock, redis_prefix: str, redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A budget counter holding something else than a number: every check of that budget fails.
+    await redis.hset(f"{redis_prefix}:budget:tenant:1:2026-11", "not", "a counter")
+    limiter = RedisLimiter(REDIS_URL, prefix=redis_prefix, clock=clock, on_redis_error="closed")
+    try:
+        with caplog.at_level(logging.ERROR, logger="billing.limits.redis"):
+            with pytest.raises(LimiterFailed):
+                await limiter.acquire(ask(key(rpm=2, concurrency=1), budgets=(budget(limit=100),), cost=1))
+            first = ticket_of(await limiter.acquire(ask(key(rpm=2, concurrency=1))))
+            second = await limiter.acquire(ask(key(rpm=2)))
+    finally:
+        await limiter.aclose()
+
+    assert not first.local
+    assert second.allowed  # the failed request took neither a slot nor one of the two requests a minute
+    [logged] = caplog.records  # no "Redis does not answer": it did, with an error about this request
+    assert "acquire script failed" in logged.getMessage()
+
+
+async def test_a_counter_that_cannot_take_a_reservation_leaves_every_other_as_it_was(
+    clock: FakeClock, redis_prefix: str, redis: Redis
+) -> None:
+    # Arguments past what Redis counts (a caller that did not clamp them): the second INCRBY overflows.
+    mine = Budget("key:1", "this API key", "2026-11", 100, 0, 3600)
+    overflowing = Budget("tenant:1", "this organization", "2026-11", 2**64, 0, 3600)
+    stem = f"{redis_prefix}:budget"
+    await redis.set(f"{stem}:tenant:1:2026-11", 2**63 - 10)
+    limiter = RedisLimiter(REDIS_URL, prefix=redis_prefix, clock=clock)
+    try:
+        with pytest.raises(LimiterFailed):
+            await limiter.acquire(ask(key(rpm=2, concurrency=1), budgets=(mine, overflowing), cost=100))
+    finally:
+        await limiter.aclose()
+
+    assert await redis.get(f"{stem}:key:1:2026-11") == b"0"
+    assert await redis.get(f"{stem}:tenant:1:2026-11") == str(2**63 - 10).encode()
+    assert await redis.zcard(f"{redis_prefix}:rl:key:1:cc") == 0
+    assert await redis.exists(f"{redis_prefix}:rl:key:1:req") == 0
+
+
+async def test_a_settle_the_script_refuses_still_frees_the_slot_and_keeps_redis_in_use(
+    clock: FakeClock, redis_prefix: str, redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    counter = f"{redis_prefix}:budget:tenant:1:2026-11"
+    limiter = RedisLimiter(REDIS_URL, prefix=redis_prefix, clock=clock)
+    try:
+        held = ticket_of(await limiter.acquire(ask(key(concurrency=1), budgets=(budget(limit=100),), cost=10)))
+        await redis.delete(counter)
+        await redis.hset(counter, "not", "a counter")
+        with caplog.at_level(logging.ERROR, logger="billing.limits.redis"):
+            await limiter.settle(held, tokens=0, cost=5)
+        after = ticket_of(await limiter.acquire(ask(key(concurrency=1))))
+    finally:
+        await limiter.aclose()
+
+    assert not after.local
+    assert "settle script failed" in caplog.text
+    assert "does not answer" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("error", "outage"),
+    [
+        (ResponseError("LOADING Redis is loading the dataset in memory"), True),
+        (ResponseError("BUSY Redis is busy running a script."), True),
+        (ResponseError("OOM command not allowed when used memory > 'maxmemory'. script: ..."), True),
+        (ResponseError("READONLY You can't write against a read only replica."), True),
+        (NoScriptError("NOSCRIPT No matching script."), True),
+        (ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value script: ..."), False),
+        (ResponseError("ERR value is not an integer or out of range"), False),
+        (ResponseError("ERR user_script:12: attempt to compare nil with number"), False),
+    ],
+)
+def test_only_error_replies_about_redis_itself_count_as_an_outage(error: ResponseError, outage: bool) -> None:
+    assert is_outage(error) is outage

@@ -20,11 +20,11 @@ from django.test import override_settings
 
 from billing import tokens
 from billing.facade import BillingSnapshot, BudgetInfo, LimitInfo, PriceInfo, PriceSchedule
-from billing.limits import Ask, LimiterUnavailable, LocalLimiter, Ticket, Verdict, Window
+from billing.limits import COUNTER_MAX, Ask, LimiterFailed, LimiterUnavailable, LocalLimiter, Ticket, Verdict, Window
 from billing.limits import Budget as LimiterBudget
 from gateway import accounting
 from gateway.accounting import UNCAPPED_OUTPUT_RESERVE, Accounts, Call, admit, finish
-from gateway.errors import LimitsUnavailable, QuotaExceeded, RateLimited, UpstreamTimeout
+from gateway.errors import InternalError, LimitsUnavailable, QuotaExceeded, RateLimited, UpstreamTimeout
 from providers.facade import RouteInfo
 from providers.tests.factories import make_provider_info
 from tenants.facade import KeyGrant
@@ -99,6 +99,13 @@ class DownLimiter(RecordingLimiter):
 
     async def acquire(self, ask: Ask) -> Verdict:
         raise LimiterUnavailable("Redis does not answer")
+
+
+class FailingLimiter(RecordingLimiter):
+    """The limiter's script failed on this request's keys (what Redis said is for the log, not the client)."""
+
+    async def acquire(self, ask: Ask) -> Verdict:
+        raise LimiterFailed("WRONGTYPE Operation against a key holding the wrong kind of value (portico:budget:x)")
 
 
 @pytest.fixture
@@ -475,6 +482,37 @@ async def test_an_unreachable_limiter_that_fails_closed_is_a_503(
 
     assert (error.value.status, error.value.type, error.value.code) == (503, "api_error", "limiter_unavailable")
     assert call.ticket is None
+
+
+async def test_a_limiter_failing_on_one_request_is_a_500_server_error_for_it_alone(
+    accounts: Accounts, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(accounts, "limiter", FailingLimiter(clock))
+    call = new_call()
+
+    with pytest.raises(InternalError) as error:
+        await admit(call, snapshot(limits={("key", KEY, ""): rpm(10)}))
+
+    assert error.value.body() == {
+        "error": {
+            "message": "The server had an error while processing your request.",
+            "type": "server_error",
+            "param": None,
+            "code": "internal_error",
+        }
+    }
+    assert error.value.status == 500
+    assert call.ticket is None
+
+
+async def test_a_budget_beyond_what_a_counter_holds_is_clamped(accounts: Accounts, limiter: RecordingLimiter) -> None:
+    # The largest amount the admin takes, $10 billion, is 1e19 nano-USD: past a signed 64-bit integer.
+    call = new_call()
+
+    await admit(call, snapshot(budgets={("key", KEY): budget("9999999999.9999")}))
+
+    [item] = limiter.asks[0].budgets
+    assert item.limit == COUNTER_MAX
 
 
 # --- finishing: usage, cost, settle, ledger ------------------------------------------------------

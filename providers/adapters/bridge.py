@@ -57,7 +57,7 @@ def chat_body(body: dict[str, Any]) -> dict[str, Any]:
         raise UnsupportedParameter("`best_of` is not available for this model.", param="best_of")
     chat = {name: body[name] for name in _SHARED if name in body}
     chat.setdefault("max_tokens", LEGACY_DEFAULT_MAX_TOKENS)
-    chat["messages"] = [{"role": "user", "content": _prompt_text(body.get("prompt", ""))}]
+    chat["messages"] = [{"role": "user", "content": _prompt_text(body.get("prompt") or "")}]
     return chat
 
 

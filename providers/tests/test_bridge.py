@@ -10,6 +10,7 @@ import pytest
 from providers.adapters.base import UnsupportedParameter
 from providers.adapters.bridge import CompletionStream, chat_body, completion_from_chat
 from providers.adapters.openai import PassThrough
+from providers.redaction import Redactor
 
 
 @pytest.mark.parametrize(
@@ -45,8 +46,13 @@ from providers.adapters.openai import PassThrough
             {"model": "m", "prompt": "x", "best_of": 1, "echo": False, "unknown": 1},
             {"model": "m", "max_tokens": 16, "messages": [{"role": "user", "content": "x"}]},
         ),
+        (
+            # The spec lets `prompt` be null; OpenAI then completes from an empty prompt.
+            {"model": "m", "prompt": None},
+            {"model": "m", "max_tokens": 16, "messages": [{"role": "user", "content": ""}]},
+        ),
     ],
-    ids=["defaults", "shared-fields", "stream", "harmless-legacy-fields"],
+    ids=["defaults", "shared-fields", "stream", "harmless-legacy-fields", "null-prompt"],
 )
 def test_a_legacy_request_becomes_the_equivalent_chat_request(legacy: dict[str, Any], chat: dict[str, Any]) -> None:
     assert chat_body(legacy) == chat
@@ -106,7 +112,7 @@ def _chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> by
 
 
 def test_a_chat_stream_becomes_text_completion_chunks_with_usage_when_asked() -> None:
-    stream = CompletionStream(PassThrough("house", include_usage=True, secret=""))
+    stream = CompletionStream(PassThrough("house", include_usage=True))
     usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
     events = [
         _chunk({"role": "assistant", "content": ""}),
@@ -129,7 +135,7 @@ def test_a_chat_stream_becomes_text_completion_chunks_with_usage_when_asked() ->
 
 
 def test_an_error_event_passes_through_the_bridge_and_marks_the_stream_failed() -> None:
-    stream = CompletionStream(PassThrough("house", include_usage=False, secret="sk-secret"))
+    stream = CompletionStream(PassThrough("house", include_usage=False, redactor=Redactor(["sk-secret"])))
     error = {"error": {"message": "sk-secret overloaded", "type": "server_error", "param": None, "code": None}}
 
     (payload,) = stream.feed(orjson.dumps(error))

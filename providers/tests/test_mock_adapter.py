@@ -12,6 +12,7 @@ import pytest
 from providers.adapters import ADAPTERS, adapter_for, kind_choices
 from providers.adapters.base import Target
 from providers.adapters.mock import MockAdapter
+from providers.adapters.mock.answers import MAX_ECHO_CHARS
 from providers.facade import MOCK_BASE_URL
 from providers.tests.factories import make_provider_info
 
@@ -228,3 +229,37 @@ def test_its_request_carries_the_upstream_model_and_no_credential() -> None:
     assert request.url == f"{MOCK_BASE_URL}/chat/completions"
     assert orjson.loads(request.content)["model"] == "mock-echo"
     assert "authorization" not in request.headers
+
+
+async def test_it_refuses_more_choices_than_openai_allows(mock_client: httpx.AsyncClient) -> None:
+    response = await ask(mock_client, messages=[user("again")], n=129)
+
+    assert response.status_code == 400
+    assert orjson.loads(response.content)["error"] == {
+        "message": "Invalid 'n': integer above maximum value. Expected a value <= 128, but got 129 instead.",
+        "type": "invalid_request_error",
+        "param": "n",
+        "code": "integer_above_max_value",
+    }
+
+
+async def test_a_huge_message_asked_for_many_times_echoes_a_bounded_answer(mock_client: httpx.AsyncClient) -> None:
+    message = "word " * 200_000  # 1 MB
+
+    body = await completion(mock_client, messages=[user(message)], n=128)
+
+    texts = [choice["message"]["content"] for choice in body["choices"]]
+    assert len(texts) == 128
+    assert sum(map(len, texts)) <= MAX_ECHO_CHARS
+    assert message.startswith(texts[0])
+    assert texts[0].endswith("word")  # cut between words
+    assert {choice["finish_reason"] for choice in body["choices"]} == {"length"}
+
+
+async def test_a_huge_message_streams_a_bounded_answer_too(mock_client: httpx.AsyncClient) -> None:
+    events = await stream_events(mock_client, messages=[user("word " * 200_000)], n=128)
+
+    chunks = [orjson.loads(event) for event in events[:-2]]
+    echoed = "".join(choice["delta"].get("content", "") for chunk in chunks for choice in chunk["choices"])
+    assert len(echoed) <= MAX_ECHO_CHARS
+    assert {chunk["choices"][0]["finish_reason"] for chunk in chunks} == {None, "length"}

@@ -2,8 +2,9 @@
 
 It speaks OpenAI's wire format through an in-process httpx transport, so every
 request to it takes exactly the path a real upstream request takes. It echoes
-the last user message, streams it word by word, and reports usage (one token
-per whitespace-separated word), which makes the quickstart demo and the
+the last user message (at most 64 KiB of text per answer, shared by its `n`
+choices, which OpenAI bounds to 128), streams it word by word, and reports
+usage (one token per whitespace-separated word), which makes the quickstart demo and the
 gateway's own tests independent of any outside service.
 """
 
