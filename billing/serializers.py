@@ -14,8 +14,7 @@ from rest_framework import serializers
 
 from billing.facade import period_bounds
 from billing.models import USD, Budget, BudgetAlert, RateLimit, UsageRecord
-from providers.models import ModelRoute
-from tenants.apis import ManagedKeyField, ManagedTenantField
+from tenants.apis import ManagedKeyField, ManagedTenantField, usable_models
 
 LIMIT_FIELDS = ("requests_per_minute", "tokens_per_minute", "max_concurrent")
 BUDGET_FIELDS = ("period", "amount", "soft_limit_percent")
@@ -117,14 +116,16 @@ class RateLimitSerializer(serializers.ModelSerializer):
         # Uniqueness is checked in validate(), with a message that says what to do instead.
         validators: list[Any] = []
 
-    def validate_model(self, value: str) -> str:
-        if value and not ModelRoute.objects.filter(public_id=value).exists():
-            raise serializers.ValidationError(f"Unknown model id {value!r}.")
-        return value
-
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         _check_one_owner(attrs)
         owner = {"tenant": attrs["tenant"], "api_key": attrs["api_key"]}
+        if attrs["model"]:
+            # A limit on a model the tenant may not use reads, to a tenant admin, as one on a model that does not exist.
+            tenant = attrs["tenant"] or attrs["api_key"].tenant
+            try:
+                usable_models(user=self.context["request"].user, tenant=tenant, public_ids=[attrs["model"]])
+            except serializers.ValidationError as exc:
+                raise serializers.ValidationError({"model": exc.detail}) from None
         if RateLimit.objects.filter(**owner, model=attrs["model"]).exists():
             scope = f"on {attrs['model']}" if attrs["model"] else "on all models"
             raise serializers.ValidationError(

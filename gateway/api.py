@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
+from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
@@ -28,12 +32,30 @@ from gateway.routers.removed import router as removed_router
 
 logger = logging.getLogger(__name__)
 
+View = Callable[..., HttpResponse]
+
+
+def _docs_access(view: View) -> View:
+    """/v1/docs and /v1/openapi.json describe only what OpenAI documents publicly, so anyone may read them;
+    PORTICO_PUBLIC_OPENAI_DOCS=false keeps them to staff signed in to the admin. Read per request."""
+    for_staff: View = staff_member_required(view)
+
+    @functools.wraps(view)
+    def docs(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if settings.PORTICO_PUBLIC_OPENAI_DOCS:
+            return view(request, *args, **kwargs)
+        return for_staff(request, *args, **kwargs)
+
+    return docs
+
+
 api = NinjaAPI(
     title="Portico OpenAI-compatible API",
     version="1",
     urls_namespace="openai",
     auth=api_key_auth,
     docs_url="/docs",
+    docs_decorator=_docs_access,
 )
 
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.conf import settings
 from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.request import Request
 from rest_framework.routers import DefaultRouter
 
 from billing.apis import BudgetAlertViewSet, BudgetViewSet, RateLimitViewSet, UsageViewSet
-from tenants.apis import ApiKeyViewSet, TenantViewSet
+from tenants.apis import ApiKeyViewSet, IsOperatorOrTenantAdmin, TenantViewSet
+from tenants.authentication import ManagementTokenAuthentication
 
 router = DefaultRouter()
 router.register("tenants", TenantViewSet, basename="tenant")
@@ -17,7 +23,21 @@ router.register("rate-limits", RateLimitViewSet, basename="ratelimit")
 router.register("budgets", BudgetViewSet, basename="budget")
 router.register("budget-alerts", BudgetAlertViewSet, basename="budgetalert")
 
+
+class SchemaAccess(IsOperatorOrTenantAdmin):
+    """The schema maps every management endpoint: for those who may call them, unless the operator publishes it."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return settings.PORTICO_PUBLIC_MANAGEMENT_SCHEMA or super().has_permission(request, view)
+
+
+class SchemaView(SpectacularAPIView):
+    # A staff member signed in to the admin may read it in the browser too.
+    authentication_classes = [ManagementTokenAuthentication, SessionAuthentication]
+    permission_classes = [SchemaAccess]
+
+
 urlpatterns: list[URLPattern | URLResolver] = [
-    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("schema/", SchemaView.as_view(), name="api-schema"),
     path("", include(router.urls)),
 ]

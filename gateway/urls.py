@@ -2,9 +2,15 @@ from django.contrib import admin
 from django.urls import include, path
 
 from gateway.api import api
+from gateway.error_views import invalid_url
 
 urlpatterns = [
+    # `/v1` without its slash is an unknown URL to OpenAI too: answered so, not redirected to /v1/.
+    path("v1", invalid_url),
     path("v1/", api.urls),
     path("api/", include("gateway.management_urls")),
     path("admin/", admin.site.urls),
 ]
+
+handler404 = "gateway.error_views.not_found"
+handler500 = "gateway.error_views.server_error"

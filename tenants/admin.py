@@ -5,6 +5,10 @@ A key's plaintext exists only while the request that creates it is handled:
 nothing keeps it (not the session, not the messages framework, not the
 database, which stores the prefix and a keyed hash). Revoking is the
 advertised way to retire a key, so it stays listed with its history.
+
+Management API tokens are shown once the same way. A user has one token, so
+the form refuses a second: sending the creating form again (a reload) cannot
+issue another.
 """
 
 from __future__ import annotations
@@ -21,14 +25,16 @@ from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html
 
-from tenants.models import ApiKey, Tenant
+from tenants.models import ApiKey, ManagementToken, Tenant
 from tenants.services import (
     api_key_issue_secret,
     api_key_revoke,
     api_key_set_models,
+    management_token_issue_secret,
     tenant_models_outside,
     tenant_set_models,
 )
+from tenants.signin import ThrottledAdminAuthenticationForm
 
 _KEY_TIMES = ("created_at", "last_used_at", "revoked_at")
 
@@ -36,6 +42,7 @@ _KEY_TIMES = ("created_at", "last_used_at", "revoked_at")
 admin.site.site_header = "Portico"
 admin.site.site_title = "Portico"
 admin.site.index_title = "Console"
+admin.site.login_form = ThrottledAdminAuthenticationForm
 
 
 class ApiKeyInline(admin.TabularInline):
@@ -159,3 +166,44 @@ class ApiKeyAdmin(admin.ModelAdmin):
         skipped = queryset.count() - revoked
         note = f" ({skipped} already revoked)" if skipped else ""
         self.message_user(request, f"Revoked {revoked} key(s){note}.", messages.SUCCESS)
+
+
+@admin.register(ManagementToken)
+class ManagementTokenAdmin(admin.ModelAdmin):
+    list_display = ["user", "prefix", "created_at"]
+    list_select_related = ["user"]
+    search_fields = ["user__username", "prefix"]
+    autocomplete_fields = ["user"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._issued: WeakKeyDictionary[HttpRequest, str] = WeakKeyDictionary()  # as in ApiKeyAdmin
+
+    def get_fields(self, request: HttpRequest, obj: ManagementToken | None = None) -> tuple[str, ...]:
+        return ("user",) if obj is None else ("user", "prefix", "created_at")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ManagementToken | None = None) -> tuple[str, ...]:
+        # A token is never edited: delete it and add another to replace it.
+        return () if obj is None else ("user", "prefix", "created_at")
+
+    def save_model(self, request: HttpRequest, obj: ManagementToken, form: forms.ModelForm, change: bool) -> None:
+        if not change:
+            self._issued[request] = management_token_issue_secret(token=obj)
+        super().save_model(request, obj, form, change)
+
+    def response_add(
+        self, request: HttpRequest, obj: ManagementToken, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        plaintext = self._issued.pop(request, None)
+        if plaintext is None:
+            return super().response_add(request, obj, post_url_continue)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Management API token created",
+            "token": obj,
+            "plaintext": plaintext,
+        }
+        response = TemplateResponse(request, "admin/tenants/managementtoken/token_created.html", context)
+        add_never_cache_headers(response)
+        return response

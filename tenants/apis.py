@@ -5,10 +5,15 @@ admins (users in a tenant's `admins`) manage only their tenants, and another
 tenant's objects do not exist for them (404, never 403). Any other user is
 refused (403). Serialisers sit next to their views; writes go to
 `tenants.services`.
+
+The same goes for models: to a tenant admin, a model their tenant may not use
+reads exactly as one that does not exist (`usable_models`), wherever a model
+id is given.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +28,8 @@ from rest_framework.response import Response
 
 from providers.models import ModelRoute
 from tenants.models import ApiKey, Tenant
-from tenants.services import api_key_create, api_key_revoke, tenant_models_outside
+from tenants.selectors import model_routes_for
+from tenants.services import api_key_create, api_key_revoke
 
 
 def is_operator(user: Any) -> bool:
@@ -37,6 +43,24 @@ def tenants_managed_by(user: Any) -> QuerySet[Tenant]:
     if not user.is_authenticated:
         return Tenant.objects.none()
     return Tenant.objects.filter(admins=user)
+
+
+def usable_models(*, user: Any, tenant: Tenant, public_ids: Iterable[str]) -> list[ModelRoute]:
+    """The routes of `public_ids` that `tenant` may use, else a ValidationError naming the others.
+
+    A tenant admin is told only "Unknown model" for both a model that does not exist and one their
+    tenant may not use, so they learn nothing of models kept for other tenants; an operator sees which.
+    """
+    usable, unknown, forbidden = model_routes_for(tenant=tenant, public_ids=public_ids)
+    if is_operator(user):
+        problems = [f"Unknown model: {', '.join(unknown)}."] if unknown else []
+        problems += [f"The tenant may not use: {', '.join(forbidden)}."] if forbidden else []
+    else:
+        hidden = sorted([*unknown, *forbidden])
+        problems = [f"Unknown model: {', '.join(hidden)}."] if hidden else []
+    if problems:
+        raise serializers.ValidationError(problems)
+    return usable
 
 
 class IsOperatorOrTenantAdmin(BasePermission):
@@ -139,10 +163,8 @@ class ApiKeyCreateSerializer(serializers.Serializer):
     tenant = ManagedTenantField()
     name = serializers.CharField(max_length=200)
     expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
-    allowed_models = serializers.SlugRelatedField(
-        slug_field="public_id",
-        queryset=ModelRoute.objects.all(),
-        many=True,
+    allowed_models = serializers.ListField(
+        child=serializers.CharField(max_length=200),
         required=False,
         default=list,
         help_text="Public model ids to narrow the key to; empty or left out for all of the tenant's models.",
@@ -154,10 +176,12 @@ class ApiKeyCreateSerializer(serializers.Serializer):
         return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        public_ids = [route.public_id for route in attrs["allowed_models"]]
-        outside = tenant_models_outside(tenant=attrs["tenant"], public_ids=public_ids)
-        if outside:
-            raise serializers.ValidationError({"allowed_models": f"The tenant may not use: {', '.join(outside)}."})
+        try:
+            attrs["allowed_models"] = usable_models(
+                user=self.context["request"].user, tenant=attrs["tenant"], public_ids=attrs["allowed_models"]
+            )
+        except serializers.ValidationError as exc:
+            raise serializers.ValidationError({"allowed_models": exc.detail}) from None
         return attrs
 
 

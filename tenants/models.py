@@ -57,3 +57,18 @@ class ApiKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+
+class ManagementToken(models.Model):
+    """A user's token for the management API (/api/): its prefix in clear, the whole token only as a keyed hash."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="management_token")
+    prefix = models.CharField(max_length=16, unique=True, editable=False, help_text="The public start of the token.")
+    digest = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name = "management API token"
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.prefix}…)"

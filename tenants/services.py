@@ -1,15 +1,17 @@
-"""Writes on tenants and their API keys."""
+"""Writes on tenants, their API keys, and users' management API tokens."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
 
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
 from tenants.keys import generate_key, key_digest, key_prefix
-from tenants.models import ApiKey, Tenant
+from tenants.models import ApiKey, ManagementToken, Tenant
+from tenants.tokens import generate_token, token_prefix
 
 
 def tenant_create(*, name: str, slug: str, allowed_model_ids: Iterable[int] = ()) -> Tenant:
@@ -81,3 +83,27 @@ def api_keys_mark_used(*, last_used: dict[int, datetime]) -> None:
     """Store last-used times collected in memory; `update()` keeps this out of the change signals."""
     for key_id, when in last_used.items():
         ApiKey.objects.filter(pk=key_id).update(last_used_at=when)
+
+
+def management_token_issue_secret(*, token: ManagementToken) -> str:
+    """Give an unsaved token a fresh secret whose prefix no other token has; return the plaintext."""
+    plaintext = generate_token()
+    while ManagementToken.objects.filter(prefix=token_prefix(plaintext)).exists():
+        plaintext = generate_token()
+    token.prefix = token_prefix(plaintext)
+    token.digest = key_digest(plaintext)
+    return plaintext
+
+
+@transaction.atomic
+def management_token_create(*, user: User, replace: bool = False) -> tuple[ManagementToken, str]:
+    """Give a user a token and return it with its plaintext, which is never stored and cannot be shown again.
+
+    A user has one token; `replace` retires the one they have, else having one is an IntegrityError.
+    """
+    if replace:
+        ManagementToken.objects.filter(user=user).delete()
+    token = ManagementToken(user=user)
+    plaintext = management_token_issue_secret(token=token)
+    token.save()
+    return token, plaintext

@@ -9,10 +9,10 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
 from billing.models import UsageRecord
 from tenants.models import ApiKey, Tenant
+from tenants.tests.factories import management_token_headers
 
 _seq = count(1)
 
@@ -50,5 +50,4 @@ def make_user(*, username: str | None = None, staff: bool = False, admin_of: Ite
 
 def token_headers(user: AbstractUser) -> dict[str, str]:
     """Headers that authenticate as `user` to the management API."""
-    token, _created = Token.objects.get_or_create(user=user)
-    return {"Authorization": f"Token {token.key}"}
+    return management_token_headers(user)

@@ -5,8 +5,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from itertools import count
 
+from django.contrib.auth.models import User
+
 from tenants.models import ApiKey, Tenant
-from tenants.services import api_key_create, tenant_create
+from tenants.services import api_key_create, management_token_create, tenant_create
 
 _seq = count(1)
 
@@ -33,3 +35,9 @@ def make_key(
         tenant=tenant or make_tenant(), name=name, expires_at=expires_at, allowed_model_ids=allowed_model_ids
     )
     return IssuedKey(api_key, plaintext)
+
+
+def management_token_headers(user: User, *, scheme: str = "Token") -> dict[str, str]:
+    """Headers that authenticate as `user` to the management API, with a token made for them (or a new one)."""
+    _token, plaintext = management_token_create(user=user, replace=True)
+    return {"Authorization": f"{scheme} {plaintext}"}

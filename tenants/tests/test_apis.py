@@ -12,12 +12,11 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
 from providers.tests.factories import make_route
 from tenants.facade import authenticate, load_key_grants
 from tenants.models import ApiKey
-from tenants.tests.factories import make_key, make_tenant
+from tenants.tests.factories import make_key, make_tenant, management_token_headers
 
 pytestmark = pytest.mark.django_db
 
@@ -26,7 +25,7 @@ def _headers(*, staff: bool = False, admin_of=()) -> dict[str, str]:
     user = get_user_model().objects.create_user(username=f"user-{get_user_model().objects.count()}", is_staff=staff)
     for tenant in admin_of:
         tenant.admins.add(user)
-    return {"Authorization": f"Token {Token.objects.create(user=user).key}"}
+    return management_token_headers(user)
 
 
 @pytest.fixture
