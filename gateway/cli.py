@@ -100,13 +100,11 @@ def _setup_django(*, force_settings: bool = False) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     _setup_django()
-    from django.db import connections
-
     problem = database_problem()
     if problem:
         sys.stderr.write(problem + "\n")
         return 1
-    connections.close_all()  # the server's threads open their own
+    release_database()
     return run_server(APP, host=args.host, port=args.port, workers=args.workers, access_log=args.access_log)
 
 
@@ -136,6 +134,20 @@ def database_problem() -> str | None:
     return None
 
 
+def release_database() -> None:
+    """Close this process's connections and its pool: the server's threads open their own.
+
+    A pool left open here would keep its connections for as long as the server runs,
+    in a parent process that serves nothing when there are several workers.
+    """
+    from django.db import connections
+
+    for connection in connections.all(initialized_only=True):
+        connection.close()
+        if getattr(connection, "pool", None) is not None:  # only PostgreSQL has one
+            connection.close_pool()
+
+
 def _where() -> str:
     """The database, described without its credentials."""
     from django.db import connection
@@ -148,21 +160,10 @@ def _where() -> str:
 
 
 def run_server(app: str, *, host: str, port: int, workers: int, access_log: bool) -> int:
-    """uvicorn as Portico runs in production; `app` is an import string, which several workers need."""
-    import uvicorn
+    """uvicorn as Portico runs in production, with its bounds on client input (see gateway.server)."""
+    from gateway.server import run_server as serve
 
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        workers=workers,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=access_log,
-        proxy_headers=True,
-    )
-    return 0
+    return serve(app, host=host, port=port, workers=workers, access_log=access_log)
 
 
 # --- quickstart --------------------------------------------------------------
@@ -183,9 +184,7 @@ def _quickstart(args: argparse.Namespace) -> int:
     demo = quickstart_setup(out)
     out.write(instructions(demo, host=args.host, port=args.port))
     out.flush()
-    from django.db import connections
-
-    connections.close_all()  # the server's threads open their own
+    release_database()
     return run_server(APP, host=args.host, port=args.port, workers=1, access_log=False)
 
 

@@ -5,6 +5,7 @@ import os
 import queue
 import re
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -305,6 +306,17 @@ def test_quickstart_serves_the_demo_it_prints(tmp_path, run_portico):
     assert reply.model == "mock-echo"
     css = httpx.get(f"http://127.0.0.1:{port}/static/admin/css/base.css")
     assert css.status_code == 200
+
+
+@pytest.mark.integration
+def test_quickstart_keeps_its_database_and_data_directory_private(tmp_path, run_portico):
+    data = tmp_path / "data"
+    server = run_portico(["quickstart", "--port", str(_free_port())], _embedded_env(data), tmp_path)
+
+    server.wait_for("Application startup complete")
+
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert stat.S_IMODE((data / "portico.sqlite3").stat().st_mode) == 0o600
 
 
 @pytest.mark.integration
