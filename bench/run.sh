@@ -195,9 +195,9 @@ start_portico() {  # $1 = server, $2 = transport, $3 = variant (django, plain, a
     export PORTICO_FAST_PATH=$fast PORTICO_USAGE_LEDGER=$ledger
     case $server in
     uvicorn)
-        PORTICO_HTTP_TRANSPORT=$2 "$PY" -m uvicorn gateway.asgi:application \
-            --host 127.0.0.1 --port $PORTICO_PORT --loop uvloop --http httptools --lifespan on \
-            --no-access-log --log-level warning --workers "$WORKERS" >"$log" 2>&1 &
+        # `portico serve`, as production runs it: uvicorn with Portico's bounded HTTP protocol.
+        PORTICO_HTTP_TRANSPORT=$2 PORTICO_LOG_LEVEL=WARNING .venv/bin/portico serve \
+            --host 127.0.0.1 --port $PORTICO_PORT --workers "$WORKERS" >"$log" 2>&1 &
         ;;
     granian)
         # --interface asgi sends lifespan events (asginl would not); the access log is off by default.

@@ -58,14 +58,23 @@ class ServerExited(ServerFailed):
 
 
 class PorticoServer:
-    """One `uvicorn gateway.asgi:application` process on a free port."""
+    """One Portico server process on a free port, started as production starts it (gateway.server).
 
-    def __init__(self, *, env: Mapping[str, str], log_path: Path) -> None:
+    `preexec_fn` runs in the child before it starts, e.g. to lower its open files limit.
+    """
+
+    def __init__(self, *, env: Mapping[str, str], log_path: Path, preexec_fn: Callable[[], None] | None = None) -> None:
         self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self.log_path = log_path
+        self.preexec_fn = preexec_fn
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
         self._http: httpx.Client | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, "the server is not started"
+        return self._process.pid
 
     @property
     def base_url(self) -> str:
@@ -93,11 +102,16 @@ class PorticoServer:
 
     def _spawn(self, port: int) -> None:
         self.port = port
-        command = [sys.executable, "-m", "uvicorn", "gateway.asgi:application"]
-        command += ["--host", "127.0.0.1", "--port", str(port), "--lifespan", "on", "--log-level", "warning"]
+        command = [sys.executable, "-m", "gateway.server", "--host", "127.0.0.1", "--port", str(port)]
+        command += ["--log-level", "warning"]
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-                command, cwd=PROJECT_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                command,
+                cwd=PROJECT_ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=self.preexec_fn,  # noqa: PLW1509 - only a setrlimit, before exec
             )
         if self._http is not None:
             self._http.close()
