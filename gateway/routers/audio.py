@@ -10,6 +10,7 @@ from ninja import Router
 
 from gateway.intake import find_route, grant_of, new_call, require_operation
 from gateway.relay import serve_upload
+from gateway.routers.openapi import TRANSCRIPTION_REQUEST, documented
 from gateway.snapshot import store
 from gateway.uploads import read_upload, receive_chunks
 
@@ -20,7 +21,12 @@ async def _whole(body: bytes) -> AsyncIterator[bytes]:
     yield body
 
 
-@router.post("/audio/transcriptions", summary="Transcribe audio", url_name="audio-transcriptions")
+@router.post(
+    "/audio/transcriptions",
+    summary="Transcribe audio",
+    url_name="audio-transcriptions",
+    openapi_extra=documented(TRANSCRIPTION_REQUEST, media_type="multipart/form-data"),
+)
 async def create_transcription(request: HttpRequest) -> HttpResponse:
     receive = getattr(request, "asgi_receive", None)
     # The fast path hands over the unread body; Django's own handler (PORTICO_FAST_PATH=false) has read it already.

@@ -11,22 +11,27 @@ from ninja import Router
 
 from gateway.intake import json_call
 from gateway.relay import serve
+from gateway.routers.openapi import EMBEDDING_REQUEST, IMAGE_REQUEST, MODERATION_REQUEST, documented
 from gateway.sse import EventStream
 from gateway.validation import validate_embedding_request, validate_image_request, validate_moderation_request
 
 router = Router(tags=["embeddings"])
 
 
-@router.post("/embeddings", summary="Create embeddings")
+@router.post("/embeddings", summary="Create embeddings", openapi_extra=documented(EMBEDDING_REQUEST))
 async def create_embeddings(request: HttpRequest) -> HttpResponse | EventStream:
     return await serve(*await json_call(request, "embeddings", validate_embedding_request))
 
 
-@router.post("/moderations", summary="Classify text (and images) for moderation")
+@router.post(
+    "/moderations",
+    summary="Classify text (and images) for moderation",
+    openapi_extra=documented(MODERATION_REQUEST),
+)
 async def create_moderation(request: HttpRequest) -> HttpResponse | EventStream:
     return await serve(*await json_call(request, "moderations", validate_moderation_request))
 
 
-@router.post("/images/generations", summary="Create images")
+@router.post("/images/generations", summary="Create images", openapi_extra=documented(IMAGE_REQUEST))
 async def create_image(request: HttpRequest) -> HttpResponse | EventStream:
     return await serve(*await json_call(request, "images", validate_image_request))

@@ -9,6 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Router
 
 from gateway.intake import find_route, grant_of
+from gateway.routers.openapi import documented
 from gateway.snapshot import store
 from providers.facade import RouteInfo
 
@@ -19,7 +20,7 @@ def _model_object(route: RouteInfo) -> dict[str, Any]:
     return {"id": route.public_id, "object": "model", "created": route.created, "owned_by": route.owned_by}
 
 
-@router.get("/models", summary="List models")
+@router.get("/models", summary="List models", openapi_extra=documented())
 async def list_models(request: HttpRequest) -> HttpResponse:
     grant = grant_of(request)
     routes = (await store.get()).routes
@@ -27,7 +28,7 @@ async def list_models(request: HttpRequest) -> HttpResponse:
     return HttpResponse(orjson.dumps({"object": "list", "data": data}), content_type="application/json")
 
 
-@router.get("/models/{path:model}", summary="Retrieve a model")
+@router.get("/models/{path:model}", summary="Retrieve a model", openapi_extra=documented())
 async def retrieve_model(request: HttpRequest, model: str) -> HttpResponse:
     route = find_route(await store.get(), grant_of(request), model)
     return HttpResponse(orjson.dumps(_model_object(route)), content_type="application/json")
