@@ -6,12 +6,13 @@ PORTICO_DATA_DIR, no Redis, Celery tasks run in-process.
 
 from __future__ import annotations
 
+import re
 import secrets
 from pathlib import Path
 
-import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from gateway.database import database_settings, private_sqlite_file
 from gateway.env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -26,7 +27,7 @@ def _secret_key() -> str:
     path = DATA_DIR / "secret_key"
     if path.exists():
         return path.read_text(encoding="utf-8").strip()
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
     value = secrets.token_urlsafe(50)
     path.touch(mode=0o600)
     path.write_text(value, encoding="utf-8")
@@ -51,7 +52,6 @@ INSTALLED_APPS = [
     "providers",
     "billing",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
 ]
 
@@ -63,6 +63,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "gateway.csp.AdminContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "gateway.urls"
@@ -84,12 +85,16 @@ TEMPLATES = [
 ]
 
 if not env_str("DATABASE_URL"):
-    DATA_DIR.mkdir(parents=True, exist_ok=True)  # the embedded SQLite file lives there
+    private_sqlite_file(DATA_DIR / "portico.sqlite3")  # the embedded default
 DATABASES = {
-    "default": dj_database_url.parse(
+    "default": database_settings(
         env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'portico.sqlite3'}"),
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0),
-        conn_health_checks=True,
+        # Each process's PostgreSQL connections (0: no pool); see gateway/database.py and the README's sizing.
+        pool_size=env_int("PORTICO_DB_POOL_SIZE", 10, minimum=0),
+        # Short: a request waits this long on a database that refuses, and so does a stopping ledger writer.
+        pool_timeout=env_float("PORTICO_DB_POOL_TIMEOUT", 2.0, minimum=0.1),
+        # Only without a pool. Under ASGI a kept connection is never reused (each request has its own thread).
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0),
     )
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -98,6 +103,18 @@ REDIS_URL = env_str("REDIS_URL")
 # Every Redis key and channel Portico uses starts with this, so several
 # deployments (or test runs) can share one Redis.
 PORTICO_REDIS_PREFIX = env_str("PORTICO_REDIS_PREFIX", "portico")
+# Sign-in and management API throttles count in the cache: shared by every process when Redis is set.
+CACHES = {
+    "default": (
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": PORTICO_REDIS_PREFIX,
+        }
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -112,6 +129,23 @@ PORTICO_SERVE_STATIC = env_bool("PORTICO_SERVE_STATIC", True)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("PORTICO_BEHIND_TLS_PROXY") else None
 SESSION_COOKIE_SECURE = env_bool("PORTICO_BEHIND_TLS_PROXY")
 CSRF_COOKIE_SECURE = env_bool("PORTICO_BEHIND_TLS_PROXY")
+# Browsers that reached Portico over HTTPS keep to HTTPS this long; sent on HTTPS requests only.
+SECURE_HSTS_SECONDS = env_int(
+    "PORTICO_HSTS_SECONDS", 31_536_000 if env_bool("PORTICO_BEHIND_TLS_PROXY") else 0, minimum=0
+)
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": f"django.contrib.auth.password_validation.{name}"}
+    for name in (
+        "UserAttributeSimilarityValidator",
+        "MinimumLengthValidator",
+        "CommonPasswordValidator",
+        "NumericPasswordValidator",
+    )
+]
+# The admin's sign-in refuses a username from one address after this many failures, for this many seconds.
+PORTICO_ADMIN_LOGIN_ATTEMPTS = env_int("PORTICO_ADMIN_LOGIN_ATTEMPTS", 5, minimum=1)
+PORTICO_ADMIN_LOGIN_WINDOW = env_int("PORTICO_ADMIN_LOGIN_WINDOW", 900, minimum=1)
 
 # --- Portico ---------------------------------------------------------------
 # Largest request body the OpenAI surface accepts; larger ones get 413.
@@ -140,6 +174,18 @@ PORTICO_LAST_USED_FLUSH = env_float("PORTICO_LAST_USED_FLUSH", 30.0, minimum=0.1
 # Uploads (audio transcriptions) are streamed to the provider, never held whole; this caps their size.
 PORTICO_MAX_UPLOAD_BYTES = env_int("PORTICO_MAX_UPLOAD_BYTES", 26 * 1024 * 1024, minimum=1024)
 
+# --- The HTTP server (gateway/server.py): bounds on what a client sends before it is authenticated ------------
+# Request line and headers past this many bytes, or more headers than this, get 431.
+PORTICO_MAX_HEADER_BYTES = env_int("PORTICO_MAX_HEADER_BYTES", 64 * 1024, minimum=1024)
+PORTICO_MAX_HEADERS = env_int("PORTICO_MAX_HEADERS", 100, minimum=10)
+# Seconds from a request's first byte to the end of its headers, and from there to the end of its body (408).
+PORTICO_HEADER_TIMEOUT = env_float("PORTICO_HEADER_TIMEOUT", 10.0, minimum=0.1)
+PORTICO_BODY_TIMEOUT = env_float("PORTICO_BODY_TIMEOUT", 120.0, minimum=0.1)
+# Seconds a connection may sit idle, before its first request or between requests, before it is closed.
+PORTICO_KEEPALIVE_TIMEOUT = env_int("PORTICO_KEEPALIVE_TIMEOUT", 5, minimum=1)
+# Client connections per process past which requests get 503; 0 derives it from the open files limit.
+PORTICO_MAX_CONNECTIONS = env_int("PORTICO_MAX_CONNECTIONS", 0, minimum=0)
+
 # --- Limits, budgets and the ledger ------------------------------------------
 # What to do when Redis (the shared limiter) is unreachable: "open" serves with a per-process
 # limiter and logs loudly; "closed" refuses requests with 503 until Redis is back.
@@ -159,13 +205,35 @@ PORTICO_LEDGER_BATCH = env_int("PORTICO_LEDGER_BATCH", 500, minimum=1)
 
 # --- Management API (/api/) ------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.ManagementTokenAuthentication"],
+    # JSON only, and no control characters in its strings (Postgres refuses NUL in text).
+    "DEFAULT_PARSER_CLASSES": ["tenants.parsers.PlainTextJSONParser"],
+    "DEFAULT_THROTTLE_CLASSES": ["tenants.throttles.UserThrottle", "tenants.throttles.AnonymousThrottle"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "gateway.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # A database that cannot be reached is a JSON 503 there, not a 500.
+    "EXCEPTION_HANDLER": "gateway.management_errors.exception_handler",
 }
+
+
+def _rate(name: str, default: str) -> str:
+    value = env_str(name, default)
+    if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", value):
+        raise ImproperlyConfigured(f"{name} must read like 600/min, got {value!r}")
+    return value
+
+
+# Requests per user (by token) and per address (without one) to /api/, e.g. 600/min; rates are n/s, /min, /h or /day.
+PORTICO_API_THROTTLE_USER = _rate("PORTICO_API_THROTTLE_USER", "600/min")
+PORTICO_API_THROTTLE_ANON = _rate("PORTICO_API_THROTTLE_ANON", "60/min")
+# /v1/docs and /v1/openapi.json describe the public OpenAI surface: served to anyone unless this is off
+# (then to staff signed in to the admin). /api/schema/ maps the management API: it needs a management
+# token (or a staff admin session) unless PORTICO_PUBLIC_MANAGEMENT_SCHEMA is on.
+PORTICO_PUBLIC_OPENAI_DOCS = env_bool("PORTICO_PUBLIC_OPENAI_DOCS", True)
+PORTICO_PUBLIC_MANAGEMENT_SCHEMA = env_bool("PORTICO_PUBLIC_MANAGEMENT_SCHEMA", False)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Portico management API",
     "DESCRIPTION": "Keys, usage, rate limits and budgets of Portico's tenants.",
