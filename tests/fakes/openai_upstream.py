@@ -26,6 +26,13 @@ SHA-256; the transcript comes as json, text, srt, vtt or verbose_json). Scripts
 apply there too: `Fail`, `Hang` and `CloseBeforeAnswer` everywhere, a `Reply`'s
 content as the completion or the transcript, `Echo` as the prompt.
 
+Every behaviour, and the scripts that choose one per request (`Cycle`, `Steps`,
+`Flaky`), is described in `tests.fakes.behaviours`. A script for the model
+`ANY_MODEL` answers every model without one of its own. A server started with a
+`label` (see `tests.fakes.fleet` for several at once) says who it is: its
+default answer is "served by <label>", and every response carries an
+`x-fake-upstream: <label>` header.
+
 One server speaks every endpoint, hence a module longer than most; its answer
 builders are small pure functions.
 """
@@ -36,16 +43,55 @@ import asyncio
 import base64
 import hashlib
 import json
+import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import BodyPartReader, web
 
+from tests.fakes.behaviours import (
+    DEFAULT_CONTENT,
+    Behaviour,
+    CloseBeforeAnswer,
+    DropMidStream,
+    Echo,
+    Fail,
+    FailMidStream,
+    Hang,
+    QuoteHeader,
+    Reply,
+    Script,
+    Stall,
+    resolve,
+)
 from tests.fakes.loopback import LoopbackServer
+
+__all__ = [
+    "ANY_MODEL",
+    "FAKE_PNG",
+    "AnswerLog",
+    "Behaviour",
+    "CloseBeforeAnswer",
+    "DropMidStream",
+    "Echo",
+    "Fail",
+    "FailMidStream",
+    "FakeUpstream",
+    "Hang",
+    "QuoteHeader",
+    "Received",
+    "Reply",
+    "Stall",
+    "completion",
+    "embedding",
+    "stream_events",
+]
+
+ANY_MODEL = "*"  # the script of every model that has none of its own
 
 CREATED = 1_700_000_000
 EMBEDDING_SIZE = 4  # the length of a vector when the request names no `dimensions`
@@ -70,70 +116,6 @@ TEXT_PLAIN = "text/plain; charset=utf-8"  # OpenAI's type for text, srt and vtt 
 
 
 @dataclass(frozen=True)
-class Reply:
-    """Answer normally: JSON, or SSE if the request asks to stream (one event per word)."""
-
-    content: str = "Hello from the fake upstream."
-    delay: float = 0.0  # seconds between two stream events
-    prompt_tokens: int = 11
-
-
-@dataclass(frozen=True)
-class Echo:
-    """Answer like `Reply`, with the last user message as the content: tells concurrent requests apart."""
-
-    delay: float = 0.0
-
-
-@dataclass(frozen=True)
-class Fail:
-    """Answer with an HTTP error and OpenAI's error body."""
-
-    status: int
-    message: str = "The fake upstream refused the request."
-    type: str = "invalid_request_error"
-    code: str | None = None
-    param: str | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class QuoteHeader:
-    """Answer with an HTTP error whose message, type, param and code all quote a header of the request."""
-
-    header: str
-    status: int = 400
-
-
-@dataclass(frozen=True)
-class FailMidStream:
-    """Stream the opening chunk, then `error` as an error event, and end the stream as OpenAI does after one."""
-
-    error: Fail
-
-
-@dataclass(frozen=True)
-class Hang:
-    """Accept the request and never answer."""
-
-
-@dataclass(frozen=True)
-class DropMidStream:
-    """Start a stream, send `after` events, then close the socket without ending the chunked body."""
-
-    after: int = 2
-    content: str = "this stream will never finish properly"
-
-
-@dataclass(frozen=True)
-class CloseBeforeAnswer:
-    """Close the connection without sending a single byte of answer."""
-
-
-Behaviour = Reply | Echo | Fail | QuoteHeader | FailMidStream | Hang | DropMidStream | CloseBeforeAnswer
-
-
-@dataclass(frozen=True)
 class ReceivedFile:
     """A file part of a multipart request: its names, and its bytes as a size and a hash."""
 
@@ -154,11 +136,17 @@ class Received:
     body: dict[str, Any]  # the JSON body, or a multipart request's text fields (a repeated one as a list)
     query: dict[str, str] = field(default_factory=dict)
     files: tuple[ReceivedFile, ...] = ()
+    at: float = field(default_factory=time.monotonic)  # when it arrived, on the test process's clock
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """The chat messages sent, an assistant prefix for a resumed stream included."""
+        return list(self.body.get("messages") or [])
 
 
 @dataclass
 class AnswerLog:
-    """What happened to one streamed (or hanging) answer."""
+    """What happened to one streamed, hanging, stalled or delayed answer."""
 
     sent_at: list[float] = field(default_factory=list)  # time.monotonic() after each event was written
     finished: bool = False  # every event was sent; only [DONE] was left
@@ -351,18 +339,6 @@ def _error_body(fail: Fail) -> dict[str, Any]:
     return {"error": {"message": fail.message, "type": fail.type, "param": fail.param, "code": fail.code}}
 
 
-def _answering(behaviour: Behaviour, echoed: Any) -> Reply:
-    """The reply a script that answers stands for, `echoed` being what `Echo` repeats."""
-    if isinstance(behaviour, FailMidStream):
-        return Reply()
-    if isinstance(behaviour, Echo):
-        return Reply(echoed if isinstance(echoed, str) and echoed else "(nothing to echo)", delay=behaviour.delay)
-    if isinstance(behaviour, DropMidStream):
-        return Reply(behaviour.content)
-    assert isinstance(behaviour, Reply)
-    return behaviour
-
-
 def _include_usage(body: dict[str, Any]) -> bool:
     return bool((body.get("stream_options") or {}).get("include_usage"))
 
@@ -393,10 +369,12 @@ class FakeUpstream(LoopbackServer):
 
     name = "fake-openai-upstream"
 
-    def __init__(self) -> None:
+    def __init__(self, label: str | None = None) -> None:
         super().__init__()
+        self.label = label
         self._lock = threading.Lock()
-        self._scripts: dict[str, Behaviour] = {}
+        self._scripts: dict[str, Script] = {}
+        self._counts: dict[str, int] = {}  # requests each script has answered since it was set
         self._received: list[Received] = []
         self._answers: dict[str, list[AnswerLog]] = {}
         self._runner: web.AppRunner | None = None
@@ -407,16 +385,26 @@ class FakeUpstream(LoopbackServer):
 
     # --- scripting and inspection (called from the test thread) ---
 
-    def script(self, model: str, behaviour: Behaviour) -> None:
+    def script(self, model: str, behaviour: Script) -> None:
+        """Script the answers for `model` (`ANY_MODEL`: every model without a script); a choice starts over."""
         with self._lock:
             self._scripts[model] = behaviour
+            self._counts[model] = 0
+
+    def reset(self) -> None:
+        """Forget every script and everything recorded, for a server shared by several tests."""
+        with self._lock:
+            self._scripts.clear()
+            self._counts.clear()
+            self._received.clear()
+            self._answers.clear()
 
     def received(self, model: str | None = None) -> list[Received]:
         with self._lock:
             return [r for r in self._received if model is None or r.body.get("model") == model]
 
     def answers(self, model: str) -> list[AnswerLog]:
-        """Logs of the streamed and hanging answers given for `model`, in order."""
+        """Logs of the streamed, hanging, stalled and delayed answers given for `model`, in order."""
         with self._lock:
             return list(self._answers.get(model, ()))
 
@@ -443,12 +431,17 @@ class FakeUpstream(LoopbackServer):
         router.add_post(f"{prefix}/audio/transcriptions", self._transcriptions)
 
     async def _listen(self, app: web.Application) -> None:
+        if self.label is not None:
+            app.on_response_prepare.append(self._sign)
         # Cancelling the handler when its client leaves is how the fake notices a disconnect;
         # a short shutdown timeout keeps a still-hanging request from holding up teardown.
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         assert self._socket is not None
         await web.SockSite(self._runner, self._socket).start()
+
+    async def _sign(self, request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["x-fake-upstream"] = str(self.label)
 
     async def _cleanup(self) -> None:
         if self._runner is not None:
@@ -467,16 +460,40 @@ class FakeUpstream(LoopbackServer):
     def _log_request(
         self, request: web.Request, body: dict[str, Any], files: tuple[ReceivedFile, ...] = ()
     ) -> Behaviour:
-        """Record the request; the script of the model it names."""
+        """Record the request; what its model's script says to do with it."""
         headers = {name.lower(): value for name, value in request.headers.items()}
         received = Received(request.method, request.path, headers, body, dict(request.query), files)
         with self._lock:
             self._received.append(received)
-            return self._scripts.get(str(body.get("model")), Reply())
+            model = str(body.get("model"))
+            key = model if model in self._scripts else ANY_MODEL
+            if key not in self._scripts:
+                return Reply()
+            index = self._counts.get(key, 0)
+            self._counts[key] = index + 1
+            return resolve(self._scripts[key], index)
+
+    def _answering(self, behaviour: Behaviour, echoed: Any) -> Reply:
+        """The reply a script that answers stands for, `echoed` being what `Echo` repeats."""
+        if isinstance(behaviour, FailMidStream):
+            reply = Reply()
+        elif isinstance(behaviour, Echo):
+            reply = Reply(echoed if isinstance(echoed, str) and echoed else "(nothing to echo)", delay=behaviour.delay)
+        elif isinstance(behaviour, DropMidStream | Stall):
+            reply = Reply(behaviour.content)
+        else:
+            assert isinstance(behaviour, Reply)
+            reply = behaviour
+        if self.label is not None and reply.content == DEFAULT_CONTENT:
+            reply = replace(reply, content=f"served by {self.label}")
+        return reply
 
     async def _refuse(self, request: web.Request, model: str, behaviour: Behaviour) -> web.StreamResponse | None:
         """The answer of a script that fails, hangs or closes, on any endpoint; None if it answers."""
         if isinstance(behaviour, Fail):
+            if behaviour.raw is not None:
+                headers = {"Content-Type": "text/html", **behaviour.headers}
+                return web.Response(text=behaviour.raw, status=behaviour.status, headers=headers)
             return web.json_response(_error_body(behaviour), status=behaviour.status, headers=dict(behaviour.headers))
         if isinstance(behaviour, QuoteHeader):
             quoted = request.headers.get(behaviour.header, "")
@@ -485,7 +502,7 @@ class FakeUpstream(LoopbackServer):
         if isinstance(behaviour, Hang):
             return await self._hang(model)
         if isinstance(behaviour, CloseBeforeAnswer):
-            return await self._close(request)
+            return await self._close(request, reset=behaviour.reset)
         return None
 
     async def _models(self, request: web.Request) -> web.Response:
@@ -500,17 +517,18 @@ class FakeUpstream(LoopbackServer):
         model = str(body.get("model"))
         if (refusal := await self._refuse(request, model, behaviour)) is not None:
             return refusal
-        reply = _answering(behaviour, _last_user_text(body))
+        reply = self._answering(behaviour, _last_user_text(body))
         if isinstance(behaviour, DropMidStream):
             events = stream_events(model, behaviour.content, prompt_tokens=1, include_usage=False)
-            return await self._drop(request, events[: behaviour.after])
+            return await self._drop(request, events[: behaviour.after], reset=behaviour.reset)
         if isinstance(behaviour, FailMidStream):
             opening = stream_events(model, "", prompt_tokens=1, include_usage=False)[0]
             return await self._fail_mid_stream(request, [opening, json.dumps(_error_body(behaviour.error)).encode()])
+        stall = behaviour if isinstance(behaviour, Stall) else None
         if body.get("stream"):
             events = self.chat_events(model, reply, include_usage=_include_usage(body))
-            return await self._stream(request, model, events, reply.delay)
-        return web.json_response(self.chat_answer(model, reply, int(body.get("n") or 1)))
+            return await self._stream(request, model, events, reply, stall)
+        return await self._whole(request, model, self.chat_answer(model, reply, int(body.get("n") or 1)), reply, stall)
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -518,16 +536,17 @@ class FakeUpstream(LoopbackServer):
         model = str(body.get("model"))
         if (refusal := await self._refuse(request, model, behaviour)) is not None:
             return refusal
-        reply = _answering(behaviour, body.get("prompt"))
+        reply = self._answering(behaviour, body.get("prompt"))
         usage_asked = _include_usage(body)
         events = text_completion_events(
             model, reply.content, prompt_tokens=reply.prompt_tokens, include_usage=usage_asked
         )
         if isinstance(behaviour, DropMidStream):
-            return await self._drop(request, events[: behaviour.after])
+            return await self._drop(request, events[: behaviour.after], reset=behaviour.reset)
+        stall = behaviour if isinstance(behaviour, Stall) else None
         if body.get("stream"):
-            return await self._stream(request, model, events, reply.delay)
-        return web.json_response(text_completion(model, reply, int(body.get("n") or 1)))
+            return await self._stream(request, model, events, reply, stall)
+        return await self._whole(request, model, text_completion(model, reply, int(body.get("n") or 1)), reply, stall)
 
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
         return await self._answer_json(request, embedding_list)
@@ -547,14 +566,17 @@ class FakeUpstream(LoopbackServer):
         model = str(body.get("model"))
         if (refusal := await self._refuse(request, model, behaviour)) is not None:
             return refusal
-        return web.json_response(answer(model, body))
+        pace = behaviour if isinstance(behaviour, Reply) else Reply()
+        return await self._whole(
+            request, model, answer(model, body), pace, behaviour if isinstance(behaviour, Stall) else None
+        )
 
     async def _transcriptions(self, request: web.Request) -> web.StreamResponse:
         fields, files = await _read_form(request)
         behaviour = self._log_request(request, fields, files)
         if (refusal := await self._refuse(request, str(fields.get("model")), behaviour)) is not None:
             return refusal
-        status, content, content_type = transcription(_answering(behaviour, fields.get("prompt")).content, fields)
+        status, content, content_type = transcription(self._answering(behaviour, fields.get("prompt")).content, fields)
         return web.Response(body=content, status=status, headers={"Content-Type": content_type})
 
     async def _hang(self, model: str) -> web.StreamResponse:
@@ -566,18 +588,25 @@ class FakeUpstream(LoopbackServer):
             raise
         raise AssertionError("unreachable")
 
-    async def _close(self, request: web.Request) -> web.StreamResponse:
-        assert request.transport is not None
-        request.transport.close()
+    async def _close(self, request: web.Request, *, reset: bool = False) -> web.StreamResponse:
+        transport = request.transport
+        assert transport is not None
+        if reset:
+            # Lingering for 0 s makes the close send a RST, which the client reads as "connection reset by peer".
+            sock = transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            transport.abort()
+        else:
+            transport.close()
         await asyncio.Event().wait()  # cancelled as soon as the connection is gone
         raise AssertionError("unreachable")
 
-    async def _drop(self, request: web.Request, events: list[bytes]) -> web.StreamResponse:
+    async def _drop(self, request: web.Request, events: list[bytes], *, reset: bool = False) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         for data in events:
             await response.write(b"data: " + data + b"\n\n")
-        return await self._close(request)
+        return await self._close(request, reset=reset)
 
     async def _fail_mid_stream(self, request: web.Request, events: list[bytes]) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -587,16 +616,50 @@ class FakeUpstream(LoopbackServer):
         await response.write_eof()
         return response
 
-    async def _stream(self, request: web.Request, model: str, events: list[bytes], delay: float) -> web.StreamResponse:
+    async def _whole(
+        self, request: web.Request, model: str, answer: dict[str, Any], pace: Reply, stall: Stall | None
+    ) -> web.StreamResponse:
+        """A JSON answer, after `pace.first_byte`; a stall sends the headers and holds the body back.
+
+        Only an answer that waits is logged in `answers()`, as a streamed one is."""
+        if not pace.first_byte and stall is None:
+            return web.json_response(answer, headers=dict(pace.headers))
+        content = json.dumps(answer).encode()
+        response = web.StreamResponse(headers={"Content-Type": "application/json", **pace.headers})
+        response.content_length = len(content)
         log = self._log_answer(model)
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         try:
+            await asyncio.sleep(pace.first_byte)
+            await response.prepare(request)
+            if stall is not None:
+                await _pause(stall.seconds)
+            await response.write(content)
+            log.finished = True
+            await response.write_eof()
+        except (asyncio.CancelledError, ConnectionResetError):
+            log.closed_early.set()
+            raise
+        return response
+
+    async def _stream(
+        self, request: web.Request, model: str, events: list[bytes], pace: Reply, stall: Stall | None = None
+    ) -> web.StreamResponse:
+        log = self._log_answer(model)
+        headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **pace.headers}
+        response = web.StreamResponse(headers=headers)
+        try:
+            if pace.first_byte:
+                await asyncio.sleep(pace.first_byte)
             await response.prepare(request)
             for index, data in enumerate(events):
-                if index and delay:
-                    await asyncio.sleep(delay)
+                if stall is not None and index == stall.after:
+                    await _pause(stall.seconds)
+                elif index and pace.delay:
+                    await asyncio.sleep(pace.delay)
                 await response.write(b"data: " + data + b"\n\n")
                 log.sent_at.append(time.monotonic())
+            if stall is not None and stall.after >= len(events):
+                await _pause(stall.seconds)
             # Marked before [DONE] goes out: a client that has read [DONE] must find the stream finished.
             log.finished = True
             await response.write(b"data: [DONE]\n\n")
@@ -605,3 +668,11 @@ class FakeUpstream(LoopbackServer):
             log.closed_early.set()
             raise
         return response
+
+
+async def _pause(seconds: float | None) -> None:
+    """Wait `seconds`, or until the client leaves (the handler is cancelled) if None."""
+    if seconds is None:
+        await asyncio.Event().wait()
+    else:
+        await asyncio.sleep(seconds)
