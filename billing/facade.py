@@ -1,102 +1,22 @@
 """What the hot path may know about billing: prices, limits and budgets as frozen values.
 
 `load_billing()` queries the database when the snapshot is rebuilt, never per
-request. Money here is Decimal USD; the limiter counts integer nano-dollars.
+request. Money values and their rules are in billing.money; what the hot path
+writes (admission, usage, the ledger line) goes through billing.metering.
 """
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from decimal import ROUND_CEILING, Decimal
-from typing import Any
+from datetime import UTC, datetime
+from decimal import Decimal
 
 from django.db.models import Sum
 
 from billing.models import Budget, Price, RateLimit, UsageRecord
-
-MILLION = Decimal(1_000_000)
-NANO = Decimal("1e9")
-
-
-@dataclass(frozen=True, slots=True)
-class PriceInfo:
-    since: float  # epoch seconds
-    input: Decimal  # USD per 1M tokens
-    output: Decimal
-    cached_input: Decimal
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-    reasoning_tokens: int = 0
-
-    @classmethod
-    def from_openai(cls, usage: dict[str, Any] | None) -> Usage | None:
-        """Read OpenAI's usage object (chat, completions and embeddings shapes); None if there is none."""
-        if not isinstance(usage, dict):
-            return None
-        prompt = usage.get("prompt_tokens") or usage.get("input_tokens")
-        completion = usage.get("completion_tokens") or usage.get("output_tokens")
-        details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
-        out_details = usage.get("completion_tokens_details") or usage.get("output_tokens_details") or {}
-        return cls(
-            prompt_tokens=_count(prompt),
-            completion_tokens=_count(completion),
-            cached_tokens=_count(details.get("cached_tokens")),
-            reasoning_tokens=_count(out_details.get("reasoning_tokens")),
-        )
-
-    @property
-    def total(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-
-# The ledger stores counts in 32-bit integer columns.
-_MAX_COUNT = 2**31 - 1
-
-
-def _count(value: Any) -> int:
-    """An upstream's token count as the ledger can store it: what is not a count is 0, a huge one the maximum."""
-    try:
-        return min(max(int(value or 0), 0), _MAX_COUNT)
-    except (TypeError, ValueError, OverflowError):
-        return 0
-
-
-def cost_of(price: PriceInfo | None, usage: Usage) -> Decimal:
-    """Exact USD: cached prompt tokens at the cached price, the rest at the input price."""
-    if price is None:
-        return Decimal(0)
-    cached = min(usage.cached_tokens, usage.prompt_tokens)
-    amount = (
-        (usage.prompt_tokens - cached) * price.input
-        + cached * price.cached_input
-        + usage.completion_tokens * price.output
-    )
-    return amount / MILLION
-
-
-def to_nano(amount: Decimal) -> int:
-    """USD as whole nano-dollars, rounded up so budgets never under-count."""
-    return int((amount * NANO).to_integral_value(rounding=ROUND_CEILING))
-
-
-@dataclass(frozen=True, slots=True)
-class PriceSchedule:
-    """A route's prices, oldest first; the one in effect at a time is found by bisection."""
-
-    starts: tuple[float, ...] = ()
-    prices: tuple[PriceInfo, ...] = ()
-
-    def at(self, when: float) -> PriceInfo | None:
-        index = bisect.bisect_right(self.starts, when) - 1
-        return self.prices[index] if index >= 0 else None
+from billing.money import PriceInfo, PriceSchedule
+from billing.periods import period_bounds
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,19 +48,6 @@ class BillingSnapshot:
 
     def applies_to(self, key_id: int, tenant_id: int) -> bool:
         return ("key", key_id) in self.limited or ("tenant", tenant_id) in self.limited
-
-
-def period_bounds(period: str, now: datetime) -> tuple[str, datetime | None, datetime | None]:
-    """The name, start and end (UTC) of the budget period containing `now`."""
-    now = now.astimezone(UTC)
-    if period == Budget.Period.DAILY:
-        start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        return start.strftime("%Y-%m-%d"), start, start + timedelta(days=1)
-    if period == Budget.Period.MONTHLY:
-        start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        end = (start + timedelta(days=32)).replace(day=1)
-        return start.strftime("%Y-%m"), start, end
-    return "all", None, None
 
 
 def _price_schedules() -> dict[str, PriceSchedule]:

@@ -27,8 +27,8 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce
 
-from billing.facade import period_bounds
 from billing.models import USD, Budget, UsageRecord
+from billing.periods import period_bounds
 
 _MONEY = DecimalField(max_digits=USD["max_digits"], decimal_places=USD["decimal_places"])
 _ZERO = Value(Decimal(0), output_field=_MONEY)

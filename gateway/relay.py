@@ -16,7 +16,6 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
-from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -24,6 +23,7 @@ import orjson
 from django.http import HttpResponse
 
 from billing.facade import BillingSnapshot
+from billing.metering import usd
 from gateway.accounting import Call, admit, counted_usage, finish
 from gateway.errors import InvalidRequest, PorticoError, UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from gateway.sse import DONE, EventSplitter, EventStream, LineSplitter, frame
@@ -194,13 +194,8 @@ def answer(
             content = orjson.dumps(body)
     cost = finish(call, billing)
     response = HttpResponse(content, content_type=content_type)
-    response["x-portico-cost"] = _usd(cost)
+    response["x-portico-cost"] = usd(cost)
     return response
-
-
-def _usd(amount: Decimal) -> str:
-    text = format(amount.normalize(), "f")
-    return "0" if text in ("0", "-0") else text
 
 
 async def _relay_stream(

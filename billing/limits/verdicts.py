@@ -22,8 +22,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from decimal import Decimal
 from typing import Literal, Protocol
+
+from billing.money import from_nano, usd
 
 Refusal = Literal["requests", "tokens", "concurrency", "budget"]
 
@@ -248,11 +249,5 @@ def _rate_refusal(
 
 def _quota(budget: Budget, current: int) -> str:
     period = "" if budget.period == "all" else f" for {budget.period}"
-    return f"{_QUOTA} Budget of {budget.label}{period}: Limit ${_usd(budget.limit)}, Used ${_usd(current)}."
-
-
-def _usd(nano: int) -> str:
-    """Dollars with cents, and more digits only when a budget really has them: "10.00", "0.0005"."""
-    text = format(Decimal(nano).scaleb(-9).normalize(), "f")
-    whole, _, fraction = text.partition(".")
-    return f"{whole}.{fraction.ljust(2, '0')}"
+    limit, used = usd(from_nano(budget.limit), cents=True), usd(from_nano(current), cents=True)
+    return f"{_QUOTA} Budget of {budget.label}{period}: Limit ${limit}, Used ${used}."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import logging
 import os
@@ -24,7 +25,7 @@ from django.core.management import CommandError, call_command
 from django.db import DatabaseError, OperationalError, connections
 
 from billing import ledger
-from billing.ledger import LedgerWriter, Spool, drain, insert_records
+from billing.ledger import LedgerEntry, LedgerWriter, Spool, drain, insert_records
 from billing.models import UsageRecord
 
 CREATED_AT = 1_790_000_000.25  # 2026-09-21, as Call.started_at holds it
@@ -33,32 +34,32 @@ DEADLINE = 5.0
 
 
 def entry(request_id: str, **fields: Any) -> dict[str, Any]:
-    """A ledger line as gateway.accounting appends it."""
-    line: dict[str, Any] = {
-        "request_id": request_id,
-        "client_request_id": f"client-{request_id}",
-        "created_at": CREATED_AT,
-        "tenant_id": 7,
-        "api_key_id": 11,
-        "key_prefix": "pk-ab12",
-        "operation": "chat",
-        "model": "gpt-4o",
-        "provider": "openai",
-        "upstream_model": "gpt-4o-2024-08-06",
-        "prompt_tokens": 12,
-        "completion_tokens": 5,
-        "cached_tokens": 2,
-        "reasoning_tokens": 0,
-        "tokens_estimated": False,
-        "cost": "0.0000755000",
-        "latency_ms": 840,
-        "first_token_ms": 120,
-        "status": 200,
-        "error_type": "",
-        "streamed": True,
-        "client_disconnected": False,
-    }
-    return {**line, **fields}
+    """A ledger line as billing.metering appends it."""
+    line = LedgerEntry(
+        request_id=request_id,
+        client_request_id=f"client-{request_id}",
+        created_at=CREATED_AT,
+        tenant_id=7,
+        api_key_id=11,
+        key_prefix="pk-ab12",
+        operation="chat",
+        model="gpt-4o",
+        provider="openai",
+        upstream_model="gpt-4o-2024-08-06",
+        prompt_tokens=12,
+        completion_tokens=5,
+        cached_tokens=2,
+        reasoning_tokens=0,
+        tokens_estimated=False,
+        cost=Decimal("0.0000755000"),
+        latency_ms=840,
+        first_token_ms=120,
+        status=200,
+        error_type="",
+        streamed=True,
+        client_disconnected=False,
+    )
+    return {**line.row(), **fields}
 
 
 def spool_file(directory: Path, name: str, request_ids: list[str]) -> Path:
@@ -722,3 +723,25 @@ def test_the_command_fails_loudly_and_keeps_the_lines_when_the_database_refuses(
 
     assert path.exists()
     assert request_ids() == []
+
+
+# --- one schema ----------------------------------------------------------------------------------
+
+
+def test_the_insert_names_each_field_of_a_ledger_entry_and_each_is_a_usage_record_column() -> None:
+    columns = {field.column for field in UsageRecord._meta.concrete_fields}
+
+    assert [name for name, _kind in ledger._COLUMNS] == [field.name for field in dataclasses.fields(LedgerEntry)]
+    assert {name for name, _kind in ledger._COLUMNS} <= columns
+
+
+def test_every_column_the_ledger_leaves_out_has_a_database_default() -> None:
+    # The insert names only the entry's columns: any other must be filled by the database itself.
+    spooled = {name for name, _kind in ledger._COLUMNS}
+    left_out = [
+        field.column
+        for field in UsageRecord._meta.concrete_fields
+        if field.column not in spooled and not field.primary_key and not field.null and not field.has_db_default()
+    ]
+
+    assert left_out == []

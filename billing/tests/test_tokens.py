@@ -13,14 +13,15 @@ from typing import Any
 import pytest
 import tiktoken.registry
 
-from billing import tokens
 from billing.tokens import (
     CountCache,
+    chat,
     count_chat_prompt,
     count_completion_prompt,
     count_embedding_input,
     count_text,
     encoding_name_for,
+    encodings,
     image_dimensions,
     image_tokens,
 )
@@ -124,7 +125,7 @@ def bpe_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch: pytest.MonkeyPatch, bpe_cache_dir: Path) -> None:
     """Each test starts with an empty count cache, and no test leaves a tiktoken cache dir behind in the environment."""
-    monkeypatch.setattr(tokens, "_cache", CountCache())
+    monkeypatch.setattr(chat, "_cache", CountCache())
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(bpe_cache_dir))
 
 
@@ -141,7 +142,7 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def unloaded(monkeypatch: pytest.MonkeyPatch) -> None:
     """No encoding loaded yet in this process, neither by Portico nor by tiktoken."""
-    monkeypatch.setattr(tokens, "_encodings", {})
+    monkeypatch.setattr(encodings, "_encodings", {})
     monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})
 
 
@@ -421,15 +422,15 @@ def test_it_counts_completion_prompts_and_embedding_inputs(prompt: str | list[An
 
 def test_it_answers_a_repeated_prompt_from_the_cache_until_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1000.0]
-    monkeypatch.setattr(tokens, "_cache", CountCache(ttl=60.0, clock=lambda: now[0]))
+    monkeypatch.setattr(chat, "_cache", CountCache(ttl=60.0, clock=lambda: now[0]))
     counted: list[int] = []
-    real = tokens._chat_tokens
+    real = chat._chat_tokens
 
     def counting(*args: Any) -> int:
         counted.append(1)
         return real(*args)
 
-    monkeypatch.setattr(tokens, "_chat_tokens", counting)
+    monkeypatch.setattr(chat, "_chat_tokens", counting)
     body = {"messages": COOKBOOK_MESSAGES}
 
     assert [count_chat_prompt(body, model="gpt-4") for _ in range(3)] == [129, 129, 129]

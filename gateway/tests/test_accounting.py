@@ -1,13 +1,16 @@
-"""admit() and finish() on their own: what is asked of the limiter, what the client is told, what the ledger gets.
+"""A call as billing sees it: described to the meter, refusals mapped to the error tree, finished once.
 
-No servers and no database: the snapshot is built by hand, the limiter is a
-`LocalLimiter` on a fake clock (wrapped to record what it was asked), and the
-ledger is this process's spool file in a temporary directory.
+What the limiter is asked and what the ledger line holds in detail is billing's
+(billing/tests/test_metering.py); here, that a `Call` reaches the meter whole and
+that each refusal comes back to the client as the right OpenAI error. No servers
+and no database: the limiter is a `LocalLimiter`, the ledger a spool file in a
+temporary directory.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -19,23 +22,22 @@ import pytest
 from django.test import override_settings
 
 from billing import tokens
-from billing.facade import BillingSnapshot, BudgetInfo, LimitInfo, PriceInfo, PriceSchedule
-from billing.limits import COUNTER_MAX, Ask, LimiterFailed, LimiterUnavailable, LocalLimiter, Ticket, Verdict, Window
-from billing.limits import Budget as LimiterBudget
+from billing.facade import BillingSnapshot, BudgetInfo, LimitInfo
+from billing.limits import Ask, LimiterFailed, LimiterUnavailable, LocalLimiter, Ticket, Verdict
+from billing.metering import Meter
+from billing.money import PriceInfo, PriceSchedule
 from gateway import accounting
-from gateway.accounting import UNCAPPED_OUTPUT_RESERVE, Accounts, Call, admit, finish
+from gateway.accounting import Call, admit, counted_usage, finish
 from gateway.errors import InternalError, LimitsUnavailable, QuotaExceeded, RateLimited, UpstreamTimeout
 from providers.facade import RouteInfo
 from providers.tests.factories import make_provider_info
 from tenants.facade import KeyGrant
 
 NOW = 1_790_000_000.0  # 2026-09-21 14:13:20 UTC
-MINUTE = NOW // 60 * 60  # budgets are built once a minute; their counters' lifetimes count from its start
 SEPTEMBER_ENDS = datetime(2026, 10, 1, tzinfo=UTC).timestamp()
-DAY_ENDS = datetime(2026, 9, 22, tzinfo=UTC).timestamp()
-NANO = 1_000_000_000
 KEY, TENANT = 12, 3
 MODEL = "gpt-test"
+UPSTREAM_MODEL = "gpt-4o-2024-08-06"
 HELLO = [{"role": "user", "content": "Count these tokens for me"}]
 
 GRANT = KeyGrant(
@@ -51,19 +53,16 @@ GRANT = KeyGrant(
 
 def route(*, max_output_tokens: int | None = None) -> RouteInfo:
     return RouteInfo(
+        id=7,
         public_id=MODEL,
         provider=make_provider_info(name="openai-main"),
-        upstream_model="gpt-4o-2024-08-06",
+        upstream_model=UPSTREAM_MODEL,
         owned_by="portico",
         created=0,
         context_window=None,
         max_output_tokens=max_output_tokens,
         capabilities=frozenset({"chat", "streaming"}),
     )
-
-
-def prompt_tokens(body: dict[str, Any]) -> int:
-    return tokens.count_chat_prompt(body, model="gpt-4o-2024-08-06")
 
 
 class FakeClock:
@@ -74,38 +73,28 @@ class FakeClock:
         return self.now
 
 
-class RecordingLimiter:
-    """A LocalLimiter that remembers every ask and settle."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        self.inner = LocalLimiter(clock=clock)
-        self.asks: list[Ask] = []
-        self.settled: list[tuple[Ticket, int, int]] = []
-
-    async def acquire(self, ask: Ask) -> Verdict:
-        self.asks.append(ask)
-        return await self.inner.acquire(ask)
-
-    async def settle(self, ticket: Ticket, *, tokens: int, cost: int) -> None:
-        self.settled.append((ticket, tokens, cost))
-        await self.inner.settle(ticket, tokens=tokens, cost=cost)
-
-    async def aclose(self) -> None:
-        pass
-
-
-class DownLimiter(RecordingLimiter):
+class DownLimiter(LocalLimiter):
     """Redis is away and Portico was told to fail closed."""
 
     async def acquire(self, ask: Ask) -> Verdict:
         raise LimiterUnavailable("Redis does not answer")
 
 
-class FailingLimiter(RecordingLimiter):
+class FailingLimiter(LocalLimiter):
     """The limiter's script failed on this request's keys (what Redis said is for the log, not the client)."""
 
     async def acquire(self, ask: Ask) -> Verdict:
         raise LimiterFailed("WRONGTYPE Operation against a key holding the wrong kind of value (portico:budget:x)")
+
+
+class SettleLog(LocalLimiter):
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock=clock)
+        self.settled: list[tuple[Ticket, int, int]] = []
+
+    async def settle(self, ticket: Ticket, *, tokens: int, cost: int) -> None:
+        self.settled.append((ticket, tokens, cost))
+        await super().settle(ticket, tokens=tokens, cost=cost)
 
 
 @pytest.fixture
@@ -114,20 +103,15 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def limiter(clock: FakeClock) -> RecordingLimiter:
-    return RecordingLimiter(clock)
-
-
-@pytest.fixture
 def ledger_dir(tmp_path: Path) -> Path:
     return tmp_path / "ledger"
 
 
 @pytest.fixture
-def accounts(limiter: RecordingLimiter, ledger_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Accounts]:
-    """A fresh Accounts (limiter, spool) in place of the process's own; no ledger writer runs."""
-    fresh = Accounts()
-    fresh.limiter = limiter
+def meter(clock: FakeClock, ledger_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Meter]:
+    """A fresh Meter in place of the process's own: a limiter on a fake clock, no ledger writer."""
+    fresh = Meter()
+    fresh.limiter = SettleLog(clock)
     monkeypatch.setattr(accounting, "accounts", fresh)
     with override_settings(PORTICO_LEDGER_DIR=str(ledger_dir)):
         yield fresh
@@ -166,255 +150,41 @@ def rpm(value: int) -> LimitInfo:
     return LimitInfo(requests_per_minute=value, tokens_per_minute=None, max_concurrent=None)
 
 
-def budget(amount: str, *, period: str = "monthly", period_name: str = "2026-09", spent: str = "0") -> BudgetInfo:
+def spent_budget() -> BudgetInfo:
     return BudgetInfo(
-        id=1,
-        period=period,
-        amount=Decimal(amount),
-        soft_limit_percent=80,
-        period_name=period_name,
-        spent=Decimal(spent),
+        id=1, period="monthly", amount=Decimal(2), soft_limit_percent=80, period_name="2026-09", spent=Decimal(2)
     )
 
 
-def schedule(*prices: tuple[float, str, str]) -> PriceSchedule:
-    """Prices (since, input, output per million), oldest first."""
-    infos = tuple(PriceInfo(since, Decimal(i), Decimal(o), Decimal(i)) for since, i, o in prices)
-    return PriceSchedule(starts=tuple(p.since for p in infos), prices=infos)
+def price(input_per_million: str, output_per_million: str) -> dict[str, PriceSchedule]:
+    info = PriceInfo(NOW - 60, Decimal(input_per_million), Decimal(output_per_million), Decimal(input_per_million))
+    return {MODEL: PriceSchedule(starts=(info.since,), prices=(info,))}
 
 
-# --- who is asked what ---------------------------------------------------------------------------
+# --- admission -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "billing",
-    [
-        snapshot(),
-        snapshot(limits={("key", KEY + 1, ""): rpm(1), ("tenant", TENANT + 1, ""): rpm(1)}),
-        snapshot(budgets={("tenant", TENANT + 1): budget("1")}),
-        # Limited, but only on another model.
-        snapshot(limits={("key", KEY, "another-model"): rpm(1)}),
-    ],
-    ids=["nothing", "other owners' limits", "another tenant's budget", "a limit on another model"],
-)
-async def test_it_asks_the_limiter_nothing_when_no_limit_or_budget_applies(
-    accounts: Accounts, limiter: RecordingLimiter, billing: BillingSnapshot
-) -> None:
+async def test_a_key_without_limits_is_admitted_with_no_headers(meter: Meter) -> None:
     call = new_call()
 
-    assert await admit(call, billing) == {}
-    assert limiter.asks == []
-    assert call.ticket is None
+    assert await admit(call, snapshot()) == {}
+    assert call.admission is None  # nothing reserved, nothing to settle
 
 
-KEY_ALL = Window(f"key:{KEY}", "this API key", rpm=10)
-KEY_MODEL = Window(f"key:{KEY}:model:{MODEL}", f"this API key on model {MODEL}", rpm=5)
-TENANT_ALL = Window(f"tenant:{TENANT}", "your organization", rpm=100)
-TENANT_MODEL = Window(f"tenant:{TENANT}:model:{MODEL}", f"your organization on model {MODEL}", rpm=50)
-
-
-@pytest.mark.parametrize(
-    ("limits", "windows"),
-    [
-        ({("key", KEY, ""): rpm(10)}, (KEY_ALL,)),
-        ({("tenant", TENANT, ""): rpm(100)}, (TENANT_ALL,)),
-        ({("key", KEY, MODEL): rpm(5), ("key", KEY, ""): rpm(10)}, (KEY_MODEL, KEY_ALL)),
-        ({("tenant", TENANT, MODEL): rpm(50), ("key", KEY, ""): rpm(10)}, (KEY_ALL, TENANT_MODEL)),
-        (
-            {
-                ("tenant", TENANT, ""): rpm(100),
-                ("tenant", TENANT, MODEL): rpm(50),
-                ("key", KEY, ""): rpm(10),
-                ("key", KEY, MODEL): rpm(5),
-                ("key", KEY, "another-model"): rpm(1),
-                ("key", KEY + 1, ""): rpm(1),
-            },
-            (KEY_MODEL, KEY_ALL, TENANT_MODEL, TENANT_ALL),
-        ),
-    ],
-    ids=["key", "tenant", "key with a model override", "tenant model override and key", "everything"],
-)
-async def test_it_builds_one_window_per_limit_of_the_key_and_its_tenant_on_this_model(
-    accounts: Accounts,
-    limiter: RecordingLimiter,
-    limits: dict[tuple[str, int, str], LimitInfo],
-    windows: tuple[Window, ...],
-) -> None:
-    await admit(new_call(), snapshot(limits=limits))
-
-    [ask] = limiter.asks
-    assert ask.request_id == "req_1"
-    assert ask.windows == windows
-    assert (ask.budgets, ask.cost) == ((), 0)
-
-
-async def test_a_window_carries_all_three_limits(accounts: Accounts, limiter: RecordingLimiter) -> None:
-    limits = {("key", KEY, ""): LimitInfo(requests_per_minute=60, tokens_per_minute=90_000, max_concurrent=4)}
-
-    await admit(new_call(), snapshot(limits=limits))
-
-    [ask] = limiter.asks
-    assert ask.windows == (Window(f"key:{KEY}", "this API key", rpm=60, tpm=90_000, concurrency=4),)
-
-
-@pytest.mark.parametrize(
-    ("body", "max_output_tokens", "output"),
-    [
-        ({"max_tokens": 100}, None, 100),
-        ({"max_completion_tokens": 70, "max_tokens": 100}, None, 70),
-        ({"max_tokens": 100, "n": 3}, None, 300),
-        ({}, 256, 256),  # the route's own cap when the client names none
-        ({}, None, 0),
-    ],
-)
-async def test_it_reserves_the_prompt_estimate_plus_the_output_cap_against_a_tpm(
-    accounts: Accounts, limiter: RecordingLimiter, body: dict[str, Any], max_output_tokens: int | None, output: int
-) -> None:
-    call = new_call(body=body, target=route(max_output_tokens=max_output_tokens))
-    limits = {("key", KEY, ""): LimitInfo(requests_per_minute=None, tokens_per_minute=1_000_000, max_concurrent=None)}
-
-    await admit(call, snapshot(limits=limits))
-
-    [ask] = limiter.asks
-    assert ask.tokens == prompt_tokens(call.body) + output
-    assert call.prompt_estimate == prompt_tokens(call.body)
-
-
-async def test_it_counts_no_tokens_when_neither_a_tpm_nor_a_budget_needs_them(
-    accounts: Accounts, limiter: RecordingLimiter
-) -> None:
-    call = new_call(body={"max_tokens": 100})
-
-    await admit(call, snapshot(limits={("key", KEY, ""): rpm(10)}))
-
-    assert limiter.asks[0].tokens == 0
-    assert call.prompt_estimate is None
-
-
-# --- budgets and what they reserve ---------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("budgets", "expected"),
-    [
-        (
-            {("key", KEY): budget("12.5", spent="1.25")},
-            LimiterBudget(
-                f"key:{KEY}", "this API key", "2026-09", 12_500_000_000, 1_250_000_000,
-                int(SEPTEMBER_ENDS - MINUTE) + 86_400, SEPTEMBER_ENDS,
-            ),
-        ),
-        (
-            # Loaded last month: that spend is not this period's.
-            {("key", KEY): budget("12.5", period_name="2026-08", spent="9")},
-            LimiterBudget(
-                f"key:{KEY}", "this API key", "2026-09", 12_500_000_000, 0,
-                int(SEPTEMBER_ENDS - MINUTE) + 86_400, SEPTEMBER_ENDS,
-            ),
-        ),
-        (
-            {("tenant", TENANT): budget("3", period="daily", period_name="2026-09-21", spent="0.000000001")},
-            LimiterBudget(
-                f"tenant:{TENANT}", "your organization", "2026-09-21", 3 * NANO, 1,
-                int(DAY_ENDS - MINUTE) + 86_400, DAY_ENDS,
-            ),
-        ),
-        (
-            {("tenant", TENANT): budget("100", period="none", period_name="all", spent="99.5")},
-            LimiterBudget(f"tenant:{TENANT}", "your organization", "all", 100 * NANO, 99_500_000_000, 0, 0.0),
-        ),
-    ],
-    ids=["monthly key budget", "spend of a past period", "daily tenant budget", "lifetime budget"],
-)  # fmt: skip
-async def test_it_seeds_each_budget_with_the_spend_the_snapshot_knows_for_this_period(
-    accounts: Accounts,
-    limiter: RecordingLimiter,
-    budgets: dict[tuple[str, int], BudgetInfo],
-    expected: LimiterBudget,
-) -> None:
-    await admit(new_call(), snapshot(budgets=budgets))
-
-    [ask] = limiter.asks
-    assert ask.budgets == (expected,)
-    assert ask.windows == ()
-
-
-async def test_a_key_and_its_tenant_budget_are_both_checked(accounts: Accounts, limiter: RecordingLimiter) -> None:
-    budgets = {("key", KEY): budget("1"), ("tenant", TENANT): budget("10")}
-
-    await admit(new_call(), snapshot(budgets=budgets))
-
-    assert [item.scope for item in limiter.asks[0].budgets] == [f"key:{KEY}", f"tenant:{TENANT}"]
-
-
-async def test_it_reserves_the_worst_case_cost_at_the_price_in_effect_when_the_request_arrived(
-    accounts: Accounts, limiter: RecordingLimiter
-) -> None:
-    call = new_call(body={"max_tokens": 1000})
-    prices = {MODEL: schedule((NOW - 3600, "2.5", "10"), (NOW + 1, "100", "100"))}
-
-    await admit(call, snapshot(budgets={("key", KEY): budget("5")}, prices=prices))
-
-    # $2.50 and $10 per million tokens are 2,500 and 10,000 nano-dollars a token.
-    expected = prompt_tokens(call.body) * 2_500 + 1000 * 10_000
-    assert limiter.asks[0].cost == expected
-    assert limiter.asks[0].tokens == prompt_tokens(call.body) + 1000
-
-
-async def test_a_budget_assumes_some_output_for_a_request_with_no_cap_anywhere(
-    accounts: Accounts, limiter: RecordingLimiter
-) -> None:
-    call = new_call(body={"n": 2})  # no max_tokens, and the route declares no max output tokens
-    prices = {MODEL: schedule((NOW - 3600, "0", "10"))}
-
-    await admit(call, snapshot(budgets={("key", KEY): budget("5")}, prices=prices))
-
-    # Reserving no output at all would let concurrent uncapped requests overspend by all their answers.
-    assert limiter.asks[0].cost == 2 * UNCAPPED_OUTPUT_RESERVE * 10_000
-    assert limiter.asks[0].tokens == prompt_tokens(call.body)  # the TPM is settled with the real count instead
-
-
-@pytest.mark.parametrize(
-    ("prices", "cost"),
-    [
-        ({}, 0),  # an unpriced model costs nothing
-        ({MODEL: schedule((NOW + 60, "1", "1"))}, 0),  # nor does one priced only from later on
-        ({MODEL: schedule((NOW - 60, "0.000001", "0"))}, 1),  # a fraction of a nano-dollar is reserved as one
-    ],
-)
-async def test_the_reserved_cost_is_rounded_up_to_whole_nano_dollars(
-    accounts: Accounts, limiter: RecordingLimiter, prices: dict[str, PriceSchedule], cost: int
-) -> None:
-    await admit(new_call(), snapshot(budgets={("key", KEY): budget("5")}, prices=prices))
-
-    assert limiter.asks[0].cost == cost
-
-
-# --- what the client is told ---------------------------------------------------------------------
-
-
-async def test_an_admitted_request_gets_the_rate_limit_headers_and_a_ticket(accounts: Accounts) -> None:
-    call = new_call(body={"max_tokens": 50})
+async def test_an_admitted_call_keeps_its_reservation_and_prompt_count(meter: Meter) -> None:
+    call = new_call(body={"max_tokens": 50}, target=route(max_output_tokens=4096))
     limits = {("key", KEY, ""): LimitInfo(requests_per_minute=10, tokens_per_minute=6000, max_concurrent=None)}
 
     headers = await admit(call, snapshot(limits=limits))
 
-    assert prompt_tokens(call.body) == 12
-    assert headers == {
-        "x-ratelimit-limit-requests": "10",
-        "x-ratelimit-remaining-requests": "9",
-        "x-ratelimit-reset-requests": "6s",  # one of 10 a minute comes back in 6 s
-        "x-ratelimit-limit-tokens": "6000",
-        "x-ratelimit-remaining-tokens": "5938",  # 12 prompt tokens and 50 of output reserved
-        "x-ratelimit-reset-tokens": "620ms",  # 62 of 6000 a minute come back in 0.62 s
-    }
-    assert call.ticket is not None
-    assert call.ticket.request_id == "req_1"
+    assert headers["x-ratelimit-remaining-tokens"] == "5938"  # 12 prompt tokens and 50 of output reserved
+    assert call.prompt_estimate == 12
+    assert call.admission is not None
+    assert call.admission.ticket is not None
+    assert call.admission.ticket.request_id == "req_1"
 
 
-async def test_the_request_after_the_rpm_gets_rate_limited_with_retry_after(
-    accounts: Accounts, clock: FakeClock
-) -> None:
+async def test_the_call_after_the_rpm_is_rate_limited_with_retry_after(meter: Meter, clock: FakeClock) -> None:
     billing = snapshot(limits={("key", KEY, ""): rpm(2)})
     await admit(new_call(), billing)
     clock.now += 0.5
@@ -435,33 +205,31 @@ async def test_the_request_after_the_rpm_gets_rate_limited_with_retry_after(
         "x-ratelimit-reset-requests": "59.5s",
         "retry-after": "30",  # 29.5 s, in whole seconds rounded up
     }
-    assert refused.ticket is None
+    assert refused.admission is None
 
 
 @pytest.mark.parametrize(
-    ("limit", "kind", "retry_after"),
+    ("limit", "kind"),
     [
-        (LimitInfo(requests_per_minute=None, tokens_per_minute=10, max_concurrent=None), "tokens", "1"),
-        (LimitInfo(requests_per_minute=None, tokens_per_minute=None, max_concurrent=0), "requests", "1"),
-        (LimitInfo(requests_per_minute=0, tokens_per_minute=None, max_concurrent=None), "requests", "1"),
+        (LimitInfo(requests_per_minute=None, tokens_per_minute=10, max_concurrent=None), "tokens"),
+        (LimitInfo(requests_per_minute=None, tokens_per_minute=None, max_concurrent=0), "requests"),
+        (LimitInfo(requests_per_minute=0, tokens_per_minute=None, max_concurrent=None), "requests"),
     ],
     ids=["more tokens than the tpm", "no concurrency at all", "an rpm of zero"],
 )
 async def test_a_refusal_that_waiting_cannot_cure_still_says_retry_after_one_second(
-    accounts: Accounts, limit: LimitInfo, kind: str, retry_after: str
+    meter: Meter, limit: LimitInfo, kind: str
 ) -> None:
     with pytest.raises(RateLimited) as error:
         await admit(new_call(body={"max_tokens": 100}), snapshot(limits={("key", KEY, ""): limit}))
 
     assert (error.value.type, error.value.code) == (kind, "rate_limit_exceeded")
-    assert error.value.headers["retry-after"] == retry_after
+    assert error.value.headers["retry-after"] == "1"
 
 
-async def test_a_spent_budget_is_insufficient_quota_until_the_period_ends(accounts: Accounts) -> None:
-    billing = snapshot(budgets={("tenant", TENANT): budget("2", spent="2")})
-
+async def test_a_spent_budget_is_insufficient_quota_until_the_period_ends(meter: Meter) -> None:
     with pytest.raises(QuotaExceeded) as error:
-        await admit(new_call(), billing)
+        await admit(new_call(), snapshot(budgets={("tenant", TENANT): spent_budget()}))
 
     assert (error.value.status, error.value.type, error.value.code) == (429, "insufficient_quota", "insufficient_quota")
     assert error.value.message == (
@@ -471,23 +239,21 @@ async def test_a_spent_budget_is_insufficient_quota_until_the_period_ends(accoun
     assert error.value.headers == {"retry-after": str(math.ceil(SEPTEMBER_ENDS - NOW))}
 
 
-async def test_an_unreachable_limiter_that_fails_closed_is_a_503(
-    accounts: Accounts, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(accounts, "limiter", DownLimiter(clock))
+async def test_an_unreachable_limiter_that_fails_closed_is_a_503(meter: Meter, clock: FakeClock) -> None:
+    meter.limiter = DownLimiter(clock=clock)
     call = new_call()
 
     with pytest.raises(LimitsUnavailable) as error:
         await admit(call, snapshot(limits={("key", KEY, ""): rpm(10)}))
 
     assert (error.value.status, error.value.type, error.value.code) == (503, "api_error", "limiter_unavailable")
-    assert call.ticket is None
+    assert call.admission is None
 
 
 async def test_a_limiter_failing_on_one_request_is_a_500_server_error_for_it_alone(
-    accounts: Accounts, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    meter: Meter, clock: FakeClock
 ) -> None:
-    monkeypatch.setattr(accounts, "limiter", FailingLimiter(clock))
+    meter.limiter = FailingLimiter(clock=clock)
     call = new_call()
 
     with pytest.raises(InternalError) as error:
@@ -502,48 +268,24 @@ async def test_a_limiter_failing_on_one_request_is_a_500_server_error_for_it_alo
         }
     }
     assert error.value.status == 500
-    assert call.ticket is None
+    assert call.admission is None
 
 
-async def test_a_budget_beyond_what_a_counter_holds_is_clamped(accounts: Accounts, limiter: RecordingLimiter) -> None:
-    # The largest amount the admin takes, $10 billion, is 1e19 nano-USD: past a signed 64-bit integer.
-    call = new_call()
-
-    await admit(call, snapshot(budgets={("key", KEY): budget("9999999999.9999")}))
-
-    [item] = limiter.asks[0].budgets
-    assert item.limit == COUNTER_MAX
+# --- finishing -----------------------------------------------------------------------------------
 
 
-# --- finishing: usage, cost, settle, ledger ------------------------------------------------------
+async def test_finishing_records_the_call_as_it_ended(meter: Meter, ledger_dir: Path) -> None:
+    call = new_call(body={"stream": True})
+    call.started = time.monotonic() - 1  # it began a second ago, its first token came after 0.25 s
+    call.first_token = call.started + 0.25
+    call.usage = {"prompt_tokens": 40, "completion_tokens": 15, "prompt_tokens_details": {"cached_tokens": 8}}
+    call.disconnected = True
 
+    cost = finish(call, snapshot(prices=price("2.5", "10")))
 
-async def test_finishing_writes_the_ledger_line_and_settles_the_actual_usage(
-    accounts: Accounts, limiter: RecordingLimiter, ledger_dir: Path
-) -> None:
-    call = new_call(body={"max_tokens": 500})
-    billing = snapshot(
-        limits={("key", KEY, ""): LimitInfo(None, 100_000, 2)},
-        budgets={("key", KEY): budget("10")},
-        prices={MODEL: schedule((NOW - 60, "2.5", "10"))},
-    )
-    await admit(call, billing)
-    call.usage = {
-        "prompt_tokens": 40,
-        "completion_tokens": 15,
-        "total_tokens": 55,
-        "prompt_tokens_details": {"cached_tokens": 8},
-        "completion_tokens_details": {"reasoning_tokens": 4},
-    }
-
-    cost = finish(call, billing)
-    await accounts.drain()
-
-    assert cost == Decimal("0.00025")  # (40 × 2.50 + 15 × 10) / 1M; cached tokens at the input price here
-    [(ticket, used, charged)] = limiter.settled
-    assert (ticket, used, charged) == (call.ticket, 55, 250_000)
+    assert cost == Decimal("0.00025")
     [line] = ledger_lines(ledger_dir)
-    assert line.pop("latency_ms") >= 0
+    assert line.pop("latency_ms") >= 1000
     assert line == {
         "request_id": "req_1",
         "client_request_id": "client-7",
@@ -554,180 +296,56 @@ async def test_finishing_writes_the_ledger_line_and_settles_the_actual_usage(
         "operation": "chat",
         "model": MODEL,
         "provider": "openai-main",
-        "upstream_model": "gpt-4o-2024-08-06",
+        "upstream_model": UPSTREAM_MODEL,
         "prompt_tokens": 40,
         "completion_tokens": 15,
         "cached_tokens": 8,
-        "reasoning_tokens": 4,
+        "reasoning_tokens": 0,
         "tokens_estimated": False,
         "cost": "0.00025",
-        "first_token_ms": None,
+        "first_token_ms": 250,
         "status": 200,
         "error_type": "",
-        "streamed": False,
-        "client_disconnected": False,
+        "streamed": True,
+        "client_disconnected": True,
     }
 
 
-async def test_the_ledger_keeps_the_exact_cost_while_the_limiter_is_charged_whole_nano_dollars(
-    accounts: Accounts, limiter: RecordingLimiter, ledger_dir: Path
-) -> None:
+async def test_a_failed_call_is_recorded_with_its_status_and_error_type(meter: Meter, ledger_dir: Path) -> None:
     call = new_call()
-    billing = snapshot(budgets={("key", KEY): budget("1")}, prices={MODEL: schedule((NOW - 60, "0.000001", "0"))})
-    await admit(call, billing)
-    call.usage = {"prompt_tokens": 7, "completion_tokens": 0}
-
-    cost = finish(call, billing)
-    await accounts.drain()
-
-    assert cost == Decimal("7E-12")
-    assert Decimal(ledger_lines(ledger_dir)[0]["cost"]) == Decimal("7E-12")
-    assert limiter.settled[0][2] == 1
-
-
-def stream_chunk(content: str = "", *, arguments: str = "") -> bytes:
-    delta: dict[str, Any] = {"content": content}
-    if arguments:
-        delta = {"tool_calls": [{"index": 0, "function": {"name": "lookup", "arguments": arguments}}]}
-    return orjson.dumps({"choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
-
-
-async def test_it_counts_the_tokens_itself_when_a_stream_reported_no_usage(
-    accounts: Accounts, limiter: RecordingLimiter, ledger_dir: Path
-) -> None:
-    call = new_call(body={"stream": True})
-    billing = snapshot(limits={("key", KEY, ""): LimitInfo(None, 100_000, None)})
-    await admit(call, billing)
-    call.outputs = [stream_chunk("Hello"), stream_chunk(" there, world"), stream_chunk(arguments='{"q": "x"}'), b"?"]
-    call.disconnected = True  # the client left before the upstream's usage event
-
-    finish(call, billing)
-    await accounts.drain()
-
-    completion = tokens.count_text('Hello there, worldlookup{"q": "x"}', model="gpt-4o-2024-08-06")
-    [line] = ledger_lines(ledger_dir)
-    assert (line["prompt_tokens"], line["completion_tokens"]) == (prompt_tokens(call.body), completion)
-    assert (line["tokens_estimated"], line["streamed"], line["client_disconnected"]) == (True, True, True)
-    assert limiter.settled[0][1] == prompt_tokens(call.body) + completion
-
-
-async def test_a_stream_that_failed_midway_is_charged_for_what_it_sent(accounts: Accounts, ledger_dir: Path) -> None:
-    call = new_call(body={"stream": True})
-    billing = snapshot(prices={MODEL: schedule((NOW - 60, "0", "1000000"))})  # $1 an output token
-    call.outputs = [stream_chunk("partial answer")]
     call.fail(UpstreamTimeout("The upstream provider did not answer in time."))
 
-    cost = finish(call, billing)
+    assert finish(call, snapshot(prices=price("5", "5"))) == 0
 
-    completion = tokens.count_text("partial answer", model="gpt-4o-2024-08-06")
     [line] = ledger_lines(ledger_dir)
-    assert cost == completion
-    assert (line["status"], line["error_type"], line["tokens_estimated"]) == (504, "upstream_timeout", True)
-    assert line["completion_tokens"] == completion
+    assert (line["status"], line["error_type"], line["prompt_tokens"]) == (504, "upstream_timeout", 0)
 
 
-async def test_an_answer_without_usage_is_charged_for_its_counted_prompt(accounts: Accounts, ledger_dir: Path) -> None:
+async def test_a_call_is_finished_once(meter: Meter, ledger_dir: Path) -> None:
     call = new_call()
-
-    finish(call, snapshot())
-
-    [line] = ledger_lines(ledger_dir)
-    assert (line["prompt_tokens"], line["completion_tokens"]) == (prompt_tokens(call.body), 0)
-    assert line["tokens_estimated"] is True
-
-
-@pytest.mark.parametrize(
-    "error",
-    [
-        UpstreamTimeout("The upstream provider did not answer in time."),
-        RateLimited("Rate limit reached.", type="requests"),
-        QuotaExceeded("You exceeded your current quota."),
-    ],
-    ids=["upstream timeout", "rate limited", "quota exceeded"],
-)
-async def test_a_failed_request_uses_and_costs_nothing(
-    accounts: Accounts, limiter: RecordingLimiter, ledger_dir: Path, error: Any
-) -> None:
-    call = new_call(body={"max_tokens": 100})
-    billing = snapshot(prices={MODEL: schedule((NOW - 60, "5", "5"))})
-    call.fail(error)
-
-    cost = finish(call, billing)
-    await accounts.drain()
-
-    assert cost == 0
-    assert limiter.settled == []  # nothing was reserved
-    [line] = ledger_lines(ledger_dir)
-    assert (line["prompt_tokens"], line["completion_tokens"], line["cost"]) == (0, 0, "0")
-    assert (line["status"], line["error_type"], line["tokens_estimated"]) == (error.status, error.code, False)
-
-
-async def test_an_admitted_request_that_failed_gives_back_all_it_reserved(
-    accounts: Accounts, limiter: RecordingLimiter
-) -> None:
-    call = new_call(body={"max_tokens": 100})
-    billing = snapshot(budgets={("key", KEY): budget("5")}, prices={MODEL: schedule((NOW - 60, "5", "5"))})
-    await admit(call, billing)
-    call.fail(UpstreamTimeout("The upstream provider did not answer in time."))
-
-    finish(call, billing)
-    await accounts.drain()
-
-    assert limiter.settled == [(call.ticket, 0, 0)]
-
-
-async def test_a_call_is_finished_once(accounts: Accounts, limiter: RecordingLimiter, ledger_dir: Path) -> None:
-    call = new_call()
-    billing = snapshot(limits={("key", KEY, ""): rpm(10)}, prices={MODEL: schedule((NOW - 60, "1", "1"))})
+    billing = snapshot(limits={("key", KEY, ""): rpm(10)}, prices=price("1", "1"))
     await admit(call, billing)
     call.usage = {"prompt_tokens": 3, "completion_tokens": 2}
 
     first, second = finish(call, billing), finish(call, billing)
-    await accounts.drain()
+    await meter.drain()
 
     assert (first, second) == (Decimal("0.000005"), Decimal(0))
     assert len(ledger_lines(ledger_dir)) == 1
-    assert len(limiter.settled) == 1
+    assert isinstance(meter.limiter, SettleLog)
+    assert meter.limiter.settled == [(call.admission.ticket, 5, 5000)]  # type: ignore[union-attr]
 
 
-async def test_finishing_frees_the_concurrency_slot(accounts: Accounts) -> None:
-    billing = snapshot(limits={("key", KEY, ""): LimitInfo(None, None, 1)})
-    first = new_call()
-    await admit(first, billing)
-    with pytest.raises(RateLimited):
-        await admit(new_call(), billing)
-
-    finish(first, billing)
-    await accounts.drain()
-
-    assert await admit(new_call(), billing) == {}
+def stream_chunk(content: str) -> bytes:
+    return orjson.dumps({"choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}]})
 
 
-async def test_the_tokens_a_request_did_not_use_come_back_to_the_tpm(accounts: Accounts) -> None:
-    billing = snapshot(limits={("key", KEY, ""): LimitInfo(None, 1000, None)})
-    first = new_call(body={"max_tokens": 900})
-    await admit(first, billing)
-    with pytest.raises(RateLimited):
-        await admit(new_call(body={"max_tokens": 900}), billing)
+async def test_the_usage_counted_for_a_stream_comes_from_what_it_relayed(meter: Meter) -> None:
+    call = new_call(body={"stream": True})
+    call.outputs = [stream_chunk("Hello"), stream_chunk(" there")]
 
-    first.usage = {"prompt_tokens": 10, "completion_tokens": 10}
-    finish(first, billing)
-    await accounts.drain()
+    usage = counted_usage(call)
 
-    headers = await admit(new_call(body={"max_tokens": 900}), billing)
-    # Only the 20 tokens used stay taken, beside the new reservation.
-    assert headers["x-ratelimit-remaining-tokens"] == str(1000 - 20 - (prompt_tokens(first.body) + 900))
-
-
-async def test_a_request_with_no_limits_is_recorded_without_settling(
-    accounts: Accounts, limiter: RecordingLimiter, ledger_dir: Path
-) -> None:
-    call = new_call()
-    await admit(call, snapshot())
-    call.usage = {"prompt_tokens": 3, "completion_tokens": 2}
-
-    finish(call, snapshot())
-    await accounts.drain()
-
-    assert limiter.settled == []
-    assert [line["request_id"] for line in ledger_lines(ledger_dir)] == ["req_1"]
+    prompt = tokens.count_chat_prompt(call.body, model=UPSTREAM_MODEL)
+    assert (usage.prompt_tokens, usage.completion_tokens) == (prompt, tokens.count_text("Hello there", model="gpt-4o"))
+    assert call.prompt_estimate == prompt  # counted once for the usage chunk and the ledger line

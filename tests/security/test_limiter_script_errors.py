@@ -18,8 +18,8 @@ from openai import OpenAI
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 from redis import Redis
 
-from billing.facade import period_bounds
 from billing.models import Budget, RateLimit
+from billing.periods import period_bounds
 from providers.models import ModelRoute
 from tenants.tests.factories import IssuedKey, make_key, make_tenant
 from tests.conftest import SERVER_REDIS_PREFIX

@@ -1,0 +1,339 @@
+"""Billing's write face for the hot path: admission against limits and budgets, then usage, cost and the ledger.
+
+The gateway describes a call with plain values (`MeterAsk`, `MeterResult`) and
+never touches the limiter, the spool or the token counter itself:
+
+    admission = meter.admit(ask, billing)    # one limiter round trip, only for owners with a limit or budget
+    ...                                      # the upstream call
+    cost = meter.finish(MeterResult(ask, admission, ...), billing)   # settle off the response path, spool the row
+
+`finish` is called once per admitted call, on every exit (answered, failed,
+streamed to the end, abandoned by its client); keeping it to once is the
+caller's part. Nothing here reads the database: prices, limits and budgets come
+from the snapshot (billing.facade).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from django.conf import settings
+
+from billing import limits, tokens
+from billing.facade import BillingSnapshot, BudgetInfo
+from billing.ledger import LedgerEntry, LedgerWriter, Spool
+from billing.money import Usage, cost_of, to_nano, usd
+from billing.periods import period_bounds
+from billing.tokens import preload_encodings
+
+# Usage, usd and preload_encodings are billing.money's and billing.tokens': the gateway may use billing only
+# through billing.facade and this module (pyproject.toml's import contracts), so they are handed out here too.
+__all__ = [
+    "UNCAPPED_OUTPUT_RESERVE",
+    "Admission",
+    "Meter",
+    "MeterAsk",
+    "MeterResult",
+    "UNLIMITED",
+    "Refused",
+    "Usage",
+    "counted_usage",
+    "preload_encodings",
+    "prompt_tokens",
+    "usd",
+]
+
+logger = logging.getLogger(__name__)
+
+# A budget's worst case for a request that names no output cap on a model that declares none.
+UNCAPPED_OUTPUT_RESERVE = 4096
+
+# The limiter's refusals, and its two failures: unreachable while failing closed, or failed on this one request.
+Refused = Literal["requests", "tokens", "concurrency", "budget", "unavailable", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class MeterAsk:
+    """A call as billing needs to know it: who, which model where, what was asked."""
+
+    request_id: str
+    client_request_id: str
+    tenant_id: int
+    key_id: int
+    key_prefix: str
+    model: str  # the public model id: limits and prices are keyed on it
+    upstream_model: str  # picks the token encoding
+    provider: str
+    operation: str
+    body: Mapping[str, Any]
+    streamed: bool
+    started_at: float  # epoch seconds
+    max_output_tokens: int | None = None  # the model's own cap, when the request names none
+    prompt_tokens: int | None = None  # the prompt estimate, if already counted
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The limiter's answer: the rate-limit headers, and the reservation to settle (or why there is none)."""
+
+    headers: Mapping[str, str] = field(default_factory=dict)
+    ticket: limits.Ticket | None = None
+    prompt_tokens: int | None = None  # counted for the limits; None when they needed no count
+    refused: Refused | None = None
+    message: str = ""
+    retry_after: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class MeterResult:
+    """How a call ended, as the ledger records it."""
+
+    ask: MeterAsk
+    admission: Admission | None
+    status: int
+    error_type: str = ""
+    usage: dict[str, Any] | None = None  # the upstream's own usage object, if it sent one
+    outputs: Sequence[bytes] = ()  # a stream's chunks, counted only when the upstream reports no usage
+    client_disconnected: bool = False
+    latency_ms: int = 0
+    first_token_ms: int | None = None
+
+
+# What every owner without a limit or budget gets: one shared value, nothing built per request.
+UNLIMITED = Admission()
+
+
+class Meter:
+    """The process's limiter and ledger spool, set up at start-up (the ASGI server's lifespan)."""
+
+    def __init__(self) -> None:
+        self.limiter: limits.Limiter = limits.LocalLimiter()
+        self._spool: Spool | None = None
+        self.writer: LedgerWriter | None = None
+        self.ledger_on = True
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def spool(self) -> Spool:
+        # Lines appended before (or without) a running writer wait on disk for the next flush.
+        if self._spool is None:
+            self._spool = Spool(Path(settings.PORTICO_LEDGER_DIR))
+        return self._spool
+
+    def start(self) -> None:
+        """Choose the limiter and start the ledger writer thread."""
+        self.ledger_on = settings.PORTICO_USAGE_LEDGER
+        self.limiter = limits.LocalLimiter()
+        if settings.REDIS_URL:
+            self.limiter = limits.RedisLimiter(
+                settings.REDIS_URL,
+                prefix=settings.PORTICO_REDIS_PREFIX,
+                on_redis_error="closed" if settings.PORTICO_LIMITS_ON_REDIS_ERROR == "closed" else "open",
+            )
+        if self.writer is None:
+            self.writer = LedgerWriter(
+                self.spool, interval=settings.PORTICO_LEDGER_FLUSH, batch=settings.PORTICO_LEDGER_BATCH
+            )
+            self.writer.start()
+
+    async def stop(self) -> None:
+        await self.drain()
+        await self.limiter.aclose()
+        if self.writer is not None:
+            writer, self.writer = self.writer, None
+            await asyncio.to_thread(writer.stop)
+
+    def later(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def admit(self, ask: MeterAsk, billing: BillingSnapshot) -> Admission:
+        """Reserve the call's share of its limits and budgets; owners with neither cost nothing."""
+        if not billing.applies_to(ask.key_id, ask.tenant_id):
+            return UNLIMITED
+        windows = _windows(billing, ask)
+        budgets = _budgets(billing, ask)
+        if not windows and not budgets:
+            return UNLIMITED
+        needs_tokens = any(window.tpm for window in windows) or bool(budgets)
+        prompt = prompt_tokens(ask) if needs_tokens else 0
+        cap = _output_cap(ask) if needs_tokens else 0
+        cost = 0
+        if budgets:
+            # Without a cap, TPM settles the real count afterwards (the bucket may go into debt), but a budget must
+            # assume some output, or concurrent uncapped requests could overspend it by all their answers.
+            output = cap or _output_cap(ask, fallback=UNCAPPED_OUTPUT_RESERVE)
+            schedule = billing.prices.get(ask.model)
+            price = schedule.at(ask.started_at) if schedule else None
+            cost = to_nano(cost_of(price, Usage(prompt_tokens=prompt, completion_tokens=output)))
+        counted = prompt if needs_tokens else None
+        request = limits.Ask(
+            request_id=ask.request_id, windows=windows, budgets=budgets, tokens=prompt + cap, cost=cost
+        )
+        try:
+            verdict = await self.limiter.acquire(request)
+        except limits.LimiterUnavailable:
+            return Admission(prompt_tokens=counted, refused="unavailable")
+        except limits.LimiterFailed:
+            # Logged by the limiter; what it said stays out of the answer.
+            return Admission(prompt_tokens=counted, refused="failed")
+        if not verdict.allowed:
+            return Admission(
+                headers=verdict.headers,
+                prompt_tokens=counted,
+                refused=verdict.refused,
+                message=verdict.message,
+                retry_after=verdict.retry_after,
+            )
+        return Admission(headers=verdict.headers, ticket=verdict.ticket, prompt_tokens=counted)
+
+    def finish(self, result: MeterResult, billing: BillingSnapshot) -> Decimal:
+        """Settle and record the call; returns its cost."""
+        ask = result.ask
+        usage = Usage.from_openai(result.usage)
+        estimated = usage is None and (bool(result.outputs) or result.status < 400)
+        if usage is None:
+            usage = counted_usage(ask, result.outputs) if estimated else Usage()
+        schedule = billing.prices.get(ask.model)
+        cost = cost_of(schedule.at(ask.started_at) if schedule else None, usage)
+        ticket = result.admission.ticket if result.admission is not None else None
+        if ticket is not None:
+            self.later(self.limiter.settle(ticket, tokens=usage.total, cost=to_nano(cost)))
+        if self.ledger_on:
+            self.spool.append(_entry(result, usage, cost, estimated=estimated).row())
+            if self.writer is not None:
+                self.writer.nudge()
+        return cost
+
+
+def prompt_tokens(ask: MeterAsk) -> int:
+    """The prompt estimate: the one already counted, or Portico's own count of the request body."""
+    if ask.prompt_tokens is not None:
+        return ask.prompt_tokens
+    model, body = ask.upstream_model, ask.body
+    if ask.operation == "chat":
+        return tokens.count_chat_prompt(body, model=model)
+    if ask.operation == "completions":
+        return tokens.count_completion_prompt(body.get("prompt") or "", model=model)
+    if ask.operation in ("embeddings", "moderations"):
+        return tokens.count_embedding_input(body.get("input") or "", model=model)
+    return 0
+
+
+def counted_usage(ask: MeterAsk, outputs: Sequence[bytes]) -> Usage:
+    """Tokens counted by Portico when the upstream reported none (a dropped stream, a client gone)."""
+    text = []
+    for payload in outputs:
+        try:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            continue
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            text.append(delta.get("content") or choice.get("text") or "")
+            for tool_call in delta.get("tool_calls") or ():
+                function = tool_call.get("function") or {}
+                text.append((function.get("name") or "") + (function.get("arguments") or ""))
+    completion = tokens.count_text("".join(text), model=ask.upstream_model) if text else 0
+    return Usage(prompt_tokens=prompt_tokens(ask), completion_tokens=completion)
+
+
+def _output_cap(ask: MeterAsk, *, fallback: int = 0) -> int:
+    body = ask.body
+    cap = body.get("max_completion_tokens") or body.get("max_tokens") or ask.max_output_tokens or fallback
+    return int(cap) * int(body.get("n") or 1) if isinstance(cap, int) else fallback
+
+
+_OWNERS = (("key", "this API key"), ("tenant", "your organization"))
+
+
+def _windows(billing: BillingSnapshot, ask: MeterAsk) -> tuple[limits.Window, ...]:
+    windows = []
+    for (kind, label), owner in zip(_OWNERS, (ask.key_id, ask.tenant_id), strict=True):
+        for scope_model in (ask.model, ""):
+            rule = billing.limits.get((kind, owner, scope_model))
+            if rule is None:
+                continue
+            scope = f"{kind}:{owner}" + (f":model:{scope_model}" if scope_model else "")
+            windows.append(
+                limits.Window(
+                    scope=scope,
+                    label=label + (f" on model {scope_model}" if scope_model else ""),
+                    rpm=rule.requests_per_minute,
+                    tpm=rule.tokens_per_minute,
+                    concurrency=rule.max_concurrent,
+                )
+            )
+    return tuple(windows)
+
+
+def _budgets(billing: BillingSnapshot, ask: MeterAsk) -> tuple[limits.Budget, ...]:
+    budgets = []
+    minute = int(ask.started_at // 60)
+    for (kind, label), owner in zip(_OWNERS, (ask.key_id, ask.tenant_id), strict=True):
+        info = billing.budgets.get((kind, owner))
+        if info is not None:
+            budgets.append(_budget(f"{kind}:{owner}", label, info, minute))
+    return tuple(budgets)
+
+
+@functools.lru_cache(maxsize=4096)
+def _budget(scope: str, label: str, info: BudgetInfo, minute: int) -> limits.Budget:
+    """A budget as the limiter takes it, for one minute: periods change at midnight, never within a minute."""
+    now = datetime.fromtimestamp(minute * 60, UTC)
+    name, _start, end = period_bounds(info.period, now)
+    # The ledger total seeds the shared counter only for the period it was summed in.
+    spent = info.spent if name == info.period_name else Decimal(0)
+    ttl = int((end - now).total_seconds()) + 86_400 if end is not None else 0
+    return limits.Budget(
+        scope=scope,
+        label=label,
+        period=name,
+        # An amount past $4.6 billion is as good as none, and Redis's counters stay far from overflowing.
+        limit=limits.clamp(to_nano(info.amount), limits.COUNTER_MAX),
+        spent=limits.clamp(to_nano(spent), limits.COUNTER_MAX),
+        ttl=ttl,
+        ends_at=end.timestamp() if end is not None else 0.0,
+    )
+
+
+def _entry(result: MeterResult, usage: Usage, cost: Decimal, *, estimated: bool) -> LedgerEntry:
+    ask = result.ask
+    return LedgerEntry(
+        request_id=ask.request_id,
+        client_request_id=ask.client_request_id,
+        created_at=ask.started_at,
+        tenant_id=ask.tenant_id,
+        api_key_id=ask.key_id,
+        key_prefix=ask.key_prefix,
+        operation=ask.operation,
+        model=ask.model,
+        provider=ask.provider,
+        upstream_model=ask.upstream_model,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        cached_tokens=usage.cached_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        tokens_estimated=estimated,
+        cost=cost,
+        latency_ms=result.latency_ms,
+        first_token_ms=result.first_token_ms,
+        status=result.status,
+        error_type=result.error_type[:60],
+        streamed=ask.streamed,
+        client_disconnected=result.client_disconnected,
+    )

@@ -1,0 +1,113 @@
+"""Money: prices, usage, exact costs and how amounts are shown.
+
+Money is Decimal USD; the limiter counts integer nano-dollars (`to_nano`,
+rounded up so a budget never under-counts). No Django here: the hot path, the
+limiter's messages, the admin and the reports all share these rules.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, Decimal
+from typing import Any
+
+MILLION = Decimal(1_000_000)
+NANO = Decimal("1e9")
+
+
+@dataclass(frozen=True, slots=True)
+class PriceInfo:
+    since: float  # epoch seconds
+    input: Decimal  # USD per 1M tokens
+    output: Decimal
+    cached_input: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class PriceSchedule:
+    """A model's prices, oldest first; the one in effect at a time is found by bisection."""
+
+    starts: tuple[float, ...] = ()
+    prices: tuple[PriceInfo, ...] = ()
+
+    def at(self, when: float) -> PriceInfo | None:
+        index = bisect.bisect_right(self.starts, when) - 1
+        return self.prices[index] if index >= 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @classmethod
+    def from_openai(cls, usage: dict[str, Any] | None) -> Usage | None:
+        """Read OpenAI's usage object (chat, completions and embeddings shapes); None if there is none."""
+        if not isinstance(usage, dict):
+            return None
+        prompt = usage.get("prompt_tokens") or usage.get("input_tokens")
+        completion = usage.get("completion_tokens") or usage.get("output_tokens")
+        details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
+        out_details = usage.get("completion_tokens_details") or usage.get("output_tokens_details") or {}
+        return cls(
+            prompt_tokens=_count(prompt),
+            completion_tokens=_count(completion),
+            cached_tokens=_count(details.get("cached_tokens")),
+            reasoning_tokens=_count(out_details.get("reasoning_tokens")),
+        )
+
+    @property
+    def total(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+# The ledger stores counts in 32-bit integer columns.
+_MAX_COUNT = 2**31 - 1
+
+
+def _count(value: Any) -> int:
+    """An upstream's token count as the ledger can store it: what is not a count is 0, a huge one the maximum."""
+    try:
+        return min(max(int(value or 0), 0), _MAX_COUNT)
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
+def cost_of(price: PriceInfo | None, usage: Usage) -> Decimal:
+    """Exact USD: cached prompt tokens at the cached price, the rest at the input price."""
+    if price is None:
+        return Decimal(0)
+    cached = min(usage.cached_tokens, usage.prompt_tokens)
+    amount = (
+        (usage.prompt_tokens - cached) * price.input
+        + cached * price.cached_input
+        + usage.completion_tokens * price.output
+    )
+    return amount / MILLION
+
+
+def to_nano(amount: Decimal) -> int:
+    """USD as whole nano-dollars, rounded up so budgets never under-count."""
+    return int((amount * NANO).to_integral_value(rounding=ROUND_CEILING))
+
+
+def from_nano(nano: int) -> Decimal:
+    """Whole nano-dollars as exact USD."""
+    return Decimal(nano).scaleb(-9)
+
+
+def usd(amount: Decimal, *, cents: bool = False) -> str:
+    """USD in plain decimal notation, no exponent and no trailing zeros: "0.00025", "12", "0".
+
+    With `cents`, at least two decimals, more only when the amount has them: "10.00", "0.0005".
+    """
+    text = format(amount.normalize(), "f")
+    if text == "-0":
+        text = "0"
+    if not cents:
+        return text
+    whole, _, fraction = text.partition(".")
+    return f"{whole}.{fraction.ljust(2, '0')}"
