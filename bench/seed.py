@@ -36,7 +36,7 @@ def seed() -> tuple[str, str]:
 
     from billing.models import Budget, Price, RateLimit
     from providers.credentials import encrypt_credential
-    from providers.models import ModelRoute, Provider
+    from providers.models import ModelRoute, Provider, PublicModel
     from tenants.services import api_key_create, tenant_create
 
     with transaction.atomic():
@@ -50,13 +50,10 @@ def seed() -> tuple[str, str]:
             provider = Provider.objects.create(
                 name=name, kind=kind, base_url=url, credential_encrypted=encrypt_credential("sk-bench-not-a-real-key")
             )
-            routes.append(
-                ModelRoute.objects.create(
-                    public_id=model, provider=provider, upstream_model=model, owned_by="bench", max_output_tokens=1024
-                )
-            )
+            public = PublicModel.objects.create(public_id=model, owned_by="bench", max_output_tokens=1024)
+            routes.append(ModelRoute.objects.create(model=public, provider=provider, upstream_model=model))
         for route in routes:
-            Price.objects.create(route=route, input_per_million=Decimal("2.5"), output_per_million=Decimal("10"))
+            Price.objects.create(route=route.model, input_per_million=Decimal("2.5"), output_per_million=Decimal("10"))
         # Two tenants: a tenant's limits apply to all its keys, and the plain key must have none.
         _, plain = api_key_create(tenant=tenant_create(name="Bench", slug="bench"), name="bench/run.sh, no limits")
         tenant = tenant_create(name="Bench, limited", slug="bench-limited")

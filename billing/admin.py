@@ -2,7 +2,7 @@
 
 The ledger is evidence, not configuration: its pages can be read and
 searched but nothing in them adds, changes or deletes a row. Its filters are
-built from the routes, providers and status classes rather than from
+built from the public models, providers and status classes rather than from
 DISTINCT queries over the ledger, which grows by a row per request.
 """
 
@@ -16,50 +16,73 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from billing.models import Budget, BudgetAlert, Price, RateLimit, UsageRecord
+from billing.models import Budget, BudgetAlert, DeploymentPrice, Price, RateLimit, UsageRecord
+from billing.money import usd
 from billing.selectors import budgets_with_spend
-from providers.admin import ModelRouteAdmin
-from providers.models import ModelRoute, Provider
+from providers.admin import ModelRouteAdmin, PublicModelAdmin
+from providers.models import ModelRoute, Provider, PublicModel
 from tenants.models import Tenant
 
 _OWNER_SEARCH = ("tenant__name", "tenant__slug", "api_key__name", "api_key__prefix", "api_key__tenant__slug")
-
-
-def _usd(amount: Any) -> str:
-    """Plain decimal notation without trailing zeros (ten places are stored)."""
-    return format(amount.normalize(), "f") if amount else "0"
 
 
 class PriceInline(admin.TabularInline):
     model = Price
     fields = ["effective_from", "input_per_million", "cached_input_per_million", "output_per_million"]
     extra = 0
-    verbose_name_plural = "prices (USD per 1M tokens; the latest that has started is in effect)"
+    verbose_name_plural = "tenant prices (USD per 1M tokens; the latest that has started is in effect)"
 
 
-# providers sits below billing in Portico's layers and may not import it, so billing adds
-# the price history to the route page itself.
-ModelRouteAdmin.inlines = [*ModelRouteAdmin.inlines, PriceInline]
+class DeploymentPriceInline(admin.TabularInline):
+    model = DeploymentPrice
+    fields = ["effective_from", "input_per_million", "cached_input_per_million", "output_per_million"]
+    extra = 0
+    verbose_name_plural = "provider costs (USD per 1M tokens; the latest that has started is in effect)"
+
+
+# providers sits below billing in Portico's layers and may not import it, so billing registers
+# the public model and deployment pages again, as subclasses that add the price history.
+admin.site.unregister(PublicModel)
+admin.site.unregister(ModelRoute)
+
+
+@admin.register(PublicModel)
+class PricedPublicModelAdmin(PublicModelAdmin):
+    inlines = [*PublicModelAdmin.inlines, PriceInline]
+
+
+@admin.register(ModelRoute)
+class CostedModelRouteAdmin(ModelRouteAdmin):
+    inlines = [*ModelRouteAdmin.inlines, DeploymentPriceInline]
 
 
 @admin.register(Price)
 class PriceAdmin(admin.ModelAdmin):
+    list_display = ["route", "effective_from", "input_per_million", "cached_input_per_million", "output_per_million"]
+    list_filter = [("route__deployments__provider", admin.RelatedOnlyFieldListFilter), "effective_from"]
+    list_select_related = ["route"]
+    search_fields = ["route__public_id"]
+    autocomplete_fields = ["route"]
+
+
+@admin.register(DeploymentPrice)
+class DeploymentPriceAdmin(admin.ModelAdmin):
     list_display = [
-        "route",
+        "deployment",
         "provider",
         "effective_from",
         "input_per_million",
         "cached_input_per_million",
         "output_per_million",
     ]
-    list_filter = ["route__provider", "effective_from"]
-    list_select_related = ["route__provider"]
-    search_fields = ["route__public_id"]
-    autocomplete_fields = ["route"]
+    list_filter = ["deployment__provider", "effective_from"]
+    list_select_related = ["deployment__model", "deployment__provider"]
+    search_fields = ["deployment__model__public_id", "deployment__upstream_model", "deployment__provider__name"]
+    autocomplete_fields = ["deployment"]
 
-    @admin.display(description="provider", ordering="route__provider__name")
-    def provider(self, price: Price) -> Provider:
-        return price.route.provider
+    @admin.display(description="provider", ordering="deployment__provider__name")
+    def provider(self, price: DeploymentPrice) -> Provider:
+        return price.deployment.provider
 
 
 class OwnerTenantFilter(admin.SimpleListFilter):
@@ -150,7 +173,7 @@ class BudgetAdmin(OwnedAdmin):
 
     @admin.display(description="spent this period (USD)", ordering="spent")
     def spent(self, budget: Budget) -> str:
-        return _usd(budget.spent)  # type: ignore[attr-defined]
+        return usd(budget.spent)  # type: ignore[attr-defined]
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -191,7 +214,7 @@ class ModelFilter(admin.SimpleListFilter):
     parameter_name = "model"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(public_id, public_id) for public_id in ModelRoute.objects.values_list("public_id", flat=True)]
+        return [(public_id, public_id) for public_id in PublicModel.objects.values_list("public_id", flat=True)]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[UsageRecord]) -> QuerySet[UsageRecord]:
         return queryset.filter(model=self.value()) if self.value() else queryset
@@ -241,4 +264,4 @@ class UsageRecordAdmin(ReadOnlyAdmin):
 
     @admin.display(description="cost (USD)", ordering="cost")
     def cost_usd(self, record: UsageRecord) -> str:
-        return _usd(record.cost)
+        return usd(record.cost)

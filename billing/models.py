@@ -18,10 +18,9 @@ from django.utils import timezone
 USD = {"max_digits": 20, "decimal_places": 10}
 
 
-class Price(models.Model):
-    """A route's price from `effective_from` on; ledger rows keep the cost computed when they were written."""
+class PerMillion(models.Model):
+    """USD per million tokens from `effective_from` on; ledger rows keep the cost computed when they were written."""
 
-    route = models.ForeignKey("providers.ModelRoute", on_delete=models.CASCADE, related_name="prices")
     effective_from = models.DateTimeField(default=timezone.now)
     input_per_million = models.DecimalField(
         max_digits=12, decimal_places=6, default=Decimal("0"), validators=[MinValueValidator(0)]
@@ -39,11 +38,37 @@ class Price(models.Model):
     )
 
     class Meta:
+        abstract = True
+
+
+class Price(PerMillion):
+    """What a tenant is charged for a public model, whichever deployment serves it."""
+
+    # Named `route` from the days a public model was one route; it is the public model.
+    route = models.ForeignKey("providers.PublicModel", on_delete=models.CASCADE, related_name="prices")
+
+    class Meta:
         ordering = ["route", "-effective_from"]
         constraints = [models.UniqueConstraint(fields=["route", "effective_from"], name="one_price_per_route_instant")]
 
     def __str__(self) -> str:
         return f"{self.route} from {self.effective_from:%Y-%m-%d %H:%M}"
+
+
+class DeploymentPrice(PerMillion):
+    """What a provider costs for one deployment: with the tenant's price, the margin per model and provider."""
+
+    deployment = models.ForeignKey("providers.ModelRoute", on_delete=models.CASCADE, related_name="costs")
+
+    class Meta:
+        ordering = ["deployment", "-effective_from"]
+        verbose_name = "provider cost"
+        constraints = [
+            models.UniqueConstraint(fields=["deployment", "effective_from"], name="one_cost_per_deployment_instant")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.deployment} from {self.effective_from:%Y-%m-%d %H:%M}"
 
 
 def _one_owner() -> Q:
@@ -140,6 +165,14 @@ class UsageRecord(models.Model):
     model = models.CharField(max_length=200, help_text="The public model id the client asked for.")
     provider = models.CharField(max_length=200, blank=True)
     upstream_model = models.CharField(max_length=200, blank=True)
+    # The deployment that served, as ids and names outlive the deployment row itself: no foreign key.
+    # Defaults live in the database too, so a writer that predates these columns (a process of the
+    # previous release during an upgrade, a spool it left behind) still inserts its rows.
+    deployment_id = models.PositiveIntegerField(null=True, blank=True)
+    deployment = models.CharField(
+        max_length=200, blank=True, default="", db_default="", help_text="provider/upstream model that served."
+    )
+    attempts = models.PositiveSmallIntegerField(default=1, db_default=1, help_text="Upstream attempts this call made.")
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     cached_tokens = models.PositiveIntegerField(default=0)
@@ -147,6 +180,13 @@ class UsageRecord(models.Model):
     tokens_estimated = models.BooleanField(default=False, help_text="Counted by Portico: the upstream reported none.")
     cost = models.DecimalField(
         max_digits=20, decimal_places=10, default=Decimal("0"), help_text="USD, at the prices in effect then."
+    )
+    provider_cost = models.DecimalField(
+        max_digits=20,
+        decimal_places=10,
+        default=Decimal("0"),
+        db_default=Decimal("0"),
+        help_text="USD the providers charge for this call.",
     )
     latency_ms = models.PositiveIntegerField(default=0)
     first_token_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Time to first token (streams).")

@@ -12,8 +12,8 @@ from typing import Any
 from django.utils import timezone
 from rest_framework import serializers
 
-from billing.facade import period_bounds
 from billing.models import USD, Budget, BudgetAlert, RateLimit, UsageRecord
+from billing.periods import period_bounds
 from tenants.apis import ManagedKeyField, ManagedTenantField, usable_models
 
 LIMIT_FIELDS = ("requests_per_minute", "tokens_per_minute", "max_concurrent")

@@ -13,8 +13,8 @@ from decimal import Decimal
 from django.db import transaction
 from django.utils import timezone
 
-from billing.models import Budget, Price, RateLimit
-from providers.models import ModelRoute
+from billing.models import Budget, DeploymentPrice, Price, RateLimit
+from providers.models import ModelRoute, PublicModel
 from tenants.models import ApiKey, Tenant
 
 
@@ -25,15 +25,33 @@ def _check_one_owner(tenant: Tenant | None, api_key: ApiKey | None) -> None:
 
 def price_add(
     *,
-    route: ModelRoute,
+    model: PublicModel,
     input_per_million: Decimal,
     output_per_million: Decimal,
     cached_input_per_million: Decimal | None = None,
     effective_from: datetime | None = None,
 ) -> Price:
-    """A new price for a route from `effective_from` (now by default); earlier prices stay as history."""
+    """A new tenant price for a public model from `effective_from` (now by default); earlier ones stay as history."""
     return Price.objects.create(
-        route=route,
+        route=model,
+        effective_from=effective_from or timezone.now(),
+        input_per_million=input_per_million,
+        output_per_million=output_per_million,
+        cached_input_per_million=cached_input_per_million,
+    )
+
+
+def deployment_price_add(
+    *,
+    deployment: ModelRoute,
+    input_per_million: Decimal,
+    output_per_million: Decimal,
+    cached_input_per_million: Decimal | None = None,
+    effective_from: datetime | None = None,
+) -> DeploymentPrice:
+    """What a deployment's provider charges from `effective_from` (now by default); earlier costs stay as history."""
+    return DeploymentPrice.objects.create(
+        deployment=deployment,
         effective_from=effective_from or timezone.now(),
         input_per_million=input_per_million,
         output_per_million=output_per_million,

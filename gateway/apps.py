@@ -12,8 +12,10 @@ class GatewayConfig(AppConfig):
             "tenants.Tenant",
             "tenants.ApiKey",
             "providers.Provider",
+            "providers.PublicModel",
             "providers.ModelRoute",
             "billing.Price",
+            "billing.DeploymentPrice",
             "billing.RateLimit",
             "billing.Budget",
         )

@@ -239,7 +239,7 @@ def _ensure_demo_tenant(out: TextIO) -> Tenant:
 
 
 def _ensure_mock_route(out: TextIO) -> None:
-    from providers.models import ModelRoute, Provider
+    from providers.models import Provider, PublicModel
     from providers.services import model_route_create, provider_create
 
     provider = Provider.objects.filter(name=DEMO_PROVIDER).first()
@@ -251,7 +251,7 @@ def _ensure_mock_route(out: TextIO) -> None:
         provider = provider_create(name=DEMO_PROVIDER, kind="mock")
     else:
         out.write(f"Provider “{DEMO_PROVIDER}” (built-in mock): reusing it.\n")
-    if ModelRoute.objects.filter(public_id=DEMO_MODEL).exists():
+    if PublicModel.objects.filter(public_id=DEMO_MODEL).exists():
         out.write(f"Model `{DEMO_MODEL}`: reusing it.\n")
         return
     out.write(f"Creating the model `{DEMO_MODEL}` on “{DEMO_PROVIDER}”…\n")

@@ -15,7 +15,7 @@ from gateway.fastpath import new_request_id
 from gateway.snapshot import Snapshot, store
 from gateway.validation import validate_output_cap
 from providers.adapters.base import Operation
-from providers.facade import RouteInfo
+from providers.facade import ModelInfo, RouteInfo
 from tenants.facade import KeyGrant
 
 # What each operation needs of a route, and how a refusal names it.
@@ -54,20 +54,26 @@ def grant_of(request: HttpRequest) -> KeyGrant:
     return request.auth  # type: ignore[attr-defined]
 
 
-def find_route(snapshot: Snapshot, grant: KeyGrant, model: str) -> RouteInfo:
-    route = snapshot.routes.get(model)
-    if route is None or not grant.may_use(model):
+def find_model(snapshot: Snapshot, grant: KeyGrant, model: str) -> ModelInfo:
+    """The public model a key names; one it may not use reads exactly as one that does not exist."""
+    found = snapshot.models.get(model)
+    if found is None or not grant.may_use(model):
         raise ModelNotFound(model)
-    return route
+    return found
 
 
-def default_route(snapshot: Snapshot, grant: KeyGrant, operation: Operation) -> RouteInfo:
-    """For endpoints where `model` is optional (moderations, images): the first such route the key may use."""
+def default_model(snapshot: Snapshot, grant: KeyGrant, operation: Operation) -> ModelInfo:
+    """For endpoints where `model` is optional (moderations, images): the first such model the key may use."""
     capability, what = NEEDS[operation]
-    for model, route in sorted(snapshot.routes.items()):
-        if capability in route.capabilities and grant.may_use(model):
-            return route
+    for public_id, model in sorted(snapshot.models.items()):
+        if capability in model.capabilities and grant.may_use(public_id):
+            return model
     raise InvalidRequest(f"No model for {what} is available to this API key; name one in `model`.", param="model")
+
+
+def find_route(snapshot: Snapshot, grant: KeyGrant, model: str) -> RouteInfo:
+    """The deployment a call is served from: the model's first, until routing chooses among them."""
+    return find_model(snapshot, grant, model).routes[0]
 
 
 def require(route: RouteInfo, capability: str, what: str) -> None:
@@ -125,8 +131,11 @@ async def json_call(
     validate(body)
     snapshot = await store.get()
     grant = grant_of(request)
-    model = body.get("model")
-    route = find_route(snapshot, grant, model) if model is not None else default_route(snapshot, grant, operation)
+    public_id = body.get("model")
+    model = (
+        find_model(snapshot, grant, public_id) if public_id is not None else default_model(snapshot, grant, operation)
+    )
+    route = model.routes[0]
     _check(route, operation, body)
     return new_call(request, route, operation, body), snapshot.billing
 

@@ -1,4 +1,4 @@
-"""The management API under /api/: tenants' keys, usage, rate limits and budgets (DRF), and its OpenAPI schema."""
+"""The management API under /api/: providers, models, tenants' keys, usage, limits and budgets (DRF), and its schema."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ from rest_framework.request import Request
 from rest_framework.routers import DefaultRouter
 
 from billing.apis import BudgetAlertViewSet, BudgetViewSet, RateLimitViewSet, UsageViewSet
-from tenants.apis import ApiKeyViewSet, IsOperatorOrTenantAdmin, TenantViewSet
+from providers.apis import ProviderViewSet
+from tenants.apis import ApiKeyViewSet, IsOperatorOrTenantAdmin, ModelViewSet, TenantViewSet
 from tenants.authentication import ManagementTokenAuthentication
 
 router = DefaultRouter()
+router.register("providers", ProviderViewSet, basename="provider")
+router.register("models", ModelViewSet, basename="publicmodel")
 router.register("tenants", TenantViewSet, basename="tenant")
 router.register("keys", ApiKeyViewSet, basename="apikey")
 router.register("usage", UsageViewSet, basename="usage")

@@ -78,7 +78,7 @@ async def _reload_quietly(store: SnapshotStore) -> bool:
     except DatabaseError:
         logger.exception("snapshot reload failed; serving the previous snapshot")
         return False
-    upstreams.retain({route.provider.id for route in snapshot.routes.values()})
+    upstreams.retain({route.provider.id for model in snapshot.models.values() for route in model.routes})
     return True
 
 

@@ -203,6 +203,26 @@ PORTICO_LEDGER_DIR = env_str("PORTICO_LEDGER_DIR", str(DATA_DIR / "ledger"))
 PORTICO_LEDGER_FLUSH = env_float("PORTICO_LEDGER_FLUSH", 0.5, minimum=0.01)
 PORTICO_LEDGER_BATCH = env_int("PORTICO_LEDGER_BATCH", 500, minimum=1)
 
+# --- Circuit breakers, one per deployment (gateway/breakers/) ------------------------------------------------
+# A breaker opens when PORTICO_BREAKER_ERROR_RATIO of the requests of the last PORTICO_BREAKER_WINDOW seconds
+# failed (once there were PORTICO_BREAKER_MIN_REQUESTS of them), or after PORTICO_BREAKER_CONSECUTIVE_FAILURES
+# failures in a row (0: off), or when the recent median latency passes PORTICO_BREAKER_LATENCY_MULTIPLE times
+# the deployment's own baseline (0: off). It stays open PORTICO_BREAKER_COOLDOWN seconds, then lets
+# PORTICO_BREAKER_HALF_OPEN_PROBES requests through at once: one success closes it, one failure reopens it.
+PORTICO_BREAKER_WINDOW = env_float("PORTICO_BREAKER_WINDOW", 30.0, minimum=1.0)
+PORTICO_BREAKER_ERROR_RATIO = env_float("PORTICO_BREAKER_ERROR_RATIO", 0.5, minimum=0.01)
+if PORTICO_BREAKER_ERROR_RATIO > 1:
+    raise ImproperlyConfigured(f"PORTICO_BREAKER_ERROR_RATIO must be at most 1, got {PORTICO_BREAKER_ERROR_RATIO}")
+PORTICO_BREAKER_MIN_REQUESTS = env_int("PORTICO_BREAKER_MIN_REQUESTS", 10, minimum=1)
+PORTICO_BREAKER_CONSECUTIVE_FAILURES = env_int("PORTICO_BREAKER_CONSECUTIVE_FAILURES", 5, minimum=0)
+PORTICO_BREAKER_COOLDOWN = env_float("PORTICO_BREAKER_COOLDOWN", 30.0, minimum=0.1)
+PORTICO_BREAKER_HALF_OPEN_PROBES = env_int("PORTICO_BREAKER_HALF_OPEN_PROBES", 3, minimum=1)
+PORTICO_BREAKER_LATENCY_MULTIPLE = env_float("PORTICO_BREAKER_LATENCY_MULTIPLE", 4.0, minimum=0.0)
+if 0 < PORTICO_BREAKER_LATENCY_MULTIPLE <= 1:
+    raise ImproperlyConfigured(
+        f"PORTICO_BREAKER_LATENCY_MULTIPLE must be 0 (off) or above 1, got {PORTICO_BREAKER_LATENCY_MULTIPLE}"
+    )
+
 # --- Management API (/api/) ------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.ManagementTokenAuthentication"],
@@ -236,7 +256,7 @@ PORTICO_PUBLIC_OPENAI_DOCS = env_bool("PORTICO_PUBLIC_OPENAI_DOCS", True)
 PORTICO_PUBLIC_MANAGEMENT_SCHEMA = env_bool("PORTICO_PUBLIC_MANAGEMENT_SCHEMA", False)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Portico management API",
-    "DESCRIPTION": "Keys, usage, rate limits and budgets of Portico's tenants.",
+    "DESCRIPTION": "Providers and models, and the keys, usage, rate limits and budgets of Portico's tenants.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
 }

@@ -1,10 +1,10 @@
-"""The in-process snapshot of keys and routes that the hot path reads instead of the database.
+"""The in-process snapshot of keys, models and prices that the hot path reads instead of the database.
 
 Each process holds one `Snapshot`, swapped whole when it is rebuilt, so a
 request always sees one consistent view. Rebuilds happen in the background:
 
 * with REDIS_URL, on a pub/sub message that every process receives when a
-  tenant, key, provider or route changes, and every PORTICO_SNAPSHOT_POLL
+  tenant, key, provider, public model, deployment or price changes, and every PORTICO_SNAPSHOT_POLL
   seconds in case a message was lost while Redis was away;
 * without Redis, every PORTICO_SNAPSHOT_TTL seconds, and at once in the
   process that made the change.
@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db import connections
 
 from billing.facade import BillingSnapshot, load_billing
-from providers.facade import RouteInfo, load_routes
+from providers.facade import ModelInfo, load_models
 from tenants.facade import KeyGrant, load_key_grants
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     keys: dict[str, KeyGrant] = field(default_factory=dict)
-    routes: dict[str, RouteInfo] = field(default_factory=dict)
+    models: dict[str, ModelInfo] = field(default_factory=dict)  # by public id
     billing: BillingSnapshot = field(default_factory=BillingSnapshot)
     loaded_at: float = 0.0
 
@@ -43,7 +43,7 @@ def channel() -> str:
 def build_snapshot() -> Snapshot:
     """Query the database for a fresh snapshot (runs in a worker thread, never on a request)."""
     try:
-        return Snapshot(keys=load_key_grants(), routes=load_routes(), billing=load_billing(), loaded_at=time.time())
+        return Snapshot(keys=load_key_grants(), models=load_models(), billing=load_billing(), loaded_at=time.time())
     finally:
         # This thread is not a request thread: nothing else would close its connection.
         connections.close_all()

@@ -1,4 +1,4 @@
-"""The operator's console for providers and model routes.
+"""The operator's console for providers, public models and their deployments.
 
 A provider's credential and extra headers are write-only here: the form takes
 new ones or a request to clear them, and no page ever renders a stored value,
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
@@ -23,7 +23,8 @@ from providers.adapters import adapter_for
 from providers.credentials import CredentialUnreadable, decrypt_headers
 from providers.facade import CAPABILITIES
 from providers.http import ProbeResult
-from providers.models import HEADER_NAME, ModelRoute, Provider
+from providers.models import HEADER_NAME, ModelRoute, Provider, PublicModel
+from providers.options import RETRY_CLASSES, default_retry_on
 from providers.services import provider_set_credential, provider_set_extra_headers, provider_test_connection
 
 CAPABILITY_FIELDS = [f"supports_{name}" for name in CAPABILITIES]
@@ -214,25 +215,93 @@ class ProviderAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:providers_provider_change", args=[provider.pk]))
 
 
-@admin.register(ModelRoute)
-class ModelRouteAdmin(admin.ModelAdmin):
-    list_display = [
-        "public_id",
+class PublicIdsField(forms.CharField):
+    """An ordered list of public model ids, typed as one line: 'gpt-4o, gpt-4o-mini'."""
+
+    def prepare_value(self, value: Any) -> Any:
+        return ", ".join(value) if isinstance(value, list) else value
+
+    def to_python(self, value: Any) -> list[str]:
+        text = super().to_python(value) or ""
+        return [name for name in (part.strip() for part in text.replace("\n", ",").split(",")) if name]
+
+
+class PublicModelForm(forms.ModelForm):
+    fallbacks = PublicIdsField(
+        required=False, help_text=PublicModel._meta.get_field("fallbacks").help_text + " Separate them with commas."
+    )
+    retry_on = forms.MultipleChoiceField(
+        required=False,
+        choices=[(name, name) for name in RETRY_CLASSES],
+        widget=forms.CheckboxSelectMultiple,
+        initial=default_retry_on,
+        help_text=PublicModel._meta.get_field("retry_on").help_text,
+    )
+
+    class Meta:
+        model = PublicModel
+        fields = "__all__"
+
+
+class DeploymentInline(admin.TabularInline):
+    model = ModelRoute
+    fields = [
         "provider",
         "upstream_model",
+        "priority",
+        "weight",
+        "max_requests_per_minute",
+        "max_tokens_per_minute",
+        "max_in_flight",
         "active",
-        "capabilities",
     ]
-    list_filter = ["provider", "provider__kind", "active", *CAPABILITY_FIELDS]
-    list_select_related = ["provider"]
-    search_fields = ["public_id", "upstream_model", "provider__name"]
+    extra = 0
+    min_num = 1
+    show_change_link = True
+    verbose_name_plural = "deployments (tried by priority, lowest first; weight counts under the weighted strategy)"
+
+
+@admin.register(PublicModel)
+class PublicModelAdmin(admin.ModelAdmin):
+    form = PublicModelForm
+    inlines = [DeploymentInline]
+    list_display = ["public_id", "model_family", "strategy", "deployment_count", "active", "capabilities"]
+    list_filter = ["active", "strategy", "ensemble", "deployments__provider", *CAPABILITY_FIELDS]
+    search_fields = ["public_id", "model_family", "deployments__upstream_model", "deployments__provider__name"]
     readonly_fields = ["created_at"]
     fieldsets = [
-        (None, {"fields": ["public_id", "provider", "upstream_model", "active"]}),
+        (None, {"fields": ["public_id", "model_family", "active"]}),
         ("Metadata", {"fields": ["owned_by", "context_window", "max_output_tokens", "created_at"]}),
         ("Capabilities", {"fields": CAPABILITY_FIELDS}),
+        ("Routing", {"fields": ["strategy", "fallbacks", "retry_on", "mid_stream_recovery", "ensemble"]}),
+        ("Timeouts", {"fields": ["timeout", "first_byte_timeout", "stall_timeout"]}),
     ]
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[PublicModel]:
+        return super().get_queryset(request).annotate(deployment_total=Count("deployments"))
+
+    @admin.display(description="deployments", ordering="deployment_total")
+    def deployment_count(self, model: PublicModel) -> int:
+        return model.deployment_total  # type: ignore[attr-defined]
+
     @admin.display(description="capabilities")
-    def capabilities(self, route: ModelRoute) -> str:
-        return ", ".join(name for name in CAPABILITIES if getattr(route, f"supports_{name}")) or "none"
+    def capabilities(self, model: PublicModel) -> str:
+        return ", ".join(name for name in CAPABILITIES if getattr(model, f"supports_{name}")) or "none"
+
+
+@admin.register(ModelRoute)
+class ModelRouteAdmin(admin.ModelAdmin):
+    """One deployment on its own page: where its provider costs are kept."""
+
+    list_display = ["__str__", "provider", "upstream_model", "priority", "weight", "active"]
+    list_filter = ["provider", "provider__kind", "active", "model__strategy"]
+    list_select_related = ["model", "provider"]
+    search_fields = ["model__public_id", "upstream_model", "provider__name"]
+    autocomplete_fields = ["model"]
+    readonly_fields = ["created_at"]
+    ordering = ["model__public_id", "priority", "id"]
+    fieldsets = [
+        (None, {"fields": ["model", "provider", "upstream_model", "active", "created_at"]}),
+        ("Order", {"fields": ["priority", "weight"]}),
+        ("Caps", {"fields": ["max_requests_per_minute", "max_tokens_per_minute", "max_in_flight"]}),
+    ]

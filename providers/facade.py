@@ -1,6 +1,6 @@
-"""What the hot path may know about providers and model routes: frozen values, no models.
+"""What the hot path may know about providers, public models and their deployments: frozen values, no models.
 
-`load_routes()` queries the database and decrypts credentials and extra headers;
+`load_models()` queries the database and decrypts credentials and extra headers;
 it is called only when the snapshot is rebuilt, never per request. Each provider's
 `redactor` is built there too, once, from its secrets.
 """
@@ -13,10 +13,24 @@ from dataclasses import dataclass, field
 from providers.adapters import adapter_for
 from providers.adapters.base import Adapter
 from providers.credentials import CredentialUnreadable, decrypt_credential, decrypt_headers
-from providers.models import ModelRoute
+from providers.models import ModelRoute, Provider, PublicModel
+from providers.options import DEFAULT_RETRY_ON, ENSEMBLES, RETRY_CLASSES, STRATEGIES
 from providers.redaction import Redactor
 
 logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CAPABILITIES",
+    "DEFAULT_RETRY_ON",
+    "ENSEMBLES",
+    "RETRY_CLASSES",
+    "STRATEGIES",
+    "ModelInfo",
+    "ProviderInfo",
+    "RouteInfo",
+    "load_models",
+    "provider_info",
+]
 
 MOCK_BASE_URL = "http://mock.portico.invalid/v1"
 
@@ -54,6 +68,9 @@ class ProviderInfo:
 
 @dataclass(frozen=True, slots=True)
 class RouteInfo:
+    """One deployment of a public model. The model's promises (window, capabilities) are copied onto it."""
+
+    id: int  # the ModelRoute's primary key: breakers, stats, the ledger and headers name a deployment by it
     public_id: str
     provider: ProviderInfo
     upstream_model: str
@@ -62,6 +79,37 @@ class RouteInfo:
     context_window: int | None
     max_output_tokens: int | None
     capabilities: frozenset[str]
+    priority: int = 0  # lower is tried first
+    weight: int = 1  # 0: never chosen by `weighted` unless nothing else is left
+    max_requests_per_minute: int | None = None
+    max_tokens_per_minute: int | None = None
+    max_in_flight: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.provider.name}/{self.upstream_model}"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """A public model as the hot path serves it: what it promises, how to route it, and its deployments."""
+
+    public_id: str
+    owned_by: str
+    created: int
+    context_window: int | None
+    max_output_tokens: int | None
+    capabilities: frozenset[str]
+    model_family: str  # "" if none
+    strategy: str  # one of STRATEGIES
+    fallbacks: tuple[str, ...]  # public ids tried in order after every deployment failed
+    retry_on: frozenset[str]  # a subset of RETRY_CLASSES
+    mid_stream_recovery: bool
+    ensemble: str  # "" or one of ENSEMBLES
+    timeout: float | None  # the whole call's deadline in seconds; None leaves it to the provider timeouts
+    first_byte_timeout: float | None
+    stall_timeout: float | None
+    routes: tuple[RouteInfo, ...]  # active deployments of active providers, by (priority, id); never empty
 
 
 CAPABILITIES = (
@@ -100,28 +148,74 @@ def provider_info(provider: object) -> ProviderInfo:
     )
 
 
-def load_routes() -> dict[str, RouteInfo]:
-    """Every active route of an active provider, by public model id."""
-    routes: dict[str, RouteInfo] = {}
+def load_models() -> dict[str, ModelInfo]:
+    """Every active public model with at least one servable deployment, by public id."""
+    deployments = (
+        ModelRoute.objects.filter(active=True, provider__active=True, model__active=True)
+        .select_related("provider", "model")
+        .order_by("model_id", "priority", "id")
+    )
     providers: dict[int, ProviderInfo | None] = {}
-    for route in ModelRoute.objects.filter(active=True, provider__active=True).select_related("provider"):
-        if route.provider_id not in providers:
-            try:
-                providers[route.provider_id] = provider_info(route.provider)
-            except CredentialUnreadable:
-                logger.error("provider %s skipped: its credential cannot be decrypted", route.provider.name)
-                providers[route.provider_id] = None
-        info = providers[route.provider_id]
+    by_model: dict[int, tuple[PublicModel, list[RouteInfo]]] = {}
+    for route in deployments:
+        info = _provider(providers, route.provider)
         if info is None:
             continue
-        routes[route.public_id] = RouteInfo(
-            public_id=route.public_id,
-            provider=info,
-            upstream_model=route.upstream_model,
-            owned_by=route.owned_by,
-            created=int(route.created_at.timestamp()),
-            context_window=route.context_window,
-            max_output_tokens=route.max_output_tokens,
-            capabilities=frozenset(name for name in CAPABILITIES if getattr(route, f"supports_{name}")),
-        )
-    return routes
+        model = route.model
+        by_model.setdefault(model.pk, (model, []))[1].append(_route_info(route, model, info))
+    return {model.public_id: _model_info(model, tuple(routes)) for model, routes in by_model.values()}
+
+
+def _provider(cache: dict[int, ProviderInfo | None], provider: Provider) -> ProviderInfo | None:
+    """Each provider's frozen view, built once per load; None for one whose secrets cannot be read."""
+    if provider.pk not in cache:
+        try:
+            cache[provider.pk] = provider_info(provider)
+        except CredentialUnreadable:
+            logger.error("provider %s skipped: its credential cannot be decrypted", provider.name)
+            cache[provider.pk] = None
+    return cache[provider.pk]
+
+
+def _capabilities(model: PublicModel) -> frozenset[str]:
+    return frozenset(name for name in CAPABILITIES if getattr(model, f"supports_{name}"))
+
+
+def _route_info(route: ModelRoute, model: PublicModel, provider: ProviderInfo) -> RouteInfo:
+    return RouteInfo(
+        id=route.pk,
+        public_id=model.public_id,
+        provider=provider,
+        upstream_model=route.upstream_model,
+        owned_by=model.owned_by,
+        created=int(model.created_at.timestamp()),
+        context_window=model.context_window,
+        max_output_tokens=model.max_output_tokens,
+        capabilities=_capabilities(model),
+        priority=route.priority,
+        weight=route.weight,
+        max_requests_per_minute=route.max_requests_per_minute,
+        max_tokens_per_minute=route.max_tokens_per_minute,
+        max_in_flight=route.max_in_flight,
+    )
+
+
+def _model_info(model: PublicModel, routes: tuple[RouteInfo, ...]) -> ModelInfo:
+    return ModelInfo(
+        public_id=model.public_id,
+        owned_by=model.owned_by,
+        created=int(model.created_at.timestamp()),
+        context_window=model.context_window,
+        max_output_tokens=model.max_output_tokens,
+        capabilities=routes[0].capabilities,
+        model_family=model.model_family,
+        strategy=model.strategy,
+        fallbacks=tuple(model.fallbacks or ()),
+        retry_on=frozenset(model.retry_on or ()),
+        mid_stream_recovery=model.mid_stream_recovery,
+        ensemble=model.ensemble,
+        timeout=model.timeout,
+        first_byte_timeout=model.first_byte_timeout,
+        stall_timeout=model.stall_timeout,
+        routes=routes,
+    )

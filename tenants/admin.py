@@ -75,7 +75,7 @@ class TenantAdmin(admin.ModelAdmin):
 
     def save_related(self, request: HttpRequest, form: forms.ModelForm, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)
-        tenant_set_models(tenant=form.instance, route_ids=[r.pk for r in form.cleaned_data["allowed_models"]])
+        tenant_set_models(tenant=form.instance, model_ids=[m.pk for m in form.cleaned_data["allowed_models"]])
 
     @admin.display(description="keys", ordering="key_count")
     def key_count(self, tenant: Tenant) -> int:
@@ -140,7 +140,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def save_related(self, request: HttpRequest, form: forms.ModelForm, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)
         if "allowed_models" in form.cleaned_data:
-            api_key_set_models(api_key=form.instance, route_ids=[r.pk for r in form.cleaned_data["allowed_models"]])
+            api_key_set_models(api_key=form.instance, model_ids=[m.pk for m in form.cleaned_data["allowed_models"]])
 
     def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None) -> HttpResponse:
         plaintext = self._issued.pop(request, None)

@@ -22,13 +22,14 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.permissions import BasePermission
+from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from providers.models import ModelRoute
+from providers.apis import PublicModelViewSet
+from providers.models import PublicModel
 from tenants.models import ApiKey, Tenant
-from tenants.selectors import model_routes_for
+from tenants.selectors import public_models_for, public_models_usable_by
 from tenants.services import api_key_create, api_key_revoke
 
 
@@ -45,13 +46,13 @@ def tenants_managed_by(user: Any) -> QuerySet[Tenant]:
     return Tenant.objects.filter(admins=user)
 
 
-def usable_models(*, user: Any, tenant: Tenant, public_ids: Iterable[str]) -> list[ModelRoute]:
-    """The routes of `public_ids` that `tenant` may use, else a ValidationError naming the others.
+def usable_models(*, user: Any, tenant: Tenant, public_ids: Iterable[str]) -> list[PublicModel]:
+    """The public models of `public_ids` that `tenant` may use, else a ValidationError naming the others.
 
     A tenant admin is told only "Unknown model" for both a model that does not exist and one their
     tenant may not use, so they learn nothing of models kept for other tenants; an operator sees which.
     """
-    usable, unknown, forbidden = model_routes_for(tenant=tenant, public_ids=public_ids)
+    usable, unknown, forbidden = public_models_for(tenant=tenant, public_ids=public_ids)
     if is_operator(user):
         problems = [f"Unknown model: {', '.join(unknown)}."] if unknown else []
         problems += [f"The tenant may not use: {', '.join(forbidden)}."] if forbidden else []
@@ -71,6 +72,15 @@ class IsOperatorOrTenantAdmin(BasePermission):
         if not user.is_authenticated:
             return False
         return is_operator(user) or user.administered_tenants.exists()
+
+
+class IsOperatorOrReadingTenantAdmin(IsOperatorOrTenantAdmin):
+    """Operators may do anything; tenant admins may only read."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if request.method not in SAFE_METHODS and not is_operator(request.user):
+            return False
+        return super().has_permission(request, view)
 
 
 class TenantScopedViewSet(viewsets.GenericViewSet):
@@ -125,7 +135,7 @@ class AllowedModelsField(serializers.Field):
     def to_representation(self, owner: Tenant | ApiKey) -> list[str] | None:
         if not owner.models_restricted:
             return None
-        return sorted(route.public_id for route in owner.allowed_models.all())
+        return sorted(model.public_id for model in owner.allowed_models.all())
 
 
 class TenantSerializer(serializers.ModelSerializer):
@@ -239,7 +249,7 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScop
             tenant=data["tenant"],
             name=data["name"],
             expires_at=data["expires_at"],
-            allowed_model_ids=[route.pk for route in data["allowed_models"]],
+            allowed_model_ids=[model.pk for model in data["allowed_models"]],
         )
         api_key.key = plaintext  # type: ignore[attr-defined]  # for this one response only
         response = Response(ApiKeyCreatedSerializer(api_key).data, status=status.HTTP_201_CREATED)
@@ -254,3 +264,12 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScop
         if api_key.revoked_at is None:
             api_key_revoke(api_key=api_key)
         return Response(ApiKeySerializer(api_key).data)
+
+
+class ModelViewSet(PublicModelViewSet):
+    """Public models. Tenant admins read those their tenants may use; any other is not found (404)."""
+
+    permission_classes = [IsOperatorOrReadingTenantAdmin]
+
+    def readable_by(self, user: Any) -> QuerySet[PublicModel]:
+        return public_models_usable_by(tenants=tenants_managed_by(user))

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
-from providers.models import ModelRoute
 from tenants.keys import digest_matches, is_well_formed, key_prefix
 from tenants.models import ApiKey
 from tenants.services import api_keys_mark_used
@@ -60,8 +60,12 @@ def load_key_grants() -> dict[str, KeyGrant]:
     return grants
 
 
-def _limit(restricted: bool, routes: Iterable[ModelRoute]) -> frozenset[str] | None:
-    return frozenset(route.public_id for route in routes) if restricted else None
+class _Named(Protocol):
+    public_id: str
+
+
+def _limit(restricted: bool, models: Iterable[_Named]) -> frozenset[str] | None:
+    return frozenset(model.public_id for model in models) if restricted else None
 
 
 def _narrow(tenant_models: frozenset[str] | None, key_models: frozenset[str] | None) -> frozenset[str] | None:

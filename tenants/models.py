@@ -10,7 +10,7 @@ class Tenant(models.Model):
     slug = models.SlugField(max_length=100, unique=True)
     active = models.BooleanField(default=True, help_text="An inactive tenant's keys are all refused.")
     allowed_models = models.ManyToManyField(
-        "providers.ModelRoute",
+        "providers.PublicModel",
         blank=True,
         related_name="+",
         help_text="Models this tenant may call. Leave empty to allow every active model.",
@@ -41,7 +41,7 @@ class ApiKey(models.Model):
     active = models.BooleanField(default=True)
     expires_at = models.DateTimeField(null=True, blank=True, help_text="Leave empty for a key that does not expire.")
     allowed_models = models.ManyToManyField(
-        "providers.ModelRoute",
+        "providers.PublicModel",
         blank=True,
         related_name="+",
         help_text="Narrows the tenant's models for this key. Leave empty to allow all of the tenant's models.",

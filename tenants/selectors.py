@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from django.contrib.auth.models import User
+from django.db.models import QuerySet
 
-from providers.models import ModelRoute
+from providers.models import PublicModel
 from tenants.keys import digest_matches
 from tenants.models import ManagementToken, Tenant
 from tenants.tokens import MAX_TOKEN_LENGTH, token_prefix
@@ -26,14 +27,24 @@ def management_token_user(*, presented: str) -> User | None:
     return token.user if digest_matches(presented, token.digest) else None
 
 
-def model_routes_for(*, tenant: Tenant, public_ids: Iterable[str]) -> tuple[list[ModelRoute], list[str], list[str]]:
-    """Split `public_ids` into the routes the tenant may use, the ids no route has, and the ids it may not use."""
+def public_models_for(*, tenant: Tenant, public_ids: Iterable[str]) -> tuple[list[PublicModel], list[str], list[str]]:
+    """Split `public_ids` into the public models the tenant may use, the ids no model has, and those it may not use."""
     wanted = sorted(set(public_ids))
-    routes = {route.public_id: route for route in ModelRoute.objects.filter(public_id__in=wanted)}
-    unknown = [public_id for public_id in wanted if public_id not in routes]
+    models = {model.public_id: model for model in PublicModel.objects.filter(public_id__in=wanted)}
+    unknown = [public_id for public_id in wanted if public_id not in models]
     forbidden: list[str] = []
     if tenant.models_restricted:
         allowed = set(tenant.allowed_models.filter(public_id__in=wanted).values_list("public_id", flat=True))
-        forbidden = [public_id for public_id in routes if public_id not in allowed]
-    usable = [route for public_id, route in routes.items() if public_id not in forbidden]
+        forbidden = [public_id for public_id in models if public_id not in allowed]
+    usable = [model for public_id, model in models.items() if public_id not in forbidden]
     return usable, unknown, sorted(forbidden)
+
+
+def public_models_usable_by(*, tenants: Iterable[Tenant]) -> QuerySet[PublicModel]:
+    """The public models any of `tenants` may use: every one for a tenant without a limit."""
+    tenants = list(tenants)
+    if any(not tenant.models_restricted for tenant in tenants):
+        return PublicModel.objects.all()
+    return PublicModel.objects.filter(
+        pk__in=Tenant.allowed_models.through.objects.filter(tenant__in=tenants).values("publicmodel_id")
+    )

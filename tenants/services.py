@@ -15,14 +15,15 @@ from tenants.tokens import generate_token, token_prefix
 
 
 def tenant_create(*, name: str, slug: str, allowed_model_ids: Iterable[int] = ()) -> Tenant:
+    """A tenant, limited to the public models of `allowed_model_ids` (ids of PublicModel rows) if any."""
     tenant = Tenant.objects.create(name=name, slug=slug)
-    tenant_set_models(tenant=tenant, route_ids=allowed_model_ids)
+    tenant_set_models(tenant=tenant, model_ids=allowed_model_ids)
     return tenant
 
 
-def tenant_set_models(*, tenant: Tenant, route_ids: Iterable[int]) -> None:
-    """Limit a tenant to these models, or lift the limit with none."""
-    _set_models(tenant, route_ids)
+def tenant_set_models(*, tenant: Tenant, model_ids: Iterable[int]) -> None:
+    """Limit a tenant to these public models, or lift the limit with none."""
+    _set_models(tenant, model_ids)
 
 
 def tenant_models_outside(*, tenant: Tenant, public_ids: Iterable[str]) -> list[str]:
@@ -45,17 +46,17 @@ def api_key_create(
     api_key = ApiKey(tenant=tenant, name=name, expires_at=expires_at)
     plaintext = api_key_issue_secret(api_key=api_key)
     api_key.save()
-    api_key_set_models(api_key=api_key, route_ids=allowed_model_ids)
+    api_key_set_models(api_key=api_key, model_ids=allowed_model_ids)
     return api_key, plaintext
 
 
-def api_key_set_models(*, api_key: ApiKey, route_ids: Iterable[int]) -> None:
-    """Narrow a key to these of its tenant's models, or lift the narrowing with none."""
-    _set_models(api_key, route_ids)
+def api_key_set_models(*, api_key: ApiKey, model_ids: Iterable[int]) -> None:
+    """Narrow a key to these of its tenant's public models, or lift the narrowing with none."""
+    _set_models(api_key, model_ids)
 
 
-def _set_models(owner: Tenant | ApiKey, route_ids: Iterable[int]) -> None:
-    ids = list(route_ids)
+def _set_models(owner: Tenant | ApiKey, model_ids: Iterable[int]) -> None:
+    ids = list(model_ids)
     owner.allowed_models.set(ids)
     if owner.models_restricted != bool(ids):
         owner.models_restricted = bool(ids)

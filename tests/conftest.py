@@ -30,8 +30,8 @@ from django.test.utils import override_settings, setup_databases, teardown_datab
 from openai import OpenAI
 from pytest_django import DjangoDbBlocker
 
-from billing.models import Budget, BudgetAlert, Price, RateLimit, UsageRecord
-from providers.models import ModelRoute, Provider
+from billing.models import Budget, BudgetAlert, DeploymentPrice, Price, RateLimit, UsageRecord
+from providers.models import ModelRoute, Provider, PublicModel
 from providers.tests.factories import make_provider, make_route
 from tenants.models import ApiKey, Tenant
 from tenants.tests.factories import IssuedKey, make_key, make_tenant
@@ -117,7 +117,19 @@ def committed_db(test_database: str, django_db_blocker: DjangoDbBlocker) -> Iter
 
 def _delete_rows() -> None:
     tables: list[str] = []
-    children_first = (BudgetAlert, Budget, RateLimit, Price, UsageRecord, ApiKey, Tenant, ModelRoute, Provider)
+    children_first = (
+        BudgetAlert,
+        Budget,
+        RateLimit,
+        Price,
+        DeploymentPrice,
+        UsageRecord,
+        ApiKey,
+        Tenant,
+        ModelRoute,
+        PublicModel,
+        Provider,
+    )
     for model in children_first:
         tables += [field.remote_field.through._meta.db_table for field in model._meta.local_many_to_many]
         tables.append(model._meta.db_table)

@@ -7,7 +7,7 @@ import pytest
 import time_machine
 from django.urls import reverse
 
-from billing.models import Budget, BudgetAlert, Price, RateLimit
+from billing.models import Budget, BudgetAlert, DeploymentPrice, Price, RateLimit
 from billing.services import budget_set, price_add, rate_limit_set
 from billing.tests.factories import make_usage
 from providers.tests.factories import make_provider, make_route
@@ -23,7 +23,7 @@ def rows(owner, outsider):
     route = make_route(provider=make_provider(name="openai"), public_id="gpt-4o")
     budget = budget_set(tenant=owner.api_key.tenant, amount=Decimal(10))
     return {
-        "price": price_add(route=route, input_per_million=Decimal("2.5"), output_per_million=Decimal(10)),
+        "price": price_add(model=route.model, input_per_million=Decimal("2.5"), output_per_million=Decimal(10)),
         "ratelimit": rate_limit_set(api_key=owner.api_key, model="gpt-4o", requests_per_minute=60),
         "budget": budget,
         "budgetalert": BudgetAlert.objects.create(budget=budget, period="2026-11", level="soft", spent=Decimal(8)),
@@ -46,31 +46,42 @@ def test_prices_limits_and_budgets_can_be_added(admin_client, name):
     assert admin_client.get(reverse(f"admin:billing_{name}_add")).status_code == 200
 
 
-def test_a_route_page_shows_and_adds_its_prices(admin_client):
+def _inline_prices(response, model):
+    formset = next(f for f in response.context["inline_admin_formsets"] if f.opts.model is model)
+    return formset.formset.prefix
+
+
+def test_a_public_model_page_shows_and_adds_its_prices(admin_client):
     route = make_route(public_id="gpt-4o", upstream_model="gpt-4o-2024-08-06")
-    price_add(route=route, input_per_million=Decimal("2.5"), output_per_million=Decimal("10.125"))
-    url = reverse("admin:providers_modelroute_change", args=[route.pk])
+    price_add(model=route.model, input_per_million=Decimal("2.5"), output_per_million=Decimal("10.125"))
+    url = reverse("admin:providers_publicmodel_change", args=[route.model_id])
 
     response = admin_client.get(url)
 
     assert response.status_code == 200
     assert "10.125" in response.content.decode()
-    formset = next(f for f in response.context["inline_admin_formsets"] if f.opts.model is Price)
-    prefix = formset.formset.prefix
-    page = {**response.context["adminform"].form.initial, "provider": route.provider_id, "active": "on"}
+    prefix = _inline_prices(response, Price)
+    page = {**response.context["adminform"].form.initial, "active": "on", "fallbacks": "", "retry_on": ["5xx"]}
     data = {
         **{name: value for name, value in page.items() if value not in (None, False)},
-        "public_id": "gpt-4o",
-        "upstream_model": "gpt-4o-2024-08-06",
+        "deployments-TOTAL_FORMS": "1",
+        "deployments-INITIAL_FORMS": "1",
+        "deployments-0-id": route.pk,
+        "deployments-0-model": route.model_id,
+        "deployments-0-provider": route.provider_id,
+        "deployments-0-upstream_model": route.upstream_model,
+        "deployments-0-priority": "0",
+        "deployments-0-weight": "1",
+        "deployments-0-active": "on",
         f"{prefix}-TOTAL_FORMS": "2",
         f"{prefix}-INITIAL_FORMS": "1",
         f"{prefix}-0-id": Price.objects.get().pk,
-        f"{prefix}-0-route": route.pk,
+        f"{prefix}-0-route": route.model_id,
         f"{prefix}-0-effective_from_0": "2026-01-01",
         f"{prefix}-0-effective_from_1": "00:00:00",
         f"{prefix}-0-input_per_million": "2.5",
         f"{prefix}-0-output_per_million": "10.125",
-        f"{prefix}-1-route": route.pk,
+        f"{prefix}-1-route": route.model_id,
         f"{prefix}-1-effective_from_0": "2026-12-01",
         f"{prefix}-1-effective_from_1": "00:00:00",
         f"{prefix}-1-input_per_million": "2",
@@ -80,16 +91,45 @@ def test_a_route_page_shows_and_adds_its_prices(admin_client):
     saved = admin_client.post(url, data)
 
     assert saved.status_code == 302, saved.context["inline_admin_formsets"][-1].formset.errors
-    assert [p.input_per_million for p in Price.objects.filter(route=route)] == [Decimal(2), Decimal("2.5")]
+    assert [p.input_per_million for p in Price.objects.filter(route=route.model)] == [Decimal(2), Decimal("2.5")]
 
 
-def test_the_price_list_filters_by_provider_and_finds_a_route(admin_client):
+def test_a_deployment_page_shows_and_adds_its_provider_costs(admin_client):
+    route = make_route(public_id="gpt-4o", upstream_model="gpt-4o-2024-08-06")
+    url = reverse("admin:providers_modelroute_change", args=[route.pk])
+    prefix = _inline_prices(admin_client.get(url), DeploymentPrice)
+    data = {
+        "model": route.model_id,
+        "provider": route.provider_id,
+        "upstream_model": route.upstream_model,
+        "active": "on",
+        "priority": "0",
+        "weight": "1",
+        f"{prefix}-TOTAL_FORMS": "1",
+        f"{prefix}-INITIAL_FORMS": "0",
+        f"{prefix}-0-deployment": route.pk,
+        f"{prefix}-0-effective_from_0": "2026-01-01",
+        f"{prefix}-0-effective_from_1": "00:00:00",
+        f"{prefix}-0-input_per_million": "1.25",
+        f"{prefix}-0-output_per_million": "5",
+    }
+
+    saved = admin_client.post(url, data)
+
+    assert saved.status_code == 302, saved.context["inline_admin_formsets"][-1].formset.errors
+    assert [(c.input_per_million, c.output_per_million) for c in route.costs.all()] == [(Decimal("1.25"), Decimal(5))]
+    assert "1.25" in admin_client.get(url).content.decode()
+
+
+def test_the_price_list_filters_by_provider_and_finds_a_model(admin_client):
     openai = make_provider(name="openai")
-    wanted = price_add(route=make_route(provider=openai, public_id="gpt-4o"), input_per_million=1, output_per_million=2)
-    price_add(route=make_route(public_id="llama"), input_per_million=1, output_per_million=2)
+    wanted = price_add(
+        model=make_route(provider=openai, public_id="gpt-4o").model, input_per_million=1, output_per_million=2
+    )
+    price_add(model=make_route(public_id="llama").model, input_per_million=1, output_per_million=2)
     url = reverse("admin:billing_price_changelist")
 
-    by_provider = admin_client.get(f"{url}?route__provider__id__exact={openai.pk}")
+    by_provider = admin_client.get(f"{url}?route__deployments__provider__id__exact={openai.pk}")
     by_search = admin_client.get(f"{url}?q=gpt-4o")
 
     assert [p.pk for p in by_provider.context["cl"].result_list] == [wanted.pk]

@@ -17,32 +17,32 @@ NOW = datetime(2026, 11, 15, 12, 0, tzinfo=UTC)
 
 @time_machine.travel(NOW, tick=False)
 def test_a_price_starts_now_unless_told_otherwise():
-    route = make_route(public_id="gpt-4o")
+    model = make_route(public_id="gpt-4o").model
 
-    price = price_add(route=route, input_per_million=Decimal("2.5"), output_per_million=Decimal(10))
+    price = price_add(model=model, input_per_million=Decimal("2.5"), output_per_million=Decimal(10))
 
     assert price.effective_from == NOW
     assert price.cached_input_per_million is None
 
 
 def test_adding_a_price_keeps_the_earlier_ones_as_history():
-    route = make_route(public_id="gpt-4o")
+    model = make_route(public_id="gpt-4o").model
     first = price_add(
-        route=route,
+        model=model,
         input_per_million=Decimal(5),
         output_per_million=Decimal(15),
         effective_from=datetime(2026, 1, 1, tzinfo=UTC),
     )
 
     second = price_add(
-        route=route,
+        model=model,
         input_per_million=Decimal("2.5"),
         output_per_million=Decimal(10),
         cached_input_per_million=Decimal("1.25"),
         effective_from=datetime(2026, 6, 1, tzinfo=UTC),
     )
 
-    assert list(Price.objects.filter(route=route)) == [second, first]
+    assert list(Price.objects.filter(route=model)) == [second, first]
 
 
 def test_setting_a_rate_limit_again_replaces_it(tenant):

@@ -21,7 +21,7 @@ from django.db import connection
 from django.db.migrations.recorder import MigrationRecorder
 
 from gateway.cli import Demo, instructions, main, quickstart_setup
-from providers.facade import load_routes
+from providers.facade import load_models
 from providers.tests.factories import make_route
 from tenants.facade import authenticate, load_key_grants
 from tenants.keys import KEY_PREFIX
@@ -89,7 +89,7 @@ def test_quickstart_sets_up_the_demo_on_its_first_run():
     assert admin.is_superuser
     assert admin.check_password(demo.admin_password)
     assert authenticate(load_key_grants(), demo.key_plaintext, time.time()).tenant_slug == "demo"
-    route = load_routes()["mock-echo"]
+    route = load_models()["mock-echo"].routes[0]
     assert (route.provider.name, route.provider.kind, route.upstream_model) == ("Portico mock", "mock", "mock-echo")
     assert route.owned_by == "portico"
     assert "echoes your last message" in out.getvalue()
@@ -217,7 +217,7 @@ def test_createkey_refuses_an_unknown_model_and_creates_nothing(tenant):
 def test_createkey_refuses_a_model_the_tenant_may_not_use():
     allowed = make_route(public_id="gpt-4o")
     make_route(public_id="o1")
-    tenant_set_models(tenant=Tenant.objects.create(name="Narrow", slug="narrow"), route_ids=[allowed.pk])
+    tenant_set_models(tenant=Tenant.objects.create(name="Narrow", slug="narrow"), model_ids=[allowed.model_id])
 
     with pytest.raises(CommandError, match=r"Tenant narrow may not use: o1\."):
         _createkey("--tenant", "narrow", "--name", "ci", "--models", "o1")

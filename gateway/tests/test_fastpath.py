@@ -77,7 +77,7 @@ def personas(
     owner: IssuedKey, teammate: IssuedKey, outsider: IssuedKey, house_route: ModelRoute
 ) -> dict[str, IssuedKey]:
     # The outsider's tenant may use house-echo only; owner and teammate may use every model.
-    tenant_set_models(tenant=outsider.api_key.tenant, route_ids=[house_route.pk])
+    tenant_set_models(tenant=outsider.api_key.tenant, model_ids=[house_route.model_id])
     return {"owner": owner, "teammate": teammate, "outsider": outsider}
 
 

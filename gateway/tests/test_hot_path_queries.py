@@ -189,7 +189,7 @@ def limited(prepared: IssuedKey, house_route: ModelRoute) -> IssuedKey:
     RateLimit.objects.create(api_key=api_key, requests_per_minute=1000, tokens_per_minute=10**6, max_concurrent=10)
     RateLimit.objects.create(tenant=api_key.tenant, requests_per_minute=1000)
     Budget.objects.create(api_key=api_key, amount=Decimal(100))
-    Price.objects.create(route=house_route, input_per_million=Decimal(1), output_per_million=Decimal(2))
+    Price.objects.create(route=house_route.model, input_per_million=Decimal(1), output_per_million=Decimal(2))
     return prepared
 
 

@@ -30,6 +30,7 @@ class ErrorAnswer:
 
 
 ROUTE = RouteInfo(
+    id=1,
     public_id="house-llama",
     provider=dataclasses.replace(make_provider_info(), kind="ollama"),
     upstream_model="llama3.2:3b",

@@ -64,8 +64,8 @@ def test_a_build_holds_every_usable_key_by_prefix_and_every_route(
     built = build_snapshot()
 
     assert set(built.keys) == {personas["owner"].api_key.prefix, personas["outsider"].api_key.prefix}
-    assert set(built.routes) == {"mock-echo"}
-    assert built.routes["mock-echo"].provider.kind == "mock"
+    assert set(built.models) == {"mock-echo"}
+    assert built.models["mock-echo"].routes[0].provider.kind == "mock"
     assert built.loaded_at > 0
 
 

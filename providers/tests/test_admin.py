@@ -11,7 +11,7 @@ import pytest
 from django.urls import reverse
 
 from providers.credentials import decrypt_credential, decrypt_headers
-from providers.models import ModelRoute, Provider
+from providers.models import Provider, PublicModel
 from providers.services import provider_test_connection
 from providers.tests.factories import make_provider, make_route
 
@@ -284,19 +284,107 @@ def test_the_test_connection_button_needs_a_staff_login(client):
     assert response["Location"].startswith(reverse("admin:login"))
 
 
-# --- model routes -----------------------------------------------------------
+# --- public models and their deployments ---------------------------------
 
 
-def test_routes_can_be_filtered_by_capability(admin_client):
+def _model_data(**fields):
+    """An add form for a public model, with its deployments and billing's price inline as formsets."""
+    data = {
+        "public_id": "echo",
+        "owned_by": "portico",
+        "active": "on",
+        "supports_chat": "on",
+        "strategy": "priority",
+        "retry_on": ["connect", "5xx"],
+        "fallbacks": "",
+        "deployments-TOTAL_FORMS": "0",
+        "deployments-INITIAL_FORMS": "0",
+        "prices-TOTAL_FORMS": "0",
+        "prices-INITIAL_FORMS": "0",
+    }
+    return {**data, **fields}
+
+
+def _deployment(index, provider, upstream_model, **fields):
+    prefix = f"deployments-{index}"
+    values = {"provider": provider.pk, "upstream_model": upstream_model, "priority": 0, "weight": 1, "active": "on"}
+    return {f"{prefix}-{name}": value for name, value in {**values, **fields}.items()}
+
+
+def test_public_models_can_be_filtered_by_capability(admin_client):
     make_route(public_id="gpt-4o", supports_vision=True)
     make_route(public_id="gpt-3.5", supports_vision=False)
 
-    response = admin_client.get(reverse("admin:providers_modelroute_changelist") + "?supports_vision__exact=1")
+    response = admin_client.get(reverse("admin:providers_publicmodel_changelist") + "?supports_vision__exact=1")
 
-    assert [r.public_id for r in response.context["cl"].result_list] == ["gpt-4o"]
+    assert [m.public_id for m in response.context["cl"].result_list] == ["gpt-4o"]
 
 
-def test_routes_can_be_filtered_by_provider_kind(admin_client):
+def test_public_models_can_be_found_by_a_deployments_provider(admin_client):
+    make_route(public_id="llama", provider=make_provider(name="Local vLLM", kind="mock"))
+    make_route(public_id="llama", provider=make_provider(name="Other vLLM", kind="mock"))
+    make_route(public_id="gpt-4o")
+
+    response = admin_client.get(reverse("admin:providers_publicmodel_changelist") + "?q=vllm")
+
+    assert [m.public_id for m in response.context["cl"].result_list] == ["llama"]
+
+
+def test_the_public_model_list_shows_capabilities_and_deployment_counts(admin_client):
+    make_route(public_id="gpt-4o", supports_vision=True)
+    make_route(public_id="gpt-4o")
+
+    response = admin_client.get(reverse("admin:providers_publicmodel_changelist"))
+
+    assert "chat, streaming, tools, vision, json_mode" in response.content.decode()
+    assert response.context["cl"].result_list[0].deployment_total == 2
+
+
+def test_the_public_model_form_groups_metadata_capabilities_routing_and_timeouts(admin_client):
+    route = make_route(public_id="gpt-4o")
+
+    response = admin_client.get(reverse("admin:providers_publicmodel_change", args=[route.model_id]))
+
+    names = [fieldset.name for fieldset in response.context["adminform"]]
+    assert names == [None, "Metadata", "Capabilities", "Routing", "Timeouts"]
+    assert "deployments-0-upstream_model" in response.content.decode()
+
+
+def test_a_public_model_with_two_deployments_can_be_added_from_the_admin(admin_client):
+    make_route(public_id="fallback-model")
+    first, second = make_provider(kind="mock"), make_provider(kind="mock")
+    data = _model_data(
+        fallbacks="fallback-model",
+        strategy="weighted",
+        **{"deployments-TOTAL_FORMS": "2"},
+        **_deployment(0, first, "echo-a", weight=3),
+        **_deployment(1, second, "echo-b", priority=1, max_in_flight=4),
+    )
+
+    response = admin_client.post(reverse("admin:providers_publicmodel_add"), data)
+
+    assert response.status_code == 302
+    model = PublicModel.objects.get(public_id="echo")
+    assert (model.strategy, model.fallbacks, model.retry_on) == ("weighted", ["fallback-model"], ["connect", "5xx"])
+    deployments = [(r.provider_id, r.upstream_model, r.weight, r.max_in_flight) for r in model.deployments.all()]
+    assert deployments == [(first.pk, "echo-a", 3, None), (second.pk, "echo-b", 1, 4)]
+
+
+@pytest.mark.parametrize(
+    ("fallbacks", "message"),
+    [("echo", "cannot be its own fallback"), ("no-such-model", "Unknown models: no-such-model")],
+)
+def test_a_fallback_must_be_another_existing_model(admin_client, fallbacks, message):
+    data = _model_data(fallbacks=fallbacks, **{"deployments-TOTAL_FORMS": "1"}, **_deployment(0, make_provider(), "e"))
+
+    response = admin_client.post(reverse("admin:providers_publicmodel_add"), data)
+
+    assert response.status_code == 200
+    assert message in str(response.context["adminform"].form.errors)
+    assert not PublicModel.objects.filter(public_id="echo").exists()
+
+
+def test_deployments_can_be_filtered_by_provider_kind(admin_client):
     make_route(public_id="echo", provider=make_provider(kind="mock"))
     make_route(public_id="gpt-4o", provider=make_provider(kind="openai", base_url="https://a.example/v1"))
 
@@ -305,49 +393,13 @@ def test_routes_can_be_filtered_by_provider_kind(admin_client):
     assert [r.public_id for r in response.context["cl"].result_list] == ["gpt-4o"]
 
 
-def test_routes_can_be_found_by_provider_name(admin_client):
+def test_deployments_can_be_found_by_provider_name(admin_client):
     make_route(public_id="llama", provider=make_provider(name="Local vLLM", kind="mock"))
     make_route(public_id="gpt-4o")
 
     response = admin_client.get(reverse("admin:providers_modelroute_changelist") + "?q=vllm")
 
     assert [r.public_id for r in response.context["cl"].result_list] == ["llama"]
-
-
-def test_the_route_list_shows_capabilities(admin_client):
-    make_route(public_id="gpt-4o", supports_vision=True)
-
-    html = admin_client.get(reverse("admin:providers_modelroute_changelist")).content.decode()
-
-    assert "chat, streaming, tools, vision, json_mode" in html
-
-
-def test_the_route_form_groups_metadata_and_capabilities(admin_client):
-    route = make_route(public_id="gpt-4o")
-
-    response = admin_client.get(reverse("admin:providers_modelroute_change", args=[route.pk]))
-
-    names = [fieldset.name for fieldset in response.context["adminform"]]
-    assert names == [None, "Metadata", "Capabilities"]
-
-
-def test_a_route_can_be_added_from_the_admin(admin_client):
-    provider = make_provider(kind="mock")
-    data = {
-        "public_id": "echo",
-        "provider": provider.pk,
-        "upstream_model": "mock-echo",
-        "active": "on",
-        "owned_by": "portico",
-        "supports_chat": "on",
-        # The route page carries billing's price history as an inline formset, here left empty.
-        "prices-TOTAL_FORMS": "0",
-        "prices-INITIAL_FORMS": "0",
-    }
-
-    admin_client.post(reverse("admin:providers_modelroute_add"), data)
-
-    assert ModelRoute.objects.get(public_id="echo").upstream_model == "mock-echo"
 
 
 # --- the extra headers and the credential header ---

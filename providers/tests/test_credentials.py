@@ -1,6 +1,6 @@
 """Provider credentials at rest, and the frozen provider and route values built from them.
 
-`load_routes()` lives in providers/facade.py; it is tested here because what it
+`load_models()` lives in providers/facade.py; it is tested here because what it
 does beyond filtering is decrypt each provider's credential exactly once.
 """
 
@@ -12,7 +12,7 @@ import pytest
 from django.test import override_settings
 
 from providers.credentials import CredentialUnreadable, decrypt_credential, encrypt_credential
-from providers.facade import MOCK_BASE_URL, load_routes, provider_info
+from providers.facade import MOCK_BASE_URL, RouteInfo, load_models, provider_info
 from providers.models import Provider
 from providers.tests.factories import make_provider, make_route
 
@@ -58,6 +58,10 @@ def test_a_token_that_is_not_fernet_is_unreadable() -> None:
         decrypt_credential("not-a-fernet-token")
 
 
+def first_route(public_id: str) -> RouteInfo:
+    return load_models()[public_id].routes[0]
+
+
 @pytest.mark.django_db
 def test_it_loads_every_active_route_of_an_active_provider() -> None:
     live = make_provider(kind="openai", base_url="http://127.0.0.1:9/v1", name="live")
@@ -65,7 +69,7 @@ def test_it_loads_every_active_route_of_an_active_provider() -> None:
     make_route(provider=live, public_id="switched-off", active=False)
     make_route(provider=make_provider(name="retired", active=False), public_id="of-a-retired-provider")
 
-    assert set(load_routes()) == {"served"}
+    assert set(load_models()) == {"served"}
 
 
 @pytest.mark.django_db
@@ -81,7 +85,7 @@ def test_a_route_carries_its_metadata_and_capabilities() -> None:
         supports_vision=True,
     )
 
-    info = load_routes()["house-model"]
+    info = first_route("house-model")
 
     assert (info.public_id, info.upstream_model, info.owned_by) == ("house-model", "gpt-4o-2024-08-06", "acme-ai")
     assert (info.context_window, info.max_output_tokens) == (128_000, 16_384)
@@ -93,7 +97,7 @@ def test_a_route_carries_its_metadata_and_capabilities() -> None:
 def test_the_mock_provider_gets_the_mock_base_url() -> None:
     make_route(provider=make_provider(kind="mock", base_url=""), public_id="mock-echo")
 
-    provider = load_routes()["mock-echo"].provider
+    provider = first_route("mock-echo").provider
 
     assert provider.base_url == MOCK_BASE_URL
     assert provider.kind == "mock"
@@ -114,10 +118,10 @@ def test_a_provider_is_decrypted_once_and_shared_by_its_routes() -> None:
     make_route(provider=provider, public_id="one")
     make_route(provider=provider, public_id="two")
 
-    routes = load_routes()
+    models = load_models()
 
-    info = routes["one"].provider
-    assert info is routes["two"].provider
+    info = models["one"].routes[0].provider
+    assert info is models["two"].routes[0].provider
     assert info.base_url == "https://api.example.test/v1"  # the trailing slash is dropped
     assert info.credential == CREDENTIAL
     assert info.extra_headers == {"OpenAI-Organization": "org-1"}
@@ -128,7 +132,7 @@ def test_a_provider_is_decrypted_once_and_shared_by_its_routes() -> None:
 def test_the_credential_never_shows_in_a_repr() -> None:
     make_route(provider=make_provider(kind="openai", base_url="http://x.test/v1", credential=CREDENTIAL), public_id="m")
 
-    route = load_routes()["m"]
+    route = first_route("m")
 
     assert CREDENTIAL not in repr(route.provider)
     assert CREDENTIAL not in repr(route)
@@ -142,9 +146,9 @@ def test_a_provider_whose_credential_cannot_be_read_is_skipped_and_logged(caplog
     make_route(provider=make_provider(kind="mock", name="fine"), public_id="readable")
 
     with caplog.at_level(logging.ERROR, logger="providers.facade"):
-        routes = load_routes()
+        models = load_models()
 
-    assert set(routes) == {"readable"}
+    assert set(models) == {"readable"}
     assert "stale" in caplog.text
     assert CREDENTIAL not in caplog.text
 

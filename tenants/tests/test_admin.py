@@ -101,7 +101,7 @@ def test_a_new_key_can_be_limited_to_some_of_the_tenants_models(admin_client, te
     route = make_route(public_id="gpt-4o")
     make_route(public_id="gpt-4o-mini")
 
-    plaintext = _add_key(admin_client, tenant, allowed_models=[route.pk]).context["plaintext"]
+    plaintext = _add_key(admin_client, tenant, allowed_models=[route.model_id]).context["plaintext"]
 
     grant = authenticate(load_key_grants(), plaintext, time.time())
     assert grant.allowed_models == frozenset({"gpt-4o"})
@@ -112,7 +112,7 @@ def test_a_key_cannot_be_given_models_its_tenant_may_not_use(admin_client):
     other = make_route(public_id="o1")
     tenant = make_tenant(slug="narrow", allowed_model_ids=[allowed.pk])
 
-    response = _add_key(admin_client, tenant, allowed_models=[other.pk])
+    response = _add_key(admin_client, tenant, allowed_models=[other.model_id])
 
     assert response.status_code == 200
     assert "The tenant may not use these models: o1." in response.content.decode()
@@ -203,7 +203,7 @@ def test_a_tenant_can_be_added_with_a_model_allowlist(admin_client):
         "name": "Initech",
         "slug": "initech",
         "active": "on",
-        "allowed_models": [route.pk],
+        "allowed_models": [route.model_id],
         "api_keys-TOTAL_FORMS": "0",
         "api_keys-INITIAL_FORMS": "0",
     }

@@ -132,7 +132,7 @@ def test_without_allowlists_a_key_may_use_every_model(owner: IssuedKey) -> None:
 def test_a_tenant_allowlist_applies_to_all_its_keys_and_not_to_the_outsider(
     tenant: Tenant, personas: dict[str, IssuedKey]
 ) -> None:
-    tenant_set_models(tenant=tenant, route_ids=[make_route(public_id=name).pk for name in ("alpha", "beta")])
+    tenant_set_models(tenant=tenant, model_ids=[make_route(public_id=name).model_id for name in ("alpha", "beta")])
     make_route(public_id="gamma")
 
     grants = load_key_grants()
@@ -157,7 +157,7 @@ def test_a_key_allowlist_narrows_only_that_key(tenant: Tenant, teammate: IssuedK
 
 def test_a_key_allowlist_within_a_tenant_allowlist_is_their_intersection(tenant: Tenant) -> None:
     alpha, beta, gamma = (make_route(public_id=name) for name in ("alpha", "beta", "gamma"))
-    tenant_set_models(tenant=tenant, route_ids=[alpha.pk, beta.pk])
+    tenant_set_models(tenant=tenant, model_ids=[alpha.model_id, beta.model_id])
     issued = make_key(tenant=tenant, allowed_model_ids=[beta.pk, gamma.pk])
 
     grant = load_key_grants()[issued.api_key.prefix]
@@ -168,7 +168,7 @@ def test_a_key_allowlist_within_a_tenant_allowlist_is_their_intersection(tenant:
 
 def test_disjoint_allowlists_allow_nothing(tenant: Tenant) -> None:
     alpha, beta = make_route(public_id="alpha"), make_route(public_id="beta")
-    tenant_set_models(tenant=tenant, route_ids=[alpha.pk])
+    tenant_set_models(tenant=tenant, model_ids=[alpha.model_id])
     issued = make_key(tenant=tenant, allowed_model_ids=[beta.pk])
 
     grant = load_key_grants()[issued.api_key.prefix]
@@ -180,11 +180,11 @@ def test_disjoint_allowlists_allow_nothing(tenant: Tenant) -> None:
 
 def test_deleting_the_only_allowed_model_leaves_the_tenant_and_key_with_none(tenant: Tenant) -> None:
     only, other = make_route(public_id="only"), make_route(public_id="other")
-    tenant_set_models(tenant=tenant, route_ids=[only.pk])
+    tenant_set_models(tenant=tenant, model_ids=[only.model_id])
     issued = make_key(tenant=tenant, allowed_model_ids=[only.pk])
     everyone = make_key(tenant=tenant)
 
-    only.delete()
+    only.model.delete()
     grants = load_key_grants()
 
     # An emptied allowlist must not turn into "every model".
@@ -195,16 +195,16 @@ def test_deleting_the_only_allowed_model_leaves_the_tenant_and_key_with_none(ten
 
 def test_clearing_an_allowlist_on_purpose_lifts_the_limit(tenant: Tenant, owner: IssuedKey) -> None:
     route = make_route(public_id="only")
-    tenant_set_models(tenant=tenant, route_ids=[route.pk])
+    tenant_set_models(tenant=tenant, model_ids=[route.model_id])
 
-    tenant_set_models(tenant=tenant, route_ids=[])
+    tenant_set_models(tenant=tenant, model_ids=[])
 
     assert load_key_grants()[owner.api_key.prefix].allowed_models is None
 
 
 def test_loading_grants_takes_the_same_queries_for_one_key_or_many(tenant: Tenant) -> None:
     route = make_route(public_id="alpha")
-    tenant_set_models(tenant=tenant, route_ids=[route.pk])
+    tenant_set_models(tenant=tenant, model_ids=[route.model_id])
     make_key(tenant=tenant, allowed_model_ids=[route.pk])
     with CaptureQueriesContext(connection) as one:
         load_key_grants()

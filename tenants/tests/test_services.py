@@ -23,7 +23,7 @@ pytestmark = pytest.mark.django_db
 def test_tenant_create_stores_its_model_allowlist():
     route = make_route(public_id="gpt-4o")
 
-    tenant = tenant_create(name="Acme", slug="acme", allowed_model_ids=[route.pk])
+    tenant = tenant_create(name="Acme", slug="acme", allowed_model_ids=[route.model_id])
 
     assert list(tenant.allowed_models.values_list("public_id", flat=True)) == ["gpt-4o"]
 
@@ -42,7 +42,7 @@ def test_api_key_create_narrows_the_key_to_the_given_models(tenant):
     route = make_route(public_id="gpt-4o")
     make_route(public_id="gpt-4o-mini")
 
-    _, plaintext = api_key_create(tenant=tenant, name="ci", allowed_model_ids=[route.pk])
+    _, plaintext = api_key_create(tenant=tenant, name="ci", allowed_model_ids=[route.model_id])
 
     grant = authenticate(load_key_grants(), plaintext, time.time())
     assert grant is not None

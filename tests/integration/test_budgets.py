@@ -39,7 +39,7 @@ LEDGER_WITHIN = 5.0  # seconds for a row to go from a server's spool to the data
 def route(upstream: FakeUpstream, upstream_route: ModelRoute) -> ModelRoute:
     upstream.script(upstream_route.upstream_model, Reply(ANSWER, prompt_tokens=7))
     Price.objects.create(
-        route=upstream_route,
+        route=upstream_route.model,
         effective_from=timezone.now() - timedelta(days=1),
         input_per_million=Decimal("0"),
         output_per_million=Decimal("100000"),
@@ -234,7 +234,7 @@ def test_the_cost_header_of_an_answer_is_its_ledger_rows_cost(
 ) -> None:
     upstream.script(upstream_route.upstream_model, Reply(ANSWER, prompt_tokens=7))
     Price.objects.create(
-        route=upstream_route,
+        route=upstream_route.model,
         effective_from=timezone.now() - timedelta(hours=1),
         input_per_million=Decimal(input_price),
         output_per_million=Decimal(output_price),
@@ -255,7 +255,7 @@ def test_a_price_change_does_not_rewrite_past_ledger_rows(
     settle()
     before = chat(portico, key, route)
     Price.objects.create(
-        route=route,
+        route=route.model,
         effective_from=timezone.now(),
         input_per_million=Decimal("0"),
         output_per_million=Decimal("300000"),
@@ -274,7 +274,7 @@ def test_a_price_that_takes_effect_later_is_not_charged_yet(
     portico: PorticoServer, key: IssuedKey, route: ModelRoute, settle: Settle
 ) -> None:
     Price.objects.create(
-        route=route,
+        route=route.model,
         effective_from=timezone.now() + timedelta(hours=1),
         input_per_million=Decimal("0"),
         output_per_million=Decimal("300000"),

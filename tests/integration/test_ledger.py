@@ -112,7 +112,7 @@ def chat_prompt_tokens(body: dict[str, Any], route: ModelRoute) -> int:
 
 def priced(route: ModelRoute) -> ModelRoute:
     Price.objects.create(
-        route=route,
+        route=route.model,
         effective_from=timezone.now() - timedelta(hours=1),
         input_per_million=PRICE[0],
         output_per_million=PRICE[1],

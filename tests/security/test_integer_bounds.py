@@ -86,10 +86,10 @@ OUT_OF_RANGE = [
 @pytest.fixture
 def route(echo_route: ModelRoute) -> ModelRoute:
     """The mock's echo, priced, so every request of the budgeted key reserves a cost."""
-    echo_route.max_output_tokens = ROUTE_MAX_OUTPUT
-    echo_route.save()
+    echo_route.model.max_output_tokens = ROUTE_MAX_OUTPUT
+    echo_route.model.save()
     Price.objects.create(
-        route=echo_route,
+        route=echo_route.model,
         effective_from=timezone.now() - timedelta(days=1),
         input_per_million=Decimal("1"),
         output_per_million=Decimal("1000"),

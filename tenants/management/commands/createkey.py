@@ -14,7 +14,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 from django.utils import timezone
 
-from providers.models import ModelRoute
+from providers.models import PublicModel
 from tenants.models import Tenant
 from tenants.services import api_key_create, tenant_models_outside
 
@@ -32,10 +32,10 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         tenant = _tenant(options["tenant"])
-        routes = _routes(tenant, options["models"])
+        models = _models(tenant, options["models"])
         expires_at = _expiry(options["expires_in_days"])
         api_key, plaintext = api_key_create(
-            tenant=tenant, name=options["name"], expires_at=expires_at, allowed_model_ids=[r.pk for r in routes]
+            tenant=tenant, name=options["name"], expires_at=expires_at, allowed_model_ids=[m.pk for m in models]
         )
         self.stdout.write(plaintext)
         note = f"Created key {api_key.prefix}… for tenant {tenant.slug}. Copy it now: it will not be shown again."
@@ -55,16 +55,16 @@ def _tenant(slug: str) -> Tenant:
         raise CommandError(f"No tenant with slug {slug!r}. Known tenants: {known}.") from None
 
 
-def _routes(tenant: Tenant, models: str) -> list[ModelRoute]:
+def _models(tenant: Tenant, models: str) -> list[PublicModel]:
     wanted = [item.strip() for item in models.split(",") if item.strip()]
-    routes = list(ModelRoute.objects.filter(public_id__in=wanted))
-    unknown = sorted(set(wanted) - {route.public_id for route in routes})
+    found = list(PublicModel.objects.filter(public_id__in=wanted))
+    unknown = sorted(set(wanted) - {model.public_id for model in found})
     if unknown:
         raise CommandError(f"Unknown model id(s): {', '.join(unknown)}. See them with GET /v1/models or the admin.")
     outside = tenant_models_outside(tenant=tenant, public_ids=wanted)
     if outside:
         raise CommandError(f"Tenant {tenant.slug} may not use: {', '.join(outside)}.")
-    return routes
+    return found
 
 
 def _expiry(days: int | None) -> datetime | None:

@@ -1,0 +1,193 @@
+"""What the management API reads and writes for providers and public models.
+
+A provider's credential and extra headers are write-only, as in the admin:
+they go in, encrypted, and only `has_credential` and the header names come
+back. A public model's deployments are nested and written as one set.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from providers.adapters import adapter_for
+from providers.credentials import CredentialUnreadable, decrypt_headers
+from providers.facade import CAPABILITIES
+from providers.models import HEADER_NAME, ModelRoute, Provider, PublicModel
+from providers.options import RETRY_CLASSES
+
+# Seconds; a day is far beyond any sensible wait, and keeps timers away from float overflow.
+_TIMEOUT = {"min_value": 0.1, "max_value": 86_400.0}
+_TIMEOUTS = ("timeout", "first_byte_timeout", "stall_timeout")
+
+
+class ProviderSerializer(serializers.ModelSerializer):
+    credential = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        max_length=8192,
+        help_text="The provider's API key; stored encrypted, never shown. Empty removes it; left out keeps it.",
+    )
+    extra_headers = serializers.DictField(
+        child=serializers.CharField(max_length=8192, allow_blank=True),
+        write_only=True,
+        required=False,
+        help_text="Headers sent on every upstream call; every value is a secret. {} removes them; left out keeps them.",
+    )
+    has_credential = serializers.BooleanField(read_only=True)
+    extra_header_names = serializers.SerializerMethodField(help_text="The names of the stored extra headers.")
+    connect_timeout = serializers.FloatField(required=False, **_TIMEOUT)
+    read_timeout = serializers.FloatField(required=False, **_TIMEOUT)
+    total_timeout = serializers.FloatField(required=False, **_TIMEOUT)
+
+    class Meta:
+        model = Provider
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "base_url",
+            "credential",
+            "has_credential",
+            "credential_header",
+            "extra_headers",
+            "extra_header_names",
+            "connect_timeout",
+            "read_timeout",
+            "total_timeout",
+            "api_version",
+            "accepts_stream_options",
+            "accepts_max_completion_tokens",
+            "serves_completions",
+            "active",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["created_at", "updated_at"]
+
+    def get_extra_header_names(self, provider: Provider) -> list[str]:
+        try:
+            return sorted(decrypt_headers(provider.extra_headers_encrypted))
+        except CredentialUnreadable:
+            return []
+
+    def validate_extra_headers(self, headers: dict[str, str]) -> dict[str, str]:
+        for name in headers:
+            try:
+                HEADER_NAME(name)
+            except DjangoValidationError:
+                # The message names the header, never its value.
+                raise serializers.ValidationError(f"{name!r} is not a valid HTTP header name.") from None
+        return headers
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        kind = attrs.get("kind", getattr(self.instance, "kind", "openai"))
+        base_url = attrs.get("base_url", getattr(self.instance, "base_url", ""))
+        # Kinds with their own in-process transport (the mock) need no address.
+        if not base_url and adapter_for(kind).transport() is None:
+            raise serializers.ValidationError({"base_url": "This kind of provider needs a base URL."})
+        return attrs
+
+
+class DeploymentSerializer(serializers.ModelSerializer):
+    id = serializers.IntegerField(
+        required=False, help_text="Give it to change that deployment; leave it out to add one."
+    )
+    provider = serializers.SlugRelatedField(slug_field="name", queryset=Provider.objects.all())
+
+    class Meta:
+        model = ModelRoute
+        fields = [
+            "id",
+            "provider",
+            "upstream_model",
+            "priority",
+            "weight",
+            "max_requests_per_minute",
+            "max_tokens_per_minute",
+            "max_in_flight",
+            "active",
+        ]
+        extra_kwargs = {"priority": {"min_value": -1_000_000, "max_value": 1_000_000}}
+
+
+@extend_schema_field(serializers.ListField(child=serializers.ChoiceField(choices=CAPABILITIES)))
+class CapabilitiesField(serializers.Field):
+    """The `supports_*` flags as a list of names."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(source="*", **kwargs)
+
+    def to_representation(self, model: PublicModel) -> list[str]:
+        return [name for name in CAPABILITIES if getattr(model, f"supports_{name}")]
+
+    def to_internal_value(self, data: Any) -> dict[str, bool]:
+        names = serializers.ListField(child=serializers.ChoiceField(choices=CAPABILITIES)).to_internal_value(data)
+        return {f"supports_{name}": name in names for name in CAPABILITIES}
+
+
+class PublicModelSummarySerializer(serializers.ModelSerializer):
+    """A public model as a tenant admin sees it: what it promises, nothing of who serves it."""
+
+    capabilities = CapabilitiesField(read_only=True)
+
+    class Meta:
+        model = PublicModel
+        fields = [
+            "id",
+            "public_id",
+            "owned_by",
+            "model_family",
+            "context_window",
+            "max_output_tokens",
+            "capabilities",
+            "active",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class PublicModelSerializer(serializers.ModelSerializer):
+    capabilities = CapabilitiesField(required=False, help_text="What the model promises; chat, streaming, tools…")
+    fallbacks = serializers.ListField(
+        child=serializers.CharField(max_length=200),
+        required=False,
+        help_text="Public model ids tried in order once every deployment of this one has failed.",
+    )
+    retry_on = serializers.ListField(
+        child=serializers.ChoiceField(choices=RETRY_CLASSES),
+        required=False,
+        help_text="The failures that move a call on to the next deployment.",
+    )
+    deployments = DeploymentSerializer(
+        many=True, required=False, help_text="The whole set: those left out of a change are deleted."
+    )
+    timeout = serializers.FloatField(required=False, allow_null=True, **_TIMEOUT)
+    first_byte_timeout = serializers.FloatField(required=False, allow_null=True, **_TIMEOUT)
+    stall_timeout = serializers.FloatField(required=False, allow_null=True, **_TIMEOUT)
+
+    class Meta:
+        model = PublicModel
+        fields = [
+            *PublicModelSummarySerializer.Meta.fields,
+            "strategy",
+            "fallbacks",
+            "retry_on",
+            "mid_stream_recovery",
+            "ensemble",
+            *_TIMEOUTS,
+            "deployments",
+        ]
+        read_only_fields = ["created_at"]
+
+    def validate_deployments(self, deployments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        mine = set(self.instance.deployments.values_list("pk", flat=True)) if self.instance else set()
+        strangers = sorted(d["id"] for d in deployments if "id" in d and d["id"] not in mine)
+        if strangers:
+            raise serializers.ValidationError(f"Not deployments of this model: {', '.join(map(str, strangers))}.")
+        return deployments
