@@ -1,4 +1,4 @@
-"""Django's own 404 and 500 answers, in the shape each URL space speaks.
+"""Django's own 400, 403, 404 and 500 answers, in the shape each URL space speaks.
 
 /v1 answers as OpenAI does (`gateway.errors`), /api/ as DRF does
 (`{"detail": ...}`); only the admin and the rest keep Django's HTML pages.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 
-from gateway.errors import InternalError, NotFound, error_response
+from gateway.errors import InternalError, InvalidRequest, NotFound, PorticoError, error_response
 
 OPENAI_ROOT = "/v1"
 MANAGEMENT_ROOT = "/api/"
@@ -31,6 +31,23 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
     if request.path.startswith(MANAGEMENT_ROOT):
         return JsonResponse({"detail": "Not found."}, status=404)
     return defaults.page_not_found(request, exception)
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """A request Django refused before any view (a body it cannot read, a disallowed host)."""
+    if _is_openai(request.path):
+        return error_response(InvalidRequest("The request could not be read."))
+    if request.path.startswith(MANAGEMENT_ROOT):
+        return JsonResponse({"detail": "Bad request."}, status=400)
+    return defaults.bad_request(request, exception)
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if _is_openai(request.path):
+        return error_response(PorticoError("Forbidden.", status=403, type="invalid_request_error"))
+    if request.path.startswith(MANAGEMENT_ROOT):
+        return JsonResponse({"detail": "You do not have permission to perform this action."}, status=403)
+    return defaults.permission_denied(request, exception)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:

@@ -12,5 +12,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
+handler400 = "gateway.error_views.bad_request"
+handler403 = "gateway.error_views.permission_denied"
 handler404 = "gateway.error_views.not_found"
 handler500 = "gateway.error_views.server_error"

@@ -154,6 +154,16 @@ def test_v1_without_its_slash_is_openais_invalid_url(web, method):
     assert response.json() == {"error": {**OPENAI_INVALID_URL, "message": f"Invalid URL ({method.upper()} /v1)"}}
 
 
+def test_a_request_django_refuses_before_any_view_is_json_in_both_apis(web):
+    """A Host outside ALLOWED_HOSTS is refused by Django itself, with its HTML page unless told otherwise."""
+    management = web.get("/api/keys/", headers={"host": "evil.example"})
+    openai = web.get("/v1", headers={"host": "evil.example"})
+
+    assert (management.status_code, management.json()) == (400, {"detail": "Bad request."})
+    assert openai.status_code == 400
+    assert set(openai.json()["error"]) == {"message", "type", "param", "code"}
+
+
 def test_an_unknown_v1_url_through_django_answers_as_the_fast_path_does(web):
     response = web.get("/v1/no-such-thing")
 
