@@ -26,3 +26,8 @@ class GatewayConfig(AppConfig):
         for label in ("tenants.Tenant", "tenants.ApiKey"):
             through = self.apps.get_model(label).allowed_models.through
             m2m_changed.connect(on_change, sender=through, dispatch_uid=f"snapshot-m2m-{label}")
+
+        # The admin (listed first) has loaded every app's admin module by now, billing's re-registrations too.
+        from gateway.admin import show_breakers_on_deployments
+
+        show_breakers_on_deployments()

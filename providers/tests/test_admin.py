@@ -346,7 +346,7 @@ def test_the_public_model_form_groups_metadata_capabilities_routing_and_timeouts
     response = admin_client.get(reverse("admin:providers_publicmodel_change", args=[route.model_id]))
 
     names = [fieldset.name for fieldset in response.context["adminform"]]
-    assert names == [None, "Metadata", "Capabilities", "Routing", "Timeouts"]
+    assert names == [None, "Metadata", "Capabilities", "Routing", "Timeouts", "Circuit breakers"]
     assert "deployments-0-upstream_model" in response.content.decode()
 
 
