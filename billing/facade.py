@@ -11,12 +11,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import TypeVar
 
 from django.db.models import Sum
 
-from billing.models import Budget, Price, RateLimit, UsageRecord
+from billing.models import Budget, DeploymentPrice, Price, RateLimit, UsageRecord
 from billing.money import PriceInfo, PriceSchedule
 from billing.periods import period_bounds
+
+K = TypeVar("K")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +41,8 @@ class BudgetInfo:
 
 @dataclass(frozen=True, slots=True)
 class BillingSnapshot:
-    prices: dict[str, PriceSchedule] = field(default_factory=dict)  # by public model id
+    prices: dict[str, PriceSchedule] = field(default_factory=dict)  # by public model id: what tenants pay
+    costs: dict[int, PriceSchedule] = field(default_factory=dict)  # by deployment id: what providers charge
     # By ("key" | "tenant", id, model); model "" is every model.
     limits: dict[tuple[str, int, str], LimitInfo] = field(default_factory=dict)
     budgets: dict[tuple[str, int], BudgetInfo] = field(default_factory=dict)  # by ("key" | "tenant", id)
@@ -50,25 +54,34 @@ class BillingSnapshot:
         return ("key", key_id) in self.limited or ("tenant", tenant_id) in self.limited
 
 
-def _price_schedules() -> dict[str, PriceSchedule]:
-    by_route: dict[str, list[PriceInfo]] = {}
-    for price in Price.objects.select_related("route").order_by("effective_from"):
-        by_route.setdefault(price.route.public_id, []).append(
-            PriceInfo(
-                since=price.effective_from.timestamp(),
-                input=price.input_per_million,
-                output=price.output_per_million,
-                cached_input=(
-                    price.cached_input_per_million
-                    if price.cached_input_per_million is not None
-                    else price.input_per_million
-                ),
-            )
-        )
+def _price_info(row: Price | DeploymentPrice) -> PriceInfo:
+    cached = row.cached_input_per_million
+    return PriceInfo(
+        since=row.effective_from.timestamp(),
+        input=row.input_per_million,
+        output=row.output_per_million,
+        cached_input=cached if cached is not None else row.input_per_million,
+    )
+
+
+def _schedules(rows: Iterable[tuple[K, PriceInfo]]) -> dict[K, PriceSchedule]:
+    by_owner: dict[K, list[PriceInfo]] = {}
+    for owner, info in rows:
+        by_owner.setdefault(owner, []).append(info)
     return {
-        model: PriceSchedule(starts=tuple(p.since for p in prices), prices=tuple(prices))
-        for model, prices in by_route.items()
+        owner: PriceSchedule(starts=tuple(p.since for p in prices), prices=tuple(prices))
+        for owner, prices in by_owner.items()
     }
+
+
+def _price_schedules() -> dict[str, PriceSchedule]:
+    rows = Price.objects.select_related("route").order_by("effective_from")
+    return _schedules((price.route.public_id, _price_info(price)) for price in rows)
+
+
+def _cost_schedules() -> dict[int, PriceSchedule]:
+    rows = DeploymentPrice.objects.order_by("effective_from")
+    return _schedules((cost.deployment_id, _price_info(cost)) for cost in rows)
 
 
 def _limits() -> dict[tuple[str, int, str], LimitInfo]:
@@ -126,4 +139,6 @@ def load_billing(now: datetime | None = None) -> BillingSnapshot:
         )
     limits = _limits()
     limited = frozenset((kind, owner) for kind, owner, _model in limits) | frozenset(infos)
-    return BillingSnapshot(prices=_price_schedules(), limits=limits, budgets=infos, limited=limited)
+    return BillingSnapshot(
+        prices=_price_schedules(), costs=_cost_schedules(), limits=limits, budgets=infos, limited=limited
+    )

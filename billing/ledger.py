@@ -252,6 +252,8 @@ def _record(entry: dict[str, Any]) -> UsageRecord:
     fields = dict(entry)
     fields["created_at"] = datetime.fromtimestamp(fields["created_at"], UTC)
     fields["cost"] = Decimal(fields["cost"])
+    if "provider_cost" in fields:
+        fields["provider_cost"] = Decimal(fields["provider_cost"])
     return UsageRecord(**fields)
 
 
@@ -304,11 +306,17 @@ class LedgerEntry:
     error_type: str
     streamed: bool
     client_disconnected: bool
+    # The deployment that served and what its provider charges; the defaults are those of a call never sent.
+    deployment_id: int | None = None
+    deployment: str = ""
+    attempts: int = 1
+    provider_cost: Decimal = Decimal(0)
 
     def row(self) -> dict[str, Any]:
         """The spool's JSON object for this row."""
         values = {name: getattr(self, name) for name in _FIELDS}
         values["cost"] = str(self.cost)
+        values["provider_cost"] = str(self.provider_cost)
         return values
 
 
@@ -325,7 +333,20 @@ _PG_TYPES = {
 # Postgres reads the batch itself, as one JSON array: no model instance or compiled row per line in Python,
 # which on a busy process cost more CPU (and GIL) than serving the requests they record.
 _COLUMNS = tuple((item.name, item.metadata.get("pg") or _PG_TYPES[str(item.type)]) for item in fields(LedgerEntry))
-_SELECTED = ", ".join("to_timestamp(r.created_at)" if name == "created_at" else f"r.{name}" for name, _ in _COLUMNS)
+# Columns added after rows were first spooled: a line spooled by an older process lacks them, and gets the
+# database's default instead of a NULL the column refuses.
+_LATER_COLUMNS = {"deployment": "''", "attempts": "1", "provider_cost": "0"}
+
+
+def _selected(name: str) -> str:
+    if name == "created_at":
+        return "to_timestamp(r.created_at)"
+    if name in _LATER_COLUMNS:
+        return f"COALESCE(r.{name}, {_LATER_COLUMNS[name]})"
+    return f"r.{name}"
+
+
+_SELECTED = ", ".join(_selected(name) for name, _ in _COLUMNS)
 # Built from the constants above only; the batch itself is the one query parameter.
 _PG_INSERT = (
     f"INSERT INTO {UsageRecord._meta.db_table} ({', '.join(name for name, _ in _COLUMNS)}) "  # noqa: S608

@@ -106,6 +106,9 @@ class MeterResult:
     client_disconnected: bool = False
     latency_ms: int = 0
     first_token_ms: int | None = None
+    deployment_id: int | None = None  # the deployment that served (or was tried last); None if none was tried
+    deployment: str = ""  # its name, provider/upstream model
+    attempts: int = 1  # upstream attempts the call made
 
 
 # What every owner without a limit or budget gets: one shared value, nothing built per request.
@@ -210,11 +213,13 @@ class Meter:
             usage = counted_usage(ask, result.outputs) if estimated else Usage()
         schedule = billing.prices.get(ask.model)
         cost = cost_of(schedule.at(ask.started_at) if schedule else None, usage)
+        costs = billing.costs.get(result.deployment_id) if result.deployment_id is not None else None
+        provider_cost = cost_of(costs.at(ask.started_at) if costs else None, usage)
         ticket = result.admission.ticket if result.admission is not None else None
         if ticket is not None:
             self.later(self.limiter.settle(ticket, tokens=usage.total, cost=to_nano(cost)))
         if self.ledger_on:
-            self.spool.append(_entry(result, usage, cost, estimated=estimated).row())
+            self.spool.append(_entry(result, usage, cost, provider_cost, estimated=estimated).row())
             if self.writer is not None:
                 self.writer.nudge()
         return cost
@@ -311,7 +316,7 @@ def _budget(scope: str, label: str, info: BudgetInfo, minute: int) -> limits.Bud
     )
 
 
-def _entry(result: MeterResult, usage: Usage, cost: Decimal, *, estimated: bool) -> LedgerEntry:
+def _entry(result: MeterResult, usage: Usage, cost: Decimal, provider_cost: Decimal, *, estimated: bool) -> LedgerEntry:
     ask = result.ask
     return LedgerEntry(
         request_id=ask.request_id,
@@ -324,12 +329,16 @@ def _entry(result: MeterResult, usage: Usage, cost: Decimal, *, estimated: bool)
         model=ask.model,
         provider=ask.provider,
         upstream_model=ask.upstream_model,
+        deployment_id=result.deployment_id,
+        deployment=result.deployment,
+        attempts=result.attempts,
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
         cached_tokens=usage.cached_tokens,
         reasoning_tokens=usage.reasoning_tokens,
         tokens_estimated=estimated,
         cost=cost,
+        provider_cost=provider_cost,
         latency_ms=result.latency_ms,
         first_token_ms=result.first_token_ms,
         status=result.status,

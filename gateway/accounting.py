@@ -4,6 +4,13 @@ Billing does the work (billing.metering); this module describes the call to it
 in plain values and turns a refusal into the error tree: a rate limit or a
 spent budget is a 429, an unreachable limiter a 503, a limiter that failed on
 this one request a 500 that tells the client nothing of why.
+
+`CallSession` is the one owner of a call's end. However many deployments the
+call tries, its limits and budget are reserved once (`admit`, before the first
+attempt) and settled once (`close`, with the usage of the answer that was
+relayed), and its ledger line names the deployment that served and the number
+of attempts. Every exit (answered, failed, streamed to the end, abandoned by its
+client) goes through the session; `close` makes the second and later calls no-ops.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from billing.facade import BillingSnapshot
 from billing.metering import UNLIMITED, Admission, Meter, MeterAsk, MeterResult, Usage
 from gateway.errors import InternalError, LimitsUnavailable, PorticoError, QuotaExceeded, RateLimited
 from providers.adapters.base import Operation
-from providers.facade import RouteInfo
+from providers.facade import ModelInfo, RouteInfo
 from tenants.facade import KeyGrant
 
 # The process's limiter and ledger spool, started and stopped by gateway.asgi.
@@ -31,6 +38,7 @@ class Call:
 
     __slots__ = (
         "admission",
+        "attempts",
         "body",
         "client_request_id",
         "disconnected",
@@ -38,11 +46,13 @@ class Call:
         "finished",
         "first_token",
         "grant",
+        "model",
         "operation",
         "outputs",
         "prompt_estimate",
         "request_id",
         "route",
+        "routing",
         "started",
         "started_at",
         "status",
@@ -56,14 +66,20 @@ class Call:
         request_id: str,
         client_request_id: str,
         grant: KeyGrant,
-        route: RouteInfo,
+        model: ModelInfo,
         operation: Operation,
         body: dict[str, Any],
+        route: RouteInfo | None = None,
     ) -> None:
         self.request_id = request_id
         self.client_request_id = client_request_id
         self.grant = grant
-        self.route = route
+        self.model = model
+        # The deployment tried last: the one that served, once an answer came. Until the first attempt, the model's
+        # first (its upstream model picks the encoding the prompt is counted with).
+        self.route = route or model.routes[0]
+        self.attempts = 0  # upstream attempts made
+        self.routing = ""  # why the deployment that served was chosen (x-portico-routing)
         self.operation = operation
         self.body = body
         self.streamed = bool(body.get("stream"))
@@ -138,6 +154,13 @@ def counted_usage(call: Call) -> Usage:
     return usage
 
 
+def prompt_estimate(call: Call) -> int:
+    """The prompt's token count: the one admission made, or Portico's own count, made once."""
+    if call.prompt_estimate is None:
+        call.prompt_estimate = metering.prompt_tokens(_ask(call))
+    return call.prompt_estimate
+
+
 def finish(call: Call, billing: BillingSnapshot) -> Decimal:
     """Settle and record the call, once; returns its cost."""
     if call.finished:
@@ -154,5 +177,44 @@ def finish(call: Call, billing: BillingSnapshot) -> Decimal:
         client_disconnected=call.disconnected,
         latency_ms=int((time.monotonic() - call.started) * 1000),
         first_token_ms=int((first_token - call.started) * 1000) if first_token is not None else None,
+        deployment_id=call.route.id if call.attempts else None,
+        deployment=call.route.name if call.attempts else "",
+        attempts=call.attempts,
     )
     return accounts.finish(result, billing)
+
+
+class CallSession:
+    """One call from admission to its ledger line: the only code that finishes a call."""
+
+    __slots__ = ("billing", "call")
+
+    def __init__(self, call: Call, billing: BillingSnapshot) -> None:
+        self.call = call
+        self.billing = billing
+
+    async def admit(self) -> Mapping[str, str]:
+        """Reserve the call's limits and budget, once for all its attempts; a refusal closes the session."""
+        try:
+            return await admit(self.call, self.billing)
+        except PorticoError as exc:
+            self.fail(exc)
+            raise
+
+    def fail(self, error: PorticoError) -> None:
+        self.call.fail(error)
+        self.close()
+
+    def abandon(self) -> None:
+        """The client left before the answer was complete: its reservations are released all the same."""
+        self.call.disconnected = True
+        self.close()
+
+    def close(self) -> Decimal:
+        """Settle and record the call; its cost the first time, zero after."""
+        return finish(self.call, self.billing)
+
+    async def release(self) -> None:
+        """An EventStream's release: a stream dropped before its end was abandoned by its client."""
+        if not self.call.finished:
+            self.abandon()

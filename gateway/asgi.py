@@ -1,8 +1,8 @@
 """The ASGI entry point: /v1/ on the hop-free fast path, everything else through Django.
 
 It also owns the process lifecycle: at start-up it loads the snapshot and
-starts the background refreshers; at shutdown it stops them and closes the
-pooled upstream clients.
+starts the background refreshers and the deployments' breakers; at shutdown it
+stops them and closes the pooled upstream clients.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ if settings.PORTICO_SERVE_STATIC:
 from billing.metering import preload_encodings  # noqa: E402
 from gateway import invalidation, refresh  # noqa: E402 - Django must be set up first
 from gateway.accounting import accounts  # noqa: E402
+from gateway.breakers import breakers_for_settings  # noqa: E402
 from gateway.fastpath import FastPath, Receive, Scope, Send  # noqa: E402
 from gateway.relay import upstreams  # noqa: E402
 from gateway.snapshot import store  # noqa: E402
@@ -40,6 +41,7 @@ class Portico:
         invalidation.serve_from(asyncio.get_running_loop())
         self.tasks = refresh.start(store)
         accounts.start()
+        await breakers_for_settings().start()
         # Loading the BPE tables takes about half a second: done now, not by the first request that counts tokens.
         await asyncio.to_thread(preload_encodings)
         await store.reload()
@@ -59,6 +61,7 @@ class Portico:
         await refresh.flush_key_use()
         await upstreams.aclose()
         await accounts.stop()
+        await breakers_for_settings().stop()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

@@ -16,7 +16,8 @@
      ├── InternalError           500  a bug in Portico; the cause is logged, never sent
      └── UpstreamError           the provider failed; status from the provider's answer
           ├── UpstreamTimeout    504
-          └── UpstreamUnreachable 502  refused, reset or dropped connections
+          ├── UpstreamUnreachable 502  refused, reset or dropped connections
+          └── NoDeployment       503  every deployment of the model is resting (breaker open, rate-limited)
 
 Each becomes `{"error": {"message", "type", "param", "code"}}` with its status,
 both as an HTTP answer and, mid-stream, as an SSE `data:` frame that the
@@ -157,6 +158,8 @@ class UpstreamError(PorticoError):
     type = "api_error"
     # Portico's own diagnosis, when it made one (see `UpstreamFailure.reason`).
     reason = ""
+    # Seconds the deployment asked to be left alone (Retry-After, or rate-limit headers saying it is spent).
+    cool_down = 0.0
 
     @classmethod
     def from_failure(cls, failure: UpstreamFailure) -> UpstreamError:
@@ -194,6 +197,14 @@ class UpstreamTimeout(UpstreamError):
 class UpstreamUnreachable(UpstreamError):
     status = 502
     code = "upstream_unreachable"
+
+
+class NoDeployment(UpstreamError):
+    status = 503
+    code = "no_deployment_available"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"No deployment of the model `{model}` is available right now; please retry shortly.")
 
 
 def error_response(exc: PorticoError) -> HttpResponse:

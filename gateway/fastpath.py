@@ -75,7 +75,8 @@ def _client_request_id(scope: Scope) -> str:
 
 def _headers(response: HttpResponseBase, request_id: str) -> list[tuple[bytes, bytes]]:
     headers = [(name.encode("latin-1"), str(value).encode("latin-1")) for name, value in response.items()]
-    headers.append((b"x-request-id", request_id.encode("latin-1")))
+    if not response.has_header("x-request-id"):  # a body's `request_id` extension names its own
+        headers.append((b"x-request-id", request_id.encode("latin-1")))
     return headers
 
 

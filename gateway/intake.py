@@ -1,16 +1,18 @@
-"""Reading what a client sent: the JSON body, the model's route, what the route can do, the call to account for."""
+"""Reading what a client sent: the JSON body, its extensions, the public model and what it must do, the call."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 import orjson
+from django.conf import settings
 from django.http import HttpRequest
 
-from billing.facade import BillingSnapshot
 from gateway.accounting import Call
 from gateway.errors import InvalidRequest, ModelNotFound
+from gateway.extensions import AUTO, Extensions, read_extensions
 from gateway.fastpath import new_request_id
 from gateway.snapshot import Snapshot, store
 from gateway.validation import validate_output_cap
@@ -71,81 +73,130 @@ def default_model(snapshot: Snapshot, grant: KeyGrant, operation: Operation) -> 
     raise InvalidRequest(f"No model for {what} is available to this API key; name one in `model`.", param="model")
 
 
-def find_route(snapshot: Snapshot, grant: KeyGrant, model: str) -> RouteInfo:
-    """The deployment a call is served from: the model's first, until routing chooses among them."""
-    return find_model(snapshot, grant, model).routes[0]
-
-
-def require(route: RouteInfo, capability: str, what: str) -> None:
-    if capability not in route.capabilities:
+def require(model: ModelInfo, capability: str, what: str) -> None:
+    if capability not in model.capabilities:
         raise InvalidRequest(
-            f"The model `{route.public_id}` does not support {what}.", param="model", code="unsupported_capability"
+            f"The model `{model.public_id}` does not support {what}.", param="model", code="unsupported_capability"
         )
 
 
-def require_operation(route: RouteInfo, operation: Operation) -> None:
-    """The route must be flagged for the operation, and its provider kind must speak it (or bridge it)."""
+def kind_serves(route: RouteInfo, operation: Operation) -> bool:
+    """Whether the deployment's provider kind speaks the operation (legacy completions may be bridged to chat)."""
+    operations = route.provider.adapter.operations
+    return operation in operations or (operation == "completions" and "chat" in operations)
+
+
+def require_operation(model: ModelInfo, operation: Operation) -> None:
+    """The model must promise the operation, and some deployment's provider kind must speak it (or bridge it)."""
     capability, what = NEEDS[operation]
-    require(route, capability, what)
-    adapter = route.provider.adapter
-    bridged = operation == "completions" and "chat" in adapter.operations
-    if operation not in adapter.operations and not bridged:
+    require(model, capability, what)
+    if not any(kind_serves(route, operation) for route in model.routes):
         raise InvalidRequest(
-            f"The model `{route.public_id}` does not support {what}.", param="model", code="unsupported_capability"
+            f"The model `{model.public_id}` does not support {what}.", param="model", code="unsupported_capability"
         )
 
 
-def check_chat_capabilities(route: RouteInfo, body: dict[str, Any]) -> None:
-    require_operation(route, "chat")
+def check_chat_capabilities(model: ModelInfo, body: dict[str, Any]) -> None:
+    require_operation(model, "chat")
     if body.get("stream"):
-        require(route, "streaming", "streaming")
+        require(model, "streaming", "streaming")
     if body.get("tools") or body.get("functions"):
-        require(route, "tools", "tools")
+        require(model, "tools", "tools")
     if (body.get("response_format") or {}).get("type") in ("json_object", "json_schema"):
-        require(route, "json_mode", "JSON mode (response_format)")
+        require(model, "json_mode", "JSON mode (response_format)")
     if any(
         isinstance(message.get("content"), list)
         and any(isinstance(part, dict) and part.get("type") == "image_url" for part in message["content"])
         for message in body["messages"]
     ):
-        require(route, "vision", "image inputs")
+        require(model, "vision", "image inputs")
 
 
-def _check(route: RouteInfo, operation: Operation, body: dict[str, Any]) -> None:
+def check(model: ModelInfo, operation: Operation, body: dict[str, Any]) -> None:
+    """What the request needs of its model: the operation, streaming, tools, vision, JSON mode, its output cap."""
     if operation == "chat":
-        check_chat_capabilities(route, body)
+        check_chat_capabilities(model, body)
     else:
-        require_operation(route, operation)
+        require_operation(model, operation)
         if body.get("stream"):
-            require(route, "streaming", "streaming")
+            require(model, "streaming", "streaming")
     if operation in ("chat", "completions"):
         # Before admission: what a request reserves against its limits follows from its output cap.
-        validate_output_cap(body, route.max_output_tokens)
+        validate_output_cap(body, model.max_output_tokens)
+
+
+def capable(model: ModelInfo, operation: Operation, body: dict[str, Any]) -> bool:
+    """Whether `model` can serve the request (a fallback that cannot is passed over)."""
+    try:
+        check(model, operation, body)
+    except InvalidRequest:
+        return False
+    return True
+
+
+def auto_models(snapshot: Snapshot, grant: KeyGrant, ext: Extensions, operation: Operation) -> list[ModelInfo]:
+    """`model: "auto"`: the models the key may use of the family asked for, with the capabilities asked for."""
+    capability, _what = NEEDS[operation]
+    needed = ext.capabilities | {capability}
+    return [
+        model
+        for public_id, model in sorted(snapshot.models.items())
+        if grant.may_use(public_id)
+        and needed <= model.capabilities
+        and (not ext.model_family or model.model_family == ext.model_family)
+    ]
+
+
+def _chosen(
+    snapshot: Snapshot, grant: KeyGrant, body: dict[str, Any], ext: Extensions, operation: Operation
+) -> tuple[ModelInfo, Extensions]:
+    public_id = body.get("model")
+    if public_id != AUTO or AUTO in snapshot.models:
+        if ext.model_family or ext.capabilities:
+            raise InvalidRequest(
+                '`model_family` and `capabilities` choose the model: send them with `model: "auto"`.',
+                param="model_family" if ext.model_family else "capabilities",
+                code="invalid_value",
+            )
+        if public_id is None:
+            return default_model(snapshot, grant, operation), ext
+        return find_model(snapshot, grant, public_id), ext
+    models = [model for model in auto_models(snapshot, grant, ext, operation) if capable(model, operation, body)]
+    if not models:
+        raise InvalidRequest(
+            "No model the API key may use has the `model_family` and `capabilities` asked for.",
+            param="model_family" if ext.model_family else "capabilities",
+            code="model_not_found",
+        )
+    # The first is served; the others are its fallbacks, unless the request names its own.
+    fallbacks = ext.models if ext.models is not None else tuple(model.public_id for model in models[1:])
+    return models[0], dataclasses.replace(ext, models=fallbacks)
 
 
 async def json_call(
     request: HttpRequest, operation: Operation, validate: Callable[[dict[str, Any]], None]
-) -> tuple[Call, BillingSnapshot]:
-    """Read, validate and route a JSON request: the call to serve, and the billing view it is served under."""
+) -> tuple[Call, Snapshot, Extensions]:
+    """Read, validate and check a JSON request: the call, the snapshot it is served under, its extensions."""
     body = json_body(request)
+    ext = read_extensions(body, request.META, max_timeout=settings.PORTICO_MAX_REQUEST_TIMEOUT)
     validate(body)
     snapshot = await store.get()
-    grant = grant_of(request)
-    public_id = body.get("model")
-    model = (
-        find_model(snapshot, grant, public_id) if public_id is not None else default_model(snapshot, grant, operation)
-    )
-    route = model.routes[0]
-    _check(route, operation, body)
-    return new_call(request, route, operation, body), snapshot.billing
+    model, ext = _chosen(snapshot, grant_of(request), body, ext, operation)
+    check(model, operation, body)
+    if body.get("model") == AUTO:
+        body["model"] = model.public_id
+    call = new_call(request, model, operation, body)
+    if ext.request_id:
+        call.client_request_id = ext.request_id
+    return call, snapshot, ext
 
 
-def new_call(request: HttpRequest, route: RouteInfo, operation: Operation, body: dict[str, Any]) -> Call:
+def new_call(request: HttpRequest, model: ModelInfo, operation: Operation, body: dict[str, Any]) -> Call:
     return Call(
         request_id=getattr(request, "portico_request_id", None) or new_request_id(),
         client_request_id=getattr(request, "client_request_id", ""),
         grant=grant_of(request),
-        route=route,
+        model=model,
         operation=operation,
         body=body,
     )

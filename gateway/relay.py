@@ -1,11 +1,16 @@
-"""Forwarding a request to its provider and relaying the answer, whole or streamed.
+"""One attempt of a call on one deployment: a whole answer, or a stream opened up to its first event.
 
-Upstream trouble becomes the error tree's UpstreamError family: before the
-first byte as an HTTP error answer, after it as an SSE error frame. Nothing an
-upstream sends reaches the client before the provider's redactor has seen it:
-errors, stream events and whole answers alike. Every
-call is admitted against its limits first and finished (settled, recorded
-in the ledger) exactly once, whichever way it ends.
+gateway.routing decides which deployments to try and in what order; this
+module sends the request to one of them and hands back either `Whole` (the
+answer read to its end) or `Opened` (a stream whose first translated event is
+already in hand), or raises the error tree's UpstreamError family. Because a
+stream is only handed back once its first event has arrived, anything that
+goes wrong before the client has seen a byte can still be tried elsewhere.
+
+After the first byte `relay_stream` carries the stream to its end; trouble then
+becomes an SSE error frame. Nothing an upstream sends reaches the client before
+the provider's redactor has seen it: errors, stream events and whole answers
+alike. No attempt finishes the call: its session (gateway.accounting) does.
 """
 
 from __future__ import annotations
@@ -14,19 +19,20 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
+import re
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any
 
 import httpx
 import orjson
 from django.http import HttpResponse
 
-from billing.facade import BillingSnapshot
 from billing.metering import usd
-from gateway.accounting import Call, admit, counted_usage, finish
+from gateway.accounting import Call, CallSession, counted_usage
 from gateway.errors import InvalidRequest, PorticoError, UpstreamError, UpstreamTimeout, UpstreamUnreachable
-from gateway.sse import DONE, EventSplitter, EventStream, LineSplitter, frame
+from gateway.sse import DONE, EventSplitter, LineSplitter, frame
 from gateway.uploads import Upload
 from providers.adapters import bridge
 from providers.adapters.base import Operation, StreamTranslator, Target, UnsupportedParameter, UpstreamRequest
@@ -37,11 +43,64 @@ from providers.http import UpstreamResponse, Upstreams
 logger = logging.getLogger(__name__)
 upstreams = Upstreams()
 
+# How an attempt's end is reported (to the deployment stats and breakers): ok, and Portico's name for what failed.
+Report = Callable[[bool, str], None]
+
+
+@dataclasses.dataclass(slots=True)
+class Whole:
+    """A whole answer, read to its end and redacted."""
+
+    content: bytes
+    content_type: str
+    cool_down: float = 0.0  # seconds the deployment's rate-limit headers say it is spent for
+
+
+@dataclasses.dataclass(slots=True)
+class Opened:
+    """A stream whose first translated event (`first`, framed) has arrived; the rest is still upstream."""
+
+    response: UpstreamResponse
+    chunks: AsyncIterator[bytes]
+    translator: StreamTranslator
+    splitter: EventSplitter | LineSplitter
+    first: bytes
+    cool_down: float = 0.0
+
+    async def aclose(self) -> None:
+        await self.response.aclose()
+
 
 def _transport_error(exc: httpx.TransportError, provider: str) -> UpstreamError:
     if isinstance(exc, httpx.TimeoutException):
         return UpstreamTimeout(f"The upstream provider '{provider}' did not answer in time.")
     return UpstreamUnreachable(f"The upstream provider '{provider}' could not be reached or dropped the connection.")
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _seconds(value: str | None) -> float:
+    """OpenAI's reset durations ("1s", "6m0s", "20ms") or plain seconds; 0 for what cannot be read."""
+    if not value:
+        return 0.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = sum(float(number) * _UNIT[unit] for number, unit in _DURATION.findall(value))
+    return seconds if math.isfinite(seconds) and seconds > 0 else 0.0
+
+
+def cool_down_of(status: int, headers: Mapping[str, str]) -> float:
+    """How long a deployment asked to be left alone: Retry-After on a 429, or the reset of a spent request quota."""
+    rest = 0.0
+    if status == 429:
+        ms = _seconds(headers.get("retry-after-ms"))
+        rest = ms / 1000 if ms else _seconds(headers.get("retry-after"))
+    if headers.get("x-ratelimit-remaining-requests") == "0":
+        rest = max(rest, _seconds(headers.get("x-ratelimit-reset-requests")))
+    return rest
 
 
 async def _failure(route: RouteInfo, response: UpstreamResponse) -> UpstreamError:
@@ -54,137 +113,138 @@ async def _failure(route: RouteInfo, response: UpstreamResponse) -> UpstreamErro
     if route.upstream_model in failure.message and route.upstream_model != route.public_id:
         # An upstream's message names its own model ("model 'llama3.2' not found"); the client knows the public one.
         failure = dataclasses.replace(failure, message=failure.message.replace(route.upstream_model, route.public_id))
-    return UpstreamError.from_failure(failure)
+    error = UpstreamError.from_failure(failure)
+    error.cool_down = cool_down_of(response.status_code, response.headers)
+    return error
 
 
 def target_of(route: RouteInfo) -> Target:
     return Target(route.provider, route.upstream_model, route.public_id, route.max_output_tokens)
 
 
-def _bridged(call: Call) -> bool:
+def _bridged(call: Call, route: RouteInfo) -> bool:
     """Legacy completions go to chat when the provider has no /completions of its own."""
     if call.operation != "completions":
         return False
-    provider = call.route.provider
+    provider = route.provider
     return "completions" not in provider.adapter.operations or not provider.serves_completions
 
 
-def _build(call: Call, target: Target) -> tuple[Operation, UpstreamRequest]:
-    adapter = call.route.provider.adapter
+def _build(call: Call, route: RouteInfo, target: Target) -> tuple[Operation, UpstreamRequest]:
+    adapter = route.provider.adapter
     try:
-        if _bridged(call):
+        if _bridged(call, route):
             return "chat", adapter.request("chat", target, bridge.chat_body(call.body))
         return call.operation, adapter.request(call.operation, target, dict(call.body))
     except UnsupportedParameter as exc:
         raise InvalidRequest(exc.message, param=exc.param, code="unsupported_parameter") from None
 
 
-@contextlib.contextmanager
-def accounted(call: Call, billing: BillingSnapshot) -> Iterator[None]:
-    """Finish a call that fails or is abandoned before its answer is made; the answer finishes it otherwise."""
-    try:
+@contextlib.asynccontextmanager
+async def _first_byte_within(seconds: float | None, route: RouteInfo) -> AsyncIterator[None]:
+    if seconds is None:
         yield
-    except PorticoError as exc:
-        call.fail(exc)
-        finish(call, billing)
+        return
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        raise UpstreamTimeout(
+            f"The upstream provider '{route.provider.name}' sent nothing within {seconds:g} s."
+        ) from None
+
+
+async def attempt(call: Call, route: RouteInfo, *, first_byte: float | None = None) -> Whole | Opened:
+    """Send the call to `route`: its whole answer, or its stream once the first event is in."""
+    target = target_of(route)
+    operation, request = _build(call, route, target)
+    async with _first_byte_within(first_byte, route):
+        response = await send(route, request)
+        if call.streamed:
+            return await _open(call, route, target, operation, response)
+    rest = cool_down_of(response.status_code, response.headers)
+    content = route.provider.adapter.response(operation, target, await read_whole(route, response))
+    if _bridged(call, route):
+        content = bridge.completion_from_chat(content)
+    return Whole(content, "application/json", rest)
+
+
+async def attempt_upload(call: Call, route: RouteInfo, upload: Upload) -> Whole:
+    """Stream the upload to `route`; the answer as JSON, or text/srt/vtt as sent."""
+    target = target_of(route)
+    request = route.provider.adapter.upload_request(
+        call.operation, target, upload.body({"model": target.upstream_model}), upload.content_type
+    )
+    try:
+        response = await send(route, request)
+        payload = await read_whole(route, response)
+    except UpstreamError:
+        # Reading the client's body failed while it was being sent (too large, malformed, client gone).
+        if upload.error is not None:
+            raise upload.error from None
         raise
-    except asyncio.CancelledError:
-        # The client left before the answer began: its concurrency slot and reservations are released all the same.
-        call.disconnected = True
-        finish(call, billing)
-        raise
+    return Whole(payload, response.headers.get("content-type", "application/json"))
 
 
-async def serve(call: Call, billing: BillingSnapshot) -> HttpResponse | EventStream:
-    """Admit, forward and account for a JSON request; errors are recorded, then raised for the error handler."""
-    with accounted(call, billing):
-        headers = await admit(call, billing)
-        target = target_of(call.route)
-        operation, request = _build(call, target)
-        response = await _forward(call, billing, target, operation, request)
-    for name, value in headers.items():
-        response[name] = value
-    return response
-
-
-async def send(call: Call, request: UpstreamRequest) -> UpstreamResponse:
+async def send(route: RouteInfo, request: UpstreamRequest) -> UpstreamResponse:
     """Send and return once the answer's headers are in; an error answer is raised as an UpstreamError."""
-    provider = call.route.provider
+    provider = route.provider
     try:
         response = await upstreams.get(provider).send(request)
     except httpx.TransportError as exc:
         raise _transport_error(exc, provider.name) from exc
     if response.status_code >= 400:
-        raise await _failure(call.route, response)
+        raise await _failure(route, response)
     return response
 
 
-async def read_whole(call: Call, response: UpstreamResponse) -> bytes:
+async def read_whole(route: RouteInfo, response: UpstreamResponse) -> bytes:
     """The whole answer, any secret it quotes redacted (one substring search per secret when it quotes none)."""
     try:
-        return call.route.provider.redactor.bytes(await response.aread())
+        return route.provider.redactor.bytes(await response.aread())
     except httpx.TransportError as exc:
-        raise _transport_error(exc, call.route.provider.name) from exc
+        raise _transport_error(exc, route.provider.name) from exc
     finally:
         await response.aclose()
 
 
-async def _forward(
-    call: Call, billing: BillingSnapshot, target: Target, operation: Operation, request: UpstreamRequest
-) -> HttpResponse | EventStream:
-    adapter = call.route.provider.adapter
-    response = await send(call, request)
-    if call.streamed:
-        include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
-        translator: Any = adapter.stream_translator(
-            operation, target, include_usage=include_usage, redactor=call.route.provider.redactor
-        )
-        if _bridged(call):
-            translator = bridge.CompletionStream(translator)
-        events = _relay_stream(call, billing, response, translator, adapter.stream_format)
-
-        async def release() -> None:
-            if not call.finished:
-                call.disconnected = True  # the answer was dropped before its stream began
-            await response.aclose()
-            finish(call, billing)
-
-        return EventStream(events, release=release)
-    payload = await read_whole(call, response)
-    content = adapter.response(operation, target, payload)
-    if _bridged(call):
-        content = bridge.completion_from_chat(content)
-    return answer(call, billing, content)
-
-
-async def serve_upload(call: Call, billing: BillingSnapshot, upload: Upload) -> HttpResponse:
-    """Admit, stream the upload to the provider, account for the answer (JSON, or text/srt/vtt as sent)."""
-    with accounted(call, billing):
-        headers = await admit(call, billing)
-        target = target_of(call.route)
-        adapter = call.route.provider.adapter
-        request = adapter.upload_request(
-            call.operation, target, upload.body({"model": target.upstream_model}), upload.content_type
-        )
-        try:
-            response = await send(call, request)
-            payload = await read_whole(call, response)
-        except UpstreamError:
-            # Reading the client's body failed while it was being sent (too large, malformed, client gone).
-            if upload.error is not None:
-                raise upload.error from None
-            raise
-        content_type = response.headers.get("content-type", "application/json")
-        result = answer(call, billing, payload, content_type=content_type)
-    for name, value in headers.items():
-        result[name] = value
-    return result
+async def _open(
+    call: Call, route: RouteInfo, target: Target, operation: Operation, response: UpstreamResponse
+) -> Opened:
+    """Read the stream up to its first translated event; a stream that breaks before it is this attempt's failure."""
+    adapter = route.provider.adapter
+    include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
+    translator: Any = adapter.stream_translator(
+        operation, target, include_usage=include_usage, redactor=route.provider.redactor
+    )
+    if _bridged(call, route):
+        translator = bridge.CompletionStream(translator)
+    splitter: EventSplitter | LineSplitter = EventSplitter() if adapter.stream_format == "sse" else LineSplitter()
+    chunks = response.aiter_raw()
+    provider = route.provider.name
+    try:
+        async for chunk in chunks:
+            out = _translate(splitter.feed(chunk), translator, call.outputs.append)
+            if out or translator.done or translator.failed:
+                return Opened(response, chunks, translator, splitter, out, cool_down_of(200, response.headers))
+    except httpx.TransportError as exc:
+        await response.aclose()
+        raise _transport_error(exc, provider) from exc
+    except ValueError:
+        await response.aclose()
+        raise UpstreamError(f"The upstream provider '{provider}' sent a malformed stream.") from None
+    except BaseException:
+        await response.aclose()
+        raise
+    if isinstance(splitter, LineSplitter) and (tail := _translate(splitter.flush(), translator, call.outputs.append)):
+        return Opened(response, chunks, translator, splitter, tail)
+    await response.aclose()
+    raise UpstreamUnreachable(f"The upstream provider '{provider}' ended the stream before it began.")
 
 
-def answer(
-    call: Call, billing: BillingSnapshot, content: bytes, *, content_type: str = "application/json"
-) -> HttpResponse:
+def answer(session: CallSession, whole: Whole, headers: Mapping[str, str]) -> HttpResponse:
     """A whole answer: usage noted, the call finished, its cost in `x-portico-cost`."""
+    call, content, content_type = session.call, whole.content, whole.content_type
     body = orjson.loads(content) if content[:1] == b"{" and "json" in content_type else None
     if isinstance(body, dict):
         call.usage = body.get("usage")
@@ -192,29 +252,27 @@ def answer(
             # Some upstreams only give floats; the client asked for OpenAI's base64, so it gets it.
             body = encode_embeddings(body, "base64")
             content = orjson.dumps(body)
-    cost = finish(call, billing)
+    cost = session.close()
     response = HttpResponse(content, content_type=content_type)
+    for name, value in headers.items():
+        response[name] = value
     response["x-portico-cost"] = usd(cost)
     return response
 
 
-async def _relay_stream(
-    call: Call,
-    billing: BillingSnapshot,
-    response: UpstreamResponse,
-    translator: StreamTranslator,
-    stream_format: str,
-) -> AsyncGenerator[bytes]:
-    """Relay events as they arrive. Cancellation (the client left) closes the upstream too."""
-    splitter: EventSplitter | LineSplitter = EventSplitter() if stream_format == "sse" else LineSplitter()
+async def relay_stream(session: CallSession, opened: Opened, report: Report) -> AsyncGenerator[bytes]:
+    """Relay the stream from its first event on. Cancellation (the client left) closes the upstream too."""
+    call = session.call
     provider = call.route.provider.name
-    outputs = call.outputs
+    translator, splitter, outputs = opened.translator, opened.splitter, call.outputs
+    ok, why = False, ""
     try:
-        async for chunk in response.aiter_raw():
+        if opened.first:
+            call.first_token = time.monotonic()
+            yield opened.first
+        async for chunk in opened.chunks:
             out = _translate(splitter.feed(chunk), translator, outputs.append)
             if out:
-                if call.first_token is None:
-                    call.first_token = time.monotonic()
                 yield out
         if isinstance(splitter, LineSplitter):
             tail = _translate(splitter.flush(), translator, outputs.append)
@@ -222,6 +280,7 @@ async def _relay_stream(
                 yield tail
         if translator.failed:
             # The upstream's own error event has been relayed; the stream ends with it.
+            why = "upstream_error_event"
             call.fail(UpstreamError(f"The upstream provider '{provider}' failed mid-stream."))
         elif not translator.done:
             raise UpstreamUnreachable(f"The upstream provider '{provider}' ended the stream before it was complete.")
@@ -231,31 +290,39 @@ async def _relay_stream(
             # Finished (limits settled) before the client can see the end and send its next request.
             if translator.usage is not None:
                 call.usage = translator.usage
-            finish(call, billing)
+            ok = True
+            session.close()
             yield DONE
     except httpx.TransportError as exc:
         logger.warning("stream from %s broke: %s", provider, exc.__class__.__name__)
         error = _transport_error(exc, provider)
-        call.fail(error)
+        why = _fail(call, error)
         yield error.to_sse()
     except ValueError:
         logger.warning("stream from %s sent an event that could not be read", provider)
         error = UpstreamError(f"The upstream provider '{provider}' sent a malformed stream.")
-        call.fail(error)
+        why = _fail(call, error)
         yield error.to_sse()
     except PorticoError as exc:
         logger.warning("stream from %s failed: %s", provider, exc.message)
-        call.fail(exc)
+        why = _fail(call, exc)
         yield exc.to_sse()
     except (GeneratorExit, asyncio.CancelledError):
+        ok = True  # the client left: nothing the deployment did wrong
         if not translator.done:
             call.disconnected = True
         raise
     finally:
         if translator.usage is not None:
             call.usage = translator.usage
-        await response.aclose()
-        finish(call, billing)
+        await opened.aclose()
+        report(ok, why)
+        session.close()
+
+
+def _fail(call: Call, error: PorticoError) -> str:
+    call.fail(error)
+    return error.classification
 
 
 def _counted_usage_chunk(call: Call) -> bytes:

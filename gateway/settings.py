@@ -203,6 +203,13 @@ PORTICO_LEDGER_DIR = env_str("PORTICO_LEDGER_DIR", str(DATA_DIR / "ledger"))
 PORTICO_LEDGER_FLUSH = env_float("PORTICO_LEDGER_FLUSH", 0.5, minimum=0.01)
 PORTICO_LEDGER_BATCH = env_int("PORTICO_LEDGER_BATCH", 500, minimum=1)
 
+# --- Routing (gateway/routing.py) ----------------------------------------------------------------------------
+# Answers name the provider that served in `x-portico-provider`; true leaves it out (and `x-portico-deployment`
+# then gives the deployment's id rather than its provider/model name).
+PORTICO_HIDE_PROVIDER = env_bool("PORTICO_HIDE_PROVIDER", False)
+# The most seconds a client may give a call with `x-portico-timeout` (every attempt included).
+PORTICO_MAX_REQUEST_TIMEOUT = env_float("PORTICO_MAX_REQUEST_TIMEOUT", 600.0, minimum=1.0)
+
 # --- Circuit breakers, one per deployment (gateway/breakers/) ------------------------------------------------
 # A breaker opens when PORTICO_BREAKER_ERROR_RATIO of the requests of the last PORTICO_BREAKER_WINDOW seconds
 # failed (once there were PORTICO_BREAKER_MIN_REQUESTS of them), or after PORTICO_BREAKER_CONSECUTIVE_FAILURES
@@ -218,6 +225,8 @@ PORTICO_BREAKER_CONSECUTIVE_FAILURES = env_int("PORTICO_BREAKER_CONSECUTIVE_FAIL
 PORTICO_BREAKER_COOLDOWN = env_float("PORTICO_BREAKER_COOLDOWN", 30.0, minimum=0.1)
 PORTICO_BREAKER_HALF_OPEN_PROBES = env_int("PORTICO_BREAKER_HALF_OPEN_PROBES", 3, minimum=1)
 PORTICO_BREAKER_LATENCY_MULTIPLE = env_float("PORTICO_BREAKER_LATENCY_MULTIPLE", 4.0, minimum=0.0)
+# Latencies under this many seconds never count as degraded, however far past their baseline.
+PORTICO_BREAKER_LATENCY_FLOOR = env_float("PORTICO_BREAKER_LATENCY_FLOOR", 1.0, minimum=0.0)
 if 0 < PORTICO_BREAKER_LATENCY_MULTIPLE <= 1:
     raise ImproperlyConfigured(
         f"PORTICO_BREAKER_LATENCY_MULTIPLE must be 0 (off) or above 1, got {PORTICO_BREAKER_LATENCY_MULTIPLE}"

@@ -2,6 +2,8 @@
 
 Only what OpenAI itself rejects is rejected; every other field passes through
 untouched, unknown ones included, so new upstream parameters work on day one.
+Portico's own routing fields (`provider`, `models`, ...) are read, checked and
+removed before these checks, by gateway.extensions.
 """
 
 from __future__ import annotations

@@ -20,8 +20,9 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -31,10 +32,12 @@ from openai import OpenAI
 from pytest_django import DjangoDbBlocker
 
 from billing.models import Budget, BudgetAlert, DeploymentPrice, Price, RateLimit, UsageRecord
+from gateway.models import BreakerTransition
 from providers.models import ModelRoute, Provider, PublicModel
 from providers.tests.factories import make_provider, make_route
 from tenants.models import ApiKey, Tenant
 from tenants.tests.factories import IssuedKey, make_key, make_tenant
+from tests.fakes.fleet import FakeFleet
 from tests.fakes.openai_upstream import FakeUpstream
 from tests.servers import MAX_BODY_BYTES, PorticoServer, Settle, configured_database_name, database_url_for
 
@@ -49,6 +52,13 @@ def upstream() -> Iterator[FakeUpstream]:
     fake.start()
     yield fake
     fake.stop()
+
+
+@pytest.fixture(scope="session")
+def upstreams() -> Iterator[FakeFleet]:
+    """Three fake upstreams, `fake-1` to `fake-3`, for public models served by several deployments."""
+    with FakeFleet(3) as fleet:
+        yield fleet
 
 
 @pytest.fixture(scope="session")
@@ -124,6 +134,7 @@ def _delete_rows() -> None:
         Price,
         DeploymentPrice,
         UsageRecord,
+        BreakerTransition,
         ApiKey,
         Tenant,
         ModelRoute,
@@ -198,6 +209,44 @@ def upstream_provider(committed_db: None, upstream: FakeUpstream, upstream_crede
 @pytest.fixture
 def upstream_route(upstream_provider: Provider, tag: str) -> ModelRoute:
     return make_route(provider=upstream_provider, public_id=f"gpt-e2e-{tag}", upstream_model=f"fake-model-{tag}")
+
+
+# deploy(public_id, upstream_model, urls=..., priorities=..., **model_fields): one deployment per base URL
+Deploy = Callable[..., list[ModelRoute]]
+
+
+@pytest.fixture
+def deploy(committed_db: None, upstreams: FakeFleet, upstream_credential: str, tag: str) -> Deploy:
+    """A public model served by one deployment per base URL (by default the fleet's three, in priority order).
+
+    Each base URL gets one provider for the test, named after the fleet member (`fake-2-<tag>`) or `down-<tag>`
+    for any other URL, so several models of a test share their providers as real deployments do.
+    """
+    providers: dict[str, Provider] = {}
+    labels = {upstream.base_url: str(upstream.label) for upstream in upstreams}
+
+    def provider_at(url: str) -> Provider:
+        if url not in providers:
+            name = f"{labels.get(url, 'down')}-{tag}"
+            providers[url] = make_provider(kind="openai", name=name, base_url=url, credential=upstream_credential)
+        return providers[url]
+
+    def deploy(
+        public_id: str, upstream_model: str, *, urls: Sequence[str] | None = None, **model_fields: Any
+    ) -> list[ModelRoute]:
+        urls = urls or [upstream.base_url for upstream in upstreams]
+        return [
+            make_route(
+                provider=provider_at(url),
+                public_id=public_id,
+                upstream_model=upstream_model,
+                priority=index,
+                **(model_fields if index == 0 else {}),
+            )
+            for index, url in enumerate(urls)
+        ]
+
+    return deploy
 
 
 @pytest.fixture

@@ -524,6 +524,10 @@ async def test_finishing_writes_the_ledger_line_and_settles_the_actual_usage(
             "error_type": "",
             "streamed": False,
             "client_disconnected": False,
+            "deployment_id": None,
+            "deployment": "",
+            "attempts": 1,
+            "provider_cost": "0",
         }
     ]
 

@@ -74,7 +74,7 @@ class LocalBreakers:
         self.rules = rules
         self._clock = clock
         self._history = history
-        self._latency = LatencyWatch(rules.latency_multiple)
+        self._latency = LatencyWatch(rules.latency_multiple, rules.latency_floor)
         self._breakers: dict[int, _Breaker] = {}
         self._open: dict[int, float] = {}  # deployments not closed -> until when open (0: half-open)
         self._lock = threading.Lock()

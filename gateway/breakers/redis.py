@@ -87,7 +87,7 @@ class RedisBreakers:
         self._success_flush = success_flush
         self._client = aioredis.from_url(url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout)
         self._scripts = {name: self._client.register_script(source) for name, source in _SOURCES.items()}
-        self._latency = LatencyWatch(rules.latency_multiple)
+        self._latency = LatencyWatch(rules.latency_multiple, rules.latency_floor)
         self._open: dict[int, float] = {}  # deployments not closed -> until when open (0: half-open)
         self._denied: dict[int, float] = {}  # deployment -> until when a refused probe stands
         self._outcomes: list[Outcome] = []

@@ -43,7 +43,10 @@ class BreakerRules:
     consecutive_failures: int = 5  # failures in a row that open it whatever the ratio (0: off)
     cooldown: float = 30.0  # seconds it stays open before probes are let through
     half_open_probes: int = 3  # requests let through at once while half-open
-    latency_multiple: float = 4.0  # recent median latency past this many baselines opens it (0: off)
+    latency_multiple: float = 4.0  # recent median latency past this many baselines opens it (0: off)...
+    # ...and past this many seconds: a baseline of a millisecond is passed four times over by the
+    # gateway's own queueing under load, which says nothing about the provider.
+    latency_floor: float = 1.0
 
     @classmethod
     def from_settings(cls) -> BreakerRules:
@@ -57,6 +60,7 @@ class BreakerRules:
             cooldown=settings.PORTICO_BREAKER_COOLDOWN,
             half_open_probes=settings.PORTICO_BREAKER_HALF_OPEN_PROBES,
             latency_multiple=settings.PORTICO_BREAKER_LATENCY_MULTIPLE,
+            latency_floor=settings.PORTICO_BREAKER_LATENCY_FLOOR,
         )
 
 
@@ -139,8 +143,9 @@ class LatencyWatch:
     successful calls count (a timeout is a failure, and counted as one).
     """
 
-    def __init__(self, multiple: float) -> None:
+    def __init__(self, multiple: float, floor: float = 0.0) -> None:
         self.multiple = multiple
+        self.floor = floor
         self._signals: dict[tuple[int, bool], _Signal] = {}
 
     def degraded(self, route_id: int, latency: float | None, ttfb: float | None) -> str:
@@ -158,7 +163,7 @@ class LatencyWatch:
             signal.seen += 1
             signal.baseline += (sample - signal.baseline) / signal.seen  # a plain mean until it is trusted
             return ""
-        threshold = self.multiple * signal.baseline
+        threshold = max(self.multiple * signal.baseline, self.floor)
         if sample <= threshold:
             signal.baseline += BASELINE_ALPHA * (sample - signal.baseline)
             return ""  # a median past the threshold needs this sample past it too: no need to sort

@@ -8,9 +8,9 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from ninja import Router
 
-from gateway.intake import find_route, grant_of, new_call, require_operation
-from gateway.relay import serve_upload
+from gateway.intake import find_model, grant_of, new_call, require_operation
 from gateway.routers.openapi import TRANSCRIPTION_REQUEST, documented
+from gateway.routing import serve_upload
 from gateway.snapshot import store
 from gateway.uploads import read_upload, receive_chunks
 
@@ -35,9 +35,9 @@ async def create_transcription(request: HttpRequest) -> HttpResponse:
     upload = await read_upload(chunks, content_type, limit=settings.PORTICO_MAX_UPLOAD_BYTES)
     try:
         snapshot = await store.get()
-        route = find_route(snapshot, grant_of(request), upload.fields["model"])
-        require_operation(route, "transcriptions")
-        call = new_call(request, route, "transcriptions", dict(upload.fields))
-        return await serve_upload(call, snapshot.billing, upload)
+        model = find_model(snapshot, grant_of(request), upload.fields["model"])
+        require_operation(model, "transcriptions")
+        call = new_call(request, model, "transcriptions", dict(upload.fields))
+        return await serve_upload(call, snapshot, upload)
     finally:
         await upload.aclose()

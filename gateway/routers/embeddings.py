@@ -1,7 +1,7 @@
 """POST /v1/embeddings, /v1/moderations and /v1/images/generations: one JSON answer each.
 
 Their validators refuse `stream`, which none of them relays; moderations and
-images may leave `model` out, and then get the first such route the key may use.
+images may leave `model` out, and then get the first such model the key may use.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Router
 
 from gateway.intake import json_call
-from gateway.relay import serve
 from gateway.routers.openapi import EMBEDDING_REQUEST, IMAGE_REQUEST, MODERATION_REQUEST, documented
+from gateway.routing import serve
 from gateway.sse import EventStream
 from gateway.validation import validate_embedding_request, validate_image_request, validate_moderation_request
 

@@ -6,8 +6,8 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Router
 
 from gateway.intake import json_call
-from gateway.relay import serve
 from gateway.routers.openapi import CHAT_REQUEST, COMPLETION_REQUEST, documented
+from gateway.routing import serve
 from gateway.sse import EventStream
 from gateway.validation import validate_chat_request, validate_completion_request
 

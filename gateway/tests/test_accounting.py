@@ -9,6 +9,7 @@ temporary directory.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ from billing.money import PriceInfo, PriceSchedule
 from gateway import accounting
 from gateway.accounting import Call, admit, counted_usage, finish
 from gateway.errors import InternalError, LimitsUnavailable, QuotaExceeded, RateLimited, UpstreamTimeout
-from providers.facade import RouteInfo
+from providers.facade import DEFAULT_RETRY_ON, ModelInfo, RouteInfo
 from providers.tests.factories import make_provider_info
 from tenants.facade import KeyGrant
 
@@ -62,6 +63,27 @@ def route(*, max_output_tokens: int | None = None) -> RouteInfo:
         context_window=None,
         max_output_tokens=max_output_tokens,
         capabilities=frozenset({"chat", "streaming"}),
+    )
+
+
+def model_of(deployment: RouteInfo) -> ModelInfo:
+    return ModelInfo(
+        public_id=deployment.public_id,
+        owned_by="portico",
+        created=0,
+        context_window=deployment.context_window,
+        max_output_tokens=deployment.max_output_tokens,
+        capabilities=deployment.capabilities,
+        model_family="",
+        strategy="priority",
+        fallbacks=(),
+        retry_on=DEFAULT_RETRY_ON,
+        mid_stream_recovery=False,
+        ensemble="",
+        timeout=None,
+        first_byte_timeout=None,
+        stall_timeout=None,
+        routes=(deployment,),
     )
 
 
@@ -126,7 +148,7 @@ def new_call(*, body: dict[str, Any] | None = None, target: RouteInfo | None = N
         request_id="req_1",
         client_request_id="client-7",
         grant=GRANT,
-        route=target or route(),
+        model=model_of(target or route()),
         operation="chat",
         body={"model": MODEL, "messages": HELLO, **(body or {})},
     )
@@ -280,8 +302,10 @@ async def test_finishing_records_the_call_as_it_ended(meter: Meter, ledger_dir: 
     call.first_token = call.started + 0.25
     call.usage = {"prompt_tokens": 40, "completion_tokens": 15, "prompt_tokens_details": {"cached_tokens": 8}}
     call.disconnected = True
+    call.attempts = 2  # the second deployment tried served it
+    costs = {7: price("1", "4")[MODEL]}  # what the provider charges for deployment 7
 
-    cost = finish(call, snapshot(prices=price("2.5", "10")))
+    cost = finish(call, dataclasses.replace(snapshot(prices=price("2.5", "10")), costs=costs))
 
     assert cost == Decimal("0.00025")
     [line] = ledger_lines(ledger_dir)
@@ -308,6 +332,10 @@ async def test_finishing_records_the_call_as_it_ended(meter: Meter, ledger_dir: 
         "error_type": "",
         "streamed": True,
         "client_disconnected": True,
+        "deployment_id": 7,
+        "deployment": f"openai-main/{UPSTREAM_MODEL}",
+        "attempts": 2,
+        "provider_cost": "0.0001",  # (40 x 1 + 15 x 4) / 1M
     }
 
 
@@ -319,6 +347,8 @@ async def test_a_failed_call_is_recorded_with_its_status_and_error_type(meter: M
 
     [line] = ledger_lines(ledger_dir)
     assert (line["status"], line["error_type"], line["prompt_tokens"]) == (504, "upstream_timeout", 0)
+    # Refused before any attempt: no deployment served it.
+    assert (line["deployment_id"], line["deployment"], line["attempts"]) == (None, "", 0)
 
 
 async def test_a_call_is_finished_once(meter: Meter, ledger_dir: Path) -> None:

@@ -37,6 +37,7 @@ RULES = BreakerRules(
     cooldown=30,
     half_open_probes=2,
     latency_multiple=4,
+    latency_floor=0,
 )
 
 Breakers = LocalBreakers | RedisBreakers
@@ -319,6 +320,17 @@ async def test_it_opens_when_the_recent_median_passes_the_multiple_of_its_baseli
     await breakers.flush()
     assert breakers.is_open(ROUTE)
     assert breakers.state(ROUTE).reason.startswith("degraded: median")
+
+
+@pytest.mark.parametrize(("floor", "opens"), [(0.25, False), (0, True)], ids=["floor", "no floor"])
+async def test_a_fast_deployment_slowed_by_the_gateways_own_queueing_stays_closed_under_the_floor(
+    make: Callable[..., Breakers], floor: float, opens: bool
+) -> None:
+    # A baseline of a millisecond, then 8 ms under load: eight baselines, but nothing a client would notice.
+    breakers = make(latency_floor=floor)
+    latencies(breakers, [0.001] * 60 + [0.008] * 40)
+    await breakers.flush()
+    assert breakers.is_open(ROUTE) is opens
 
 
 async def test_it_stays_closed_while_latency_varies_within_the_multiple(make: Callable[..., Breakers]) -> None:
