@@ -13,6 +13,9 @@
 #               plain      the key without limits, and the ledger off (PORTICO_USAGE_LEDGER=false)
 #               anthropic  as the default, on the Anthropic-kind route (translated both ways)
 #               django     /v1/ through Django's standard handler (PORTICO_FAST_PATH=false)
+#               failover   as the default, on bench-failover: its first deployment, the flaky
+#                          upstream (127.0.0.1:18084), fails every other call with a 500, and
+#                          Portico moves those calls on to the fast upstream
 #             (default "$SERVER:$PORTICO_HTTP_TRANSPORT $SERVER:$PORTICO_HTTP_TRANSPORT:plain
 #             $SERVER:$PORTICO_HTTP_TRANSPORT:anthropic", i.e. uvicorn:aiohttp in the three variants)
 #   SERVER    uvicorn | granian            (default uvicorn; used when MODES is unset)
@@ -52,8 +55,10 @@ BASE_MODE=${SERVER:-uvicorn}:${PORTICO_HTTP_TRANSPORT:-aiohttp}
 MODES=${MODES:-$BASE_MODE $BASE_MODE:plain $BASE_MODE:anthropic}
 MODEL=bench-model
 CLAUDE_MODEL=bench-claude
+FAILOVER_MODEL=bench-failover
 UPSTREAM=http://127.0.0.1:18080/v1
 ANTHROPIC_PORT=18083
+FLAKY_PORT=18084
 PYPROXY_PORT=18082
 PORTICO_PORT=8000
 DB=portico_bench
@@ -62,13 +67,16 @@ for mode in $MODES; do
     case $mode in
     uvicorn:aiohttp | uvicorn:httpx | granian:aiohttp | granian:httpx) ;;
     uvicorn:aiohttp:* | uvicorn:httpx:* | granian:aiohttp:* | granian:httpx:*)
-        case ${mode##*:} in django | plain | anthropic) ;; *) die "unknown variant in '$mode': use django, plain or anthropic" ;; esac ;;
+        case ${mode##*:} in
+        django | plain | anthropic | failover) ;;
+        *) die "unknown variant in '$mode': use django, plain, anthropic or failover" ;;
+        esac ;;
     *) die "unknown mode '$mode' in MODES: use SERVER:TRANSPORT[:VARIANT], SERVER uvicorn|granian, TRANSPORT aiohttp|httpx" ;;
     esac
 done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
 [[ $WORKERS =~ ^[1-9][0-9]*$ ]] || die "WORKERS must be a positive integer"
-for port in 18080 $ANTHROPIC_PORT $PYPROXY_PORT $PORTICO_PORT; do
+for port in 18080 $ANTHROPIC_PORT $FLAKY_PORT $PYPROXY_PORT $PORTICO_PORT; do
     ! ss -ltn "sport = :$port" | grep -q LISTEN || die "port $port is already taken; stop whatever listens there"
 done
 
@@ -78,6 +86,7 @@ RESULTS=$BENCH_TMP/results-$(date +%Y%m%d-%H%M%S).md
 # --- cleanup: everything started here is stopped here, whatever happens ------
 upstream_started=0
 anthropic_started=0
+flaky_started=0
 pyproxy_pid=
 portico_pid=
 suite_pid=
@@ -106,6 +115,27 @@ stop_portico() {
     fi
 }
 
+# The nginx servers of bench/nginx/: $1 = name, with its config bench/nginx/$1.conf and its
+# prefix (pid file, logs, the Lua files it loads) $BENCH_TMP/$1.
+start_nginx() {  # $1 = name, $2 = port, $3... = Lua files to link into the prefix
+    local name=$1 port=$2 prefix=$BENCH_TMP/$1 lua _
+    shift 2
+    mkdir -p "$prefix"
+    for lua in "$@"; do ln -sf "$lua" "$prefix/$(basename "$lua")"; done
+    nginx -p "$prefix" -e "$prefix/error.log" -c "$PROJECT/bench/nginx/$name.conf"
+    for _ in $(seq 50); do
+        ss -ltn "sport = :$port" | grep -q LISTEN && return 0
+        sleep 0.1
+    done
+    die "the fake upstream $name did not start on port $port; see $prefix/error.log"
+}
+
+stop_nginx() {  # $1 = name
+    local pidfile=$BENCH_TMP/$1/$1.pid
+    [ -f "$pidfile" ] || return 0
+    stop_pid "$(cat "$pidfile")"
+}
+
 cleanup() {
     trap - EXIT INT TERM
     if [ -n "$suite_pid" ]; then
@@ -124,8 +154,12 @@ cleanup() {
         upstream_started=0
     fi
     if [ "$anthropic_started" = 1 ]; then
-        [ -f "$BENCH_TMP/anthropic/anthropic.pid" ] && kill -QUIT "$(cat "$BENCH_TMP/anthropic/anthropic.pid")" 2>/dev/null
+        stop_nginx anthropic
         anthropic_started=0
+    fi
+    if [ "$flaky_started" = 1 ]; then
+        stop_nginx flaky
+        flaky_started=0
     fi
 }
 trap cleanup EXIT
@@ -153,14 +187,10 @@ upstream_pid=$(cat "$BENCH_TMP/upstream/upstream.pid")
 
 # The fake Anthropic upstream: the same answer in the Messages API's format.
 anthropic_started=1
-mkdir -p "$BENCH_TMP/anthropic"
-ln -sf "$PROJECT/bench/nginx/fake_anthropic.lua" "$BENCH_TMP/anthropic/fake_anthropic.lua"
-nginx -p "$BENCH_TMP/anthropic" -e "$BENCH_TMP/anthropic/error.log" -c "$PROJECT/bench/nginx/anthropic.conf"
-for _ in $(seq 50); do
-    ss -ltn "sport = :$ANTHROPIC_PORT" | grep -q LISTEN && break
-    sleep 0.1
-done
-ss -ltn "sport = :$ANTHROPIC_PORT" | grep -q LISTEN || die "the fake Anthropic upstream did not start; see $BENCH_TMP/anthropic/error.log"
+start_nginx anthropic $ANTHROPIC_PORT "$PROJECT/bench/nginx/fake_anthropic.lua"
+# The flaky upstream: the fast one's answers (it loads the shared fake_openai.lua), every other call a 500.
+flaky_started=1
+start_nginx flaky $FLAKY_PORT "$PROJECT/bench/nginx/fake_flaky.lua" "$HARNESS/nginx/fake_openai.lua"
 
 # --- Portico's database and its rows ------------------------------------------
 export DATABASE_URL=postgres://postgres@127.0.0.1:5432/$DB
@@ -187,23 +217,30 @@ pyproxy_pid=$!
 wait_for pyproxy "$pyproxy_pid" "$BENCH_TMP/pyproxy.log" "http://127.0.0.1:$PYPROXY_PORT/v1/models"
 
 # --- Portico -------------------------------------------------------------------
-start_portico() {  # $1 = server, $2 = transport, $3 = variant (django, plain, anthropic or empty)
+start_portico() {  # $1 = server, $2 = transport, $3 = variant (django, plain, anthropic, failover or empty)
     local server=$1 log=$BENCH_TMP/portico-$1-$2${3:+-$3}.log
     local fast=true ledger=true
     [ "${3:-}" = django ] && fast=false
     [ "${3:-}" = plain ] && ledger=false
     export PORTICO_FAST_PATH=$fast PORTICO_USAGE_LEDGER=$ledger
+    # Half the flaky deployment's calls fail, which opens its breaker within ten calls by default, and the
+    # variant would then measure the fast deployment alone: kept closed, every call tries the flaky one first.
+    # The latency rule is off too: against upstreams that answer in microseconds, the gateway's own queueing
+    # at c=32 is many times their baseline.
+    local breaker=()
+    [ "${3:-}" = failover ] && breaker=(PORTICO_BREAKER_ERROR_RATIO=1 PORTICO_BREAKER_CONSECUTIVE_FAILURES=0
+        PORTICO_BREAKER_LATENCY_MULTIPLE=0)
     case $server in
     uvicorn)
         # `portico serve`, as production runs it: uvicorn with Portico's bounded HTTP protocol.
-        PORTICO_HTTP_TRANSPORT=$2 PORTICO_LOG_LEVEL=WARNING .venv/bin/portico serve \
+        env "${breaker[@]}" PORTICO_HTTP_TRANSPORT="$2" PORTICO_LOG_LEVEL=WARNING .venv/bin/portico serve \
             --host 127.0.0.1 --port $PORTICO_PORT --workers "$WORKERS" >"$log" 2>&1 &
         ;;
     granian)
         # --interface asgi sends lifespan events (asginl would not); the access log is off by default.
-        PORTICO_HTTP_TRANSPORT=$2 .venv/bin/granian --interface asgi --host 127.0.0.1 --port $PORTICO_PORT \
-            --workers "$WORKERS" --loop uvloop --no-ws --no-access-log --log-level warning \
-            gateway.asgi:application >"$log" 2>&1 &
+        env "${breaker[@]}" PORTICO_HTTP_TRANSPORT="$2" .venv/bin/granian --interface asgi \
+            --host 127.0.0.1 --port $PORTICO_PORT --workers "$WORKERS" --loop uvloop --no-ws \
+            --no-access-log --log-level warning gateway.asgi:application >"$log" 2>&1 &
         ;;
     esac
     portico_pid=$!
@@ -229,9 +266,20 @@ suite() {  # $1 = base URL, $2 = key, $3 = label, $4 = CPU pids, $5 = model (def
     HEADER=$header CPU_PIDS=$4 RESULTS=$RESULTS setsid bash -c \
         'set -o pipefail; "$@" | tee -a "$RESULTS"' suite "$HARNESS/run.sh" "$1" "$2" "${5:-$MODEL}" "$3" &
     suite_pid=$!
-    wait "$suite_pid"
+    local status=0
+    wait "$suite_pid" || status=$?
     suite_pid=
     header=0
+    return "$status"
+}
+
+# A client error in the harness's first two requests stops its suite. In the failover variant one of them
+# meets the flaky deployment, so that is the failover failing: noted in the table, and the run goes on.
+failed=()
+failover_failed() {  # $1 = label
+    echo "bench: $1: a client got an error, the flaky deployment's 500 was not hidden; carrying on" >&2
+    echo "| $1 | failed: a client got the flaky deployment's error | | | | | | | |" >>"$RESULTS"
+    failed+=("$1")
 }
 
 workers_suffix=
@@ -247,11 +295,29 @@ for round in $(seq "$ROUNDS"); do
         key=$LIMITED_KEY model=$MODEL
         [ "$variant" = plain ] && key=$PLAIN_KEY
         [ "$variant" = anthropic ] && model=$CLAUDE_MODEL
-        suite "http://127.0.0.1:$PORTICO_PORT/v1" "$key" "$label #$round" "$portico_pid" "$model"
+        if [ "$variant" = failover ]; then
+            suite "http://127.0.0.1:$PORTICO_PORT/v1" "$key" "$label #$round" "$portico_pid" "$FAILOVER_MODEL" ||
+                failover_failed "$label #$round"
+        else
+            suite "http://127.0.0.1:$PORTICO_PORT/v1" "$key" "$label #$round" "$portico_pid" "$model"
+        fi
         stop_portico
     done
 done
 
+if [[ " $MODES " == *:failover\ * ]]; then
+    # What the ledger saw of the failover runs (warm-ups included): how many calls took a second attempt.
+    {
+        echo
+        echo "Calls to $FAILOVER_MODEL in the ledger, by the status the client got, attempts and deployment:"
+        echo
+        psql -h 127.0.0.1 -U postgres -d $DB -v ON_ERROR_STOP=1 -P footer=off -c "
+            SELECT status, attempts, deployment, count(*) AS calls FROM billing_usagerecord
+            WHERE model = '$FAILOVER_MODEL' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3" | sed 's/^/    /'
+    } | tee -a "$RESULTS"
+fi
+
 echo
 echo "Results: $RESULTS"
 python3 "$HARNESS/summarize.py" "$RESULTS" --ref direct
+[ ${#failed[@]} -eq 0 ] || die "the failover variant let errors through in: ${failed[*]}"
