@@ -7,10 +7,11 @@ already in hand), or raises the error tree's UpstreamError family. Because a
 stream is only handed back once its first event has arrived, anything that
 goes wrong before the client has seen a byte can still be tried elsewhere.
 
-After the first byte `relay_stream` carries the stream to its end; trouble then
-becomes an SSE error frame. Nothing an upstream sends reaches the client before
-the provider's redactor has seen it: errors, stream events and whole answers
-alike. No attempt finishes the call: its session (gateway.accounting) does.
+After the first byte gateway.streaming carries the stream to its end. An
+upstream silent for longer than the stall timeout, before the first event or
+after it, has failed (gateway.recovery). Nothing an upstream sends reaches the
+client before the provider's redactor has seen it: errors, stream events and
+whole answers alike. No attempt finishes the call: its session (gateway.accounting) does.
 """
 
 from __future__ import annotations
@@ -18,21 +19,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import logging
 import math
 import re
-import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import httpx
 import orjson
+from django.conf import settings
 from django.http import HttpResponse
 
 from billing.metering import usd
-from gateway.accounting import Call, CallSession, counted_usage
-from gateway.errors import InvalidRequest, PorticoError, UpstreamError, UpstreamTimeout, UpstreamUnreachable
-from gateway.sse import DONE, EventSplitter, LineSplitter, frame
+from gateway.accounting import Call, CallSession
+from gateway.errors import InvalidRequest, UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from gateway.recovery import NEVER, Continuation, Resumed, StallWatch, stall_error
+from gateway.sse import EventSplitter, LineSplitter, frame
 from gateway.uploads import Upload
 from providers.adapters import bridge
 from providers.adapters.base import Operation, StreamTranslator, Target, UnsupportedParameter, UpstreamRequest
@@ -40,7 +41,6 @@ from providers.adapters.embeddings import encode_embeddings
 from providers.facade import RouteInfo
 from providers.http import UpstreamResponse, Upstreams
 
-logger = logging.getLogger(__name__)
 upstreams = Upstreams()
 
 # How an attempt's end is reported (to the deployment stats and breakers): ok, and Portico's name for what failed.
@@ -66,12 +66,13 @@ class Opened:
     splitter: EventSplitter | LineSplitter
     first: bytes
     cool_down: float = 0.0
+    stall: float | None = None  # seconds of upstream silence that end the stream; None: never
 
     async def aclose(self) -> None:
         await self.response.aclose()
 
 
-def _transport_error(exc: httpx.TransportError, provider: str) -> UpstreamError:
+def transport_error(exc: httpx.TransportError, provider: str) -> UpstreamError:
     if isinstance(exc, httpx.TimeoutException):
         return UpstreamTimeout(f"The upstream provider '{provider}' did not answer in time.")
     return UpstreamUnreachable(f"The upstream provider '{provider}' could not be reached or dropped the connection.")
@@ -130,12 +131,12 @@ def _bridged(call: Call, route: RouteInfo) -> bool:
     return "completions" not in provider.adapter.operations or not provider.serves_completions
 
 
-def _build(call: Call, route: RouteInfo, target: Target) -> tuple[Operation, UpstreamRequest]:
+def _build(call: Call, route: RouteInfo, target: Target, body: dict[str, Any]) -> tuple[Operation, UpstreamRequest]:
     adapter = route.provider.adapter
     try:
         if _bridged(call, route):
-            return "chat", adapter.request("chat", target, bridge.chat_body(call.body))
-        return call.operation, adapter.request(call.operation, target, dict(call.body))
+            return "chat", adapter.request("chat", target, bridge.chat_body(body))
+        return call.operation, adapter.request(call.operation, target, dict(body))
     except UnsupportedParameter as exc:
         raise InvalidRequest(exc.message, param=exc.param, code="unsupported_parameter") from None
 
@@ -154,14 +155,27 @@ async def _first_byte_within(seconds: float | None, route: RouteInfo) -> AsyncIt
         ) from None
 
 
-async def attempt(call: Call, route: RouteInfo, *, first_byte: float | None = None) -> Whole | Opened:
-    """Send the call to `route`: its whole answer, or its stream once the first event is in."""
+async def attempt(
+    call: Call,
+    route: RouteInfo,
+    *,
+    first_byte: float | None = None,
+    stall: float | None = None,
+    continuation: Continuation | None = None,
+) -> Whole | Opened:
+    """Send the call to `route`: its whole answer, or its stream once the first event is in.
+
+    A stream ends when its upstream is silent for `stall` seconds (None: PORTICO_STREAM_STALL_TIMEOUT);
+    a `continuation` carries on a stream that broke on another deployment.
+    """
     target = target_of(route)
-    operation, request = _build(call, route, target)
+    body = call.body if continuation is None else continuation.body
+    operation, request = _build(call, route, target, body)
     async with _first_byte_within(first_byte, route):
         response = await send(route, request)
         if call.streamed:
-            return await _open(call, route, target, operation, response)
+            stall = stall or settings.PORTICO_STREAM_STALL_TIMEOUT or None
+            return await _open(call, route, target, operation, response, stall=stall, continuation=continuation)
     rest = cool_down_of(response.status_code, response.headers)
     content = route.provider.adapter.response(operation, target, await read_whole(route, response))
     if _bridged(call, route):
@@ -192,7 +206,7 @@ async def send(route: RouteInfo, request: UpstreamRequest) -> UpstreamResponse:
     try:
         response = await upstreams.get(provider).send(request)
     except httpx.TransportError as exc:
-        raise _transport_error(exc, provider.name) from exc
+        raise transport_error(exc, provider.name) from exc
     if response.status_code >= 400:
         raise await _failure(route, response)
     return response
@@ -203,13 +217,20 @@ async def read_whole(route: RouteInfo, response: UpstreamResponse) -> bytes:
     try:
         return route.provider.redactor.bytes(await response.aread())
     except httpx.TransportError as exc:
-        raise _transport_error(exc, route.provider.name) from exc
+        raise transport_error(exc, route.provider.name) from exc
     finally:
         await response.aclose()
 
 
 async def _open(
-    call: Call, route: RouteInfo, target: Target, operation: Operation, response: UpstreamResponse
+    call: Call,
+    route: RouteInfo,
+    target: Target,
+    operation: Operation,
+    response: UpstreamResponse,
+    *,
+    stall: float | None,
+    continuation: Continuation | None,
 ) -> Opened:
     """Read the stream up to its first translated event; a stream that breaks before it is this attempt's failure."""
     adapter = route.provider.adapter
@@ -219,25 +240,40 @@ async def _open(
     )
     if _bridged(call, route):
         translator = bridge.CompletionStream(translator)
+    if continuation is not None:
+        translator = Resumed(translator, continuation)
     splitter: EventSplitter | LineSplitter = EventSplitter() if adapter.stream_format == "sse" else LineSplitter()
     chunks = response.aiter_raw()
     provider = route.provider.name
+    watch = StallWatch(stall)
+    clock = watch.clock
     try:
+        watch.since = clock()
         async for chunk in chunks:
-            out = _translate(splitter.feed(chunk), translator, call.outputs.append)
+            watch.since = NEVER
+            out = translate(splitter.feed(chunk), translator, call.outputs.append)
             if out or translator.done or translator.failed:
-                return Opened(response, chunks, translator, splitter, out, cool_down_of(200, response.headers))
+                return Opened(response, chunks, translator, splitter, out, cool_down_of(200, response.headers), stall)
+            watch.since = clock()
     except httpx.TransportError as exc:
         await response.aclose()
-        raise _transport_error(exc, provider) from exc
+        raise transport_error(exc, provider) from exc
     except ValueError:
         await response.aclose()
         raise UpstreamError(f"The upstream provider '{provider}' sent a malformed stream.") from None
+    except asyncio.CancelledError:
+        stalled = watch.stalled()
+        await response.aclose()
+        if stalled:
+            raise stall_error(provider, stall) from None
+        raise
     except BaseException:
         await response.aclose()
         raise
-    if isinstance(splitter, LineSplitter) and (tail := _translate(splitter.flush(), translator, call.outputs.append)):
-        return Opened(response, chunks, translator, splitter, tail)
+    finally:
+        watch.close()
+    if isinstance(splitter, LineSplitter) and (tail := translate(splitter.flush(), translator, call.outputs.append)):
+        return Opened(response, chunks, translator, splitter, tail, stall=stall)
     await response.aclose()
     raise UpstreamUnreachable(f"The upstream provider '{provider}' ended the stream before it began.")
 
@@ -260,92 +296,7 @@ def answer(session: CallSession, whole: Whole, headers: Mapping[str, str]) -> Ht
     return response
 
 
-async def relay_stream(session: CallSession, opened: Opened, report: Report) -> AsyncGenerator[bytes]:
-    """Relay the stream from its first event on. Cancellation (the client left) closes the upstream too."""
-    call = session.call
-    provider = call.route.provider.name
-    translator, splitter, outputs = opened.translator, opened.splitter, call.outputs
-    ok, why = False, ""
-    try:
-        if opened.first:
-            call.first_token = time.monotonic()
-            yield opened.first
-        async for chunk in opened.chunks:
-            out = _translate(splitter.feed(chunk), translator, outputs.append)
-            if out:
-                yield out
-        if isinstance(splitter, LineSplitter):
-            tail = _translate(splitter.flush(), translator, outputs.append)
-            if tail:
-                yield tail
-        if translator.failed:
-            # The upstream's own error event has been relayed; the stream ends with it.
-            why = "upstream_error_event"
-            call.fail(UpstreamError(f"The upstream provider '{provider}' failed mid-stream."))
-        elif not translator.done:
-            raise UpstreamUnreachable(f"The upstream provider '{provider}' ended the stream before it was complete.")
-        else:
-            if translator.usage is None and (call.body.get("stream_options") or {}).get("include_usage"):
-                yield frame(_counted_usage_chunk(call))
-            # Finished (limits settled) before the client can see the end and send its next request.
-            if translator.usage is not None:
-                call.usage = translator.usage
-            ok = True
-            session.close()
-            yield DONE
-    except httpx.TransportError as exc:
-        logger.warning("stream from %s broke: %s", provider, exc.__class__.__name__)
-        error = _transport_error(exc, provider)
-        why = _fail(call, error)
-        yield error.to_sse()
-    except ValueError:
-        logger.warning("stream from %s sent an event that could not be read", provider)
-        error = UpstreamError(f"The upstream provider '{provider}' sent a malformed stream.")
-        why = _fail(call, error)
-        yield error.to_sse()
-    except PorticoError as exc:
-        logger.warning("stream from %s failed: %s", provider, exc.message)
-        why = _fail(call, exc)
-        yield exc.to_sse()
-    except (GeneratorExit, asyncio.CancelledError):
-        ok = True  # the client left: nothing the deployment did wrong
-        if not translator.done:
-            call.disconnected = True
-        raise
-    finally:
-        if translator.usage is not None:
-            call.usage = translator.usage
-        await opened.aclose()
-        report(ok, why)
-        session.close()
-
-
-def _fail(call: Call, error: PorticoError) -> str:
-    call.fail(error)
-    return error.classification
-
-
-def _counted_usage_chunk(call: Call) -> bytes:
-    """The usage chunk the client asked for, from Portico's own count, when the upstream could not give one."""
-    last = orjson.loads(call.outputs[-1]) if call.outputs else {}
-    usage = counted_usage(call)
-    return orjson.dumps(
-        {
-            "id": last.get("id"),
-            "object": last.get("object") or "chat.completion.chunk",
-            "created": last.get("created"),
-            "model": call.route.public_id,
-            "choices": [],
-            "usage": {
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-                "total_tokens": usage.total,
-            },
-        }
-    )
-
-
-def _translate(events: list[bytes], translator: StreamTranslator, keep: Callable[[bytes], None]) -> bytes:
+def translate(events: list[bytes], translator: StreamTranslator, keep: Callable[[bytes], None]) -> bytes:
     out = []
     for data in events:
         for piece in translator.feed(data):

@@ -16,6 +16,9 @@ is in the model's `retry_on`:
     connect         refused, reset, dropped before any answer     the next deployment
     timeout         no first byte within `first_byte_timeout`,    the next deployment
                     or the provider's own timeouts
+    stall           an answer begun, then silent for the stall    the next deployment
+                    timeout (`stall_timeout`, else
+                    PORTICO_STREAM_STALL_TIMEOUT)
     5xx             an upstream 5xx (and a refused credential)    the next deployment
     429             an upstream 429                               the next deployment; with Retry-After the
                                                                   deployment rests until then
@@ -23,9 +26,12 @@ is in the model's `retry_on`:
     content_filter  the upstream's content filter refused         the next deployment
 
 Any other failure (a 400 the client caused) goes to the client at once, as do
-the failures of the last deployment tried. Each deployment is tried once per
-call, so there is no backoff to wait: retries go elsewhere. The whole chain
-runs within the call's deadline (`x-portico-timeout`, else the model's `timeout`).
+the failures of the last deployment tried. After the first byte a failure ends
+the stream with an error event, unless the model has mid-stream recovery: then
+the stream carries on with the model's next deployments (`_Resume`, see
+gateway.streaming), for the failures of the same classes. Each deployment is
+tried once per call, so there is no backoff to wait: retries go elsewhere. The
+whole chain runs within the call's deadline (`x-portico-timeout`, else the model's `timeout`).
 
 Every attempt's end goes to the process's `DeploymentStats` and to the breakers.
 The call's limits and budget are charged once, by its session
@@ -45,8 +51,10 @@ from django.conf import settings
 from django.http import HttpResponse
 
 from billing.facade import BillingSnapshot
+from gateway import routing_ensembles
 from gateway.accounting import Call, CallSession, prompt_estimate
 from gateway.breakers import Breakers, breakers_for_settings
+from gateway.ensembles import FirstByteTimes
 from gateway.errors import (
     InvalidRequest,
     NoDeployment,
@@ -57,15 +65,19 @@ from gateway.errors import (
 )
 from gateway.extensions import Extensions
 from gateway.intake import capable, kind_serves
-from gateway.relay import Opened, Whole, answer, attempt, attempt_upload, relay_stream
+from gateway.recovery import STALL, Continuation
+from gateway.relay import Opened, Report, Whole, answer, attempt, attempt_upload
 from gateway.snapshot import Snapshot
 from gateway.sse import EventStream
 from gateway.strategies import DeploymentStats, decide
+from gateway.streaming import relay_stream
 from gateway.uploads import Upload
 from providers.facade import ModelInfo, RouteInfo
 
 # This process's view of each deployment's load and latency (the strategies read it).
 stats = DeploymentStats()
+# Each deployment's recent times to first byte, from every attempt: when a hedged call asks a second deployment.
+first_byte_times = FirstByteTimes()
 _rng = random.Random()
 _CONTENT_FILTER_CODES = frozenset({"content_filter", "content_policy_violation"})
 # Failure classes that count against a deployment's breaker; the others say nothing of its health.
@@ -74,6 +86,8 @@ _DEPLOYMENT_FAULTS = frozenset({"connect", "timeout", "5xx", "429"})
 
 def failure_class(error: PorticoError) -> str | None:
     """The retry class of a failed attempt (see the table above); None for a failure the client caused."""
+    if isinstance(error, UpstreamError) and error.reason == STALL:
+        return "stall"
     if isinstance(error, UpstreamTimeout):
         return "timeout"
     if isinstance(error, UpstreamUnreachable):
@@ -143,6 +157,8 @@ class Attempt:
         latency = time.monotonic() - self.started
         ttfb = None if self.first_byte is None else self.first_byte - self.started
         stats.finished(self.route.id, latency=latency, ttfb=ttfb, ok=ok)
+        if ok and ttfb is not None:
+            first_byte_times.observe(self.route.id, ttfb)
         self.breakers.record(self.route.id, self.route.name, ok=ok, latency=latency, ttfb=ttfb, reason=reason)
 
     def drop(self) -> None:
@@ -155,10 +171,12 @@ class Attempt:
 class _Trail:
     """What the chain has learned so far: the last failure, why nothing was tried, the window it needs."""
 
-    __slots__ = ("error", "excluded", "min_window", "need")
+    __slots__ = ("error", "excluded", "min_window", "need", "rest", "served")
 
     def __init__(self) -> None:
         self.error: PorticoError | None = None
+        self.served: ModelInfo | None = None  # the model whose deployment answered
+        self.rest: list[RouteInfo] = []  # its deployments after that one, in order: where a stream may carry on
         self.excluded = ""  # "provider" or "max_cost_per_token": a wish left the first model nothing
         self.min_window = 0  # after a context_length failure: only larger windows
         self.need: int | None = None  # prompt + requested output, counted when a window must be checked
@@ -242,13 +260,21 @@ def _fits(call: Call, model: ModelInfo, trail: _Trail) -> bool:
 Served = tuple[Whole | Opened, Attempt]
 
 
-async def _try(call: Call, route: RouteInfo, breakers: Breakers, first_byte: float | None) -> Served:
+async def _try(
+    call: Call,
+    route: RouteInfo,
+    breakers: Breakers,
+    first_byte: float | None,
+    *,
+    stall: float | None = None,
+    continuation: Continuation | None = None,
+) -> Served:
     """One attempt; a whole answer's outcome is reported at once, a stream's at its end. Raises its error."""
     call.attempts += 1
     call.route = route
     tried = Attempt(route, breakers)
     try:
-        result = await attempt(call, route, first_byte=first_byte)
+        result = await attempt(call, route, first_byte=first_byte, stall=stall, continuation=continuation)
     except PorticoError as exc:
         kind = failure_class(exc)
         rest = exc.cool_down if isinstance(exc, UpstreamError) else 0.0
@@ -279,13 +305,15 @@ async def _run(call: Call, snapshot: Snapshot, ext: Extensions, trail: _Trail) -
             continue
         order, reason = _order(call, model, routes, snapshot.billing, ext)
         call.routing = reason if model is call.model else f"{reason}; fallback model {model.public_id}"
-        for route in order:
+        for index, route in enumerate(order):
             if not await breakers.acquire_probe(route.id):
                 continue
             if not caps.reserve(route, stats.in_flight(route.id), lambda: _tokens(call)):
                 continue
             try:
-                return await _try(call, route, breakers, model.first_byte_timeout)
+                served = await _try(call, route, breakers, model.first_byte_timeout, stall=model.stall_timeout)
+                trail.served, trail.rest = model, order[index + 1 :]
+                return served
             except PorticoError as exc:
                 kind = failure_class(exc)
                 trail.error = exc
@@ -295,6 +323,47 @@ async def _run(call: Call, snapshot: Snapshot, ext: Extensions, trail: _Trail) -
                     trail.min_window = max(trail.min_window, model.context_window or 0) or 1
                     break
     raise _nothing_served(call, trail)
+
+
+class _Resume:
+    """Mid-stream recovery: a stream that broke after its first byte carries on with the next deployments of
+    its model, in the loop's order (breakers and caps respected; the call's limits are not charged again)."""
+
+    __slots__ = ("breakers", "call", "model", "rest")
+
+    def __init__(self, call: Call, model: ModelInfo, rest: list[RouteInfo]) -> None:
+        self.call, self.model, self.rest, self.breakers = call, model, rest, _breakers()
+
+    async def __call__(self, error: PorticoError, continuation: Continuation) -> tuple[Opened, Report] | None:
+        call, model = self.call, self.model
+        if failure_class(error) not in model.retry_on:
+            return None
+        while self.rest:
+            route = self.rest.pop(0)
+            if not await self.breakers.acquire_probe(route.id):
+                continue
+            if not caps.reserve(route, stats.in_flight(route.id), lambda: _tokens(call)):
+                continue
+            first_byte, stall = model.first_byte_timeout, model.stall_timeout
+            try:
+                opened, tried = await _try(
+                    call, route, self.breakers, first_byte, stall=stall, continuation=continuation
+                )
+            except PorticoError as exc:
+                if failure_class(exc) not in model.retry_on:
+                    return None
+                continue
+            if isinstance(opened, Opened):
+                return opened, tried.end
+        return None
+
+
+def _resume(call: Call, trail: _Trail) -> _Resume | None:
+    """How a stream carries on if it breaks: only for a model with mid-stream recovery and deployments left."""
+    model = trail.served
+    if model is None or not model.mid_stream_recovery or not trail.rest:
+        return None
+    return _Resume(call, model, list(trail.rest))
 
 
 def _tokens(call: Call) -> int:
@@ -367,11 +436,13 @@ def _ascii(value: str) -> str:
 
 async def serve(call: Call, snapshot: Snapshot, ext: Extensions) -> HttpResponse | EventStream:
     """Admit the call once, route it, and answer: whole, or as a stream that finishes the call at its end."""
+    if call.model.ensemble and (routes := routing_ensembles.ensemble_routes(call, snapshot, ext)):
+        return await routing_ensembles.serve_ensemble(call, snapshot, routes, ext)
     session = CallSession(call, snapshot.billing)
     limit_headers = await session.admit()
     try:
         async with _deadline(call, ext.timeout or call.model.timeout):
-            result, tried = await _run(call, snapshot, ext, _Trail())
+            result, tried = await _run(call, snapshot, ext, trail := _Trail())
     except PorticoError as exc:
         exc.headers.update(headers_of(call))
         session.fail(exc)
@@ -384,17 +455,23 @@ async def serve(call: Call, snapshot: Snapshot, ext: Extensions) -> HttpResponse
         headers["x-request-id"] = ext.request_id
     if isinstance(result, Whole):
         return answer(session, result, headers)
-    return _stream(session, result, tried, headers)
+    return _stream(session, result, tried, headers, _resume(call, trail))
 
 
-def _stream(session: CallSession, opened: Opened, tried: Attempt, headers: Mapping[str, str]) -> EventStream:
+def _stream(
+    session: CallSession,
+    opened: Opened,
+    tried: Attempt,
+    headers: Mapping[str, str],
+    resume: _Resume | None = None,
+) -> EventStream:
     async def release() -> None:
         # Runs after the events' generator is closed; a stream that never began has not reported yet.
         await opened.aclose()
         tried.drop()
         await session.release()
 
-    stream = EventStream(relay_stream(session, opened, tried.end), release=release)
+    stream = EventStream(relay_stream(session, opened, tried.end, resume), release=release)
     for name, value in headers.items():
         stream[name] = value
     return stream

@@ -209,6 +209,14 @@ PORTICO_LEDGER_BATCH = env_int("PORTICO_LEDGER_BATCH", 500, minimum=1)
 PORTICO_HIDE_PROVIDER = env_bool("PORTICO_HIDE_PROVIDER", False)
 # The most seconds a client may give a call with `x-portico-timeout` (every attempt included).
 PORTICO_MAX_REQUEST_TIMEOUT = env_float("PORTICO_MAX_REQUEST_TIMEOUT", 600.0, minimum=1.0)
+# Seconds an upstream may stay silent between two events of a stream before the stream is given up
+# (a public model's `stall_timeout` takes precedence; 0: only the provider's read timeout).
+PORTICO_STREAM_STALL_TIMEOUT = env_float("PORTICO_STREAM_STALL_TIMEOUT", 30.0, minimum=0.0)
+# Ensembles (gateway/routing_ensembles.py): how many deployments a `vote` asks (at most those available), and
+# the seconds a `hedge` waits for its first deployment before asking a second, until that deployment's recent
+# p95 time to first byte is known (a model's own first_byte_timeout takes precedence).
+PORTICO_VOTE_N = env_int("PORTICO_VOTE_N", 3, minimum=2)
+PORTICO_HEDGE_AFTER = env_float("PORTICO_HEDGE_AFTER", 2.0, minimum=0.01)
 
 # --- Circuit breakers, one per deployment (gateway/breakers/) ------------------------------------------------
 # A breaker opens when PORTICO_BREAKER_ERROR_RATIO of the requests of the last PORTICO_BREAKER_WINDOW seconds

@@ -79,7 +79,7 @@ class Upstreams:
         self.failures = failures
         self.tried: list[int] = []
 
-    async def __call__(self, call: Call, route: RouteInfo, *, first_byte: float | None = None) -> Whole:
+    async def __call__(self, call: Call, route: RouteInfo, *, first_byte: float | None = None, **_: object) -> Whole:
         self.tried.append(route.id)
         if route.id in self.failures:
             raise self.failures[route.id]

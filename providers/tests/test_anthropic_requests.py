@@ -361,6 +361,21 @@ def test_messages_are_translated(
     assert body["messages"] == expected
 
 
+@pytest.mark.parametrize(
+    ("prefill", "expected"),
+    [
+        pytest.param("The answer is ", [{"role": "assistant", "content": [text("The answer is")]}], id="trimmed"),
+        pytest.param(" \n", [], id="whitespace-only-left-out"),
+    ],
+)
+def test_a_last_assistant_message_is_sent_as_prefill_without_trailing_whitespace(
+    prefill: str, expected: list[dict[str, Any]]
+) -> None:
+    body = upstream_body({"messages": [*HI, {"role": "assistant", "content": prefill}]})
+
+    assert body["messages"] == HI_BLOCKS + expected
+
+
 def test_json_mode_adds_its_instruction_after_the_clients_system_text() -> None:
     body = upstream_body(
         {"messages": [{"role": "system", "content": "Be brief."}, *HI], "response_format": {"type": "json_object"}}

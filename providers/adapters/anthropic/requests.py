@@ -5,6 +5,9 @@ Where the two APIs differ, Portico settles it here:
 - System and developer messages become the one top-level `system` string, wherever they stood.
 - Anthropic requires user and assistant turns to alternate, so consecutive messages of one role are
   merged into one turn; tool results are the user's, so a run of them becomes one user turn.
+- A last assistant message is prefill: Anthropic carries on from its text (Portico's mid-stream
+  recovery sends the text relayed so far this way). Anthropic refuses prefill that ends in
+  whitespace, so trailing whitespace is left off.
 - `max_tokens` is required: the client's cap, else the route's, else `DEFAULT_MAX_TOKENS`.
 - Temperature runs from 0 to 2 at OpenAI and from 0 to 1 at Anthropic. Values above 1 are clamped
   to 1 rather than scaled, so the common 0–1 range means the same on both sides. A `top_p` of 1
@@ -151,7 +154,23 @@ def _conversation(messages: list[dict[str, Any]]) -> tuple[list[str], list[dict[
             turns[-1]["content"].extend(blocks)
         else:
             turns.append({"role": role, "content": blocks})
+    if turns and turns[-1]["role"] == "assistant":
+        _trim_prefill(turns)
     return system, turns
+
+
+def _trim_prefill(turns: list[dict[str, Any]]) -> None:
+    """Anthropic refuses a final assistant turn ending in whitespace; an emptied one is left out."""
+    blocks = turns[-1]["content"]
+    if blocks[-1]["type"] != "text":
+        return
+    text = blocks[-1]["text"].rstrip()
+    if text:
+        blocks[-1] = {"type": "text", "text": text}
+        return
+    blocks.pop()
+    if not blocks:
+        turns.pop()
 
 
 def _blocks(content: Any, param: str) -> list[dict[str, Any]]:
