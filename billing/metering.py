@@ -31,7 +31,7 @@ from django.conf import settings
 from billing import limits, tokens
 from billing.facade import BillingSnapshot, BudgetInfo
 from billing.ledger import LedgerEntry, LedgerWriter, Spool
-from billing.money import Usage, cost_of, to_nano, usd
+from billing.money import PriceInfo, Usage, cost_of, to_nano, usd
 from billing.periods import period_bounds
 from billing.tokens import preload_encodings
 
@@ -109,6 +109,9 @@ class MeterResult:
     deployment_id: int | None = None  # the deployment that served (or was tried last); None if none was tried
     deployment: str = ""  # its name, provider/upstream model
     attempts: int = 1  # upstream attempts the call made
+    # Usage already inside `usage` that other deployments served (a broken stream's first part, an ensemble's
+    # other answers), each priced at its own deployment's cost; the rest is the serving deployment's.
+    earlier: tuple[tuple[int, Usage], ...] = ()
 
 
 # What every owner without a limit or budget gets: one shared value, nothing built per request.
@@ -213,8 +216,7 @@ class Meter:
             usage = counted_usage(ask, result.outputs) if estimated else Usage()
         schedule = billing.prices.get(ask.model)
         cost = cost_of(schedule.at(ask.started_at) if schedule else None, usage)
-        costs = billing.costs.get(result.deployment_id) if result.deployment_id is not None else None
-        provider_cost = cost_of(costs.at(ask.started_at) if costs else None, usage)
+        provider_cost = _provider_cost(result, usage, billing)
         ticket = result.admission.ticket if result.admission is not None else None
         if ticket is not None:
             self.later(self.limiter.settle(ticket, tokens=usage.total, cost=to_nano(cost)))
@@ -223,6 +225,21 @@ class Meter:
             if self.writer is not None:
                 self.writer.nudge()
         return cost
+
+
+def _provider_cost(result: MeterResult, usage: Usage, billing: BillingSnapshot) -> Decimal:
+    """What the providers charge for the call: each deployment's own price for the tokens it served."""
+
+    def price(deployment_id: int | None) -> PriceInfo | None:
+        schedule = billing.costs.get(deployment_id) if deployment_id is not None else None
+        return schedule.at(result.ask.started_at) if schedule else None
+
+    total = Decimal(0)
+    served = usage
+    for deployment_id, part in result.earlier:
+        total += cost_of(price(deployment_id), part)
+        served = served.minus(part)
+    return total + cost_of(price(result.deployment_id), served)
 
 
 def prompt_tokens(ask: MeterAsk) -> int:

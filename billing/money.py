@@ -63,6 +63,15 @@ class Usage:
     def total(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    def minus(self, other: Usage) -> Usage:
+        """What is left of this usage without `other`'s share of it (never below zero)."""
+        return Usage(
+            prompt_tokens=max(self.prompt_tokens - other.prompt_tokens, 0),
+            completion_tokens=max(self.completion_tokens - other.completion_tokens, 0),
+            cached_tokens=max(self.cached_tokens - other.cached_tokens, 0),
+            reasoning_tokens=max(self.reasoning_tokens - other.reasoning_tokens, 0),
+        )
+
 
 # The ledger stores counts in 32-bit integer columns.
 _MAX_COUNT = 2**31 - 1

@@ -42,6 +42,7 @@ class Call:
         "body",
         "client_request_id",
         "disconnected",
+        "earlier",
         "error_type",
         "finished",
         "first_token",
@@ -94,6 +95,8 @@ class Call:
         self.admission: Admission | None = None  # what the limiter reserved, settled when the call finishes
         self.disconnected = False
         self.finished = False
+        # Usage inside `usage` that other deployments served, by deployment id (see MeterResult.earlier).
+        self.earlier: tuple[tuple[int, Usage], ...] = ()
 
     def fail(self, error: PorticoError) -> None:
         self.status = error.status
@@ -180,6 +183,7 @@ def finish(call: Call, billing: BillingSnapshot) -> Decimal:
         deployment_id=call.route.id if call.attempts else None,
         deployment=call.route.name if call.attempts else "",
         attempts=call.attempts,
+        earlier=call.earlier,
     )
     return accounts.finish(result, billing)
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from billing.metering import Usage
 from gateway.accounting import Call, counted_usage, prompt_estimate
 from gateway.errors import UpstreamError
 from providers.adapters.base import StreamTranslator
@@ -163,8 +164,15 @@ class Carry:
         so_far = relayed(call.outputs)
         if so_far is None:
             return None
-        self.prompt += prompt_estimate(call) + self.completion
-        self.completion = counted_usage(call).completion_tokens
+        prompt = prompt_estimate(call) + self.completion  # the call's prompt and the prefix this attempt was given
+        completion = counted_usage(call).completion_tokens
+        # Priced at the broken attempt's own deployment: the continuation may be served by a dearer one.
+        call.earlier = (
+            *call.earlier,
+            (call.route.id, Usage(prompt_tokens=prompt, completion_tokens=completion - self.completion)),
+        )
+        self.prompt += prompt
+        self.completion = completion
         body = dict(call.body)
         if so_far.text:
             body["messages"] = [*body.get("messages", ()), {"role": "assistant", "content": so_far.text}]

@@ -157,7 +157,9 @@ class _Ensemble:
             if outcome.cancelled:
                 routing.first_byte_times.record(outcome)  # how long it had waited counts toward the p95
             if outcome is not chosen:
-                self.session.others = _plus(self.session.others, _billed(call, outcome))
+                billed = _billed(call, outcome)
+                self.session.others = _plus(self.session.others, billed)
+                call.earlier = (*call.earlier, (outcome.route.id, billed))
 
 
 @dataclasses.dataclass(slots=True)

@@ -23,7 +23,7 @@ from billing.facade import BillingSnapshot, BudgetInfo, LimitInfo
 from billing.limits import COUNTER_MAX, Ask, LimiterFailed, LimiterUnavailable, LocalLimiter, Ticket, Verdict, Window
 from billing.limits import Budget as LimiterBudget
 from billing.metering import UNCAPPED_OUTPUT_RESERVE, Admission, Meter, MeterAsk, MeterResult
-from billing.money import PriceInfo, PriceSchedule
+from billing.money import PriceInfo, PriceSchedule, Usage
 
 NOW = 1_790_000_000.0  # 2026-09-21 14:13:20 UTC
 MINUTE = NOW // 60 * 60  # budgets are built once a minute; their counters' lifetimes count from its start
@@ -530,6 +530,28 @@ async def test_finishing_writes_the_ledger_line_and_settles_the_actual_usage(
             "provider_cost": "0",
         }
     ]
+
+
+async def test_each_deployment_that_served_part_of_a_call_is_charged_its_own_provider_price(
+    meter: Meter, ledger_dir: Path
+) -> None:
+    # A stream broke on a cheap deployment after 10 tokens; a dear one carried it on (prompt 30, 20 more tokens).
+    cheap, dear = 41, 42
+    billing = dataclasses.replace(
+        snapshot(prices={MODEL: schedule((NOW - 60, "5", "20"))}),
+        costs={cheap: schedule((NOW - 60, "1", "2")), dear: schedule((NOW - 60, "3", "6"))},
+    )
+    usage = {"prompt_tokens": 50, "completion_tokens": 30, "total_tokens": 80}
+    earlier = ((cheap, Usage(prompt_tokens=20, completion_tokens=10)),)
+
+    cost = meter.finish(
+        ended(new_ask(), usage=usage, deployment_id=dear, deployment="dear/m", attempts=2, earlier=earlier), billing
+    )
+    await meter.drain()
+
+    assert cost == Decimal("0.00085")  # the tenant's price for all 80 tokens: (50 × 5 + 30 × 20) / 1M
+    # The cheap deployment's 20 + 10 at its price, the dear one's remaining 30 + 20 at its own.
+    assert ledger_lines(ledger_dir)[0]["provider_cost"] == str(Decimal("0.00004") + Decimal("0.00021"))
 
 
 async def test_the_ledger_keeps_the_exact_cost_while_the_limiter_is_charged_whole_nano_dollars(
