@@ -61,7 +61,9 @@ UNCAPPED_OUTPUT_RESERVE = 4096
 Refused = Literal["requests", "tokens", "concurrency", "budget", "unavailable", "failed"]
 
 
-@dataclass(frozen=True, slots=True)
+# Built on every call, twice for some: plain slots classes, a microsecond cheaper each than frozen ones
+# (a frozen dataclass sets every field through object.__setattr__). Nothing changes them once built.
+@dataclass(slots=True)
 class MeterAsk:
     """A call as billing needs to know it: who, which model where, what was asked."""
 
@@ -93,7 +95,7 @@ class Admission:
     retry_after: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MeterResult:
     """How a call ended, as the ledger records it."""
 
@@ -216,11 +218,11 @@ class Meter:
             usage = counted_usage(ask, result.outputs) if estimated else Usage()
         schedule = billing.prices.get(ask.model)
         cost = cost_of(schedule.at(ask.started_at) if schedule else None, usage)
-        provider_cost = _provider_cost(result, usage, billing)
         ticket = result.admission.ticket if result.admission is not None else None
         if ticket is not None:
             self.later(self.limiter.settle(ticket, tokens=usage.total, cost=to_nano(cost)))
         if self.ledger_on:
+            provider_cost = _provider_cost(result, usage, billing)
             self.spool.append(_entry(result, usage, cost, provider_cost, estimated=estimated).row())
             if self.writer is not None:
                 self.writer.nudge()

@@ -89,9 +89,18 @@ def read_extensions(body: dict[str, Any], meta: Mapping[str, Any], *, max_timeou
         model_family=_string(raw, "model_family", 200),
         capabilities=_capabilities(raw.get("capabilities")),
         max_cost_per_token=_cost(raw.get("max_cost_per_token")),
-        request_id=_string(raw, "request_id", MAX_REQUEST_ID),
+        request_id=_request_id(_string(raw, "request_id", MAX_REQUEST_ID)),
         models=_models(raw.get("models")),
         timeout=None if timeout is None else _timeout(timeout, max_timeout),
+    )
+
+
+def _request_id(value: str) -> str:
+    # Echoed as a response header: printable ASCII only, so no client can add a header line of its own.
+    if value.isascii() and value.isprintable():
+        return value
+    raise InvalidRequest(
+        "Invalid 'request_id': expected printable ASCII characters only.", param="request_id", code="invalid_value"
     )
 
 

@@ -17,7 +17,6 @@ whole answers alike. No attempt finishes the call: its session (gateway.accounti
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import math
 import re
@@ -27,7 +26,7 @@ from typing import Any
 import httpx
 import orjson
 from django.conf import settings
-from django.http import HttpResponse
+from django.http import HttpResponse, HttpResponseBase
 
 from billing.metering import usd
 from gateway.accounting import Call, CallSession
@@ -141,20 +140,6 @@ def _build(call: Call, route: RouteInfo, target: Target, body: dict[str, Any]) -
         raise InvalidRequest(exc.message, param=exc.param, code="unsupported_parameter") from None
 
 
-@contextlib.asynccontextmanager
-async def _first_byte_within(seconds: float | None, route: RouteInfo) -> AsyncIterator[None]:
-    if seconds is None:
-        yield
-        return
-    try:
-        async with asyncio.timeout(seconds):
-            yield
-    except TimeoutError:
-        raise UpstreamTimeout(
-            f"The upstream provider '{route.provider.name}' sent nothing within {seconds:g} s."
-        ) from None
-
-
 async def attempt(
     call: Call,
     route: RouteInfo,
@@ -165,22 +150,51 @@ async def attempt(
 ) -> Whole | Opened:
     """Send the call to `route`: its whole answer, or its stream once the first event is in.
 
-    A stream ends when its upstream is silent for `stall` seconds (None: PORTICO_STREAM_STALL_TIMEOUT);
-    a `continuation` carries on a stream that broke on another deployment.
+    The first byte must come within `first_byte` seconds (None: the provider's own timeouts). A stream ends
+    when its upstream is silent for `stall` seconds (None: PORTICO_STREAM_STALL_TIMEOUT); a `continuation`
+    carries on a stream that broke on another deployment.
     """
     target = target_of(route)
     body = call.body if continuation is None else continuation.body
     operation, request = _build(call, route, target, body)
-    async with _first_byte_within(first_byte, route):
-        response = await send(route, request)
+    if call.streamed:
+        stall = stall or settings.PORTICO_STREAM_STALL_TIMEOUT or None
+    if first_byte is None:  # no timer to arm, and one coroutine less: the common case
+        sent = await send(route, request)
         if call.streamed:
-            stall = stall or settings.PORTICO_STREAM_STALL_TIMEOUT or None
-            return await _open(call, route, target, operation, response, stall=stall, continuation=continuation)
+            return await _open(call, route, target, operation, sent, stall=stall, continuation=continuation)
+        response: UpstreamResponse | Opened = sent
+    else:
+        try:
+            async with asyncio.timeout(first_byte):
+                response = await _begin(call, route, target, operation, request, stall, continuation)
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"The upstream provider '{route.provider.name}' sent nothing within {first_byte:g} s."
+            ) from None
+    if isinstance(response, Opened):
+        return response
     rest = cool_down_of(response.status_code, response.headers)
     content = route.provider.adapter.response(operation, target, await read_whole(route, response))
     if _bridged(call, route):
         content = bridge.completion_from_chat(content)
     return Whole(content, "application/json", rest)
+
+
+async def _begin(
+    call: Call,
+    route: RouteInfo,
+    target: Target,
+    operation: Operation,
+    request: UpstreamRequest,
+    stall: float | None,
+    continuation: Continuation | None,
+) -> UpstreamResponse | Opened:
+    """Up to the first byte: the answer's headers, or a stream's first event."""
+    response = await send(route, request)
+    if call.streamed:
+        return await _open(call, route, target, operation, response, stall=stall, continuation=continuation)
+    return response
 
 
 async def attempt_upload(call: Call, route: RouteInfo, upload: Upload) -> Whole:
@@ -290,10 +304,22 @@ def answer(session: CallSession, whole: Whole, headers: Mapping[str, str]) -> Ht
             content = orjson.dumps(body)
     cost = session.close()
     response = HttpResponse(content, content_type=content_type)
-    for name, value in headers.items():
-        response[name] = value
-    response["x-portico-cost"] = usd(cost)
+    put_headers(response, headers)
+    put_headers(response, {"x-portico-cost": usd(cost)})
     return response
+
+
+def put_headers(response: HttpResponseBase, headers: Mapping[str, str]) -> None:
+    """Set headers Portico wrote itself: printable ASCII names and values, by construction.
+
+    Stored the way Django's `response[name] = value` stores them, without its
+    per-header charset and newline checks (about a microsecond each, and every
+    answer carries five or more of these). A value a client chose
+    (`x-request-id`) is not Portico's own: it goes through `response[...]`.
+    """
+    store = response.headers._store
+    for name, value in headers.items():
+        store[name.lower()] = (name, value)
 
 
 def translate(events: list[bytes], translator: StreamTranslator, keep: Callable[[bytes], None]) -> bytes:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import time
 from collections import deque
@@ -66,7 +67,7 @@ from gateway.errors import (
 from gateway.extensions import Extensions
 from gateway.intake import capable, kind_serves
 from gateway.recovery import STALL, Continuation
-from gateway.relay import Opened, Report, Whole, answer, attempt, attempt_upload
+from gateway.relay import Opened, Report, Whole, answer, attempt, attempt_upload, put_headers
 from gateway.snapshot import Snapshot
 from gateway.sse import EventStream
 from gateway.strategies import DeploymentStats, decide
@@ -115,10 +116,10 @@ class DeploymentCaps:
         self._clock = clock
         self._minutes: dict[int, deque[tuple[float, int]]] = {}
 
-    def reserve(self, route: RouteInfo, in_flight: int, tokens: Callable[[], int]) -> bool:
-        if route.max_in_flight is not None and in_flight >= route.max_in_flight:
-            return False
+    def reserve(self, route: RouteInfo, call: Call) -> bool:
         rpm, tpm = route.max_requests_per_minute, route.max_tokens_per_minute
+        if route.max_in_flight is not None and stats.in_flight(route.id) >= route.max_in_flight:
+            return False
         if rpm is None and tpm is None:
             return True
         now = self._clock()
@@ -127,7 +128,7 @@ class DeploymentCaps:
             minute.popleft()
         if rpm is not None and len(minute) >= rpm:
             return False
-        count = tokens() if tpm is not None else 0
+        count = _tokens(call) if tpm is not None else 0
         if tpm is not None and sum(used for _, used in minute) + count > tpm:
             return False
         minute.append((now, count))
@@ -306,9 +307,9 @@ async def _run(call: Call, snapshot: Snapshot, ext: Extensions, trail: _Trail) -
         order, reason = _order(call, model, routes, snapshot.billing, ext)
         call.routing = reason if model is call.model else f"{reason}; fallback model {model.public_id}"
         for index, route in enumerate(order):
-            if not await breakers.acquire_probe(route.id):
+            if not breakers.allow(route.id) and not await breakers.acquire_probe(route.id):
                 continue
-            if not caps.reserve(route, stats.in_flight(route.id), lambda: _tokens(call)):
+            if not caps.reserve(route, call):
                 continue
             try:
                 served = await _try(call, route, breakers, model.first_byte_timeout, stall=model.stall_timeout)
@@ -340,9 +341,9 @@ class _Resume:
             return None
         while self.rest:
             route = self.rest.pop(0)
-            if not await self.breakers.acquire_probe(route.id):
+            if not self.breakers.allow(route.id) and not await self.breakers.acquire_probe(route.id):
                 continue
-            if not caps.reserve(route, stats.in_flight(route.id), lambda: _tokens(call)):
+            if not caps.reserve(route, call):
                 continue
             first_byte, stall = model.first_byte_timeout, model.stall_timeout
             try:
@@ -396,8 +397,15 @@ def _nothing_served(call: Call, trail: _Trail) -> PorticoError:
     return NoDeployment(call.model.public_id)
 
 
+def _deadline_passed(call: Call, seconds: float) -> UpstreamTimeout:
+    return UpstreamTimeout(
+        f"No deployment of the model `{call.model.public_id}` answered within the request's deadline of {seconds:g} s."
+    )
+
+
 @contextlib.asynccontextmanager
 async def _deadline(call: Call, seconds: float | None) -> AsyncIterator[None]:
+    """The call's deadline around an ensemble's calls."""
     if seconds is None:
         yield
         return
@@ -405,10 +413,16 @@ async def _deadline(call: Call, seconds: float | None) -> AsyncIterator[None]:
         async with asyncio.timeout(seconds):
             yield
     except TimeoutError:
-        raise UpstreamTimeout(
-            f"No deployment of the model `{call.model.public_id}` answered within the request's deadline "
-            f"of {seconds:g} s."
-        ) from None
+        raise _deadline_passed(call, seconds) from None
+
+
+async def _run_within(call: Call, snapshot: Snapshot, ext: Extensions, trail: _Trail, seconds: float) -> Served:
+    """The loop within the call's deadline."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await _run(call, snapshot, ext, trail)
+    except TimeoutError:
+        raise _deadline_passed(call, seconds) from None
 
 
 def headers_of(call: Call) -> dict[str, str]:
@@ -427,8 +441,10 @@ def headers_of(call: Call) -> dict[str, str]:
     return headers
 
 
+@functools.lru_cache(maxsize=4096)
 def _ascii(value: str) -> str:
-    # Operators name providers freely; a header value must stay printable ASCII.
+    # Operators name providers freely; a header value must stay printable ASCII. The same few names and reasons
+    # come back on every call: cached.
     if value.isascii() and value.isprintable():
         return value
     return "".join(char if " " <= char <= "~" else "?" for char in value)
@@ -441,8 +457,11 @@ async def serve(call: Call, snapshot: Snapshot, ext: Extensions) -> HttpResponse
     session = CallSession(call, snapshot.billing)
     limit_headers = await session.admit()
     try:
-        async with _deadline(call, ext.timeout or call.model.timeout):
-            result, tried = await _run(call, snapshot, ext, trail := _Trail())
+        trail, seconds = _Trail(), ext.timeout or call.model.timeout
+        if seconds is None:  # no timer to arm, and one coroutine less: the common case
+            result, tried = await _run(call, snapshot, ext, trail)
+        else:
+            result, tried = await _run_within(call, snapshot, ext, trail, seconds)
     except PorticoError as exc:
         exc.headers.update(headers_of(call))
         session.fail(exc)
@@ -472,8 +491,7 @@ def _stream(
         await session.release()
 
     stream = EventStream(relay_stream(session, opened, tried.end, resume), release=release)
-    for name, value in headers.items():
-        stream[name] = value
+    put_headers(stream, headers)
     return stream
 
 

@@ -117,9 +117,7 @@ class _Ensemble:
         self.settled = False
 
     async def _try(self, route: RouteInfo) -> tuple[Call, Whole | Opened, routing.Attempt]:
-        if not await self.breakers.acquire_probe(route.id) or not routing.caps.reserve(
-            route, routing.stats.in_flight(route.id), lambda: routing._tokens(self.call)
-        ):
+        if not await self.breakers.acquire_probe(route.id) or not routing.caps.reserve(route, self.call):
             raise _Resting(route.public_id)
         own = copy.copy(self.call)
         own.outputs, own.usage, own.attempts = [], None, 0

@@ -145,13 +145,25 @@ def test_a_deployment_rests_as_long_as_its_headers_ask(status: int, headers: dic
 def test_deployment_caps_are_reserved_per_attempt_within_a_minute() -> None:
     now = [1000.0]
     caps = DeploymentCaps(clock=lambda: now[0])
-    capped = deployment(1, "a", max_requests_per_minute=2, max_tokens_per_minute=100, max_in_flight=3)
+    capped = deployment(91, "a", max_requests_per_minute=2, max_tokens_per_minute=100, max_in_flight=3)
 
-    assert [caps.reserve(capped, 0, lambda: 10) for _ in range(3)] == [True, True, False]
+    def asking(tokens: int) -> Call:
+        call = new_call(model(capped))
+        call.prompt_estimate = tokens
+        return call
+
+    assert [caps.reserve(capped, asking(10)) for _ in range(3)] == [True, True, False]
     now[0] += 60
-    assert caps.reserve(capped, 0, lambda: 101) is False  # over the tokens per minute
-    assert caps.reserve(capped, 3, lambda: 1) is False  # as many in flight as allowed
-    assert caps.reserve(capped, 2, lambda: 90) is True
+    assert caps.reserve(capped, asking(101)) is False  # over the tokens per minute
+    for _ in range(3):
+        routing.stats.started(capped.id)
+    try:
+        assert caps.reserve(capped, asking(1)) is False  # as many in flight as allowed
+        routing.stats.finished(capped.id, latency=0.1, ttfb=None, ok=True)
+        assert caps.reserve(capped, asking(90)) is True
+    finally:
+        for _ in range(2):
+            routing.stats.finished(capped.id, latency=0.1, ttfb=None, ok=True)
 
 
 def test_the_headers_name_the_deployment_unless_the_provider_is_hidden() -> None:

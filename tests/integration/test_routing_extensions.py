@@ -137,6 +137,12 @@ def test_an_unreadable_extension_is_an_openai_400_naming_it(sdk: OpenAI, model: 
     assert (status, body["error"]["param"], body["error"]["code"]) == (400, "provider.sort", "unknown_parameter")
 
 
+def test_a_request_id_that_would_add_a_header_line_is_refused(sdk: OpenAI, model: str) -> None:
+    status, body = refusal(sdk, model, extra_body={"request_id": "order-1\r\nset-cookie: a=b"})
+
+    assert (status, body["error"]["param"], body["error"]["code"]) == (400, "request_id", "invalid_value")
+
+
 # --- personas ---------------------------------------------------------------------------------------------------
 
 
