@@ -206,8 +206,11 @@ class RedisBreakers:
     async def _flush_forever(self) -> None:
         assert self._wake is not None
         while True:
+            # Not asyncio.wait_for: on Python 3.11 a cancel that arrives as the wait completes is lost, and
+            # stop() would wait on this task for ever.
             try:
-                await asyncio.wait_for(self._wake.wait(), self._success_flush)
+                async with asyncio.timeout(self._success_flush):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()

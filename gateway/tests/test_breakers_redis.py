@@ -158,3 +158,14 @@ async def test_without_redis_every_breaker_counts_as_closed_and_the_outage_is_lo
         assert breakers.is_open(ROUTE + 1), "breakers work again once Redis answers"
     finally:
         proxy.stop()
+
+
+async def test_stopping_right_after_a_failure_never_hangs(make: Callable[..., RedisBreakers]) -> None:
+    # The failure wakes the flush task just as stop() cancels it: the cancel must not be lost.
+    for _ in range(30):
+        breakers = make()
+        await breakers.start()
+        await asyncio.sleep(0)
+        fail(breakers, times=1)
+        async with asyncio.timeout(5):
+            await breakers.stop()
