@@ -4,10 +4,11 @@ For each public model of the call's chain (the model asked for, then the
 request's `models` or the model's own fallbacks, each one the key may use):
 
     candidates = its deployments that can do the operation, match the `provider` wishes, cost no more than
-                 `max_cost_per_token`, are not resting (breaker open, cooling down after a 429) and have room
-                 under their caps (requests and tokens per minute, requests in flight; this process's count)
+                 `max_cost_per_token` and are not resting (breaker open, cooling down after a 429)
     order      = strategies.decide(model.strategy, candidates, ...)      skipped when there is one candidate
-    for each deployment in order: one attempt (gateway.relay), until one answers or opens its stream
+    for each deployment in order with room under its caps (requests and tokens per minute, requests in flight;
+    shared by every process, gateway.routing_caps): one attempt (gateway.relay), until one answers or opens its
+    stream
 
 A failure moves on only before the client has seen a byte, and only if its class
 is in the model's `retry_on`:
@@ -28,51 +29,44 @@ is in the model's `retry_on`:
 Any other failure (a 400 the client caused) goes to the client at once, as do
 the failures of the last deployment tried. After the first byte a failure ends
 the stream with an error event, unless the model has mid-stream recovery: then
-the stream carries on with the model's next deployments (`_Resume`, see
+the stream carries on with the model's next deployments (gateway.routing_resume,
 gateway.streaming), for the failures of the same classes. Each deployment is
 tried once per call, so there is no backoff to wait: retries go elsewhere. The
-whole chain runs within the call's deadline (`x-portico-timeout`, else the model's `timeout`).
+whole chain runs within the call's deadline (`x-portico-timeout`, else the
+model's `timeout`), a stream's continuations included. An upload (gateway.routing_uploads)
+goes through the same loop, its body re-sent from a spool on each attempt.
 
-Every attempt's end goes to the process's `DeploymentStats` and to the breakers.
-The call's limits and budget are charged once, by its session
-(gateway.accounting.CallSession), whatever the number of attempts.
+Every attempt's end goes to the process's `DeploymentStats`, to the breakers and,
+on a capped deployment, to its caps. The call's limits and budget are charged
+once, by its session (gateway.accounting.CallSession), whatever the number of attempts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import random
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 
-from django.conf import settings
 from django.http import HttpResponse
 
 from billing.facade import BillingSnapshot
-from gateway import routing_ensembles
+from gateway import routing_ensembles, routing_resume
 from gateway.accounting import Call, CallSession, prompt_estimate
 from gateway.breakers import Breakers, breakers_for_settings
 from gateway.ensembles import FirstByteTimes
-from gateway.errors import (
-    InvalidRequest,
-    NoDeployment,
-    PorticoError,
-    UpstreamError,
-    UpstreamTimeout,
-    UpstreamUnreachable,
-)
+from gateway.errors import PorticoError, UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from gateway.extensions import Extensions
 from gateway.intake import capable, kind_serves
 from gateway.recovery import STALL, Continuation
-from gateway.relay import Opened, Report, Whole, answer, attempt, attempt_upload, put_headers
+from gateway.relay import Opened, Whole, answer, attempt, put_headers
+from gateway.routing_caps import CapHold, cap_acquire
+from gateway.routing_outcome import Trail, deadline_passed, headers_of, nothing_served
 from gateway.snapshot import Snapshot
 from gateway.sse import EventStream
 from gateway.strategies import DeploymentStats, decide
-from gateway.streaming import relay_stream
-from gateway.uploads import Upload
+from gateway.streaming import Resume, relay_stream
 from providers.facade import ModelInfo, RouteInfo
 
 # This process's view of each deployment's load and latency (the strategies read it).
@@ -104,48 +98,15 @@ def failure_class(error: PorticoError) -> str | None:
     return "5xx" if error.status >= 500 else None
 
 
-class DeploymentCaps:
-    """Each deployment's requests and tokens per minute and requests in flight, as this process counts them.
-
-    Reserved per attempt, never per call: a call that fails over takes a slot on
-    each deployment it tries. Several processes each keep their own count, so a
-    cap is per process (divide by the number of workers).
-    """
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._minutes: dict[int, deque[tuple[float, int]]] = {}
-
-    def reserve(self, route: RouteInfo, call: Call) -> bool:
-        rpm, tpm = route.max_requests_per_minute, route.max_tokens_per_minute
-        if route.max_in_flight is not None and stats.in_flight(route.id) >= route.max_in_flight:
-            return False
-        if rpm is None and tpm is None:
-            return True
-        now = self._clock()
-        minute = self._minutes.setdefault(route.id, deque())
-        while minute and minute[0][0] <= now - 60.0:
-            minute.popleft()
-        if rpm is not None and len(minute) >= rpm:
-            return False
-        count = _tokens(call) if tpm is not None else 0
-        if tpm is not None and sum(used for _, used in minute) + count > tpm:
-            return False
-        minute.append((now, count))
-        return True
-
-
-caps = DeploymentCaps()
-
-
 class Attempt:
-    """One try on one deployment; its end is reported once, to the stats and the breakers."""
+    """One try on one deployment; its end is reported once, to the stats, the breakers and its caps."""
 
-    __slots__ = ("breakers", "ended", "first_byte", "route", "started")
+    __slots__ = ("breakers", "ended", "first_byte", "hold", "route", "started")
 
-    def __init__(self, route: RouteInfo, breakers: Breakers) -> None:
+    def __init__(self, route: RouteInfo, breakers: Breakers, hold: CapHold | None = None) -> None:
         self.route = route
         self.breakers = breakers
+        self.hold = hold  # what it reserved of its deployment's caps; None on an uncapped deployment
         self.started = time.monotonic()
         self.first_byte: float | None = None
         self.ended = False
@@ -161,26 +122,16 @@ class Attempt:
         if ok and ttfb is not None:
             first_byte_times.observe(self.route.id, ttfb)
         self.breakers.record(self.route.id, self.route.name, ok=ok, latency=latency, ttfb=ttfb, reason=reason)
+        if self.hold is not None:
+            self.hold.release()
 
     def drop(self) -> None:
         """Abandoned (the client left, the deadline passed): its load is released, and the breaker learns nothing."""
         if not self.ended:
             self.ended = True
             stats.finished(self.route.id, latency=time.monotonic() - self.started, ttfb=None, ok=True)
-
-
-class _Trail:
-    """What the chain has learned so far: the last failure, why nothing was tried, the window it needs."""
-
-    __slots__ = ("error", "excluded", "min_window", "need", "rest", "served")
-
-    def __init__(self) -> None:
-        self.error: PorticoError | None = None
-        self.served: ModelInfo | None = None  # the model whose deployment answered
-        self.rest: list[RouteInfo] = []  # its deployments after that one, in order: where a stream may carry on
-        self.excluded = ""  # "provider" or "max_cost_per_token": a wish left the first model nothing
-        self.min_window = 0  # after a context_length failure: only larger windows
-        self.need: int | None = None  # prompt + requested output, counted when a window must be checked
+            if self.hold is not None:
+                self.hold.release()
 
 
 def _price(billing: BillingSnapshot, route: RouteInfo, at: float) -> tuple[float, float] | None:
@@ -193,7 +144,7 @@ def _price(billing: BillingSnapshot, route: RouteInfo, at: float) -> tuple[float
 
 
 def _candidates(
-    call: Call, model: ModelInfo, billing: BillingSnapshot, ext: Extensions, trail: _Trail
+    call: Call, model: ModelInfo, billing: BillingSnapshot, ext: Extensions, trail: Trail
 ) -> list[RouteInfo]:
     wish, ceiling, breakers = ext.provider, ext.max_cost_per_token, _breakers()
     routes = [route for route in model.routes if kind_serves(route, call.operation)]
@@ -246,7 +197,7 @@ def _chain(call: Call, snapshot: Snapshot, ext: Extensions) -> Iterator[ModelInf
             yield model
 
 
-def _fits(call: Call, model: ModelInfo, trail: _Trail) -> bool:
+def _fits(call: Call, model: ModelInfo, trail: Trail) -> bool:
     window = model.context_window
     if trail.min_window and (window is None or window <= trail.min_window):
         return False
@@ -259,6 +210,8 @@ def _fits(call: Call, model: ModelInfo, trail: _Trail) -> bool:
 
 
 Served = tuple[Whole | Opened, Attempt]
+# What one attempt sends: gateway.relay.attempt, unless the call is an upload (gateway.routing_uploads).
+Send = Callable[..., Awaitable[Whole | Opened]]
 
 
 async def _try(
@@ -269,13 +222,18 @@ async def _try(
     *,
     stall: float | None = None,
     continuation: Continuation | None = None,
+    hold: CapHold | None = None,
+    send: Send | None = None,
 ) -> Served:
-    """One attempt; a whole answer's outcome is reported at once, a stream's at its end. Raises its error."""
+    """One attempt; a whole answer's outcome is reported at once, a stream's at its end. Raises its error.
+
+    `hold` is what the attempt reserved of its deployment's caps: from here on, its end releases it.
+    """
     call.attempts += 1
     call.route = route
-    tried = Attempt(route, breakers)
+    tried = Attempt(route, breakers, hold)
     try:
-        result = await attempt(call, route, first_byte=first_byte, stall=stall, continuation=continuation)
+        result = await (send or attempt)(call, route, first_byte=first_byte, stall=stall, continuation=continuation)
     except PorticoError as exc:
         kind = failure_class(exc)
         rest = exc.cool_down if isinstance(exc, UpstreamError) else 0.0
@@ -289,6 +247,8 @@ async def _try(
         tried.drop()
         raise
     tried.first_byte = time.monotonic()
+    if hold is not None:
+        hold.answered(result)
     if result.cool_down > 0:
         breakers.cool_down(route.id, route.name, result.cool_down, "x-ratelimit-remaining-requests: 0")
     if isinstance(result, Whole):
@@ -296,7 +256,20 @@ async def _try(
     return result, tried
 
 
-async def _run(call: Call, snapshot: Snapshot, ext: Extensions, trail: _Trail) -> Served:
+async def _hold(route: RouteInfo, call: Call, trail: Trail) -> CapHold | None:
+    """A capped deployment's reservation for one attempt; None, noted in the trail, if it is skipped."""
+    try:
+        held = await cap_acquire(route=route, call=call)
+    except PorticoError as exc:  # the limiter cannot tell: the deployment is skipped (see gateway.routing_caps)
+        trail.error = trail.error or exc
+        return None
+    if isinstance(held, CapHold):
+        return held
+    trail.full = held if trail.full is None else min(trail.full, held)
+    return None
+
+
+async def _run(call: Call, snapshot: Snapshot, ext: Extensions, trail: Trail, send: Send | None = None) -> Served:
     breakers = _breakers()
     for model in _chain(call, snapshot, ext):
         if not _fits(call, model, trail):
@@ -309,10 +282,20 @@ async def _run(call: Call, snapshot: Snapshot, ext: Extensions, trail: _Trail) -
         for index, route in enumerate(order):
             if not breakers.allow(route.id) and not await breakers.acquire_probe(route.id):
                 continue
-            if not caps.reserve(route, call):
-                continue
+            hold = None
+            # Three attribute reads are all an uncapped deployment pays (routing_caps.capped, inlined).
+            if (
+                route.max_requests_per_minute is not None
+                or route.max_tokens_per_minute is not None
+                or route.max_in_flight is not None
+            ):
+                hold = await _hold(route, call, trail)
+                if hold is None:
+                    continue
             try:
-                served = await _try(call, route, breakers, model.first_byte_timeout, stall=model.stall_timeout)
+                served = await _try(
+                    call, route, breakers, model.first_byte_timeout, stall=model.stall_timeout, hold=hold, send=send
+                )
                 trail.served, trail.rest = model, order[index + 1 :]
                 return served
             except PorticoError as exc:
@@ -323,84 +306,7 @@ async def _run(call: Call, snapshot: Snapshot, ext: Extensions, trail: _Trail) -
                 if kind == "context_length":
                     trail.min_window = max(trail.min_window, model.context_window or 0) or 1
                     break
-    raise _nothing_served(call, trail)
-
-
-class _Resume:
-    """Mid-stream recovery: a stream that broke after its first byte carries on with the next deployments of
-    its model, in the loop's order (breakers and caps respected; the call's limits are not charged again)."""
-
-    __slots__ = ("breakers", "call", "model", "rest")
-
-    def __init__(self, call: Call, model: ModelInfo, rest: list[RouteInfo]) -> None:
-        self.call, self.model, self.rest, self.breakers = call, model, rest, _breakers()
-
-    async def __call__(self, error: PorticoError, continuation: Continuation) -> tuple[Opened, Report] | None:
-        call, model = self.call, self.model
-        if failure_class(error) not in model.retry_on:
-            return None
-        while self.rest:
-            route = self.rest.pop(0)
-            if not self.breakers.allow(route.id) and not await self.breakers.acquire_probe(route.id):
-                continue
-            if not caps.reserve(route, call):
-                continue
-            first_byte, stall = model.first_byte_timeout, model.stall_timeout
-            try:
-                opened, tried = await _try(
-                    call, route, self.breakers, first_byte, stall=stall, continuation=continuation
-                )
-            except PorticoError as exc:
-                if failure_class(exc) not in model.retry_on:
-                    return None
-                continue
-            if isinstance(opened, Opened):
-                return opened, tried.end
-        return None
-
-
-def _resume(call: Call, trail: _Trail) -> _Resume | None:
-    """How a stream carries on if it breaks: only for a model with mid-stream recovery and deployments left."""
-    model = trail.served
-    if model is None or not model.mid_stream_recovery or not trail.rest:
-        return None
-    return _Resume(call, model, list(trail.rest))
-
-
-def _tokens(call: Call) -> int:
-    cap = call.body.get("max_completion_tokens") or call.body.get("max_tokens") or 0
-    return prompt_estimate(call) + (cap if isinstance(cap, int) else 0)
-
-
-def _nothing_served(call: Call, trail: _Trail) -> PorticoError:
-    if trail.error is not None:
-        return trail.error
-    if trail.excluded == "provider":
-        return InvalidRequest(
-            f"No deployment of the model `{call.model.public_id}` matches the `provider` preferences.",
-            param="provider",
-            code="provider_not_available",
-        )
-    if trail.excluded == "max_cost_per_token":
-        return InvalidRequest(
-            f"No deployment of the model `{call.model.public_id}` costs at most the `max_cost_per_token` asked.",
-            param="max_cost_per_token",
-            code="max_cost_exceeded",
-        )
-    if trail.need is not None and trail.min_window == 0 and call.model.context_window is not None:
-        return InvalidRequest(
-            f"This model's maximum context length is {call.model.context_window} tokens. However, you requested "
-            f"{trail.need} tokens. Please reduce the length of the messages or completion.",
-            param="messages",
-            code="context_length_exceeded",
-        )
-    return NoDeployment(call.model.public_id)
-
-
-def _deadline_passed(call: Call, seconds: float) -> UpstreamTimeout:
-    return UpstreamTimeout(
-        f"No deployment of the model `{call.model.public_id}` answered within the request's deadline of {seconds:g} s."
-    )
+    raise nothing_served(call, trail)
 
 
 @contextlib.asynccontextmanager
@@ -413,41 +319,18 @@ async def _deadline(call: Call, seconds: float | None) -> AsyncIterator[None]:
         async with asyncio.timeout(seconds):
             yield
     except TimeoutError:
-        raise _deadline_passed(call, seconds) from None
+        raise deadline_passed(call, seconds) from None
 
 
-async def _run_within(call: Call, snapshot: Snapshot, ext: Extensions, trail: _Trail, seconds: float) -> Served:
+async def _run_within(
+    call: Call, snapshot: Snapshot, ext: Extensions, trail: Trail, seconds: float, send: Send | None = None
+) -> Served:
     """The loop within the call's deadline."""
     try:
         async with asyncio.timeout(seconds):
-            return await _run(call, snapshot, ext, trail)
+            return await _run(call, snapshot, ext, trail, send)
     except TimeoutError:
-        raise _deadline_passed(call, seconds) from None
-
-
-def headers_of(call: Call) -> dict[str, str]:
-    """What a client learns of how its call was routed (the provider's name only if the operator allows it)."""
-    route = call.route
-    if not call.attempts:
-        return {"x-portico-attempts": "0"}
-    hide = settings.PORTICO_HIDE_PROVIDER
-    headers = {
-        "x-portico-deployment": str(route.id) if hide else _ascii(route.name),
-        "x-portico-attempts": str(call.attempts),
-        "x-portico-routing": _ascii(call.routing),
-    }
-    if not hide:
-        headers["x-portico-provider"] = _ascii(route.provider.name)
-    return headers
-
-
-@functools.lru_cache(maxsize=4096)
-def _ascii(value: str) -> str:
-    # Operators name providers freely; a header value must stay printable ASCII. The same few names and reasons
-    # come back on every call: cached.
-    if value.isascii() and value.isprintable():
-        return value
-    return "".join(char if " " <= char <= "~" else "?" for char in value)
+        raise deadline_passed(call, seconds) from None
 
 
 async def serve(call: Call, snapshot: Snapshot, ext: Extensions) -> HttpResponse | EventStream:
@@ -457,7 +340,7 @@ async def serve(call: Call, snapshot: Snapshot, ext: Extensions) -> HttpResponse
     session = CallSession(call, snapshot.billing)
     limit_headers = await session.admit()
     try:
-        trail, seconds = _Trail(), ext.timeout or call.model.timeout
+        trail, seconds = Trail(), ext.timeout or call.model.timeout
         if seconds is None:  # no timer to arm, and one coroutine less: the common case
             result, tried = await _run(call, snapshot, ext, trail)
         else:
@@ -474,7 +357,7 @@ async def serve(call: Call, snapshot: Snapshot, ext: Extensions) -> HttpResponse
         headers["x-request-id"] = ext.request_id
     if isinstance(result, Whole):
         return answer(session, result, headers)
-    return _stream(session, result, tried, headers, _resume(call, trail))
+    return _stream(session, result, tried, headers, routing_resume.resume_for(call, trail, seconds))
 
 
 def _stream(
@@ -482,7 +365,7 @@ def _stream(
     opened: Opened,
     tried: Attempt,
     headers: Mapping[str, str],
-    resume: _Resume | None = None,
+    resume: Resume | None = None,
 ) -> EventStream:
     async def release() -> None:
         # Runs after the events' generator is closed; a stream that never began has not reported yet.
@@ -493,40 +376,6 @@ def _stream(
     stream = EventStream(relay_stream(session, opened, tried.end, resume), release=release)
     put_headers(stream, headers)
     return stream
-
-
-async def serve_upload(call: Call, snapshot: Snapshot, upload: Upload) -> HttpResponse:
-    """An upload is sent once, as it arrives: to the first deployment the model's strategy picks."""
-    session = CallSession(call, snapshot.billing)
-    limit_headers = await session.admit()
-    trail, breakers = _Trail(), _breakers()
-    try:
-        routes = _candidates(call, call.model, snapshot.billing, _NO_WISHES, trail)
-        if not routes:
-            raise NoDeployment(call.model.public_id)
-        order, call.routing = _order(call, call.model, routes, snapshot.billing, _NO_WISHES)
-        call.attempts, call.route = 1, order[0]
-        tried = Attempt(order[0], breakers)
-        try:
-            whole = await attempt_upload(call, order[0], upload)
-        except PorticoError as exc:
-            tried.end(failure_class(exc) not in _DEPLOYMENT_FAULTS, exc.classification)
-            raise
-        except BaseException:
-            tried.drop()
-            raise
-        tried.end(True)
-    except PorticoError as exc:
-        exc.headers.update(headers_of(call))
-        session.fail(exc)
-        raise
-    except asyncio.CancelledError:
-        session.abandon()
-        raise
-    return answer(session, whole, {**limit_headers, **headers_of(call)})
-
-
-_NO_WISHES = Extensions()
 
 
 def _breakers() -> Breakers:

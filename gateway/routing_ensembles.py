@@ -12,9 +12,10 @@ breakers) have run; otherwise the loop serves it as usual.
 | `vote`    | chat, not streamed              | the model's strategy (first PORTICO_VOTE_N) |
 
 Each upstream call is an attempt of the loop (`routing._try`: breakers, deployment
-stats, first-byte timeout, caps reserved per call) made on its own copy of the call,
-so concurrent calls do not share a route or a stream's counted output. A deployment
-that is resting or at its caps when its turn comes is skipped and not counted.
+stats, first-byte timeout, caps reserved per upstream call and released when it
+ends, cancelled or not) made on its own copy of the call, so concurrent calls do
+not share a route or a stream's counted output. A deployment that is resting or
+at its caps when its turn comes is skipped and not counted.
 
 Billing: the tenant's limits and budget are reserved once, as for any call. The
 ledger row's usage, and so its cost, is the sum over every upstream call: the
@@ -50,6 +51,8 @@ from gateway.ensembles import EnsembleResult, HedgedStream, Outcome, cascade, he
 from gateway.errors import InternalError, NoDeployment, PorticoError
 from gateway.extensions import Extensions
 from gateway.relay import Opened, Whole, answer
+from gateway.routing_caps import CapHold, cap_acquire, capped
+from gateway.routing_outcome import Trail
 from gateway.snapshot import Snapshot
 from gateway.sse import EventStream
 from providers.facade import ModelInfo, RouteInfo
@@ -64,7 +67,7 @@ def ensemble_routes(call: Call, snapshot: Snapshot, ext: Extensions) -> list[Rou
     mode = call.model.ensemble
     if mode in _WHOLE_ONLY and (call.streamed or call.operation not in _WHOLE_ONLY[mode]):
         return []
-    trail = routing._Trail()
+    trail = Trail()
     if not routing._fits(call, call.model, trail):
         return []  # the loop tries the fallbacks, or says why nothing fits
     routes = routing._candidates(call, call.model, snapshot.billing, ext, trail)
@@ -117,15 +120,26 @@ class _Ensemble:
         self.settled = False
 
     async def _try(self, route: RouteInfo) -> tuple[Call, Whole | Opened, routing.Attempt]:
-        if not await self.breakers.acquire_probe(route.id) or not routing.caps.reserve(route, self.call):
+        if not await self.breakers.acquire_probe(route.id):
             raise _Resting(route.public_id)
+        hold = await self._hold(route) if capped(route) else None
         own = copy.copy(self.call)
         own.outputs, own.usage, own.attempts = [], None, 0
         self.calls += 1
         self.last = route
         stall = self.call.model.stall_timeout
-        served, tried = await routing._try(own, route, self.breakers, self.first_byte, stall=stall)
+        # From here the attempt owns the hold: its end, or its cancellation, releases it.
+        served, tried = await routing._try(own, route, self.breakers, self.first_byte, stall=stall, hold=hold)
         return own, served, tried
+
+    async def _hold(self, route: RouteInfo) -> CapHold:
+        try:
+            held = await cap_acquire(route=route, call=self.call)
+        except PorticoError:  # the limiter cannot tell (see gateway.routing_caps): passed over like a full one
+            raise _Resting(route.public_id) from None
+        if not isinstance(held, CapHold):
+            raise _Resting(route.public_id)
+        return held
 
     async def whole(self, route: RouteInfo) -> Outcome:
         """One upstream call read to its end (an `Attempt` of gateway.ensembles); failures raise."""

@@ -4,7 +4,7 @@ gateway.relay opens a stream on one deployment up to its first event;
 `relay_stream` takes it from there. Trouble after the first byte (a dropped
 connection, the upstream's own error event, a malformed event, an upstream
 silent for the stall timeout) ends the stream with an error frame, unless the
-model has mid-stream recovery: then `resume` (gateway.routing) opens the stream
+model has mid-stream recovery: then `resume` (gateway.routing_resume) opens the stream
 on another deployment with what was relayed as an assistant prefix, and the
 client reads on as if nothing happened (gateway.recovery).
 

@@ -5,21 +5,28 @@ megabytes next to a few text fields, one of which (`model`) names the public
 model the gateway must map to the provider's name before forwarding. So the
 client's body is read only until that field is complete; whatever file data
 came before it is spooled (to RAM up to `memory` bytes, then to a temporary
-file), and the rest streams straight from the client to the upstream as it
-arrives, re-encoded part by part with a boundary of Portico's own:
+file in the system's temporary directory). Then either:
+
+* `receive()` spools the rest too, and `body()` sends the whole upload as often
+  as asked: each attempt of the routing loop re-sends it (gateway.routing_uploads);
+* or the rest streams from the client to one upstream as it arrives, and `body()`
+  can be read only once.
+
+Either way each part is re-encoded with a boundary of Portico's own:
 
     upload = await read_upload(receive_chunks(receive), content_type, limit=..., needed="model")
     try:
         route = resolve(upload.fields["model"])
+        await upload.receive()
         ...post(url, data=upload.body({"model": route.upstream_name}),
                 headers={"content-type": upload.content_type})
     finally:
-        await upload.aclose()
+        await upload.aclose()    # the spool and any temporary file go, on every exit
 
-Reading the client's body can still fail while `body()` is being consumed
-(too large, malformed, client gone). The HTTP client sending it then fails
-the upstream request with its own error; `upload.error` says what really
-happened.
+`receive()` raises what reading the client's body can raise (too large,
+malformed, client gone). Streamed through, that happens while `body()` is
+being consumed: the HTTP client sending it then fails the upstream request
+with its own error, and `upload.error` says what really happened.
 
 Every part is re-encoded rather than copied byte for byte, so the upstream
 sees one clean encoding (our boundary, quoted names, no preamble, epilogue or
@@ -96,6 +103,10 @@ def _part_type(raw: bytes | None) -> str:
 
 def _malformed() -> UploadError:
     return UploadError("The request body is not valid multipart/form-data.", code="invalid_multipart")
+
+
+def _truncated() -> UploadError:
+    return UploadError("The multipart body ended before its closing boundary.", code="invalid_multipart")
 
 
 class _Decoder:
@@ -217,10 +228,12 @@ class Upload:
         self.content_type = f"multipart/form-data; boundary={self._boundary.decode()}"
         self._source = source
         self._spool = tempfile.SpooledTemporaryFile(max_size=memory)  # closed by aclose()
-        self._read: list[_Item | _Spooled] = []  # the parts before the needed field, file data in the spool
+        # The parts before the needed field (all of them once received), file data in the spool.
+        self._read: list[_Item | _Spooled] = []
         self._pending: list[_Item] = []  # what came after it in the same chunk
         self._file_start = 0
-        self._started = False
+        self._started = False  # streamed through: read once
+        self._received = False  # the whole body is in the spool: read as often as asked
 
     async def _read_until(self, needed: str) -> None:
         while (items := await self._source.read()) is not None:
@@ -252,24 +265,44 @@ class Upload:
             self._read.append(_Spooled(self._file_start, self._spool.tell() - self._file_start))
         self._read.append(item)
 
+    async def receive(self) -> None:
+        """Read the rest of the client's body into the spool, so that `body()` can send it again and again.
+
+        Raises BodyTooLarge past the limit, UploadError for a malformed or truncated body, and lets
+        ClientGone through.
+        """
+        if self._started:
+            raise RuntimeError("An upload streamed through cannot be received as well.")
+        self._spool.seek(0, os.SEEK_END)  # appended after what was spooled before the needed field
+        items: list[_Item] | None = self._pending
+        self._pending = []
+        while items is not None:  # to the end of the client's body: an epilogue decodes to nothing
+            for item in items:
+                self._keep(item)
+            items = await self._read_more()
+        if not self._source.decoder.finished:
+            self.error = _truncated()
+            raise self.error
+        self._received = True
+
     async def body(self, replace: dict[str, str]) -> AsyncIterator[bytes]:
         """The whole body re-encoded, each field named in `replace` given that value instead.
 
-        Yields the parts read so far, then one chunk per chunk of the client's body.
-        Can be consumed once.
+        Once received, the spooled parts, as often as asked. Otherwise the parts read so
+        far, then one chunk per chunk of the client's body, and only once.
         """
+        out: list[bytes] = []
+        if self._received:
+            for block in self._replayed(replace, out):
+                yield block
+            out.append(b"--" + self._boundary + b"--\r\n")
+            yield b"".join(out)
+            return
         if self._started:
             raise RuntimeError("An upload's body can be read only once.")
         self._started = True
-        out: list[bytes] = []
-        for stored in self._read:
-            if isinstance(stored, _Spooled):
-                for block in self._replay(stored):
-                    out.append(block)
-                    yield b"".join(out)
-                    out.clear()
-            else:
-                out.append(self._encode(stored, replace))
+        for block in self._replayed(replace, out):
+            yield block
         items = self._pending
         while True:
             for item in items:
@@ -283,9 +316,7 @@ class Upload:
                 out.clear()
             more = await self._read_more()
             if more is None:
-                self.error = UploadError(
-                    "The multipart body ended before its closing boundary.", code="invalid_multipart"
-                )
+                self.error = _truncated()
                 raise self.error
             items = more
         out.append(b"--" + self._boundary + b"--\r\n")
@@ -306,6 +337,17 @@ class Upload:
             )
             raise
         return items
+
+    def _replayed(self, replace: dict[str, str], out: list[bytes]) -> Iterator[bytes]:
+        """The parts kept so far, re-encoded: a chunk per block of spooled file data, the rest left in `out`."""
+        for stored in self._read:
+            if isinstance(stored, _Spooled):
+                for block in self._replay(stored):
+                    out.append(block)
+                    yield b"".join(out)
+                    out.clear()
+            else:
+                out.append(self._encode(stored, replace))
 
     def _replay(self, spooled: _Spooled) -> Iterator[bytes]:
         self._spool.seek(spooled.offset)

@@ -1,4 +1,4 @@
-"""POST /v1/audio/transcriptions: the multipart upload is streamed through to the provider as it arrives."""
+"""POST /v1/audio/transcriptions: the multipart upload is received, then sent to the model's deployments in turn."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from ninja import Router
 
 from gateway.intake import find_model, grant_of, new_call, require_operation
 from gateway.routers.openapi import TRANSCRIPTION_REQUEST, documented
-from gateway.routing import serve_upload
+from gateway.routing_uploads import serve_upload
 from gateway.snapshot import store
 from gateway.uploads import read_upload, receive_chunks
 

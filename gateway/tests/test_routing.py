@@ -1,4 +1,4 @@
-"""The routing loop's pieces without servers: failure classes, caps, headers, extensions, and the loop's choices.
+"""The routing loop's pieces without servers: failure classes, headers, extensions, and the loop's choices.
 
 The loop is driven here with a stand-in for `relay.attempt` (the real one is
 proved against loopback upstreams in tests/integration/test_failover.py).
@@ -29,7 +29,8 @@ from gateway.errors import (
 )
 from gateway.extensions import NONE, ProviderWish, read_extensions
 from gateway.relay import Whole, cool_down_of
-from gateway.routing import DeploymentCaps, _run, _Trail, failure_class, headers_of
+from gateway.routing import _run, failure_class, headers_of
+from gateway.routing_outcome import Trail
 from gateway.snapshot import Snapshot
 from gateway.tests.test_accounting import GRANT, model_of
 from providers.facade import RouteInfo
@@ -139,31 +140,7 @@ def test_a_deployment_rests_as_long_as_its_headers_ask(status: int, headers: dic
     assert cool_down_of(status, headers) == seconds
 
 
-# --- caps and headers --------------------------------------------------------------------------------------------
-
-
-def test_deployment_caps_are_reserved_per_attempt_within_a_minute() -> None:
-    now = [1000.0]
-    caps = DeploymentCaps(clock=lambda: now[0])
-    capped = deployment(91, "a", max_requests_per_minute=2, max_tokens_per_minute=100, max_in_flight=3)
-
-    def asking(tokens: int) -> Call:
-        call = new_call(model(capped))
-        call.prompt_estimate = tokens
-        return call
-
-    assert [caps.reserve(capped, asking(10)) for _ in range(3)] == [True, True, False]
-    now[0] += 60
-    assert caps.reserve(capped, asking(101)) is False  # over the tokens per minute
-    for _ in range(3):
-        routing.stats.started(capped.id)
-    try:
-        assert caps.reserve(capped, asking(1)) is False  # as many in flight as allowed
-        routing.stats.finished(capped.id, latency=0.1, ttfb=None, ok=True)
-        assert caps.reserve(capped, asking(90)) is True
-    finally:
-        for _ in range(2):
-            routing.stats.finished(capped.id, latency=0.1, ttfb=None, ok=True)
+# --- headers ---------------------------------------------------------------------------------------------------------
 
 
 def test_the_headers_name_the_deployment_unless_the_provider_is_hidden() -> None:
@@ -231,7 +208,7 @@ async def test_a_client_error_is_not_tried_elsewhere(monkeypatch: pytest.MonkeyP
     first = model(deployment(1, "a"), deployment(2, "b"))
 
     with pytest.raises(UpstreamError):
-        await _run(new_call(first), Snapshot(models={"gpt-x": first}), NONE, _Trail())
+        await _run(new_call(first), Snapshot(models={"gpt-x": first}), NONE, Trail())
 
     assert upstreams.tried == [1]
 
@@ -253,7 +230,7 @@ async def test_a_prompt_too_long_moves_on_to_a_fallback_with_a_larger_window(
     snapshot = Snapshot(models={"gpt-x": first, "small": small, "large": large})
     call = new_call(first)
 
-    await _run(call, snapshot, NONE, _Trail())
+    await _run(call, snapshot, NONE, Trail())
 
     assert upstreams.tried == [1, 4]  # not the same window again, not a smaller one
     assert (call.attempts, call.route.id) == (2, 4)
@@ -267,10 +244,10 @@ async def test_an_open_breaker_keeps_its_deployment_out_and_none_left_is_a_503(
     breakers.cool_down(1, "a", 30, "test")
     call = new_call(first)
 
-    await _run(call, Snapshot(models={"gpt-x": first}), NONE, _Trail())
+    await _run(call, Snapshot(models={"gpt-x": first}), NONE, Trail())
     breakers.cool_down(2, "b", 30, "test")
     with pytest.raises(NoDeployment):
-        await _run(new_call(first), Snapshot(models={"gpt-x": first}), NONE, _Trail())
+        await _run(new_call(first), Snapshot(models={"gpt-x": first}), NONE, Trail())
 
     assert upstreams.tried == [2]
 
@@ -285,6 +262,6 @@ async def test_no_deployment_under_the_cost_ceiling_is_a_400_naming_the_paramete
     ext = dataclasses.replace(NONE, max_cost_per_token=0.000001)
 
     with pytest.raises(InvalidRequest) as error:
-        await _run(new_call(first), Snapshot(models={"gpt-x": first}, billing=billing), ext, _Trail())
+        await _run(new_call(first), Snapshot(models={"gpt-x": first}, billing=billing), ext, Trail())
 
     assert error.value.param == "max_cost_per_token"

@@ -1,0 +1,177 @@
+"""Each deployment's caps, shared by every process: requests and tokens per minute, and requests in flight.
+
+A deployment with any of `max_requests_per_minute`, `max_tokens_per_minute` and
+`max_in_flight` takes a reservation for each attempt, never for each call: a call
+that fails over holds a slot on each deployment it tries, one after the other.
+The reservation is one window of the process's limiter, the one that holds the
+tenants' limits (gateway.accounting.accounts.limiter):
+
+    Window(scope="deployment:{id}", rpm=..., tpm=..., concurrency=...), no budgets
+    tokens = the prompt estimate + the requested output (counted only under a TPM cap)
+
+With REDIS_URL that limiter keeps its counters in Redis, so a cap holds across
+every process and replica; without it, in this process (the embedded default,
+where one process serves everything). When Redis does not answer,
+PORTICO_LIMITS_ON_REDIS_ERROR decides, as it does for the tenants' limits:
+"open" (the default) has each process check the caps alone until Redis is back;
+"closed" skips every capped deployment, and a client that nothing else answered
+gets the 503 `limiter_unavailable`. A limiter that fails on one request (a
+script error) skips the deployment too, with a 500 that says nothing of why.
+
+A deployment at its caps is skipped: the loop tries the next. If none answers,
+the client gets a 503 `no_deployment_available` whose Retry-After is when the
+first of them has room again.
+
+`CapHold.release` settles the reservation once, when the attempt ends (every
+exit of gateway.routing.Attempt: `end` or `drop`): the in-flight slot is freed,
+and the TPM bucket is charged the tokens the upstream reported for this
+attempt, or what was reserved when it reported none. The settle is sent off
+the response path (`accounts.later`), as the tenants' are.
+
+A deployment without caps never comes here: the loop reads its three fields, nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+from typing import Any
+
+import orjson
+
+from billing.metering import Ask, Limiter, LimiterFailed, LimiterUnavailable, Ticket, Window
+from gateway import accounting
+from gateway.accounting import Call, prompt_estimate
+from gateway.errors import InternalError, LimitsUnavailable, NoDeployment
+from gateway.recovery import Resumed
+from gateway.relay import Opened, Whole
+from providers.adapters.base import StreamTranslator
+from providers.facade import ModelInfo, RouteInfo
+
+# Each capped attempt's own id for the limiter: a call's attempts, and an ensemble's concurrent ones, never share.
+_attempt_ids = itertools.count(1)
+
+
+def capped(route: RouteInfo) -> bool:
+    """Whether the deployment has a cap (the loop inlines this test, it runs on every attempt)."""
+    return (
+        route.max_requests_per_minute is not None
+        or route.max_tokens_per_minute is not None
+        or route.max_in_flight is not None
+    )
+
+
+class CapHold:
+    """What one attempt reserved of its deployment's caps, and how many tokens to settle it with."""
+
+    __slots__ = ("limiter", "stream", "ticket", "used")
+
+    def __init__(self, limiter: Limiter, ticket: Ticket) -> None:
+        self.limiter = limiter
+        self.ticket: Ticket | None = ticket
+        self.used: int | None = None  # the tokens a whole answer reported
+        self.stream: StreamTranslator | None = None  # a stream's translator, which holds its usage at the end
+
+    def answered(self, result: Whole | Opened) -> None:
+        """Note where the attempt's usage is found; only a TPM cap needs it (a whole answer is parsed for it)."""
+        if self.ticket is None or not self.ticket.token_limits:
+            return
+        if isinstance(result, Whole):
+            self.used = _whole_usage(result.content)
+        else:
+            self.stream = result.translator
+
+    def release(self) -> None:
+        """Settle the reservation, once: the attempt ended or was dropped."""
+        ticket, self.ticket = self.ticket, None
+        if ticket is None:
+            return
+        accounting.accounts.later(self.limiter.settle(ticket, tokens=self._tokens(ticket), cost=0))
+
+    def _tokens(self, ticket: Ticket) -> int:
+        used = self.used
+        stream = self.stream
+        if used is None and stream is not None:
+            # A continuation's usage adds the broken attempts' tokens; this attempt's own are the upstream's.
+            own = stream.inner if isinstance(stream, Resumed) else stream
+            used = _total(own.usage)
+        return ticket.tokens if used is None else used
+
+
+async def cap_acquire(*, route: RouteInfo, call: Call) -> CapHold | float:
+    """Reserve one attempt on a capped deployment: the hold to release when it ends, or, when the deployment
+    is at its caps, the seconds until it has room. Raises the error a client gets if the limiter cannot tell."""
+    tpm = route.max_tokens_per_minute
+    tokens = _requested(call) if tpm is not None else 0
+    scope = f"deployment:{route.id}"
+    window = Window(
+        scope=scope,
+        label=f"deployment {route.id}",
+        rpm=route.max_requests_per_minute,
+        tpm=tpm,
+        concurrency=route.max_in_flight,
+    )
+    request_id = f"{call.request_id}:{next(_attempt_ids)}"
+    ask = Ask(request_id=request_id, windows=(window,), budgets=(), tokens=tokens, cost=0)
+    limiter = accounting.accounts.limiter
+    try:
+        verdict = await limiter.acquire(ask)
+    except LimiterUnavailable:
+        raise LimitsUnavailable("The rate limiter is unavailable; please retry shortly.") from None
+    except LimiterFailed:
+        raise InternalError("The server had an error while processing your request.") from None
+    except asyncio.CancelledError:
+        # The acquire may have reached Redis before the call was cancelled: settling what it would have
+        # reserved frees the slot at once (a settle of nothing reserved changes nothing).
+        unknown = Ticket(
+            request_id=ask.request_id,
+            tokens=tokens,
+            cost=0,
+            token_limits=((scope, tpm),) if tpm is not None else (),
+            concurrency_scopes=(scope,) if route.max_in_flight is not None else (),
+            budget_periods=(),
+        )
+        accounting.accounts.later(limiter.settle(unknown, tokens=tokens, cost=0))
+        raise
+    if verdict.ticket is None:
+        return verdict.retry_after
+    return CapHold(limiter, verdict.ticket)
+
+
+def at_capacity(model: ModelInfo, wait: float) -> NoDeployment:
+    """The answer when every deployment left was at its caps: a 503 saying when to come back."""
+    error = NoDeployment(model.public_id)
+    seconds = max(1, math.ceil(wait))
+    # NoDeployment's own message is right but vague: this one says why, and when.
+    error.message = (
+        f"No deployment of the model `{model.public_id}` is available right now: those that could serve the "
+        f"request are at their capacity. Please retry in {seconds} s."
+    )
+    error.headers["retry-after"] = str(seconds)
+    return error
+
+
+def _requested(call: Call) -> int:
+    cap = call.body.get("max_completion_tokens") or call.body.get("max_tokens") or 0
+    return prompt_estimate(call) + (cap if isinstance(cap, int) else 0)
+
+
+def _whole_usage(content: bytes) -> int | None:
+    if content[:1] != b"{":
+        return None
+    try:
+        body = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return None
+    return _total(body.get("usage")) if isinstance(body, dict) else None
+
+
+def _total(usage: Any) -> int | None:
+    if not isinstance(usage, dict):
+        return None
+    total = usage.get("total_tokens")
+    if isinstance(total, int):
+        return total
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    return prompt + completion if isinstance(prompt, int) and isinstance(completion, int) else None
