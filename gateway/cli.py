@@ -1,12 +1,15 @@
-"""The `portico` command: `quickstart`, `serve`, and every Django management command.
+"""The `portico` command: `quickstart`, `serve`, `worker`, `beat`, and every Django management command.
 
 `quickstart` is the embedded default: SQLite under PORTICO_DATA_DIR, no Redis,
 a demo tenant and key and the built-in mock provider, then the server. `serve`
-is the production server and changes nothing. Any other subcommand goes to
+is the production server and changes nothing. `worker` and `beat` run Celery
+with a broker (docs/background-jobs.md). Any other subcommand goes to
 Django's management (`portico migrate`, `portico createkey`, ...).
 
 Django is imported inside the functions, not at the top: the settings module
 has to be chosen before Django loads, and `--help` should not need a database.
+The module runs past 400 lines because it is the whole `portico` command, each
+subcommand's options next to what it runs.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import secrets
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
@@ -34,6 +38,8 @@ Portico, a multi-tenant OpenAI-compatible LLM gateway.
 commands:
   quickstart    set up the embedded default (SQLite, a demo tenant, key and mock provider) and serve it
   serve         run the production server (uvicorn); run `portico migrate` first
+  worker        run background jobs from the broker (PORTICO_CELERY_BROKER_URL, else REDIS_URL)
+  beat          send the periodic jobs to the workers (one per deployment, with a broker)
 
 Every Django management command works too, e.g.:
   portico migrate                                   create or update the database
@@ -48,8 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in {"-h", "--help"}:
         sys.stdout.write(_DESCRIPTION)
         return 0
-    if argv[0] in {"quickstart", "serve"}:
-        args = _parser().parse_args(argv)
+    if argv[0] in {"quickstart", "serve", "worker", "beat"}:
+        parser = _parser()
+        args, extra = parser.parse_known_args(argv)
+        args.celery_options = extra
+        if extra and argv[0] not in {"worker", "beat"}:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         return int(args.run(args))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", SETTINGS)
     from django.core.management import execute_from_command_line
@@ -73,7 +83,41 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=_positive, default=1, help="worker processes (default: 1)")
     serve.add_argument("--access-log", action="store_true", help="log every request (off by default)")
     serve.set_defaults(run=_serve)
+    _celery_parsers(commands)
     return parser
+
+
+def _celery_parsers(commands: Any) -> None:
+    from gateway.env import env_int, env_str
+
+    passed_on = "Options not listed here go to `celery {0}` (see `celery {0} --help`)."
+    worker = commands.add_parser("worker", help="run background jobs", description=passed_on.format("worker"))
+    worker.add_argument("-c", "--concurrency", type=_positive, default=2, help="processes running jobs (default: 2)")
+    queues = "interactive,default,batch"
+    worker.add_argument("-Q", "--queues", type=_queues, default=queues, help=f"first served first (default: {queues})")
+    worker.add_argument("-l", "--loglevel", default=env_str("PORTICO_LOG_LEVEL", "INFO"))
+    worker.add_argument("--max-tasks-per-child", type=_positive, default=100, help="jobs a process runs (default: 100)")
+    worker.add_argument(
+        "--db-pool-size",
+        type=int,
+        default=env_int("PORTICO_WORKER_DB_POOL_SIZE", 2, minimum=0),
+        help="database connections per process (default: PORTICO_WORKER_DB_POOL_SIZE, else 2)",
+    )
+    worker.set_defaults(run=_worker)
+    beat = commands.add_parser("beat", help="send the periodic jobs to workers", description=passed_on.format("beat"))
+    beat.add_argument("--schedule", help="its last-run times (default: PORTICO_DATA_DIR/celerybeat-schedule)")
+    beat.add_argument("-l", "--loglevel", default=env_str("PORTICO_LOG_LEVEL", "INFO"))
+    beat.set_defaults(run=_beat)
+
+
+def _queues(value: str) -> str:
+    from gateway.celery import QUEUES
+
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(QUEUES))
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"queues are {', '.join(QUEUES)}; got {value!r}")
+    return ",".join(names)
 
 
 def _positive(value: str) -> int:
@@ -164,6 +208,73 @@ def run_server(app: str, *, host: str, port: int, workers: int, access_log: bool
     from gateway.server import run_server as serve
 
     return serve(app, host=host, port=port, workers=workers, access_log=access_log)
+
+
+# --- worker and beat ---------------------------------------------------------
+
+_NO_BROKER = """\
+portico {command}: no broker is configured, so there is nothing for it to do.
+
+Without a broker ({why}), background jobs run inside each
+`portico serve` process, and so does their schedule: no worker or beat is needed.
+
+To run them in workers instead, give every Portico process (servers, workers and beat) a broker:
+    export PORTICO_CELERY_BROKER_URL=redis://127.0.0.1:6379/0    # or just REDIS_URL; RabbitMQ: amqp://...
+then start `portico worker` (as many as needed) and one `portico beat`. See docs/background-jobs.md.
+"""
+
+
+def _no_broker(command: str) -> int:
+    from django.conf import settings
+
+    if settings.REDIS_URL:
+        why = "PORTICO_CELERY_BROKER_URL=embedded"
+    else:
+        why = "neither PORTICO_CELERY_BROKER_URL nor REDIS_URL is set"
+    sys.stderr.write(_NO_BROKER.format(command=command, why=why))
+    return 2
+
+
+def _worker(args: argparse.Namespace) -> int:
+    # Read by the settings, so set before Django loads them: a worker process runs one job at a time and
+    # needs few connections (the README's sizing counts them).
+    os.environ["PORTICO_DB_POOL_SIZE"] = str(args.db_pool_size)
+    _setup_django()
+    from gateway.celery import broker_configured
+
+    if not broker_configured():
+        return _no_broker("worker")
+    options = ["--concurrency", str(args.concurrency), "--queues", args.queues, "--loglevel", args.loglevel]
+    options += ["--max-tasks-per-child", str(args.max_tasks_per_child), "--optimization", "fair"]
+    # Mingle and gossip keep workers in step on revoked jobs and results, which Portico does not use; without
+    # them a worker starts a second faster and keeps quiet on the broker.
+    options += ["--without-mingle", "--without-gossip"]
+    return _celery("worker", options + args.celery_options)
+
+
+def _beat(args: argparse.Namespace) -> int:
+    _setup_django()
+    from django.conf import settings
+
+    from gateway.celery import broker_configured
+
+    if not broker_configured():
+        return _no_broker("beat")
+    schedule = Path(args.schedule or settings.CELERY_BEAT_SCHEDULE_FILENAME)
+    schedule.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return _celery("beat", ["--schedule", str(schedule), "--loglevel", args.loglevel, *args.celery_options])
+
+
+def _celery(command: str, options: list[str]) -> int:
+    import click
+
+    from gateway.celery import app
+
+    try:
+        return int(app.start([command, *options]) or 0)
+    except click.ClickException as exc:  # a bad option: said as `celery` says it, without a traceback
+        exc.show()
+        return exc.exit_code
 
 
 # --- quickstart --------------------------------------------------------------

@@ -51,6 +51,8 @@ INSTALLED_APPS = [
     "tenants",
     "providers",
     "billing",
+    "batches",
+    "queueing",
     "rest_framework",
     "drf_spectacular",
 ]
@@ -240,6 +242,54 @@ if 0 < PORTICO_BREAKER_LATENCY_MULTIPLE <= 1:
         f"PORTICO_BREAKER_LATENCY_MULTIPLE must be 0 (off) or above 1, got {PORTICO_BREAKER_LATENCY_MULTIPLE}"
     )
 
+# --- Model-list sources, discovery and health checks (providers/model_lists/, discovery.py, probes.py) --------
+# A JSON array of models to serve (docs/model-lists.md): the source named "env" follows these settings, and is
+# refreshed when a worker starts. Handles are relative to PORTICO_MODEL_LIST_BASE_URL (default: the list's
+# origin); the credential (or PORTICO_MODEL_LIST_CREDENTIAL_FILE) goes to the list and to its providers.
+PORTICO_MODEL_LIST_URL = env_str("PORTICO_MODEL_LIST_URL")
+PORTICO_MODEL_LIST_BASE_URL = env_str("PORTICO_MODEL_LIST_BASE_URL")
+PORTICO_MODEL_LIST_CREDENTIAL = env_str("PORTICO_MODEL_LIST_CREDENTIAL")
+PORTICO_MODEL_LIST_REFRESH_SECONDS = env_int("PORTICO_MODEL_LIST_REFRESH_SECONDS", 300, minimum=10)
+# Every read of a list is bounded: seconds in all, and bytes of answer.
+PORTICO_MODEL_LIST_TIMEOUT = env_float("PORTICO_MODEL_LIST_TIMEOUT", 10.0, minimum=0.1)
+PORTICO_MODEL_LIST_MAX_BYTES = env_int("PORTICO_MODEL_LIST_MAX_BYTES", 5 * 1024 * 1024, minimum=1024)
+# Refreshes kept in each source's history.
+PORTICO_MODEL_LIST_HISTORY = env_int("PORTICO_MODEL_LIST_HISTORY", 100, minimum=1)
+# Seconds a health check or a discovery waits for a provider's model list (less if the provider's own are less).
+PORTICO_HEALTH_PROBE_TIMEOUT = env_float("PORTICO_HEALTH_PROBE_TIMEOUT", 5.0, minimum=0.1)
+# Health checks kept per deployment.
+PORTICO_HEALTH_PROBE_HISTORY = env_int("PORTICO_HEALTH_PROBE_HISTORY", 20, minimum=1)
+# Failed health checks in a row that open a deployment's breaker at once (each failure also counts as one).
+PORTICO_HEALTH_PROBE_FAILURES_TO_OPEN = env_int("PORTICO_HEALTH_PROBE_FAILURES_TO_OPEN", 2, minimum=1)
+# providers sits below gateway and may not import it: the health check task hands its outcomes to this callable.
+PORTICO_HEALTH_PROBE_SINK = "gateway.health_probes.breakers_feed"
+
+# --- Files and the Batch API (batches/, gateway/batch_runner.py, docs/batches.md) -----------------------------
+# Where uploaded files and batch results are kept, a directory per tenant.
+PORTICO_FILES_DIR = env_str("PORTICO_FILES_DIR", str(DATA_DIR / "files"))
+# The largest file a tenant may upload (413 past it); OpenAI's Batch API takes input files of up to 200 MB.
+PORTICO_FILES_MAX_BYTES = env_int("PORTICO_FILES_MAX_BYTES", 200 * 1024 * 1024, minimum=1)
+# Days a batch's input and output files are kept unless the upload says otherwise (0: until deleted).
+PORTICO_FILES_EXPIRE_DAYS = env_int("PORTICO_FILES_EXPIRE_DAYS", 30, minimum=0)
+# Requests one batch may hold (OpenAI's limit).
+PORTICO_BATCH_MAX_LINES = env_int("PORTICO_BATCH_MAX_LINES", 50_000, minimum=1)
+# Lines of one batch in flight at once, and the seconds one task runs them before handing over to the next.
+PORTICO_BATCH_CONCURRENCY = env_int("PORTICO_BATCH_CONCURRENCY", 8, minimum=1)
+PORTICO_BATCH_CHUNK_SECONDS = env_float("PORTICO_BATCH_CHUNK_SECONDS", 20.0, minimum=0.1)
+# Seconds one line may take, every attempt included, before it fails as timed out.
+PORTICO_BATCH_LINE_TIMEOUT = env_float("PORTICO_BATCH_LINE_TIMEOUT", 120.0, minimum=0.1)
+# A runner holds its batch this long past its last renewal: a worker that died is replaced after it.
+PORTICO_BATCH_LEASE_SECONDS = env_float("PORTICO_BATCH_LEASE_SECONDS", 60.0, minimum=0.5)
+# The longest wait before lines refused by the tenant's limits are tried again (the limiter's Retry-After,
+# doubled while refusals go on).
+PORTICO_BATCH_RETRY_MAX_SECONDS = env_float("PORTICO_BATCH_RETRY_MAX_SECONDS", 60.0, minimum=0.1)
+
+# --- Overflow queueing: asynchronous jobs (gateway/queueing/, queueing/, docs/queueing.md) ------------------
+# Seconds one run of a queued job waits in line before handing the job back to the workers, and seconds its claim
+# holds unrenewed (a run renews it every third of that; a job whose worker died is taken again once it runs out).
+PORTICO_QUEUE_JOB_SLICE = env_float("PORTICO_QUEUE_JOB_SLICE", 10.0, minimum=0.1)
+PORTICO_QUEUE_JOB_LEASE = env_float("PORTICO_QUEUE_JOB_LEASE", 30.0, minimum=1.0)
+
 # --- Management API (/api/) ------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.ManagementTokenAuthentication"],
@@ -278,15 +328,80 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
 }
 
-# --- Celery ----------------------------------------------------------------
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL or "memory://")
+# --- Background jobs: Celery (gateway/celery.py, gateway/background.py, docs/background-jobs.md) ---------------
+# The broker that carries jobs to `portico worker`: PORTICO_CELERY_BROKER_URL, else REDIS_URL. Without either, or
+# with the value `embedded`, there is none: jobs run on a few threads of each server process, which also keeps the
+# schedule (the embedded default).
+PORTICO_CELERY_BROKER_URL = env_str("PORTICO_CELERY_BROKER_URL", REDIS_URL)
+if PORTICO_CELERY_BROKER_URL == "embedded":
+    PORTICO_CELERY_BROKER_URL = ""
+# Celery itself needs some broker; memory:// is never used, gateway.celery runs jobs in-process instead.
+CELERY_BROKER_URL = PORTICO_CELERY_BROKER_URL or "memory://"
+# Jobs report through the database and logs, never through results: nothing piles up in Redis.
 CELERY_RESULT_BACKEND = None
-# Without a broker, tasks run in the calling process (the embedded default).
-CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", CELERY_BROKER_URL == "memory://")
+CELERY_TASK_IGNORE_RESULT = True
+# A job is acknowledged once it has run, so a worker that dies mid-job leaves it to another one: jobs must be
+# idempotent. Each worker process reserves one job at a time, so a long job holds back no other.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 60, minimum=1)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 90, minimum=1)
-CELERY_TASK_ACKS_LATE = True
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "default"
+# Task modules besides each app's `tasks` (which workers find themselves).
+CELERY_IMPORTS = ["gateway.tasks_queue"]
+# Queues by task name (the first pattern that matches; others go to `default`); a caller may name another. A
+# worker takes from its queues in the order it lists them: `portico worker` lists interactive, default, batch.
+CELERY_TASK_ROUTES = {
+    "gateway.tasks.batch_*": {"queue": "batch"},
+    "gateway.tasks.batches_run_*": {"queue": "batch"},
+}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_TIMEOUT = 3
+# Handing a job to a broker that does not answer gives up after about a second, logged, rather than waiting.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.3, "interval_max": 0.5}
+# With Redis, a job a worker took but never acknowledged (the worker died) goes back to the queue after this
+# many seconds. It must exceed the longest job plus its countdown, or a job still running is handed out twice.
+PORTICO_CELERY_VISIBILITY_TIMEOUT = env_int("PORTICO_CELERY_VISIBILITY_TIMEOUT", 1800, minimum=1)
+_REDIS_BROKER = PORTICO_CELERY_BROKER_URL.startswith(("redis://", "rediss://", "unix://", "sentinel://"))
+if _REDIS_BROKER and PORTICO_CELERY_VISIBILITY_TIMEOUT <= CELERY_TASK_TIME_LIMIT:
+    raise ImproperlyConfigured(
+        f"PORTICO_CELERY_VISIBILITY_TIMEOUT ({PORTICO_CELERY_VISIBILITY_TIMEOUT}) must exceed CELERY_TASK_TIME_LIMIT "
+        f"({CELERY_TASK_TIME_LIMIT}): a job still running would be handed to a second worker"
+    )
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = (
+    {
+        "visibility_timeout": PORTICO_CELERY_VISIBILITY_TIMEOUT,
+        # How often a worker looks for jobs whose visibility timeout has passed.
+        "unacked_restore_interval": max(1, min(10, PORTICO_CELERY_VISIBILITY_TIMEOUT // 4)),
+        "unacked_restore_throttle": 1,
+        # Queues in the order a worker lists them: interactive before default before batch.
+        "queue_order_strategy": "priority",
+        "global_keyprefix": f"{PORTICO_REDIS_PREFIX}:celery:",
+        "socket_connect_timeout": 2,
+        "socket_timeout": 10,
+    }
+    if _REDIS_BROKER
+    else {}
+)
+# Builds beat's schedule from the settings below, leaving out jobs whose task does not exist.
+CELERY_BEAT_SCHEDULER = "gateway.schedule:Scheduler"
+# Beat's last-run times, in the data directory rather than wherever it was started.
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+# No result backend, so no daily clean-up of results for beat to schedule.
+CELERY_RESULT_EXPIRES = None
+# The threads of each process that run jobs (without a broker) or hand them to the broker, and the most jobs
+# waiting for them.
+PORTICO_BACKGROUND_THREADS = env_int("PORTICO_BACKGROUND_THREADS", 2, minimum=1)
+PORTICO_BACKGROUND_QUEUE_LIMIT = env_int("PORTICO_BACKGROUND_QUEUE_LIMIT", 10_000, minimum=1)
+# Each server process keeps the schedule itself (one process per data directory at a time); only without a
+# broker, where `portico beat` has no one to send to.
+PORTICO_INPROCESS_SCHEDULER = env_bool("PORTICO_INPROCESS_SCHEDULER", not PORTICO_CELERY_BROKER_URL)
+# Seconds between runs of each periodic job (gateway/schedule.py); 0 turns the job off.
+PORTICO_MODEL_LIST_CHECK_INTERVAL = env_float("PORTICO_MODEL_LIST_CHECK_INTERVAL", 60.0, minimum=0.0)
+PORTICO_DISCOVERY_INTERVAL = env_float("PORTICO_DISCOVERY_INTERVAL", 3600.0, minimum=0.0)
+PORTICO_HEALTH_CHECK_INTERVAL = env_float("PORTICO_HEALTH_CHECK_INTERVAL", 60.0, minimum=0.0)
+PORTICO_BATCH_SWEEP_INTERVAL = env_float("PORTICO_BATCH_SWEEP_INTERVAL", 30.0, minimum=0.0)
 
 LOGGING = {
     "version": 1,

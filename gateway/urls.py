@@ -3,6 +3,7 @@ from django.urls import include, path
 
 from gateway.api import api
 from gateway.error_views import invalid_url
+from gateway.health_status import health_status
 
 urlpatterns = [
     # `/v1` without its slash is an unknown URL to OpenAI too: answered so, not redirected to /v1/.
@@ -10,6 +11,8 @@ urlpatterns = [
     path("v1/", api.urls),
     path("api/", include("gateway.management_urls")),
     path("admin/", admin.site.urls),
+    path("health", health_status, name="health-status"),
+    path("health/", include("gateway.health")),
 ]
 
 handler400 = "gateway.error_views.bad_request"

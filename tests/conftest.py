@@ -37,6 +37,7 @@ from providers.models import ModelRoute, Provider, PublicModel
 from providers.tests.factories import make_provider, make_route
 from tenants.models import ApiKey, Tenant
 from tenants.tests.factories import IssuedKey, make_key, make_tenant
+from tests.celery_processes import celery_env, start_beat, start_worker  # noqa: F401 - fixtures for every test
 from tests.fakes.fleet import FakeFleet
 from tests.fakes.openai_upstream import FakeUpstream
 from tests.servers import MAX_BODY_BYTES, PorticoServer, Settle, configured_database_name, database_url_for

@@ -10,6 +10,8 @@ import os
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/portico")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
 os.environ.setdefault("SECRET_KEY", "portico-test-secret-key-not-for-production")
+# No process of the suite keeps the embedded schedule (periodic jobs on its own threads) unless a test asks it to.
+os.environ.setdefault("PORTICO_INPROCESS_SCHEDULER", "false")
 os.environ.setdefault("PORTICO_DATA_DIR", os.path.join(os.path.dirname(os.path.dirname(__file__)), ".portico-test"))
 os.environ["PORTICO_REDIS_PREFIX"] = f"portico-test-{os.getpid()}-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
 # The ledger spool of this process and of the servers it starts: one directory per run and worker, so no other
