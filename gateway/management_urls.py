@@ -12,12 +12,13 @@ from rest_framework.request import Request
 from rest_framework.routers import DefaultRouter
 
 from billing.apis import BudgetAlertViewSet, BudgetViewSet, RateLimitViewSet, UsageViewSet
-from providers.apis import ProviderViewSet
+from providers.apis import ModelListSourceViewSet, ProviderViewSet
 from tenants.apis import ApiKeyViewSet, IsOperatorOrTenantAdmin, ModelViewSet, TenantViewSet
 from tenants.authentication import ManagementTokenAuthentication
 
 router = DefaultRouter()
 router.register("providers", ProviderViewSet, basename="provider")
+router.register("model-list-sources", ModelListSourceViewSet, basename="modellistsource")
 router.register("models", ModelViewSet, basename="publicmodel")
 router.register("tenants", TenantViewSet, basename="tenant")
 router.register("keys", ApiKeyViewSet, basename="apikey")

@@ -1,6 +1,6 @@
 """The management API for providers and public models (DRF).
 
-Providers are for operators (staff) only. Public models are for operators to
+Providers and model-list sources are for operators (staff) only. Public models are for operators to
 change; `tenants.apis` widens their reading to tenant admins, who see only the
 models their tenants may use and nothing of who serves them. Writes go to
 `providers.services`.
@@ -14,10 +14,24 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import ProtectedError, QuerySet
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, viewsets
+from rest_framework.decorators import action
 from rest_framework.permissions import IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
 
-from providers.models import Provider, PublicModel
-from providers.serializers import ProviderSerializer, PublicModelSerializer, PublicModelSummarySerializer
+from providers.model_lists.services import (
+    model_list_source_create,
+    model_list_source_refresh,
+    model_list_source_update,
+)
+from providers.models import ModelListSource, Provider, PublicModel
+from providers.serializers import (
+    ModelListRefreshSerializer,
+    ModelListSourceSerializer,
+    ProviderSerializer,
+    PublicModelSerializer,
+    PublicModelSummarySerializer,
+)
 from providers.services import (
     provider_create,
     provider_update,
@@ -119,3 +133,56 @@ class PublicModelViewSet(viewsets.ModelViewSet):
         except DjangoValidationError as exc:
             raise _as_drf(exc) from None
         serializer.instance = self.get_queryset().get(pk=serializer.instance.pk)  # with its new deployments
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List model-list sources"),
+    create=extend_schema(summary="Add a model-list source"),
+    retrieve=extend_schema(summary="Show a model-list source"),
+    update=extend_schema(summary="Replace a model-list source's settings"),
+    partial_update=extend_schema(summary="Change a model-list source's settings"),
+    destroy=extend_schema(summary="Delete a model-list source; the models it made stay, unmanaged"),
+)
+class ModelListSourceViewSet(viewsets.ModelViewSet):
+    """JSON lists of models applied to the registry on a schedule (docs/model-lists.md). The credential is
+    write-only: only whether it is set comes back."""
+
+    queryset = ModelListSource.objects.order_by("name", "pk")
+    serializer_class = ModelListSourceSerializer
+    permission_classes = [IsAdminUser]
+
+    def perform_create(self, serializer: serializers.Serializer) -> None:
+        data = dict(serializer.validated_data)
+        try:
+            serializer.instance = model_list_source_create(credential=data.pop("credential", ""), **data)
+        except DjangoValidationError as exc:
+            raise _as_drf(exc) from None
+
+    def perform_update(self, serializer: serializers.Serializer) -> None:
+        data = dict(serializer.validated_data)
+        credential = data.pop("credential", None)
+        try:
+            serializer.instance = model_list_source_update(
+                source=serializer.instance, fields=data, credential=credential
+            )
+        except DjangoValidationError as exc:
+            raise _as_drf(exc) from None
+
+    @extend_schema(
+        summary="Read the list now and apply it",
+        request=None,
+        responses=ModelListRefreshSerializer,
+        description="Answers the refresh as recorded: `status` ok, partial (some entries not applied: "
+        "`entry_errors`) or failed (the list could not be read: `error`; nothing changed), and the `diff`.",
+    )
+    @action(detail=True, methods=["post"])
+    def refresh(self, request: Request, pk: str | None = None) -> Response:
+        refresh = model_list_source_refresh(source=self.get_object())
+        return Response(ModelListRefreshSerializer(refresh).data)
+
+    @extend_schema(summary="The source's refreshes, newest first", responses=ModelListRefreshSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def refreshes(self, request: Request, pk: str | None = None) -> Response:
+        rows = self.get_object().refreshes.order_by("-started_at", "-id")
+        page = self.paginate_queryset(rows)
+        return self.get_paginated_response(ModelListRefreshSerializer(page, many=True).data)

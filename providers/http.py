@@ -1,5 +1,6 @@
 """Outbound HTTP: this module and providers/transport.py are the only ones that open connections
-(ruff's banned-api enforces it).
+(ruff's banned-api enforces it). Besides the upstreams of the hot path, `fetch_document` reads one
+document synchronously, bounded in size and time, for background work (model-list sources).
 
 Each provider gets one pooled, keep-alive `Upstream`, shared by every request
 of this process, with the provider's connect, read and total timeouts:
@@ -20,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import httpx
@@ -179,10 +181,13 @@ class ProbeResult:
     ok: bool
     summary: str
     model_ids: tuple[str, ...] = ()
+    # Portico's own name for a failure ("timeout", "unreachable", "http_503", "not_a_model_list"), never the
+    # upstream's text: what health checks hand the breakers.
+    reason: str = ""
 
 
 async def probe_models(provider: ProviderInfo) -> ProbeResult:
-    """Call the provider's models endpoint once, for the admin's "test connection"."""
+    """Call the provider's models endpoint once: the admin's "test connection", discovery and health checks."""
     request = provider.adapter.models_request(provider)
     upstream = open_upstream(provider)
     try:
@@ -193,17 +198,55 @@ async def probe_models(provider: ProviderInfo) -> ProbeResult:
             await response.aclose()
     except httpx.TimeoutException:
         return ProbeResult(
-            False, f"timed out after {provider.connect_timeout:g}s connect / {provider.read_timeout:g}s read"
+            False,
+            f"timed out after {provider.connect_timeout:g}s connect / {provider.read_timeout:g}s read",
+            reason="timeout",
         )
     except httpx.TransportError as exc:
-        return ProbeResult(False, f"could not reach {request.url}: {exc.__class__.__name__}")
+        return ProbeResult(False, f"could not reach {request.url}: {exc.__class__.__name__}", reason="unreachable")
     finally:
         await upstream.aclose()
     if response.status_code >= 400:
         failure = provider.adapter.failure(response.status_code, payload, response.headers, redactor=provider.redactor)
-        return ProbeResult(False, f"HTTP {response.status_code}: {failure.message}")
+        return ProbeResult(
+            False, f"HTTP {response.status_code}: {failure.message}", reason=f"http_{response.status_code}"
+        )
     try:
         ids = tuple(provider.adapter.model_ids(payload))
     except ValueError:
-        return ProbeResult(False, "the models endpoint answered with something that is not a model list")
+        return ProbeResult(
+            False, "the models endpoint answered with something that is not a model list", reason="not_a_model_list"
+        )
     return ProbeResult(True, f"OK: {len(ids)} model(s)", ids)
+
+
+class DocumentTooLarge(Exception):
+    """A fetched document is past its size bound; nothing of it is kept."""
+
+
+@dataclass(frozen=True)
+class Document:
+    status_code: int
+    content: bytes = field(repr=False)
+
+
+def fetch_document(url: str, *, headers: Mapping[str, str], timeout: float, max_bytes: int) -> Document:
+    """GET one document, synchronously (a task, an admin action), held to `timeout` seconds in all and
+    `max_bytes` of body. No redirects are followed and no proxy is taken from the environment, as for
+    upstream calls. Raises httpx.TimeoutException, httpx.TransportError or DocumentTooLarge."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+        with client.stream("GET", url, headers=dict(headers)) as response:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > max_bytes:
+                raise DocumentTooLarge(f"the answer is over the bound of {max_bytes} bytes (it declares {declared})")
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise DocumentTooLarge(f"the answer is over the bound of {max_bytes} bytes")
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout(f"the answer took over {timeout:g} s")
+                chunks.append(chunk)
+    return Document(response.status_code, b"".join(chunks))

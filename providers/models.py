@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
 
 from providers.adapters import kind_choices
+from providers.model_lists.handles import default_handle_kinds, validate_handle_kinds
 from providers.options import ENSEMBLES, RETRY_CLASSES, STRATEGIES, default_retry_on
 
 # RFC 9110's token: what a header name may be made of.
@@ -190,3 +193,168 @@ class ModelRoute(models.Model):
     def name(self) -> str:
         """How headers, logs and the ledger name a deployment (RouteInfo.name)."""
         return f"{self.provider.name}/{self.upstream_model}"
+
+
+# --- Model-list sources (providers/model_lists/) ----------------------------------------------------------------
+
+
+class RefreshStatus(models.TextChoices):
+    OK = "ok", "ok"
+    PARTIAL = "partial", "partly applied"  # some entries were refused or in conflict; the others applied
+    FAILED = "failed", "failed"  # the list could not be read: nothing changed
+
+
+class ModelListSource(models.Model):
+    """A JSON list of models published elsewhere, applied to the registry every `refresh_interval` seconds."""
+
+    name = models.CharField(max_length=100, unique=True)
+    url = models.URLField(max_length=500, help_text="Where the JSON array of models is read.")
+    base_url = models.URLField(
+        max_length=500, blank=True, help_text="Handles are relative to this; blank for the origin of the list's URL."
+    )
+    # Fernet token (providers/credentials.py); sent to the list and to every provider the source makes.
+    credential_encrypted = models.TextField(blank=True, editable=False)
+    refresh_interval = models.PositiveIntegerField(
+        default=300, validators=[MinValueValidator(10)], help_text="Seconds between two reads of the list."
+    )
+    enabled = models.BooleanField(default=True)
+    handle_kinds = models.JSONField(
+        default=default_handle_kinds,
+        validators=[validate_handle_kinds],
+        help_text='Which kind of provider serves a handle, first match wins: [{"prefix": "/openai/", "kind": '
+        '"openai"}, {"suffix": "/v1/messages", "kind": "anthropic"}, ...].',
+    )
+    last_refreshed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_status = models.CharField(max_length=10, choices=RefreshStatus.choices, blank=True, editable=False)
+    last_error = models.TextField(blank=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "model-list source"
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def has_credential(self) -> bool:
+        return bool(self.credential_encrypted)
+
+    @property
+    def handle_base_url(self) -> str:
+        """What handles are joined onto: the base URL, or the list URL's origin."""
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+
+class ModelListRefresh(models.Model):
+    """One read of a source: what changed, and what could not be applied."""
+
+    source = models.ForeignKey(ModelListSource, on_delete=models.CASCADE, related_name="refreshes")
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=RefreshStatus.choices)
+    error = models.TextField(blank=True, help_text="Why the list could not be read.")
+    # [{"entry": 3, "model": "x", "error": "..."}]: refused entries, and models in conflict with hand-made ones.
+    entry_errors = models.JSONField(default=list, blank=True)
+    # {"added": [...], "changed": [...], "disabled": [...], "reenabled": [...]}: model ids, as the list names them.
+    diff = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [models.Index(fields=["source", "-started_at"], name="model_list_refresh_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.source} at {self.started_at:%Y-%m-%d %H:%M:%S}: {self.status}"
+
+
+class ModelListProvider(models.Model):
+    """A provider a source made for one base path and kind, found again by them at every refresh."""
+
+    source = models.ForeignKey(ModelListSource, on_delete=models.CASCADE, related_name="providers")
+    provider = models.OneToOneField(Provider, on_delete=models.CASCADE, related_name="list_source")
+    base_path = models.CharField(max_length=500, help_text="The provider's path under the source's base URL.")
+    kind = models.CharField(max_length=32)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["source", "base_path", "kind"], name="one_list_provider_per_base_and_kind")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.kind} at {self.base_path}"
+
+
+class ModelListEntry(models.Model):
+    """A model a source lists, or listed: the rows it manages, and what the list last said of it.
+
+    Only rows named here are ever changed by a refresh; the public model's other settings (capabilities,
+    routing, deployments an operator added) are left as the operator set them.
+    """
+
+    source = models.ForeignKey(ModelListSource, on_delete=models.CASCADE, related_name="entries")
+    # The list's id for it, kept apart from the public model's id, which an operator may change.
+    model_version = models.CharField(max_length=200)
+    model = models.OneToOneField(PublicModel, on_delete=models.CASCADE, related_name="list_entry")
+    deployment = models.OneToOneField(
+        ModelRoute, null=True, blank=True, on_delete=models.SET_NULL, related_name="list_entry"
+    )
+    handle = models.CharField(max_length=500)
+    model_family = models.CharField(max_length=100, blank=True)
+    # The list's prices as last applied: a new price row is added only when the list's own price changes.
+    input_per_million = models.DecimalField(max_digits=12, decimal_places=6)
+    output_per_million = models.DecimalField(max_digits=12, decimal_places=6)
+    listed = models.BooleanField(default=True, help_text="Off once the list stopped naming it: its model is disabled.")
+    first_listed_at = models.DateTimeField(default=timezone.now)
+    last_listed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "model-list entry"
+        verbose_name_plural = "model-list entries"
+        constraints = [
+            models.UniqueConstraint(fields=["source", "model_version"], name="one_list_entry_per_model_version")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.model}"
+
+
+# --- Discovery and health (providers/discovery.py, providers/probes.py) ----------------------------------------
+
+
+class DiscoveredModel(models.Model):
+    """A model a provider's own model list names. Routes nothing by itself: an operator routes it."""
+
+    provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="discovered_models")
+    upstream_id = models.CharField(max_length=200)
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    gone = models.BooleanField(default=False, help_text="The provider no longer lists it.")
+
+    class Meta:
+        ordering = ["provider__name", "upstream_id"]
+        constraints = [models.UniqueConstraint(fields=["provider", "upstream_id"], name="one_discovery_per_model")]
+
+    def __str__(self) -> str:
+        return f"{self.provider}/{self.upstream_id}"
+
+
+class DeploymentProbe(models.Model):
+    """One active health check of a deployment; the newest few are kept per deployment."""
+
+    deployment = models.ForeignKey(ModelRoute, on_delete=models.CASCADE, related_name="probes")
+    probed_at = models.DateTimeField(default=timezone.now)
+    ok = models.BooleanField()
+    latency_ms = models.PositiveIntegerField()
+    reason = models.CharField(max_length=60, blank=True, help_text="Portico's name for the failure.")
+    detail = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-probed_at", "-id"]
+        indexes = [models.Index(fields=["deployment", "-probed_at"], name="deployment_probe_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.deployment_id} at {self.probed_at:%Y-%m-%d %H:%M:%S}: {'ok' if self.ok else self.reason}"

@@ -2,7 +2,8 @@
 
 A provider's credential and extra headers are write-only, as in the admin:
 they go in, encrypted, and only `has_credential` and the header names come
-back. A public model's deployments are nested and written as one set.
+back; so is a model-list source's credential. A public model's deployments
+are nested and written as one set.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from rest_framework import serializers
 from providers.adapters import adapter_for
 from providers.credentials import CredentialUnreadable, decrypt_headers
 from providers.facade import CAPABILITIES
-from providers.models import HEADER_NAME, ModelRoute, Provider, PublicModel
+from providers.model_lists.handles import validate_handle_kinds
+from providers.models import HEADER_NAME, ModelListRefresh, ModelListSource, ModelRoute, Provider, PublicModel
 from providers.options import RETRY_CLASSES
 
 # Seconds; a day is far beyond any sensible wait, and keeps timers away from float overflow.
@@ -191,3 +193,62 @@ class PublicModelSerializer(serializers.ModelSerializer):
         if strangers:
             raise serializers.ValidationError(f"Not deployments of this model: {', '.join(map(str, strangers))}.")
         return deployments
+
+
+class ModelListSourceSerializer(serializers.ModelSerializer):
+    credential = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        max_length=8192,
+        help_text="Sent to the list and to every provider the source makes; stored encrypted, never shown. "
+        "Empty removes it; left out keeps it.",
+    )
+    has_credential = serializers.BooleanField(read_only=True)
+    handle_kinds = serializers.JSONField(
+        required=False,
+        help_text='Which kind of provider serves a handle, first match wins: [{"prefix": "/openai/", '
+        '"kind": "openai"}, {"suffix": "/v1/messages", "kind": "anthropic"}]. Left out: the defaults.',
+    )
+    refresh_interval = serializers.IntegerField(
+        required=False, min_value=10, max_value=31_536_000, help_text="Seconds between two reads of the list."
+    )
+    # A string, not the refresh's status enum again: it is also "" before the first refresh.
+    last_status = serializers.CharField(
+        read_only=True, help_text="The last refresh's status: ok, partial or failed; empty before the first."
+    )
+
+    class Meta:
+        model = ModelListSource
+        fields = [
+            "id",
+            "name",
+            "url",
+            "base_url",
+            "credential",
+            "has_credential",
+            "refresh_interval",
+            "enabled",
+            "handle_kinds",
+            "last_refreshed_at",
+            "last_status",
+            "last_error",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["last_refreshed_at", "last_status", "last_error", "created_at", "updated_at"]
+
+    def validate_handle_kinds(self, rules: Any) -> Any:
+        try:
+            validate_handle_kinds(rules)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
+        return rules
+
+
+class ModelListRefreshSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ModelListRefresh
+        fields = ["id", "source", "started_at", "finished_at", "status", "error", "entry_errors", "diff"]
+        read_only_fields = fields

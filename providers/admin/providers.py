@@ -21,6 +21,7 @@ from django.views.decorators.http import require_POST
 
 from providers.adapters import adapter_for
 from providers.credentials import CredentialUnreadable, decrypt_headers
+from providers.discovery import discovery_run
 from providers.facade import CAPABILITIES
 from providers.http import ProbeResult
 from providers.models import HEADER_NAME, ModelRoute, Provider, PublicModel
@@ -34,6 +35,11 @@ if TYPE_CHECKING:
 
 # More model ids than this are summarised, so one message stays readable.
 _LISTED_MODELS = 20
+
+
+def listed_ids(ids: list[str] | tuple[str, ...]) -> str:
+    shown = ", ".join(ids[:_LISTED_MODELS])
+    return shown + (f" and {len(ids) - _LISTED_MODELS} more" if len(ids) > _LISTED_MODELS else "")
 
 
 class WriteOnlyTextarea(forms.Textarea):
@@ -151,7 +157,7 @@ class ProviderAdmin(admin.ModelAdmin):
     list_filter = ["kind", "active"]
     search_fields = ["name", "base_url"]
     readonly_fields = ["created_at", "updated_at"]
-    actions = ["test_connection"]
+    actions = ["test_connection", "discover_models"]
 
     def get_fieldsets(self, request: HttpRequest, obj: Provider | None = None) -> _FieldsetSpec:
         credential = ["credential", "clear_credential"] if obj is not None and obj.has_credential else ["credential"]
@@ -198,6 +204,19 @@ class ProviderAdmin(admin.ModelAdmin):
     def test_connection(self, request: HttpRequest, queryset: QuerySet[Provider]) -> None:
         for provider in queryset:
             _report_probe(request, provider)
+
+    @admin.action(description="Discover models now (reads the provider's model list)", permissions=["change"])
+    def discover_models(self, request: HttpRequest, queryset: QuerySet[Provider]) -> None:
+        outcomes = discovery_run(provider_ids=list(queryset.values_list("pk", flat=True)))
+        if not outcomes:
+            messages.info(request, "None of them is of a kind Portico discovers (OpenAI, Anthropic, Ollama).")
+        for outcome in outcomes:
+            if not outcome.ok:
+                messages.error(request, f"{outcome.provider}: discovery failed, {outcome.summary}")
+                continue
+            news = f"new: {listed_ids(outcome.new)}" if outcome.new else "nothing new"
+            gone = f"; gone: {listed_ids(outcome.gone)}" if outcome.gone else ""
+            messages.success(request, f"{outcome.provider}: {outcome.summary}, {news}{gone}")
 
     def get_urls(self) -> list[URLPattern]:
         test = path(
