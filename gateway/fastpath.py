@@ -43,7 +43,7 @@ class ClientGone(Exception):
 
 
 # URL names of views that read their (multipart, possibly large) body themselves, as a stream.
-STREAMED_UPLOADS = frozenset({"audio-transcriptions"})
+STREAMED_UPLOADS = frozenset({"audio-transcriptions", "files"})
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:

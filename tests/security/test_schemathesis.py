@@ -123,7 +123,8 @@ def v1_document() -> dict[str, Any]:
                     parameter["schema"] = _often(parameter["schema"], ECHO_MODEL, FULL_MODEL)
             for content in operation.get("requestBody", {}).get("content", {}).values():
                 properties = content["schema"]["properties"]
-                properties["model"] = _often(properties["model"], ECHO_MODEL, FULL_MODEL)
+                if "model" in properties:  # files and batches name no model
+                    properties["model"] = _often(properties["model"], ECHO_MODEL, FULL_MODEL)
     return raw
 
 
