@@ -311,6 +311,8 @@ class LedgerEntry:
     deployment: str = ""
     attempts: int = 1
     provider_cost: Decimal = Decimal(0)
+    batch_id: str | None = None  # the batch this call was a line of; None for a live request
+    queue_ms: int | None = None  # what the call waited for capacity (in line, or as a queued job); None: no wait
 
     def row(self) -> dict[str, Any]:
         """The spool's JSON object for this row."""
@@ -327,6 +329,7 @@ _PG_TYPES = {
     "float": "float8",
     "int": "bigint",
     "int | None": "bigint",
+    "str | None": "text",
     "bool": "boolean",
     "Decimal": "numeric",
 }

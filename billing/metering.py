@@ -31,13 +31,21 @@ from django.conf import settings
 from billing import limits, tokens
 from billing.facade import BillingSnapshot, BudgetInfo
 from billing.ledger import LedgerEntry, LedgerWriter, Spool
+from billing.limits import Ask, Limiter, LimiterFailed, LimiterUnavailable, Ticket, Window
 from billing.money import PriceInfo, Usage, cost_of, to_nano, usd
 from billing.periods import period_bounds
 from billing.tokens import preload_encodings
 
-# Usage, usd and preload_encodings are billing.money's and billing.tokens': the gateway may use billing only
-# through billing.facade and this module (pyproject.toml's import contracts), so they are handed out here too.
+# Usage, usd and preload_encodings are billing.money's and billing.tokens', and the limiter's values billing.limits'
+# (the routing loop's deployment caps): the gateway may use billing only through billing.facade and this module
+# (pyproject.toml's import contracts), so they are handed out here too.
 __all__ = [
+    "Ask",
+    "Limiter",
+    "LimiterFailed",
+    "LimiterUnavailable",
+    "Ticket",
+    "Window",
     "UNCAPPED_OUTPUT_RESERVE",
     "Admission",
     "Meter",
@@ -81,6 +89,7 @@ class MeterAsk:
     started_at: float  # epoch seconds
     max_output_tokens: int | None = None  # the model's own cap, when the request names none
     prompt_tokens: int | None = None  # the prompt estimate, if already counted
+    batch_id: str | None = None  # the batch the call is a line of; None for a live request
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +123,7 @@ class MeterResult:
     # Usage already inside `usage` that other deployments served (a broken stream's first part, an ensemble's
     # other answers), each priced at its own deployment's cost; the rest is the serving deployment's.
     earlier: tuple[tuple[int, Usage], ...] = ()
+    queue_ms: int | None = None  # what the call waited for capacity (in line, or as a queued job); None: no wait
 
 
 # What every owner without a limit or budget gets: one shared value, nothing built per request.
@@ -364,4 +374,6 @@ def _entry(result: MeterResult, usage: Usage, cost: Decimal, provider_cost: Deci
         error_type=result.error_type[:60],
         streamed=ask.streamed,
         client_disconnected=result.client_disconnected,
+        batch_id=ask.batch_id,
+        queue_ms=result.queue_ms,
     )

@@ -194,12 +194,20 @@ class UsageRecord(models.Model):
     error_type = models.CharField(max_length=60, blank=True)
     streamed = models.BooleanField(default=False)
     client_disconnected = models.BooleanField(default=False)
+    batch_id = models.CharField(
+        max_length=64, null=True, blank=True, help_text="The batch (batch_…) this call was a line of."
+    )
+    queue_ms = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Milliseconds the call waited in line or as a queued job; empty if it did not."
+    )
 
     class Meta:
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["tenant", "created_at"], name="usage_tenant_time"),
             models.Index(fields=["api_key", "created_at"], name="usage_key_time"),
+            # Partial: live requests (no batch) add nothing to it.
+            models.Index(fields=["batch_id"], name="usage_batch", condition=models.Q(batch_id__isnull=False)),
         ]
 
     def __str__(self) -> str:

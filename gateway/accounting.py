@@ -11,10 +11,14 @@ attempt) and settled once (`close`, with the usage of the answer that was
 relayed), and its ledger line names the deployment that served and the number
 of attempts. Every exit (answered, failed, streamed to the end, abandoned by its
 client) goes through the session; `close` makes the second and later calls no-ops.
+
+A call whose key has a queue policy, or a queued job's run, is admitted by
+gateway.queueing instead: it may wait its turn for capacity, or become a job.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Mapping
@@ -25,12 +29,18 @@ from billing import metering
 from billing.facade import BillingSnapshot
 from billing.metering import UNLIMITED, Admission, Meter, MeterAsk, MeterResult, Usage
 from gateway.errors import InternalError, LimitsUnavailable, PorticoError, QuotaExceeded, RateLimited
+from gateway.queueing.admission import Requeue
+from gateway.queueing.admission import admit as admit_in_turn
+from gateway.queueing.lines import lines as queue_lines
+from gateway.queueing.wish import QueueWish
 from providers.adapters.base import Operation
 from providers.facade import ModelInfo, RouteInfo
 from tenants.facade import KeyGrant
 
 # The process's limiter and ledger spool, started and stopped by gateway.asgi.
 accounts = Meter()
+# Refusals of a call's limits that a batch line waits out rather than fails on.
+BATCH_WAITS = (RateLimited, QuotaExceeded, LimitsUnavailable)
 
 
 class Call:
@@ -39,6 +49,7 @@ class Call:
     __slots__ = (
         "admission",
         "attempts",
+        "batch_id",
         "body",
         "client_request_id",
         "disconnected",
@@ -51,6 +62,9 @@ class Call:
         "operation",
         "outputs",
         "prompt_estimate",
+        "queue",
+        "queue_ms",
+        "queued_at",
         "request_id",
         "route",
         "routing",
@@ -97,6 +111,10 @@ class Call:
         self.finished = False
         # Usage inside `usage` that other deployments served, by deployment id (see MeterResult.earlier).
         self.earlier: tuple[tuple[int, Usage], ...] = ()
+        self.batch_id: str | None = None  # set by the batch runner: the batch this call is a line of
+        self.queue: QueueWish | None = None  # what the request asked of the queue, or a queued job's run
+        self.queued_at: float | None = None  # monotonic time it began to wait for capacity, if it did
+        self.queue_ms: int | None = None  # how long it waited, once admitted
 
     def fail(self, error: PorticoError) -> None:
         self.status = error.status
@@ -120,20 +138,28 @@ def _ask(call: Call) -> MeterAsk:
         started_at=call.started_at,
         max_output_tokens=route.max_output_tokens,
         prompt_tokens=call.prompt_estimate,
+        batch_id=call.batch_id,
     )
 
 
 async def admit(call: Call, billing: BillingSnapshot) -> Mapping[str, str]:
     """Reserve the request's share of its limits and budgets; the rate-limit headers, or a 429/503/500."""
+    admission = await admission_for(call, billing)
+    if admission.refused is not None:
+        raise refusal(admission)
+    return admission.headers
+
+
+async def admission_for(call: Call, billing: BillingSnapshot) -> Admission:
+    """One try at the call's limits and budgets: refused (nothing reserved), or admitted and the call's to settle."""
     if not billing.applies_to(call.grant.key_id, call.grant.tenant_id):
-        return UNLIMITED.headers  # most keys: no limiter, and no ask built
+        return UNLIMITED  # most keys: no limiter, and no ask built
     admission = await accounts.admit(_ask(call), billing)
     if admission.prompt_tokens is not None:
         call.prompt_estimate = admission.prompt_tokens
-    if admission.refused is not None:
-        raise refusal(admission)
-    call.admission = admission
-    return admission.headers
+    if admission.refused is None:
+        call.admission = admission
+    return admission
 
 
 def refusal(admission: Admission) -> PorticoError:
@@ -184,8 +210,17 @@ def finish(call: Call, billing: BillingSnapshot) -> Decimal:
         deployment=call.route.name if call.attempts else "",
         attempts=call.attempts,
         earlier=call.earlier,
+        queue_ms=_queue_ms(call),
     )
-    return accounts.finish(result, billing)
+    cost = accounts.finish(result, billing)
+    queue_lines.freed()  # its limits and deployment slot are being given back: the next waiter may take them
+    return cost
+
+
+def _queue_ms(call: Call) -> int | None:
+    if call.queue_ms is None and call.queued_at is not None:  # it left (or failed) while waiting
+        return int((time.monotonic() - call.queued_at) * 1000)
+    return call.queue_ms
 
 
 class CallSession:
@@ -199,11 +234,53 @@ class CallSession:
 
     async def admit(self) -> Mapping[str, str]:
         """Reserve the call's limits and budget, once for all its attempts; a refusal closes the session."""
+        call = self.call
         try:
-            return await admit(self.call, self.billing)
+            if call.queue is None and (call.batch_id is not None or call.grant.queue.mode == "off"):
+                return await admit(call, self.billing)
+            return await admit_in_turn(self)
+        except Requeue:
+            self.forgo()
+            raise
+        except BATCH_WAITS as exc:
+            if self.call.batch_id is None:
+                self.fail(exc)
+            else:
+                # Nothing was reserved or sent: the batch line waits and is tried again, and only its final
+                # outcome becomes a ledger row (gateway.batch_runner).
+                self.call.finished = True
+            raise
         except PorticoError as exc:
             self.fail(exc)
             raise
+        except asyncio.CancelledError:
+            if call.queued_at is not None:
+                self.abandon()  # its client left while it waited: what it held goes back, and its row says so
+            elif call.admission is not None:
+                self.forgo()  # admitted, and its client left before the call began: nothing to record
+            raise
+
+    # What gateway.queueing.admission needs of a session.
+
+    async def attempt(self) -> Admission:
+        return await admission_for(self.call, self.billing)
+
+    def refusal(self, admission: Admission) -> PorticoError:
+        return refusal(admission)
+
+    def give_back(self, admission: Admission) -> None:
+        if self.call.admission is admission:
+            self.call.admission = None
+        if admission.ticket is not None:
+            accounts.later(accounts.limiter.settle(admission.ticket, tokens=0, cost=0))
+
+    def forgo(self) -> None:
+        """End the call without a ledger row, giving back what it reserved: it became a job, or it is a job's run
+        that found no room (the job's last run writes its row)."""
+        admission, self.call.admission = self.call.admission, None
+        if admission is not None:
+            self.give_back(admission)
+        self.call.finished = True
 
     def fail(self, error: PorticoError) -> None:
         self.call.fail(error)

@@ -24,10 +24,14 @@ from gateway.errors import (
     PorticoError,
     error_response,
 )
+from gateway.queueing.deferral import Deferred
 from gateway.routers.audio import router as audio_router
+from gateway.routers.batches import router as batches_router
 from gateway.routers.embeddings import router as embeddings_router
+from gateway.routers.files import router as files_router
 from gateway.routers.generation import router as generation_router
 from gateway.routers.models import router as models_router
+from gateway.routers.queue import router as queue_router
 from gateway.routers.removed import router as removed_router
 
 logger = logging.getLogger(__name__)
@@ -64,6 +68,11 @@ def _portico_error(request: HttpRequest, exc: PorticoError) -> HttpResponse:
     return error_response(exc)
 
 
+@api.exception_handler(Deferred)
+def _deferred(request: HttpRequest, exc: Deferred) -> HttpResponse:
+    return exc.response()  # not an error: 202 Accepted, the request kept as a job (gateway.queueing.deferral)
+
+
 @api.exception_handler(HttpError)
 def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     return error_response(PorticoError(str(exc), status=exc.status_code, type="invalid_request_error"))
@@ -98,4 +107,7 @@ api.add_router("", models_router)
 api.add_router("", generation_router)
 api.add_router("", embeddings_router)
 api.add_router("", audio_router)
+api.add_router("", files_router)
+api.add_router("", batches_router)
+api.add_router("", queue_router)
 api.add_router("", removed_router)

@@ -14,6 +14,7 @@ from gateway.accounting import Call
 from gateway.errors import InvalidRequest, ModelNotFound
 from gateway.extensions import AUTO, Extensions, read_extensions
 from gateway.fastpath import new_request_id
+from gateway.queueing.wish import queue_wish
 from gateway.snapshot import Snapshot, store
 from gateway.validation import validate_output_cap
 from providers.adapters.base import Operation
@@ -186,6 +187,7 @@ async def json_call(
     if body.get("model") == AUTO:
         body["model"] = model.public_id
     call = new_call(request, model, operation, body)
+    call.queue = queue_wish(request, body, call.grant)
     if ext.request_id:
         call.client_request_id = ext.request_id
     return call, snapshot, ext

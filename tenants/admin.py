@@ -37,6 +37,8 @@ from tenants.services import (
 from tenants.signin import ThrottledAdminAuthenticationForm
 
 _KEY_TIMES = ("created_at", "last_used_at", "revoked_at")
+# What a request refused for capacity may do (docs/queueing.md); a key's empty fields take its tenant's.
+_QUEUE = ("queue_mode", "queue_max_wait", "queue_max_depth")
 
 # The admin is Portico's console; tenants owns its branding as the first of Portico's apps to load.
 admin.site.site_header = "Portico"
@@ -61,14 +63,17 @@ class ApiKeyInline(admin.TabularInline):
 
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "active", "key_count", "created_at"]
-    list_filter = ["active"]
+    list_display = ["name", "slug", "active", "queue_mode", "key_count", "created_at"]
+    list_filter = ["active", "queue_mode"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
     filter_horizontal = ["allowed_models"]
-    fields = ["name", "slug", "active", "allowed_models", "keys", "created_at"]
     readonly_fields = ["keys", "created_at"]
     inlines = [ApiKeyInline]
+
+    def get_fields(self, request: HttpRequest, obj: Tenant | None = None) -> list[str]:
+        queue = [*_QUEUE] if obj is not None else []  # a new tenant starts with the defaults: queue off
+        return ["name", "slug", "active", "allowed_models", *queue, "keys", "created_at"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Tenant]:
         return super().get_queryset(request).annotate(key_count=Count("api_keys"))
@@ -93,7 +98,7 @@ class TenantAdmin(admin.ModelAdmin):
 class ApiKeyForm(forms.ModelForm):
     class Meta:
         model = ApiKey
-        fields = ["tenant", "name", "active", "expires_at", "allowed_models"]
+        fields = ["tenant", "name", "active", "expires_at", "allowed_models", *_QUEUE]
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
@@ -123,8 +128,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
         if obj is None:
-            return ("tenant", "name", "expires_at", "allowed_models")
-        return ("name", "tenant", "prefix", "active", "expires_at", "allowed_models", *_KEY_TIMES)
+            return ("tenant", "name", "expires_at", "allowed_models")  # its queue policy: once it exists
+        return ("name", "tenant", "prefix", "active", "expires_at", "allowed_models", *_QUEUE, *_KEY_TIMES)
 
     def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
         if obj is None:

@@ -22,6 +22,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -30,7 +31,8 @@ from providers.apis import PublicModelViewSet
 from providers.models import PublicModel
 from tenants.models import ApiKey, Tenant
 from tenants.selectors import public_models_for, public_models_usable_by
-from tenants.services import api_key_create, api_key_revoke
+from tenants.serializers import ApiKeyQueuePolicySerializer, TenantQueuePolicySerializer
+from tenants.services import QUEUE_POLICY_FIELDS, api_key_create, api_key_revoke, queue_policy_set
 
 
 def is_operator(user: Any) -> bool:
@@ -143,7 +145,7 @@ class TenantSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Tenant
-        fields = ["id", "name", "slug", "active", "allowed_models", "created_at"]
+        fields = ["id", "name", "slug", "active", "allowed_models", "created_at", *QUEUE_POLICY_FIELDS]
         read_only_fields = fields
 
 
@@ -165,6 +167,7 @@ class ApiKeySerializer(serializers.ModelSerializer):
             "created_at",
             "last_used_at",
             "revoked_at",
+            *QUEUE_POLICY_FIELDS,
         ]
         read_only_fields = fields
 
@@ -216,6 +219,17 @@ class TenantViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScop
     serializer_class = TenantSerializer
     tenant_lookups = ("pk",)
 
+    @extend_schema(methods=["GET"], summary="Show a tenant's queue policy", responses=TenantQueuePolicySerializer)
+    @extend_schema(
+        methods=["PATCH"],
+        summary="Set a tenant's queue policy (operators)",
+        request=TenantQueuePolicySerializer,
+        responses=TenantQueuePolicySerializer,
+    )
+    @action(detail=True, methods=["get", "patch"])
+    def queue(self, request: Request, pk: str | None = None) -> Response:
+        return _queue_policy(request, self.get_object(), TenantQueuePolicySerializer)
+
 
 @extend_schema_view(
     list=extend_schema(summary="List API keys", parameters=[KeyFilterSerializer]),
@@ -256,6 +270,17 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScop
         response["Cache-Control"] = "no-store"
         return response
 
+    @extend_schema(methods=["GET"], summary="Show a key's own queue policy", responses=ApiKeyQueuePolicySerializer)
+    @extend_schema(
+        methods=["PATCH"],
+        summary="Set a key's own queue policy (operators)",
+        request=ApiKeyQueuePolicySerializer,
+        responses=ApiKeyQueuePolicySerializer,
+    )
+    @action(detail=True, methods=["get", "patch"])
+    def queue(self, request: Request, pk: str | None = None) -> Response:
+        return _queue_policy(request, self.get_object(), ApiKeyQueuePolicySerializer)
+
     @extend_schema(summary="Revoke an API key", operation_id="keys_revoke", request=None, responses=ApiKeySerializer)
     @action(detail=True, methods=["post"])
     def revoke(self, request: Request, pk: str | None = None) -> Response:
@@ -264,6 +289,17 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScop
         if api_key.revoked_at is None:
             api_key_revoke(api_key=api_key)
         return Response(ApiKeySerializer(api_key).data)
+
+
+def _queue_policy(request: Request, owner: Any, serializer_class: type[serializers.ModelSerializer]) -> Response:
+    """A queue policy is the operator's to set: a tenant admin reads it, and is refused a change (403)."""
+    if request.method == "PATCH":
+        if not is_operator(request.user):
+            raise PermissionDenied("Only operators set queue policies.")
+        given = serializer_class(owner, data=request.data, partial=True)
+        given.is_valid(raise_exception=True)
+        queue_policy_set(owner=owner, **given.validated_data)
+    return Response(serializer_class(owner).data)
 
 
 class ModelViewSet(PublicModelViewSet):

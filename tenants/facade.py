@@ -12,8 +12,30 @@ from datetime import datetime
 from typing import Protocol
 
 from tenants.keys import digest_matches, is_well_formed, key_prefix
-from tenants.models import ApiKey
+from tenants.models import ApiKey, Tenant
 from tenants.services import api_keys_mark_used
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePolicy:
+    """What a request refused for capacity may do instead of taking the 429 (docs/queueing.md)."""
+
+    mode: str = "off"  # off | wait | async | both
+    max_wait: float = 30.0  # seconds in line, or as a job before it expires
+    max_depth: int = 100  # requests waiting at once: in line (per process), and as unfinished jobs
+
+    @property
+    def waits(self) -> bool:
+        return self.mode in ("wait", "both")
+
+    @property
+    def defers(self) -> bool:
+        """Whether a request asking to respond asynchronously may become a job."""
+        return self.mode in ("async", "both")
+
+
+# Most keys: nothing queues, and every grant shares this one value.
+QUEUE_OFF = QueuePolicy()
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +50,7 @@ class KeyGrant:
     expires_at: float | None  # epoch seconds
     # None means every model; otherwise the public model ids this key may call.
     allowed_models: frozenset[str] | None
+    queue: QueuePolicy = QUEUE_OFF
 
     def may_use(self, model_id: str) -> bool:
         return self.allowed_models is None or model_id in self.allowed_models
@@ -56,8 +79,19 @@ def load_key_grants() -> dict[str, KeyGrant]:
             digest=api_key.digest,
             expires_at=api_key.expires_at.timestamp() if api_key.expires_at else None,
             allowed_models=_narrow(tenant_models, key_models),
+            queue=_queue_policy(tenant, api_key),
         )
     return grants
+
+
+def _queue_policy(tenant: Tenant, api_key: ApiKey) -> QueuePolicy:
+    """The tenant's queue policy, with whatever the key sets of its own."""
+    policy = QueuePolicy(
+        mode=api_key.queue_mode or tenant.queue_mode,
+        max_wait=float(api_key.queue_max_wait or tenant.queue_max_wait),
+        max_depth=api_key.queue_max_depth or tenant.queue_max_depth,
+    )
+    return QUEUE_OFF if policy == QUEUE_OFF else policy
 
 
 class _Named(Protocol):

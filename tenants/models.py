@@ -1,8 +1,25 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
+
+# The longest an operator may let a request wait for capacity (a day): an asynchronous job's deadline at most.
+QUEUE_MAX_WAIT_CEILING = 86_400
+
+
+class QueueMode(models.TextChoices):
+    """What happens to a request that the limits or a deployment's capacity would refuse (docs/queueing.md)."""
+
+    OFF = "off", "off: refused at once (429)"
+    WAIT = "wait", "wait: waits in line for capacity, up to the queue's longest wait"
+    ASYNC = "async", "async: a request asking for it becomes a job (202 Accepted)"
+    BOTH = "both", "both: a job when asked, else waits in line"
+
+
+def _max_wait_validators() -> list[MinValueValidator | MaxValueValidator]:
+    return [MinValueValidator(1), MaxValueValidator(QUEUE_MAX_WAIT_CEILING)]
 
 
 class Tenant(models.Model):
@@ -25,6 +42,26 @@ class Tenant(models.Model):
         help_text="Users who manage this tenant's keys, limits and budgets, and see its usage, in the management API.",
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    queue_mode = models.CharField(
+        "queue",
+        max_length=5,
+        choices=QueueMode.choices,
+        default=QueueMode.OFF,
+        help_text="What a request over the limits or a deployment's capacity gets: a 429 at once, a wait in line, "
+        "or (when it asks) an asynchronous job.",
+    )
+    queue_max_wait = models.PositiveIntegerField(
+        "longest wait (s)",
+        default=30,
+        validators=_max_wait_validators(),
+        help_text="Seconds a request may wait in line, and an asynchronous job may wait for its turn.",
+    )
+    queue_max_depth = models.PositiveIntegerField(
+        "longest queue",
+        default=100,
+        validators=[MinValueValidator(1)],
+        help_text="Requests that may wait at once: in line (per server process) and as jobs not yet finished.",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -50,6 +87,24 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The tenant's queue policy, unless the key sets its own (empty: the tenant's).
+    queue_mode = models.CharField(
+        "queue", max_length=5, choices=QueueMode.choices, blank=True, help_text="Leave empty for the tenant's."
+    )
+    queue_max_wait = models.PositiveIntegerField(
+        "longest wait (s)",
+        null=True,
+        blank=True,
+        validators=_max_wait_validators(),
+        help_text="Leave empty for the tenant's.",
+    )
+    queue_max_depth = models.PositiveIntegerField(
+        "longest queue",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Leave empty for the tenant's.",
+    )
 
     class Meta:
         ordering = ["-created_at"]

@@ -80,6 +80,19 @@ def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
     return api_key
 
 
+QUEUE_POLICY_FIELDS = ("queue_mode", "queue_max_wait", "queue_max_depth")
+
+
+def queue_policy_set(*, owner: Tenant | ApiKey, **policy: str | int | None) -> None:
+    """Set a tenant's or a key's queue policy (`queue_mode`, `queue_max_wait`, `queue_max_depth`); every process
+    follows it once its snapshot reloads (the save announces the change)."""
+    for name, value in policy.items():
+        if name not in QUEUE_POLICY_FIELDS:
+            raise ValueError(f"not a queue policy field: {name}")
+        setattr(owner, name, value)
+    owner.save(update_fields=list(policy))
+
+
 def api_keys_mark_used(*, last_used: dict[int, datetime]) -> None:
     """Store last-used times collected in memory; `update()` keeps this out of the change signals."""
     for key_id, when in last_used.items():

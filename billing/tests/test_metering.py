@@ -528,6 +528,8 @@ async def test_finishing_writes_the_ledger_line_and_settles_the_actual_usage(
             "deployment": "",
             "attempts": 1,
             "provider_cost": "0",
+            "batch_id": None,
+            "queue_ms": None,
         }
     ]
 

@@ -336,6 +336,8 @@ async def test_finishing_records_the_call_as_it_ended(meter: Meter, ledger_dir: 
         "deployment": f"openai-main/{UPSTREAM_MODEL}",
         "attempts": 2,
         "provider_cost": "0.0001",  # (40 x 1 + 15 x 4) / 1M
+        "batch_id": None,
+        "queue_ms": None,
     }
 
 
