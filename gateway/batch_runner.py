@@ -344,8 +344,8 @@ class Runtime:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def loop(self) -> asyncio.AbstractEventLoop:
-        served = invalidation._loop  # set by the ASGI server at start-up; None in a worker
-        if served is not None and not served.is_closed():
+        served = invalidation.serving_loop()
+        if served is not None:
             return served
         with self._lock:
             if self._loop is None:

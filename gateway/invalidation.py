@@ -29,6 +29,11 @@ def serve_from(loop: asyncio.AbstractEventLoop) -> None:
     _loop = loop
 
 
+def serving_loop() -> asyncio.AbstractEventLoop | None:
+    """The server's event loop, while it runs; None in a process that serves no requests (a worker)."""
+    return _loop if _loop is not None and not _loop.is_closed() else None
+
+
 def publish() -> None:
     if _loop is not None and not _loop.is_closed():
         _loop.call_soon_threadsafe(store.mark_stale)

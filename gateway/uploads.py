@@ -57,20 +57,20 @@ class UploadError(InvalidRequest):
 
 
 @dataclass(frozen=True)
-class _Field:
+class FormField:
     name: str
     value: bytes
 
 
 @dataclass(frozen=True)
-class _FileStart:
+class FileStart:
     name: str
     filename: str
     content_type: str
 
 
 @dataclass(frozen=True)
-class _FileEnd:
+class FileEnd:
     pass
 
 
@@ -82,10 +82,10 @@ class _Spooled:
     size: int
 
 
-_FILE_END = _FileEnd()
+_FILE_END = FileEnd()
 
 # What the decoder makes of the client's body, in order: text fields whole, files as a start, data, an end.
-_Item = _Field | _FileStart | _FileEnd | bytes
+_Item = FormField | FileStart | FileEnd | bytes
 
 
 def _text(raw: bytes) -> str:
@@ -109,7 +109,7 @@ def _truncated() -> UploadError:
     return UploadError("The multipart body ended before its closing boundary.", code="invalid_multipart")
 
 
-class _Decoder:
+class MultipartDecoder:
     """python-multipart's push parser, turned into the `_Item`s each written chunk completes."""
 
     def __init__(self, boundary: bytes) -> None:
@@ -172,7 +172,7 @@ class _Decoder:
             return
         self._value = None
         content_type = _part_type(self._headers.get(b"content-type"))
-        self._items.append(_FileStart(self._name, _text(filename), content_type))
+        self._items.append(FileStart(self._name, _text(filename), content_type))
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self._value is None:
@@ -191,7 +191,7 @@ class _Decoder:
         if self._value is None:
             self._items.append(_FILE_END)
         else:
-            self._items.append(_Field(self._name, bytes(self._value)))
+            self._items.append(FormField(self._name, bytes(self._value)))
             self._value = None
 
     def _end(self) -> None:
@@ -201,7 +201,7 @@ class _Decoder:
 class _Source:
     """The client's chunks, counted against the limit and decoded."""
 
-    def __init__(self, chunks: AsyncIterator[bytes], decoder: _Decoder, limit: int) -> None:
+    def __init__(self, chunks: AsyncIterator[bytes], decoder: MultipartDecoder, limit: int) -> None:
         self.decoder = decoder
         self.size = 0
         self._chunks = chunks
@@ -224,8 +224,8 @@ class Upload:
     def __init__(self, source: _Source, memory: int) -> None:
         self.fields: dict[str, str] = {}
         self.error: PorticoError | None = None
-        self._boundary = os.urandom(16).hex().encode()
-        self.content_type = f"multipart/form-data; boundary={self._boundary.decode()}"
+        self.boundary_of = os.urandom(16).hex().encode()
+        self.content_type = f"multipart/form-data; boundary={self.boundary_of.decode()}"
         self._source = source
         self._spool = tempfile.SpooledTemporaryFile(max_size=memory)  # closed by aclose()
         # The parts before the needed field (all of them once received), file data in the spool.
@@ -239,13 +239,13 @@ class Upload:
         while (items := await self._source.read()) is not None:
             for index, item in enumerate(items):
                 self._keep(item)
-                if isinstance(item, _FileStart) and item.name == needed:
+                if isinstance(item, FileStart) and item.name == needed:
                     raise UploadError(
                         f"Invalid type for '{needed}': expected a string, but got a file instead.",
                         param=needed,
                         code="invalid_type",
                     )
-                if isinstance(item, _Field) and item.name == needed:
+                if isinstance(item, FormField) and item.name == needed:
                     self._pending = items[index + 1 :]
                     return
             if self._source.decoder.finished:
@@ -257,9 +257,9 @@ class Upload:
         if isinstance(item, bytes):
             self._spool.write(item)
             return
-        if isinstance(item, _Field):
+        if isinstance(item, FormField):
             self.fields[item.name] = item.value.decode("utf-8", "replace")
-        elif isinstance(item, _FileStart):
+        elif isinstance(item, FileStart):
             self._file_start = self._spool.tell()
         else:
             self._read.append(_Spooled(self._file_start, self._spool.tell() - self._file_start))
@@ -295,7 +295,7 @@ class Upload:
         if self._received:
             for block in self._replayed(replace, out):
                 yield block
-            out.append(b"--" + self._boundary + b"--\r\n")
+            out.append(b"--" + self.boundary_of + b"--\r\n")
             yield b"".join(out)
             return
         if self._started:
@@ -306,7 +306,7 @@ class Upload:
         items = self._pending
         while True:
             for item in items:
-                if isinstance(item, _Field):
+                if isinstance(item, FormField):
                     self.fields[item.name] = item.value.decode("utf-8", "replace")
                 out.append(self._encode(item, replace))
             if self._source.decoder.finished:
@@ -319,7 +319,7 @@ class Upload:
                 self.error = _truncated()
                 raise self.error
             items = more
-        out.append(b"--" + self._boundary + b"--\r\n")
+        out.append(b"--" + self.boundary_of + b"--\r\n")
         yield b"".join(out)
         # Take the rest of the client's body (an epilogue, the end of the stream) so none of it is left unread.
         while await self._read_more() is not None:
@@ -362,10 +362,10 @@ class Upload:
     def _encode(self, item: _Item, replace: dict[str, str]) -> bytes:
         if isinstance(item, bytes):
             return item
-        if isinstance(item, _FileEnd):
+        if isinstance(item, FileEnd):
             return b"\r\n"
-        head = b"--" + self._boundary + b"\r\nContent-Disposition: form-data" + _param("name", item.name)
-        if isinstance(item, _FileStart):
+        head = b"--" + self.boundary_of + b"\r\nContent-Disposition: form-data" + _param("name", item.name)
+        if isinstance(item, FileStart):
             head += _param("filename", item.filename) + b"\r\nContent-Type: " + item.content_type.encode()
             return head + b"\r\n\r\n"
         value = replace[item.name].encode() if item.name in replace else item.value
@@ -380,7 +380,7 @@ def _param(key: str, value: str) -> bytes:
     return f'; {key}="{value.translate(_QUOTED)}"'.encode("utf-8", "surrogateescape")
 
 
-def _boundary(content_type: str) -> bytes:
+def boundary_of(content_type: str) -> bytes:
     try:
         kind, options = parse_options_header(content_type)
     except UnicodeEncodeError:  # not a header value any client could have sent
@@ -403,7 +403,7 @@ async def read_upload(
     BodyTooLarge past `limit` bytes, and lets ClientGone through. At most `memory` bytes
     of file data read meanwhile stay in RAM.
     """
-    upload = Upload(_Source(chunks, _Decoder(_boundary(content_type)), limit), memory)
+    upload = Upload(_Source(chunks, MultipartDecoder(boundary_of(content_type)), limit), memory)
     try:
         await upload._read_until(needed)
     except BaseException:

@@ -36,7 +36,7 @@ from gateway.errors import BodyTooLarge, InvalidRequest, NotFound, PorticoError
 from gateway.intake import grant_of
 from gateway.routers.openapi import documented
 from gateway.sse import EventStream
-from gateway.uploads import UploadError, _boundary, _Decoder, _Field, _FileEnd, _FileStart, receive_chunks
+from gateway.uploads import FileEnd, FileStart, FormField, MultipartDecoder, UploadError, boundary_of, receive_chunks
 
 router = Router(tags=["files"])
 
@@ -116,7 +116,7 @@ class _Form:
     """A multipart body read as it arrives: text fields kept, the `file` part's bytes handed out as they come."""
 
     def __init__(self, chunks: AsyncIterator[bytes], content_type: str, limit: int) -> None:
-        self._decoder = _Decoder(_boundary(content_type))
+        self._decoder = MultipartDecoder(boundary_of(content_type))
         self._chunks = chunks
         self._limit = limit
         self._size = 0
@@ -137,12 +137,12 @@ class _Form:
         if self._size > self._limit:
             raise BodyTooLarge.over(self._limit)
         for item in self._decoder.write(chunk):
-            if isinstance(item, _Field):
+            if isinstance(item, FormField):
                 self.fields[item.name] = item.value.decode("utf-8", "replace")
-            elif isinstance(item, _FileStart):
+            elif isinstance(item, FileStart):
                 if item.name == "file" and self.filename is None:
                     self.filename, self._in_file = item.filename, True
-            elif isinstance(item, _FileEnd):
+            elif isinstance(item, FileEnd):
                 self._in_file = False
             elif self._in_file:
                 self._data.append(item)
