@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.db.models import Sum
 
@@ -49,6 +49,9 @@ class BillingSnapshot:
 
     # Owners with any limit or budget: a request of anyone else skips the limiter entirely.
     limited: frozenset[tuple[str, int]] = frozenset()
+    # What billing.metering derives from the rows above per key, tenant and model (the limiter's windows and
+    # budgets), kept with the snapshot it was derived from, since the same few owners call again and again.
+    derived: dict[tuple[Any, ...], Any] = field(default_factory=dict, compare=False, repr=False)
 
     def applies_to(self, key_id: int, tenant_id: int) -> bool:
         return ("key", key_id) in self.limited or ("tenant", tenant_id) in self.limited

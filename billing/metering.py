@@ -32,7 +32,7 @@ from billing import limits, tokens
 from billing.facade import BillingSnapshot, BudgetInfo
 from billing.ledger import LedgerEntry, LedgerWriter, Spool
 from billing.limits import Ask, Limiter, LimiterFailed, LimiterUnavailable, Ticket, Window
-from billing.money import PriceInfo, Usage, cost_of, to_nano, usd
+from billing.money import PriceInfo, Usage, cost_of, nano_cost_of, to_nano, usd
 from billing.periods import period_bounds
 from billing.tokens import preload_encodings
 
@@ -183,11 +183,11 @@ class Meter:
         """Reserve the call's share of its limits and budgets; owners with neither cost nothing."""
         if not billing.applies_to(ask.key_id, ask.tenant_id):
             return UNLIMITED
-        windows = _windows(billing, ask)
+        windows, counts_tokens = _windows(billing, ask)
         budgets = _budgets(billing, ask)
         if not windows and not budgets:
             return UNLIMITED
-        needs_tokens = any(window.tpm for window in windows) or bool(budgets)
+        needs_tokens = counts_tokens or bool(budgets)
         prompt = prompt_tokens(ask) if needs_tokens else 0
         cap = _output_cap(ask) if needs_tokens else 0
         cost = 0
@@ -197,7 +197,7 @@ class Meter:
             output = cap or _output_cap(ask, fallback=UNCAPPED_OUTPUT_RESERVE)
             schedule = billing.prices.get(ask.model)
             price = schedule.at(ask.started_at) if schedule else None
-            cost = to_nano(cost_of(price, Usage(prompt_tokens=prompt, completion_tokens=output)))
+            cost = nano_cost_of(price, Usage(prompt_tokens=prompt, completion_tokens=output))
         counted = prompt if needs_tokens else None
         request = limits.Ask(
             request_id=ask.request_id, windows=windows, budgets=budgets, tokens=prompt + cap, cost=cost
@@ -227,10 +227,11 @@ class Meter:
         if usage is None:
             usage = counted_usage(ask, result.outputs) if estimated else Usage()
         schedule = billing.prices.get(ask.model)
-        cost = cost_of(schedule.at(ask.started_at) if schedule else None, usage)
+        price = schedule.at(ask.started_at) if schedule else None
+        cost = cost_of(price, usage)
         ticket = result.admission.ticket if result.admission is not None else None
         if ticket is not None:
-            self.later(self.limiter.settle(ticket, tokens=usage.total, cost=to_nano(cost)))
+            self.later(self.limiter.settle(ticket, tokens=usage.total, cost=nano_cost_of(price, usage)))
         if self.ledger_on:
             provider_cost = _provider_cost(result, usage, billing)
             self.spool.append(_entry(result, usage, cost, provider_cost, estimated=estimated).row())
@@ -295,7 +296,23 @@ def _output_cap(ask: MeterAsk, *, fallback: int = 0) -> int:
 _OWNERS = (("key", "this API key"), ("tenant", "your organization"))
 
 
-def _windows(billing: BillingSnapshot, ask: MeterAsk) -> tuple[limits.Window, ...]:
+# Derived values kept per snapshot: enough for every owner and model a busy process sees between two snapshots;
+# past it the memo starts again rather than grow without bound.
+_DERIVED_MAX = 20_000
+
+
+def _windows(billing: BillingSnapshot, ask: MeterAsk) -> tuple[tuple[limits.Window, ...], bool]:
+    """The call's rate-limit windows, and whether any of them counts tokens."""
+    memo = ("windows", ask.key_id, ask.tenant_id, ask.model)
+    found = billing.derived.get(memo)
+    if found is None:
+        windows = _windows_of(billing, ask)
+        found = (windows, any(window.tpm for window in windows))
+        _remember(billing, memo, found)
+    return found
+
+
+def _windows_of(billing: BillingSnapshot, ask: MeterAsk) -> tuple[limits.Window, ...]:
     windows = []
     for (kind, label), owner in zip(_OWNERS, (ask.key_id, ask.tenant_id), strict=True):
         for scope_model in (ask.model, ""):
@@ -316,13 +333,23 @@ def _windows(billing: BillingSnapshot, ask: MeterAsk) -> tuple[limits.Window, ..
 
 
 def _budgets(billing: BillingSnapshot, ask: MeterAsk) -> tuple[limits.Budget, ...]:
-    budgets = []
     minute = int(ask.started_at // 60)
-    for (kind, label), owner in zip(_OWNERS, (ask.key_id, ask.tenant_id), strict=True):
-        info = billing.budgets.get((kind, owner))
-        if info is not None:
-            budgets.append(_budget(f"{kind}:{owner}", label, info, minute))
-    return tuple(budgets)
+    memo = ("budgets", ask.key_id, ask.tenant_id, minute)
+    found = billing.derived.get(memo)
+    if found is None:
+        found = tuple(
+            _budget(f"{kind}:{owner}", label, info, minute)
+            for (kind, label), owner in zip(_OWNERS, (ask.key_id, ask.tenant_id), strict=True)
+            if (info := billing.budgets.get((kind, owner))) is not None
+        )
+        _remember(billing, memo, found)
+    return found
+
+
+def _remember(billing: BillingSnapshot, memo: tuple[Any, ...], value: Any) -> None:
+    if len(billing.derived) >= _DERIVED_MAX:
+        billing.derived.clear()
+    billing.derived[memo] = value
 
 
 @functools.lru_cache(maxsize=4096)

@@ -8,7 +8,7 @@ limiter's messages, the admin and the reports all share these rules.
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
@@ -22,6 +22,14 @@ class PriceInfo:
     input: Decimal  # USD per 1M tokens
     output: Decimal
     cached_input: Decimal
+    # The three prices in micro-USD per 1M tokens (input, output, cached input) when they are whole numbers of
+    # them, as every price the database holds is (six decimal places): costs in integers, not Decimal.
+    units: tuple[int, int, int] | None = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        scaled = [price.scaleb(6) for price in (self.input, self.output, self.cached_input)]
+        exact = all(value == value.to_integral_value() for value in scaled)
+        object.__setattr__(self, "units", (int(scaled[0]), int(scaled[1]), int(scaled[2])) if exact else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +104,20 @@ def cost_of(price: PriceInfo | None, usage: Usage) -> Decimal:
         + usage.completion_tokens * price.output
     )
     return amount / MILLION
+
+
+def nano_cost_of(price: PriceInfo | None, usage: Usage) -> int:
+    """`to_nano(cost_of(price, usage))` in integers: the limiter's reservations and settlements, on every call."""
+    if price is None:
+        return 0
+    units = price.units
+    if units is None:
+        return to_nano(cost_of(price, usage))
+    cached = min(usage.cached_tokens, usage.prompt_tokens)
+    micro = (usage.prompt_tokens - cached) * units[0] + cached * units[2] + usage.completion_tokens * units[1]
+    # That is micro-USD per million tokens times tokens: USD = micro / 1e12, so nano-USD = micro / 1000,
+    # rounded up as to_nano rounds.
+    return -(-micro // 1000)
 
 
 def to_nano(amount: Decimal) -> int:

@@ -74,8 +74,11 @@ def _client_request_id(scope: Scope) -> str:
 
 
 def _headers(response: HttpResponseBase, request_id: str) -> list[tuple[bytes, bytes]]:
-    headers = [(name.encode("latin-1"), str(value).encode("latin-1")) for name, value in response.items()]
-    if not response.has_header("x-request-id"):  # a body's `request_id` extension names its own
+    # Read from the store Django keeps them in (lower-cased name -> (name, value), values already str): its
+    # case-insensitive mapping lower-cases each name again on every read, a dozen times per answer.
+    store = response.headers._store
+    headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in store.values()]
+    if "x-request-id" not in store:  # a body's `request_id` extension names its own
         headers.append((b"x-request-id", request_id.encode("latin-1")))
     return headers
 

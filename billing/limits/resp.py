@@ -68,14 +68,44 @@ def parse(buffer: bytearray, start: int = 0) -> tuple[Any, int]:
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self) -> None:
+    """The connection's callers, in the order their replies will come, each with the time it must come by.
+
+    One timer watches the oldest caller only (replies come in order, so it is the one that would be late
+    first) instead of one timer per call: a timer costs an acquire a few microseconds, on every request.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.timeout = timeout
         self.transport: Any = None  # asyncio's or uvloop's TCP transport
         self.waiters: deque[asyncio.Future[Any]] = deque()
+        self.deadlines: deque[float] = deque()  # each waiter's, in loop time, in the same order
         self.buffer = bytearray()
         self.closed = False
+        self._watch: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
+
+    def expect(self) -> asyncio.Future[Any]:
+        """A future for the next reply, failed with TimeoutError if it has not come within the timeout."""
+        waiter = self.loop.create_future()
+        deadline = self.loop.time() + self.timeout
+        self.waiters.append(waiter)
+        self.deadlines.append(deadline)
+        if self._watch is None:
+            self._watch = self.loop.call_at(deadline, self._check)
+        return waiter
+
+    def _check(self) -> None:
+        self._watch = None
+        if not self.deadlines:
+            return
+        if self.deadlines[0] <= self.loop.time():
+            # A late reply would be handed to the next caller: the connection is dropped, every caller told.
+            self._fail(ConnectionError("Redis did not answer in time"), oldest=TimeoutError("Redis did not answer"))
+        else:
+            self._watch = self.loop.call_at(self.deadlines[0], self._check)
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -90,6 +120,7 @@ class _Protocol(asyncio.Protocol):
                 break
             start = end
             waiter = self.waiters.popleft()
+            self.deadlines.popleft()
             if not waiter.done():  # a caller that gave up still had its reply in line
                 if isinstance(value, ResponseError):
                     waiter.set_exception(value)
@@ -100,12 +131,17 @@ class _Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(ConnectionError(f"the connection to Redis was lost ({exc or 'closed'})"))
 
-    def _fail(self, error: Exception) -> None:
+    def _fail(self, error: Exception, *, oldest: Exception | None = None) -> None:
         self.closed = True
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+        self.deadlines.clear()
         while self.waiters:
             waiter = self.waiters.popleft()
             if not waiter.done():
-                waiter.set_exception(error)
+                waiter.set_exception(oldest or error)
+            oldest = None
         if self.transport is not None:
             self.transport.abort()
 
@@ -131,16 +167,10 @@ class RespClient:
         return await self._send(protocol, args)
 
     async def _send(self, protocol: _Protocol, args: tuple[Any, ...]) -> Any:
-        waiter = asyncio.get_running_loop().create_future()
-        protocol.waiters.append(waiter)
+        waiter = protocol.expect()
         assert protocol.transport is not None
         protocol.transport.write(pack(args))
-        try:
-            async with asyncio.timeout(self.timeout):
-                return await waiter
-        except TimeoutError:
-            protocol._fail(ConnectionError("Redis did not answer in time"))
-            raise
+        return await waiter
 
     async def _open(self) -> _Protocol:
         if self._opening is None:
@@ -151,7 +181,9 @@ class RespClient:
                 return protocol
             loop = asyncio.get_running_loop()
             async with asyncio.timeout(self.timeout):
-                _transport, protocol = await loop.create_connection(_Protocol, self.host, self.port)
+                _transport, protocol = await loop.create_connection(
+                    lambda: _Protocol(self.timeout), self.host, self.port
+                )
             if self.password:
                 auth = (self.username, self.password) if self.username else (self.password,)
                 await self._send(protocol, ("AUTH", *auth))

@@ -85,3 +85,17 @@ async def test_no_reply_in_time_drops_the_connection_and_the_next_call_opens_a_n
     assert first.closed
     assert client._protocol is not first
     assert answer == "PONG"
+
+
+async def test_callers_behind_a_late_reply_are_told_the_connection_is_gone() -> None:
+    client = RespClient(REDIS_URL, timeout=0.2)
+    try:
+        blocked = asyncio.ensure_future(client.call("BLPOP", "portico-test-resp-never", 1))
+        await asyncio.sleep(0)  # written first: its reply is the one everything after it waits behind
+        behind = asyncio.ensure_future(client.call("PING"))
+        results = await asyncio.gather(blocked, behind, return_exceptions=True)
+    finally:
+        await client.aclose()
+
+    assert isinstance(results[0], TimeoutError)
+    assert isinstance(results[1], ConnectionError)

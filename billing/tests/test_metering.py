@@ -18,7 +18,7 @@ import orjson
 import pytest
 from django.test import override_settings
 
-from billing import tokens
+from billing import metering, tokens
 from billing.facade import BillingSnapshot, BudgetInfo, LimitInfo
 from billing.limits import COUNTER_MAX, Ask, LimiterFailed, LimiterUnavailable, LocalLimiter, Ticket, Verdict, Window
 from billing.limits import Budget as LimiterBudget
@@ -378,6 +378,33 @@ async def test_the_reserved_cost_is_rounded_up_to_whole_nano_dollars(
     await meter.admit(new_ask(), snapshot(budgets={("key", KEY): budget("5")}, prices=prices))
 
     assert limiter.asks[0].cost == cost
+
+
+async def test_windows_are_derived_once_per_snapshot_and_again_for_a_new_one(
+    meter: Meter, limiter: RecordingLimiter
+) -> None:
+    first = snapshot(limits={("key", KEY, ""): rpm(10)})
+    await meter.admit(new_ask(), first)
+    await meter.admit(new_ask(), first)
+    assert limiter.asks[0].windows is limiter.asks[1].windows  # the same derived tuple, not rebuilt
+
+    # A new snapshot (the operator changed the limit) is derived anew: nothing stale is carried over.
+    await meter.admit(new_ask(), snapshot(limits={("key", KEY, ""): rpm(20)}))
+    assert [window.rpm for window in limiter.asks[2].windows] == [20]
+
+
+async def test_what_is_derived_per_snapshot_stays_bounded(
+    meter: Meter, limiter: RecordingLimiter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metering, "_DERIVED_MAX", 3)
+    billing = snapshot(limits={("key", KEY, ""): rpm(10)})
+    for model in ("a", "b", "c", "d", "e"):
+        ask = new_ask()
+        ask.model = model
+        await meter.admit(ask, billing)
+
+    assert len(billing.derived) <= 3
+    assert len(limiter.asks) == 5
 
 
 async def test_a_budget_beyond_what_a_counter_holds_is_clamped(meter: Meter, limiter: RecordingLimiter) -> None:

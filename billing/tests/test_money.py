@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from billing.money import PriceInfo, PriceSchedule, Usage, cost_of, from_nano, to_nano, usd
+from billing.money import PriceInfo, PriceSchedule, Usage, cost_of, from_nano, nano_cost_of, to_nano, usd
 
 GPT_4O = PriceInfo(since=0.0, input=Decimal("2.5"), output=Decimal("10"), cached_input=Decimal("1.25"))
 
@@ -129,6 +130,30 @@ def test_cost_is_exact(price: PriceInfo | None, usage: Usage, cost: Decimal) -> 
 )
 def test_usd_becomes_whole_nano_dollars_rounded_up(amount: Decimal, nano: int) -> None:
     assert to_nano(amount) == nano
+
+
+def test_integer_nano_costs_are_the_decimal_costs_rounded_up() -> None:
+    # Prices as the database holds them (six decimal places) and usages from none to millions of tokens.
+    draw = random.Random(20261206)
+    for _ in range(2000):
+        prices = [Decimal(draw.randrange(0, 10**9)).scaleb(-6) for _ in range(3)]
+        price = PriceInfo(since=0.0, input=prices[0], output=prices[1], cached_input=prices[2])
+        prompt = draw.choice([0, 1, 7, draw.randrange(10**7)])
+        usage = Usage(
+            prompt_tokens=prompt,
+            completion_tokens=draw.choice([0, 1, draw.randrange(10**6)]),
+            cached_tokens=draw.choice([0, prompt // 2, prompt + 5]),
+        )
+        assert price.units is not None
+        assert nano_cost_of(price, usage) == to_nano(cost_of(price, usage)), (price, usage)
+
+
+def test_a_price_finer_than_the_database_holds_is_costed_in_decimal() -> None:
+    price = PriceInfo(since=0.0, input=Decimal("0.0000001"), output=Decimal(0), cached_input=Decimal(0))
+
+    assert price.units is None
+    assert nano_cost_of(price, Usage(prompt_tokens=3)) == to_nano(cost_of(price, Usage(prompt_tokens=3))) == 1
+    assert nano_cost_of(None, Usage(prompt_tokens=3)) == 0
 
 
 # --- PriceSchedule.at ---
