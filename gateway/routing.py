@@ -10,6 +10,11 @@ request's `models` or the model's own fallbacks, each one the key may use):
     shared by every process, gateway.routing_caps): one attempt (gateway.relay), until one answers or opens its
     stream
 
+A call that may wait for capacity (its key's queue policy, a queued job's run)
+and finds only deployments at their caps waits for a slot on one of them, then
+makes another pass (gateway.routing_caps.run_in_turn); any other call gets the
+503 at once.
+
 A failure moves on only before the client has seen a byte, and only if its class
 is in the model's `retry_on`:
 
@@ -59,9 +64,10 @@ from gateway.ensembles import FirstByteTimes
 from gateway.errors import PorticoError, UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from gateway.extensions import Extensions
 from gateway.intake import capable, kind_serves
+from gateway.queueing.admission import may_queue
 from gateway.recovery import STALL, Continuation
 from gateway.relay import Opened, Whole, answer, attempt, put_headers
-from gateway.routing_caps import CapHold, cap_acquire
+from gateway.routing_caps import CapHold, CapWait, cap_acquire, run_in_turn
 from gateway.routing_outcome import Trail, deadline_passed, headers_of, nothing_served
 from gateway.snapshot import Snapshot
 from gateway.sse import EventStream
@@ -256,8 +262,11 @@ async def _try(
     return result, tried
 
 
-async def _hold(route: RouteInfo, call: Call, trail: Trail) -> CapHold | None:
-    """A capped deployment's reservation for one attempt; None, noted in the trail, if it is skipped."""
+async def _hold(route: RouteInfo, call: Call, trail: Trail, waits: CapWait | None) -> CapHold | None:
+    """A capped deployment's reservation for one attempt (the one a waiting call reserved, if on this deployment);
+    None, noted in the trail, if it is skipped."""
+    if waits is not None and (reserved := waits.take(route)) is not None:
+        return reserved
     try:
         held = await cap_acquire(route=route, call=call)
     except PorticoError as exc:  # the limiter cannot tell: the deployment is skipped (see gateway.routing_caps)
@@ -265,11 +274,20 @@ async def _hold(route: RouteInfo, call: Call, trail: Trail) -> CapHold | None:
         return None
     if isinstance(held, CapHold):
         return held
-    trail.full = held if trail.full is None else min(trail.full, held)
+    trail.full = held.retry_after if trail.full is None else min(trail.full, held.retry_after)
+    if waits is not None:
+        waits.skipped(route, held)
     return None
 
 
-async def _run(call: Call, snapshot: Snapshot, ext: Extensions, trail: Trail, send: Send | None = None) -> Served:
+async def _run(
+    call: Call,
+    snapshot: Snapshot,
+    ext: Extensions,
+    trail: Trail,
+    send: Send | None = None,
+    waits: CapWait | None = None,
+) -> Served:
     breakers = _breakers()
     for model in _chain(call, snapshot, ext):
         if not _fits(call, model, trail):
@@ -278,6 +296,8 @@ async def _run(call: Call, snapshot: Snapshot, ext: Extensions, trail: Trail, se
         if not routes:
             continue
         order, reason = _order(call, model, routes, snapshot.billing, ext)
+        if waits is not None:
+            order = waits.first(order)
         call.routing = reason if model is call.model else f"{reason}; fallback model {model.public_id}"
         for index, route in enumerate(order):
             if not breakers.allow(route.id) and not await breakers.acquire_probe(route.id):
@@ -289,7 +309,7 @@ async def _run(call: Call, snapshot: Snapshot, ext: Extensions, trail: Trail, se
                 or route.max_tokens_per_minute is not None
                 or route.max_in_flight is not None
             ):
-                hold = await _hold(route, call, trail)
+                hold = await _hold(route, call, trail, waits)
                 if hold is None:
                     continue
             try:
@@ -323,12 +343,20 @@ async def _deadline(call: Call, seconds: float | None) -> AsyncIterator[None]:
 
 
 async def _run_within(
-    call: Call, snapshot: Snapshot, ext: Extensions, trail: Trail, seconds: float, send: Send | None = None
+    call: Call,
+    snapshot: Snapshot,
+    ext: Extensions,
+    trail: Trail,
+    seconds: float | None,
+    send: Send | None = None,
+    waits: CapWait | None = None,
 ) -> Served:
-    """The loop within the call's deadline."""
+    """The loop within the call's deadline, if it has one."""
+    if seconds is None:
+        return await _run(call, snapshot, ext, trail, send, waits)
     try:
         async with asyncio.timeout(seconds):
-            return await _run(call, snapshot, ext, trail, send)
+            return await _run(call, snapshot, ext, trail, send, waits)
     except TimeoutError:
         raise deadline_passed(call, seconds) from None
 
@@ -341,7 +369,12 @@ async def serve(call: Call, snapshot: Snapshot, ext: Extensions) -> HttpResponse
     limit_headers = await session.admit()
     try:
         trail, seconds = Trail(), ext.timeout or call.model.timeout
-        if seconds is None:  # no timer to arm, and one coroutine less: the common case
+        if may_queue(call):  # it may wait for its model's deployments too
+            (result, tried), waited = await run_in_turn(
+                session, trail, lambda waits: _run_within(call, snapshot, ext, trail, seconds, waits=waits)
+            )
+            limit_headers = {**limit_headers, **waited}
+        elif seconds is None:  # no timer to arm, and one coroutine less: the common case
             result, tried = await _run(call, snapshot, ext, trail)
         else:
             result, tried = await _run_within(call, snapshot, ext, trail, seconds)

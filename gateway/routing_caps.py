@@ -20,7 +20,12 @@ script error) skips the deployment too, with a 500 that says nothing of why.
 
 A deployment at its caps is skipped: the loop tries the next. If none answers,
 the client gets a 503 `no_deployment_available` whose Retry-After is when the
-first of them has room again.
+first of them has room again; unless the call may wait for capacity (its key's
+queue policy, or a queued job's run): then it waits in its model's line
+(gateway.queueing.admission.wait_for_deployments) until `CapWait.reserve`
+takes a slot on one of the deployments found full, and the loop makes another
+pass, which uses that slot first (`run_in_turn`). A call that may not wait pays
+nothing for this.
 
 `CapHold.release` settles the reservation once, when the attempt ends (every
 exit of gateway.routing.Attempt: `end` or `drop`): the in-flight slot is freed,
@@ -36,18 +41,27 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
 from billing.metering import Ask, Limiter, LimiterFailed, LimiterUnavailable, Ticket, Window
 from gateway import accounting
-from gateway.accounting import Call, prompt_estimate
+from gateway.accounting import Call, CallSession, prompt_estimate
 from gateway.errors import InternalError, LimitsUnavailable, NoDeployment
+from gateway.queueing.admission import wait_for_deployments
+from gateway.queueing.lines import POLL
 from gateway.recovery import Resumed
 from gateway.relay import Opened, Whole
 from providers.adapters.base import StreamTranslator
 from providers.facade import ModelInfo, RouteInfo
+
+if TYPE_CHECKING:  # gateway.routing_outcome imports this module
+    from gateway.routing_outcome import Trail
+
+T = TypeVar("T")
 
 # Each capped attempt's own id for the limiter: a call's attempts, and an ensemble's concurrent ones, never share.
 _attempt_ids = itertools.count(1)
@@ -99,9 +113,17 @@ class CapHold:
         return ticket.tokens if used is None else used
 
 
-async def cap_acquire(*, route: RouteInfo, call: Call) -> CapHold | float:
+@dataclass(frozen=True, slots=True)
+class CapFull:
+    """A deployment at its caps: when it has room again."""
+
+    retry_after: float  # seconds; for requests in flight a guess, as they end whenever they end
+    in_flight: bool  # refused for its requests in flight: one may end any moment
+
+
+async def cap_acquire(*, route: RouteInfo, call: Call) -> CapHold | CapFull:
     """Reserve one attempt on a capped deployment: the hold to release when it ends, or, when the deployment
-    is at its caps, the seconds until it has room. Raises the error a client gets if the limiter cannot tell."""
+    is at its caps, when it has room. Raises the error a client gets if the limiter cannot tell."""
     tpm = route.max_tokens_per_minute
     tokens = _requested(call) if tpm is not None else 0
     scope = f"deployment:{route.id}"
@@ -135,8 +157,100 @@ async def cap_acquire(*, route: RouteInfo, call: Call) -> CapHold | float:
         accounting.accounts.later(limiter.settle(unknown, tokens=tokens, cost=0))
         raise
     if verdict.ticket is None:
-        return verdict.retry_after
+        return CapFull(verdict.retry_after, in_flight=verdict.refused == "concurrency")
     return CapHold(limiter, verdict.ticket)
+
+
+class CapWait:
+    """A call that may wait for capacity, between two passes of the routing loop (`run_in_turn`).
+
+    A pass notes each capped deployment it found full (`skipped`). While the call
+    waits, `reserve` tries those deployments, in the order the pass met them, and
+    keeps the first slot it gets; the next pass takes that deployment first, with
+    the slot reserved (`first`, `take`). A slot the pass did not take (the
+    deployment's breaker opened meanwhile, the client left) is given back by
+    `release`.
+    """
+
+    __slots__ = ("full", "hold", "route_id", "soonest")
+
+    def __init__(self) -> None:
+        self.full: list[RouteInfo] = []
+        self.soonest = math.inf  # seconds until the first of them has room, as the last look found
+        self.hold: CapHold | None = None
+        self.route_id = 0
+
+    def skipped(self, route: RouteInfo, full: CapFull) -> None:
+        self.full.append(route)
+        self.soonest = min(self.soonest, full.retry_after)
+
+    def new_pass(self) -> None:
+        self.full = []
+        self.soonest = math.inf
+
+    async def reserve(self, call: Call) -> float | None:
+        """One try on each deployment found full: None once one gave a slot, else the seconds to wait before the
+        next try (a slot in flight may free any moment: the next look)."""
+        pause, self.soonest = math.inf, math.inf
+        for route in self.full:
+            held = await cap_acquire(route=route, call=call)
+            if isinstance(held, CapHold):
+                self.hold, self.route_id = held, route.id
+                return None
+            self.soonest = min(self.soonest, held.retry_after)
+            pause = min(pause, POLL if held.in_flight else held.retry_after)
+        return pause
+
+    def first(self, order: list[RouteInfo]) -> list[RouteInfo]:
+        """`order` with the deployment the call reserved a slot on first, if it is there."""
+        if self.hold is None:
+            return order
+        reserved = [route for route in order if route.id == self.route_id]
+        return reserved + [route for route in order if route.id != self.route_id] if reserved else order
+
+    def take(self, route: RouteInfo) -> CapHold | None:
+        """The slot reserved on `route`, now the attempt's to release; None if it has none."""
+        if self.hold is None or route.id != self.route_id:
+            return None
+        hold, self.hold = self.hold, None
+        return hold
+
+    def release(self) -> None:
+        hold, self.hold = self.hold, None
+        if hold is not None:
+            hold.release()
+
+    def refusal(self, model: ModelInfo) -> NoDeployment:
+        """What the call gets if it waited in vain: the 503 it would have had at once."""
+        return at_capacity(model, self.soonest if math.isfinite(self.soonest) else 1.0)
+
+
+async def run_in_turn(
+    session: CallSession, trail: Trail, run: Callable[[CapWait], Awaitable[T]]
+) -> tuple[T, Mapping[str, str]]:
+    """Passes of the routing loop (`run`) for a call that may wait for capacity: what the last one served, and the
+    call's queue time if it waited here.
+
+    A pass that found only deployments at their caps (no failure, no other reason) is followed by a wait in the
+    model's line for a slot on one of them, then by another pass. Each pass runs within the call's deadline; the
+    wait does not count against it.
+    """
+    call, waits = session.call, CapWait()
+    waited: Mapping[str, str] = {}
+    try:
+        while True:
+            waits.new_pass()
+            try:
+                return await run(waits), waited
+            except NoDeployment:
+                if trail.error is not None or not waits.full:
+                    raise
+            trail.full = None
+            waited = await wait_for_deployments(
+                session, reserve=lambda: waits.reserve(call), refusal=lambda: waits.refusal(call.model)
+            )
+    finally:
+        waits.release()  # a slot reserved that the last pass did not take
 
 
 def at_capacity(model: ModelInfo, wait: float) -> NoDeployment:

@@ -6,18 +6,20 @@ written in Python, step for step, so both answer every question alike; what
 it cannot do is share anything with other processes.
 
 No method awaits anything, so on one event loop each call runs to completion
-before another starts: that is all the locking it needs.
+before another starts: that is all the locking it needs. Its slots in flight
+are renewed while held (leases.py), as `RedisLimiter`'s are: a slot's lease
+means the same in both.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+from billing.limits.leases import LeaseKeeper
 from billing.limits.verdicts import (
     DEBT_MAX_MS,
-    DEFAULT_LEASE,
     MINUTE_MS,
     NEVER,
     SLACK_MS,
@@ -26,6 +28,7 @@ from billing.limits.verdicts import (
     Verdict,
     bounded,
     clamp,
+    in_flight_lease,
     nothing_to_check,
     unlimited_verdict,
     verdict_from_reply,
@@ -37,8 +40,11 @@ Bucket = tuple[str, str]  # (scope, "req" or "tok")
 
 
 class LocalLimiter:
-    def __init__(self, *, lease: float = DEFAULT_LEASE, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, *, lease: float | None = None, clock: Callable[[], float] = time.time) -> None:
+        """`lease`: seconds a slot in flight outlives its last renewal (default PORTICO_IN_FLIGHT_LEASE)."""
+        lease = in_flight_lease(lease)
         self._lease_ms = lease * 1000
+        self.leases = LeaseKeeper(self.renew, lease=lease)
         self._clock = clock  # Unix seconds
         self._buckets: dict[Bucket, float] = {}  # when each bucket is full again (ms)
         self._flights: dict[str, dict[str, float]] = {}  # scope -> request id -> end of its lease (ms)
@@ -49,9 +55,13 @@ class LocalLimiter:
         if nothing_to_check(ask):
             return unlimited_verdict(ask, local=True)
         ask = bounded(ask)
-        return verdict_from_reply(ask, self._check(ask), local=True)
+        verdict = verdict_from_reply(ask, self._check(ask), local=True)
+        if verdict.ticket is not None:
+            self.leases.hold(verdict.ticket)
+        return verdict
 
     async def settle(self, ticket: Ticket, *, tokens: int, cost: int) -> None:
+        self.leases.let_go(ticket)
         now = self._clock() * 1000
         tokens, cost = clamp(tokens), clamp(cost)
         extra = tokens - ticket.tokens
@@ -71,8 +81,18 @@ class LocalLimiter:
             if cost != ticket.cost and counter is not None and counter[1] > now:
                 counter[0] += cost - ticket.cost
 
+    async def renew(self, tickets: Sequence[Ticket]) -> None:
+        """Extend the lease of each ticket's slots in flight that are still held (the renew script)."""
+        now = self._clock() * 1000
+        for ticket in tickets:
+            for scope in ticket.concurrency_scopes:
+                held = self._flights.get(scope)
+                ends = held.get(ticket.request_id) if held is not None else None
+                if held is not None and ends is not None and ends > now:
+                    held[ticket.request_id] = now + self._lease_ms
+
     async def aclose(self) -> None:
-        pass
+        await self.leases.aclose()
 
     def _check(self, ask: Ask) -> list[int]:
         """Check every limit of `ask`, reserve all or nothing, and report as the acquire script does."""

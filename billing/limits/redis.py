@@ -10,6 +10,10 @@ every key of a request in one hash slot, which these names do not arrange):
     {prefix}:rl:{scope}:cc             sorted set of request ids in flight, scored by the end of their lease
     {prefix}:budget:{scope}:{period}   nano-USD spent + reserved, expiring with the period
 
+A slot in flight is held for a lease (PORTICO_IN_FLIGHT_LEASE) that the
+process renews while the call runs: one EVALSHA of the renew script for all
+its slots every third of the lease (leases.py), none per request.
+
 When Redis does not answer, `on_redis_error` decides: "open" keeps serving
 with a `LocalLimiter` (limits then hold per process) and says so in the log,
 at most every 30 s; "closed" raises `LimiterUnavailable`. Either way Redis is
@@ -35,11 +39,11 @@ from typing import Any, Literal
 
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from billing.limits.leases import LeaseKeeper
 from billing.limits.local import LocalLimiter
 from billing.limits.resp import RespClient
-from billing.limits.scripts import ACQUIRE, SETTLE, Script
+from billing.limits.scripts import ACQUIRE, RENEW, SETTLE, Script
 from billing.limits.verdicts import (
-    DEFAULT_LEASE,
     Ask,
     LimiterFailed,
     LimiterUnavailable,
@@ -47,6 +51,7 @@ from billing.limits.verdicts import (
     Verdict,
     bounded,
     clamp,
+    in_flight_lease,
     nothing_to_check,
     unlimited_verdict,
     verdict_from_reply,
@@ -72,21 +77,26 @@ class RedisLimiter:
         *,
         prefix: str,
         on_redis_error: Literal["open", "closed"] = "open",
-        lease: float = DEFAULT_LEASE,
+        lease: float | None = None,
         clock: Callable[[], float] | None = None,
         socket_timeout: float = 0.25,
         recheck: float = 1.0,
     ) -> None:
-        """`clock` (Unix seconds) replaces Redis's own clock; for tests, as every process must share one clock."""
+        """`clock` (Unix seconds) replaces Redis's own clock; for tests, as every process must share one clock.
+
+        `lease`: seconds a slot in flight outlives its last renewal (default PORTICO_IN_FLIGHT_LEASE).
+        """
         if on_redis_error not in ("open", "closed"):
             raise ValueError(f"on_redis_error must be 'open' or 'closed', not {on_redis_error!r}")
         self._client = RespClient(url, timeout=socket_timeout)
         self._prefix = prefix
         self._fail_open = on_redis_error == "open"
+        lease = in_flight_lease(lease)
         self._lease_ms = lease * 1000
         self._clock = clock
         self._recheck = recheck
-        self._local = LocalLimiter(lease=lease, clock=clock or time.time)
+        self._local = LocalLimiter(lease=lease, clock=clock or time.time)  # its own keeper renews its slots
+        self.leases = LeaseKeeper(self.renew, lease=lease)
         self._down = False
         self._retry_at = 0.0  # monotonic time before which Redis is not tried again
         self._alarmed_at = -math.inf
@@ -111,7 +121,10 @@ class RedisLimiter:
         except (RedisError, OSError) as exc:
             self._trouble(exc)
             return await self._without_redis(ask, exc)
-        return verdict_from_reply(ask, list(map(int, reply.split())), local=False)
+        verdict = verdict_from_reply(ask, list(map(int, reply.split())), local=False)
+        if verdict.ticket is not None:
+            self.leases.hold(verdict.ticket)
+        return verdict
 
     async def settle(self, ticket: Ticket, *, tokens: int, cost: int) -> None:
         """Never raises for Redis trouble: nobody could act on it, and Redis gets the settle once it is back."""
@@ -120,6 +133,7 @@ class RedisLimiter:
             return
         if ticket.empty:
             return
+        self.leases.let_go(ticket)
         tokens, cost = clamp(tokens), clamp(cost)
         if self._down and not await self._redis_back():
             self._unsettled.append((ticket, tokens, cost))
@@ -138,6 +152,24 @@ class RedisLimiter:
             self._trouble(exc)
             self._unsettled.append((ticket, tokens, cost))
 
+    async def renew(self, tickets: Sequence[Ticket]) -> None:
+        """Extend the lease of the tickets' slots in flight that are still held. Never raises for Redis trouble:
+        the next renewal tries again, and a slot whose lease ran out meanwhile stays free."""
+        tickets = [ticket for ticket in tickets if not ticket.local]
+        if not tickets or (self._down and not await self._redis_back()):
+            return
+        for start in range(0, len(tickets), REPLAY_BATCH):
+            try:
+                await self._run(RENEW, *self._renew_call(tickets[start : start + REPLAY_BATCH]))
+            except ResponseError as exc:
+                if is_outage(exc):
+                    self._trouble(exc)
+                    return
+                logger.error("The rate limiter's renew script failed: %s", exc)
+            except (RedisError, OSError) as exc:
+                self._trouble(exc)
+                return
+
     async def _settle_pipeline(self, settles: list[tuple[Ticket, int, int]]) -> list[Any]:
         """Send settles back to back on the one connection; a reply error comes back in place of its result."""
         calls = [self._evalsha(SETTLE, *self._settle_call(ticket, tokens, cost)) for ticket, tokens, cost in settles]
@@ -151,6 +183,8 @@ class RedisLimiter:
         return self._client.call("EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def aclose(self) -> None:
+        await self.leases.aclose()
+        await self._local.aclose()
         await self._client.aclose()
 
     def _now_arg(self) -> str | float:
@@ -181,6 +215,15 @@ class RedisLimiter:
         args: Args = [self._now_arg(), ticket.request_id, tokens - ticket.tokens, cost - ticket.cost]
         args += (len(ticket.token_limits), len(ticket.concurrency_scopes), len(ticket.budget_periods))
         args += [limit for _, limit in ticket.token_limits]
+        return keys, args
+
+    def _renew_call(self, tickets: Sequence[Ticket]) -> tuple[list[str], Args]:
+        keys: list[str] = []
+        args: Args = [self._now_arg(), self._lease_ms]
+        for ticket in tickets:
+            for scope in ticket.concurrency_scopes:
+                keys.append(f"{self._prefix}:rl:{scope}:cc")
+                args.append(ticket.request_id)
         return keys, args
 
     async def _run(self, script: Script, keys: Sequence[str], args: Args) -> Any:

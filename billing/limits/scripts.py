@@ -1,4 +1,4 @@
-"""The two Lua scripts of `RedisLimiter`, kept as Python strings so they ship with the package.
+"""The three Lua scripts of `RedisLimiter`, kept as Python strings so they ship with the package.
 
 `LocalLimiter` (local.py) is the same algorithm in Python, statement for
 statement: a change here must be made there too, and the shared tests run
@@ -11,7 +11,9 @@ that point stays within a minute from now. A bucket in debt (a request used
 more tokens than it reserved) is simply one whose point lies further out.
 Times are Unix milliseconds, from Redis's clock unless the caller passes one.
 A bucket's debt is capped (MAX_DEBT, about 35 years), so its expiry stays an
-integer Redis takes.
+integer Redis takes. A slot in flight is a member of its scope's sorted set,
+scored by the end of its lease, which its process renews while the call runs
+(leases.py).
 """
 
 from __future__ import annotations
@@ -185,6 +187,27 @@ return 0
 )
 
 
+# KEYS: the concurrency set of each slot to renew. ARGV: now_ms or '', lease_ms, then each slot's request id.
+# Only a slot still held is renewed: one settled, or whose lease ran out, is not brought back.
+RENEW_SOURCE = (
+    _CLOCK
+    + """
+local lease = tonumber(ARGV[2])
+local ends = string.format('%.17g', now + lease)
+local renewed = 0
+for i, key in ipairs(KEYS) do
+  local held = tonumber(redis.call('ZSCORE', key, ARGV[2 + i]))
+  if held and held > now then
+    redis.call('ZADD', key, 'XX', ends, ARGV[2 + i])
+    redis.call('PEXPIRE', key, math.ceil(lease + MINUTE))
+    renewed = renewed + 1
+  end
+end
+return renewed
+"""
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Script:
     source: str
@@ -197,3 +220,4 @@ class Script:
 
 ACQUIRE = Script(ACQUIRE_SOURCE)
 SETTLE = Script(SETTLE_SOURCE)
+RENEW = Script(RENEW_SOURCE)

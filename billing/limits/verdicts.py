@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
+from django.conf import settings
+
 from billing.money import from_nano, usd
 
 Refusal = Literal["requests", "tokens", "concurrency", "budget"]
@@ -32,7 +34,6 @@ MINUTE_MS = 60_000.0
 # Absolute times in milliseconds are ~1.7e12, where a double is exact to ~0.0002 ms:
 # a bucket filled by limit × (60000 / limit) must not be refused for rounding dust.
 SLACK_MS = 0.01
-DEFAULT_LEASE = 900.0  # seconds a concurrency slot outlives a process that never settled it
 # A full concurrency cap frees up when some request ends, which no clock predicts; suggest a short wait.
 CONCURRENCY_RETRY = 1.0
 NEVER = -1
@@ -90,7 +91,8 @@ class Ask:
     cost: int  # reserved for budgets: the worst-case cost in nano-USD
 
 
-@dataclass(frozen=True, slots=True)
+# Held weakly while its slots in flight are renewed (billing.limits.leases).
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class Ticket:
     """What an admitted request reserved, to be settled once it has finished."""
 
@@ -115,6 +117,11 @@ class Verdict:
     retry_after: float  # seconds; 0 when allowed, and for refusals that waiting cannot cure
     headers: dict[str, str]  # x-ratelimit-{limit,remaining,reset}-{requests,tokens}
     ticket: Ticket | None  # None when refused: nothing was reserved
+
+
+def in_flight_lease(lease: float | None) -> float:
+    """Seconds a slot in flight outlives its last renewal: `lease`, else PORTICO_IN_FLIGHT_LEASE."""
+    return settings.PORTICO_IN_FLIGHT_LEASE if lease is None else lease
 
 
 class Limiter(Protocol):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -281,6 +282,56 @@ async def test_a_slot_never_settled_is_freed_when_its_lease_ends(
     assert (await limiter.acquire(ask(key(concurrency=1)))).refused == "concurrency"
     clock.advance(0.1)
     assert (await limiter.acquire(ask(key(concurrency=1)))).allowed
+
+
+async def test_a_renewed_slot_is_held_for_a_lease_from_its_last_renewal(
+    make_limiter: Callable[..., Any], clock: FakeClock
+) -> None:
+    limiter = make_limiter(lease=10)
+    held = ticket_of(await limiter.acquire(ask(key(concurrency=1), tenant(concurrency=1))))
+
+    for _ in range(3):  # 24 s in all: well past the first lease
+        clock.advance(8)
+        await limiter.renew([held])
+    clock.advance(9.9)
+    refused = [await limiter.acquire(ask(window)) for window in (key(concurrency=1), tenant(concurrency=1))]
+    clock.advance(0.1)
+
+    assert [verdict.refused for verdict in refused] == ["concurrency", "concurrency"]
+    assert (await limiter.acquire(ask(key(concurrency=1), tenant(concurrency=1)))).allowed
+
+
+@pytest.mark.parametrize("gone", ["settled", "lapsed"])
+async def test_a_renewal_never_brings_back_a_slot_that_was_settled_or_whose_lease_ran_out(
+    make_limiter: Callable[..., Any], clock: FakeClock, gone: str
+) -> None:
+    limiter = make_limiter(lease=10)
+    held = ticket_of(await limiter.acquire(ask(key(concurrency=1))))
+    if gone == "settled":
+        await limiter.settle(held, tokens=0, cost=0)
+    else:
+        clock.advance(10)
+
+    await limiter.renew([held])
+
+    assert (await limiter.acquire(ask(key(concurrency=1)))).allowed
+
+
+async def test_a_slot_in_flight_is_kept_by_its_process_from_its_acquire_to_its_settle(
+    make_limiter: Callable[..., Any],
+) -> None:
+    limiter = make_limiter()
+    in_flight = ticket_of(await limiter.acquire(ask(key(concurrency=1), tenant(rpm=10))))
+    rated = ticket_of(await limiter.acquire(ask(tenant(rpm=10))))
+    refused = await limiter.acquire(ask(key(concurrency=1)))
+    kept = len(limiter.leases)
+
+    await limiter.settle(rated, tokens=0, cost=0)
+    await limiter.settle(in_flight, tokens=0, cost=0)
+
+    assert refused.refused == "concurrency"
+    assert kept == 1  # only the ticket with a slot in flight: a rate limit has nothing to renew
+    assert len(limiter.leases) == 0
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,10 @@
 """Overflow queueing: a request refused for capacity waits its turn in line, or becomes a job (docs/queueing.md).
 
     wish.py        what a request asks (x-portico-queue-timeout, Prefer: respond-async), and a job run's terms
-    admission.py   the queue's side of admission, called by gateway.accounting.CallSession.admit
+    admission.py   the queue's side of admission, called by gateway.accounting.CallSession.admit (the limits)
+                   and by the routing loop (gateway.routing_caps: a model's deployments all at their caps)
     lines.py       lines of waiters in this process, and the dispatcher that gives each line's head its turn
     orders.py      whose turn: start-time fair queueing, in this process or shared through Redis
-    capacity.py    the gate of a model whose deployments cap their calls in flight
     deferral.py    202 Accepted: the request kept as a job and handed to the workers
     runner.py      a job's run, through the same pipeline as a live request (imported by its task only)
 
@@ -28,6 +28,9 @@ request that has not waited yet: one arriving in a process with no waiters of
 its line tries at once, and may take a slot that was freed in the moment
 before the head's next try.
 
-The gate of a model's deployments counts this process's calls (capacity.py),
-so its line is kept in the process too.
+The same holds for a model's deployments, whose caps every process shares
+through the limiter (gateway.routing_caps): their line (`deployments:<model>`)
+is kept in Redis too, a call that ends in any process frees a slot its head
+takes within a POLL (at once in the process where it ended), and a request
+that has not waited yet makes one pass of the routing loop before it joins.
 """

@@ -1,39 +1,40 @@
 """Admission for a call whose key has a queue policy (and for a queued job's run): wait in turn, defer, or refuse.
 
-gateway.accounting.CallSession.admit sends such calls here; every other call
-is admitted as before, with no cost added. Two stages, each only when needed:
+gateway.accounting.CallSession.admit sends such calls here (`may_queue`); every
+other call is admitted as before, with no cost added. Two stages, each only when
+needed:
 
-    the limits     try once (or, if this process's line for the key and model has
-                   waiters, join them instead of going first); refused for requests,
-                   tokens or concurrency (never for a budget, or a limiter that failed):
-                     asked to respond asynchronously, policy async or both   -> 202 with a job
-                     policy wait or both, the line not full                  -> wait in line until the deadline
-                     still refused at the deadline                           -> the refusal it would have had
-    the model      every deployment caps its calls in flight, and this process has them
-                   all busy (gateway.queueing.capacity): the same choices, in the model's
-                   line, where tenants take turns; still full -> the routing loop answers
+    the limits       try once (or, if this process's line for the key and model has
+                     waiters, join them instead of going first); refused for requests,
+                     tokens or concurrency (never for a budget, or a limiter that failed):
+                       asked to respond asynchronously, policy async or both   -> 202 with a job
+                       policy wait or both, the line not full                  -> wait in line until the deadline
+                       still refused at the deadline                           -> the refusal it would have had
+    the deployments  the routing loop found only deployments at their caps (requests or
+                     tokens per minute, requests in flight: shared by every process): the
+                     same choices, in the model's line (`wait_for_deployments`, called by
+                     gateway.routing_caps.run_in_turn); still full -> the 503 it would have had
 
 The deadline is the key's longest wait, or less if the request asks
-(x-portico-queue-timeout); a queued job's run waits until the job's deadline or
-the end of its slice, whichever comes first, then hands the job back (`Requeue`)
-or expires it. A call that waited says so: `x-portico-queue-time` (ms), and its
-ledger row's `queue_ms`.
+(x-portico-queue-timeout), for both stages together; a queued job's run waits
+until the job's deadline or the end of its slice, whichever comes first, then
+hands the job back (`Requeue`) or expires it. A call that waited says so:
+`x-portico-queue-time` (ms), and its ledger row's `queue_ms`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from django.conf import settings
 
 from billing.metering import Admission
 from gateway.errors import PorticoError, RateLimited
-from gateway.queueing.capacity import capacity, gate
 from gateway.queueing.deferral import defer, expired, wait_seconds
-from gateway.queueing.lines import POLL, lines, take_turn
+from gateway.queueing.lines import POLL, Attempt, lines, take_turn
 from gateway.queueing.wish import QueueWish
 
 if TYPE_CHECKING:
@@ -91,14 +92,21 @@ class _Stay:
             ends = min(job.deadline, job.slice_ends)
             self.deadline = asyncio.get_running_loop().time() + (ends - time.time())
             return
-        # In line, a client holds its connection: no longer than any request may last.
+        # In line, a client holds its connection: no longer than any request may last, both stages together.
         seconds = min(wait_seconds(self.wish, self.policy), settings.PORTICO_MAX_REQUEST_TIMEOUT)
+        if call.queued_at is not None:
+            seconds -= time.monotonic() - call.queued_at  # waited for its limits already
         self.waits = self.policy.waits and seconds > 0 and lines.depth(call.grant.tenant_id) < self.policy.max_depth
         self.deadline = asyncio.get_running_loop().time() + seconds
 
     @property
     def defers(self) -> bool:
         return self.wish.asynchronous and self.policy.defers and self.wish.job is None
+
+
+def may_queue(call: Call) -> bool:
+    """Whether the call, refused for capacity, may wait or become a job: what CallSession.admit sends here."""
+    return call.queue is not None or (call.batch_id is None and call.grant.queue.mode != "off")
 
 
 async def admit(session: Session) -> Mapping[str, str]:
@@ -111,12 +119,45 @@ async def admit(session: Session) -> Mapping[str, str]:
         if time.time() >= job.deadline:
             raise _expired(call, {})
     admission = await _limits(session, stay)
-    await _model(session, stay)
-    headers = admission.headers
-    if call.queued_at is not None:
-        call.queue_ms = int((time.monotonic() - call.queued_at) * 1000)
-        headers = {**headers, QUEUE_TIME_HEADER: str(call.queue_ms)}
-    return headers
+    if call.queued_at is None:
+        return admission.headers
+    return {**admission.headers, **_queue_time(call)}
+
+
+async def wait_for_deployments(
+    session: Session, *, reserve: Attempt, refusal: Callable[[], PorticoError]
+) -> Mapping[str, str]:
+    """Wait in the model's line until `reserve` takes a slot on one of its deployments, all found at their caps;
+    the call's queue time then. Else the call becomes a job (202), or gets `refusal()` (the 503 it would have had),
+    or, a job's run, is handed back or expires."""
+    call = session.call
+    stay = _Stay(call)
+    if stay.defers and (deferred := await defer(call, stay.wish, stay.policy)) is not None:
+        session.forgo()
+        raise deferred
+    if not stay.waits:
+        raise refusal()
+    _waiting(call)
+    call.queue_ms = None  # its ledger row counts the whole wait, should the call end here
+    pause: float | None = POLL
+
+    async def attempt() -> float | None:
+        nonlocal pause
+        pause = await reserve()
+        return pause
+
+    # Shared by every process (in Redis) as the caps are: a slot freed in one goes to the head, wherever it waits.
+    line = lines.line(f"deployments:{call.model.public_id}", shared=True)
+    if not await take_turn(line, flow=call.grant.tenant_id, deadline=stay.deadline, attempt=attempt):
+        await attempt()  # the deadline: one last try, out of turn
+    if pause is None:
+        return _queue_time(call)
+    if stay.wish.job is None:
+        raise refusal()
+    over = _job_over(call, stay, refusal().headers, retry_after=pause)
+    if isinstance(over, Requeue):
+        session.forgo()
+    raise over
 
 
 async def _limits(session: Session, stay: _Stay) -> Admission:
@@ -158,39 +199,15 @@ async def _limits(session: Session, stay: _Stay) -> Admission:
     return admission
 
 
-async def _model(session: Session, stay: _Stay) -> None:
-    """Wait for a slot of the model's deployments, when they cap their calls in flight and are all busy here."""
-    call, model = session.call, session.call.model
-    cap = capacity(model)
-    if cap is None:
-        return
-    name = f"model:{model.public_id}"
-
-    async def attempt() -> float | None:
-        if gate.has_room(model, cap):
-            gate.let_through(model, call)
-            return None
-        return POLL
-
-    if not (stay.waits and lines.crowded(name)) and await attempt() is None:
-        return
-    if stay.defers and (deferred := await defer(call, stay.wish, stay.policy)) is not None:
-        session.forgo()
-        raise deferred
-    if not stay.waits:
-        return  # the routing loop answers: its deployments are at their caps
-    _waiting(call)
-    line = lines.line(name, shared=False)  # the gate counts this process's calls: so does its line
-    if await take_turn(line, flow=call.grant.tenant_id, deadline=stay.deadline, attempt=attempt):
-        return
-    if await attempt() is None or stay.wish.job is None:
-        return
-    raise _job_over(call, stay, {})
-
-
 def _waiting(call: Call) -> None:
     if call.queued_at is None:
         call.queued_at = time.monotonic()
+
+
+def _queue_time(call: Call) -> dict[str, str]:
+    assert call.queued_at is not None
+    call.queue_ms = int((time.monotonic() - call.queued_at) * 1000)
+    return {QUEUE_TIME_HEADER: str(call.queue_ms)}
 
 
 def _gave_up(session: Session, stay: _Stay, refused: Admission) -> PorticoError | Requeue:
