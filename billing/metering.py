@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -138,7 +138,7 @@ class Meter:
         self._spool: Spool | None = None
         self.writer: LedgerWriter | None = None
         self.ledger_on = True
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Future[Any]] = set()
 
     @property
     def spool(self) -> Spool:
@@ -170,10 +170,11 @@ class Meter:
             writer, self.writer = self.writer, None
             await asyncio.to_thread(writer.stop)
 
-    def later(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    def later(self, work: Awaitable[Any]) -> None:
+        """Run `work` (a coroutine, or a future already under way) off the response path; `drain` waits for it."""
+        pending = work if isinstance(work, asyncio.Future) else asyncio.ensure_future(work)
+        self._background.add(pending)
+        pending.add_done_callback(self._background.discard)
 
     async def drain(self) -> None:
         if self._background:
@@ -231,7 +232,7 @@ class Meter:
         cost = cost_of(price, usage)
         ticket = result.admission.ticket if result.admission is not None else None
         if ticket is not None:
-            self.later(self.limiter.settle(ticket, tokens=usage.total, cost=nano_cost_of(price, usage)))
+            self.later(self.limiter.settle_soon(ticket, tokens=usage.total, cost=nano_cost_of(price, usage)))
         if self.ledger_on:
             provider_cost = _provider_cost(result, usage, billing)
             self.spool.append(_entry(result, usage, cost, provider_cost, estimated=estimated).row())

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from billing.limits.leases import LeaseKeeper
 from billing.limits.verdicts import (
@@ -59,6 +59,9 @@ class LocalLimiter:
         if verdict.ticket is not None:
             self.leases.hold(verdict.ticket)
         return verdict
+
+    def settle_soon(self, ticket: Ticket, *, tokens: int, cost: int) -> Awaitable[None]:
+        return self.settle(ticket, tokens=tokens, cost=cost)
 
     async def settle(self, ticket: Ticket, *, tokens: int, cost: int) -> None:
         self.leases.let_go(ticket)

@@ -30,11 +30,12 @@ scripts leave without a reservation, and Redis stays in use for every other.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 from redis.exceptions import NoScriptError, RedisError, ResponseError
@@ -102,6 +103,7 @@ class RedisLimiter:
         self._alarmed_at = -math.inf
         self._alarm_open = False
         self._unsettled: deque[tuple[Ticket, int, int]] = deque(maxlen=UNSETTLED_MAX)
+        self._retries: set[asyncio.Task[None]] = set()  # settles sent again after a NOSCRIPT reply
 
     async def acquire(self, ask: Ask) -> Verdict:
         if nothing_to_check(ask):
@@ -152,6 +154,42 @@ class RedisLimiter:
             self._trouble(exc)
             self._unsettled.append((ticket, tokens, cost))
 
+    def settle_soon(self, ticket: Ticket, *, tokens: int, cost: int) -> Awaitable[Any]:
+        """`settle`, written to Redis now, its reply handled by a callback rather than a task of its own.
+
+        Every admitted request settles once: a task per settle cost the hot path more than the settle's
+        own work. The returned future completes with the reply; an error in it is dealt with here as
+        `settle` deals with it (logged, or kept to send again), so whoever awaits it may ignore it. The
+        rare paths (a local ticket, Redis away, no connection yet) are `settle` itself, a coroutine.
+        """
+        if ticket.local or ticket.empty or self._down:
+            return self.settle(ticket, tokens=tokens, cost=cost)
+        tokens, cost = clamp(tokens), clamp(cost)
+        keys, args = self._settle_call(ticket, tokens, cost)
+        reply = self._client.send_now("EVALSHA", SETTLE.sha, len(keys), *keys, *args)
+        if reply is None:
+            return self.settle(ticket, tokens=tokens, cost=cost)
+        self.leases.let_go(ticket)
+        reply.add_done_callback(functools.partial(self._settled, ticket, tokens, cost))
+        return reply
+
+    def _settled(self, ticket: Ticket, tokens: int, cost: int, reply: asyncio.Future[Any]) -> None:
+        """What `settle` does with an error, for a settle sent by `settle_soon`."""
+        if reply.cancelled():
+            return
+        exc = reply.exception()
+        if exc is None:
+            return
+        if isinstance(exc, NoScriptError):  # Redis restarted or its scripts were flushed: `settle` loads it
+            retry = asyncio.get_running_loop().create_task(self.settle(ticket, tokens=tokens, cost=cost))
+            self._retries.add(retry)
+            retry.add_done_callback(self._retries.discard)
+        elif isinstance(exc, ResponseError) and not is_outage(exc):
+            logger.error("The rate limiter's settle script failed for request %s: %s", ticket.request_id, exc)
+        elif isinstance(exc, (RedisError, OSError)):
+            self._trouble(exc)
+            self._unsettled.append((ticket, tokens, cost))
+
     async def renew(self, tickets: Sequence[Ticket]) -> None:
         """Extend the lease of the tickets' slots in flight that are still held. Never raises for Redis trouble:
         the next renewal tries again, and a slot whose lease ran out meanwhile stays free."""
@@ -183,6 +221,8 @@ class RedisLimiter:
         return self._client.call("EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def aclose(self) -> None:
+        if self._retries:
+            await asyncio.gather(*self._retries, return_exceptions=True)
         await self.leases.aclose()
         await self._local.aclose()
         await self._client.aclose()

@@ -166,6 +166,15 @@ class RespClient:
             protocol = await self._open()
         return await self._send(protocol, args)
 
+    def send_now(self, *args: Any) -> asyncio.Future[Any] | None:
+        """Write a command at once and return the future of its reply; None if no connection is open yet."""
+        protocol = self._protocol
+        if protocol is None or protocol.closed:
+            return None
+        waiter = protocol.expect()
+        protocol.transport.write(pack(args))
+        return waiter
+
     async def _send(self, protocol: _Protocol, args: tuple[Any, ...]) -> Any:
         waiter = protocol.expect()
         assert protocol.transport is not None

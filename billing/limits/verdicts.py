@@ -20,9 +20,9 @@ otherwise (OpenAI's headers count the request they come with).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from django.conf import settings
 
@@ -128,6 +128,11 @@ class Limiter(Protocol):
     async def acquire(self, ask: Ask) -> Verdict: ...
 
     async def settle(self, ticket: Ticket, *, tokens: int, cost: int) -> None: ...
+
+    def settle_soon(self, ticket: Ticket, *, tokens: int, cost: int) -> Awaitable[Any]:
+        """`settle` begun at once; what it returns completes when the settle is done. Redis trouble is dealt with
+        by the limiter and needs nothing of the caller (an awaited future may still carry it: ignore it)."""
+        ...
 
     async def aclose(self) -> None: ...
 

@@ -10,7 +10,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
-from billing.limits import Budget, LimiterFailed, LimiterUnavailable, RedisLimiter
+from billing.limits import Budget, LimiterFailed, LimiterUnavailable, RedisLimiter, Ticket
 from billing.limits.redis import is_outage
 from billing.tests.test_limits import (
     REDIS_URL,
@@ -73,6 +73,19 @@ class RedisRelay:
             writer.close()
 
 
+SETTLE_WAYS = ("settle", "settle_soon")
+
+
+async def settle_by(way: str, limiter: RedisLimiter, ticket: Ticket, *, tokens: int, cost: int) -> None:
+    """Settle one way or the other, and return once it has taken effect (a script reloaded and sent again too)."""
+    if way == "settle":
+        await limiter.settle(ticket, tokens=tokens, cost=cost)
+        return
+    # Its reply's error, if any, was dealt with by the limiter (logged, or kept to send again): not re-raised here.
+    await asyncio.gather(limiter.settle_soon(ticket, tokens=tokens, cost=cost), return_exceptions=True)
+    await asyncio.gather(*limiter._retries)
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
@@ -116,14 +129,15 @@ async def test_two_processes_share_one_limit(clock: FakeClock, redis_prefix: str
         await second.aclose()
 
 
+@pytest.mark.parametrize("way", SETTLE_WAYS)
 async def test_concurrent_settles_on_the_one_connection_all_take_effect(
-    clock: FakeClock, redis_prefix: str, redis: Redis
+    clock: FakeClock, redis_prefix: str, redis: Redis, way: str
 ) -> None:
     limiter = RedisLimiter(REDIS_URL, prefix=redis_prefix, clock=clock)
     try:
         tickets = [ticket_of(await limiter.acquire(ask(key(concurrency=20, tpm=200), tokens=10))) for _ in range(20)]
         await redis.script_flush()  # settles in flight together must also survive Redis forgetting the script
-        await asyncio.gather(*(limiter.settle(ticket, tokens=0, cost=0) for ticket in tickets))
+        await asyncio.gather(*(settle_by(way, limiter, ticket, tokens=0, cost=0) for ticket in tickets))
         # Every slot is free again, and every unused token came back.
         again = [ticket_of(await limiter.acquire(ask(key(concurrency=20, tpm=200), tokens=10))) for _ in range(20)]
         refused = await limiter.acquire(ask(key(concurrency=20, tpm=200), tokens=10))
@@ -213,14 +227,15 @@ async def test_failing_closed_it_raises_while_redis_is_away(clock: FakeClock) ->
     assert unlimited.allowed
 
 
+@pytest.mark.parametrize("way", SETTLE_WAYS)
 async def test_after_an_outage_redis_first_gets_the_settles_it_missed(
-    clock: FakeClock, redis_prefix: str, relay: RedisRelay, caplog: pytest.LogCaptureFixture
+    clock: FakeClock, redis_prefix: str, relay: RedisRelay, caplog: pytest.LogCaptureFixture, way: str
 ) -> None:
     limiter = RedisLimiter(relay.url, prefix=redis_prefix, clock=clock, recheck=0)
     try:
         held = ticket_of(await limiter.acquire(ask(key(concurrency=1), budgets=(budget(limit=100),), cost=100)))
         relay.cut()
-        await limiter.settle(held, tokens=0, cost=30)
+        await settle_by(way, limiter, held, tokens=0, cost=30)
         during = await limiter.acquire(ask(key(concurrency=1)))
         relay.up = True
         with caplog.at_level(logging.WARNING, logger="billing.limits.redis"):
@@ -310,8 +325,9 @@ async def test_a_counter_that_cannot_take_a_reservation_leaves_every_other_as_it
     assert await redis.exists(f"{redis_prefix}:rl:key:1:req") == 0
 
 
+@pytest.mark.parametrize("way", SETTLE_WAYS)
 async def test_a_settle_the_script_refuses_still_frees_the_slot_and_keeps_redis_in_use(
-    clock: FakeClock, redis_prefix: str, redis: Redis, caplog: pytest.LogCaptureFixture
+    clock: FakeClock, redis_prefix: str, redis: Redis, caplog: pytest.LogCaptureFixture, way: str
 ) -> None:
     counter = f"{redis_prefix}:budget:tenant:1:2026-11"
     limiter = RedisLimiter(REDIS_URL, prefix=redis_prefix, clock=clock)
@@ -320,7 +336,7 @@ async def test_a_settle_the_script_refuses_still_frees_the_slot_and_keeps_redis_
         await redis.delete(counter)
         await redis.hset(counter, "not", "a counter")
         with caplog.at_level(logging.ERROR, logger="billing.limits.redis"):
-            await limiter.settle(held, tokens=0, cost=5)
+            await settle_by(way, limiter, held, tokens=0, cost=5)
         after = ticket_of(await limiter.acquire(ask(key(concurrency=1))))
     finally:
         await limiter.aclose()
@@ -345,3 +361,21 @@ async def test_a_settle_the_script_refuses_still_frees_the_slot_and_keeps_redis_
 )
 def test_only_error_replies_about_redis_itself_count_as_an_outage(error: ResponseError, outage: bool) -> None:
     assert is_outage(error) is outage
+
+
+async def test_a_settle_written_before_the_connection_broke_is_sent_again_once_redis_is_back(
+    clock: FakeClock, redis_prefix: str, relay: RedisRelay
+) -> None:
+    limiter = RedisLimiter(relay.url, prefix=redis_prefix, clock=clock, recheck=0)
+    try:
+        held = ticket_of(await limiter.acquire(ask(key(concurrency=1))))
+        pending = limiter.settle_soon(held, tokens=0, cost=0)
+        relay.cut()  # before the relay could pass the written settle on: Redis never gets it, nor a reply
+        [lost] = await asyncio.gather(pending, return_exceptions=True)
+        assert isinstance(lost, ConnectionError)  # dealt with by the limiter, which keeps the settle to send again
+        relay.up = True
+        again = ticket_of(await limiter.acquire(ask(key(concurrency=1))))
+    finally:
+        await limiter.aclose()
+
+    assert not again.local  # Redis got the missed settle first: the slot was free

@@ -8,7 +8,7 @@ ledger is this process's spool file in a temporary directory.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -59,6 +59,9 @@ class RecordingLimiter:
     async def acquire(self, ask: Ask) -> Verdict:
         self.asks.append(ask)
         return await self.inner.acquire(ask)
+
+    def settle_soon(self, ticket: Ticket, *, tokens: int, cost: int) -> Awaitable[None]:
+        return self.settle(ticket, tokens=tokens, cost=cost)
 
     async def settle(self, ticket: Ticket, *, tokens: int, cost: int) -> None:
         self.settled.append((ticket, tokens, cost))

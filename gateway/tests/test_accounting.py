@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -113,6 +113,9 @@ class SettleLog(LocalLimiter):
     def __init__(self, clock: FakeClock) -> None:
         super().__init__(clock=clock)
         self.settled: list[tuple[Ticket, int, int]] = []
+
+    def settle_soon(self, ticket: Ticket, *, tokens: int, cost: int) -> Awaitable[None]:
+        return self.settle(ticket, tokens=tokens, cost=cost)
 
     async def settle(self, ticket: Ticket, *, tokens: int, cost: int) -> None:
         self.settled.append((ticket, tokens, cost))

@@ -53,6 +53,9 @@ class Recording:
             self.granted[ask.request_id] = verdict.ticket
         return verdict
 
+    def settle_soon(self, ticket: Ticket, *, tokens: int, cost: int) -> Awaitable[None]:
+        return self.settle(ticket, tokens=tokens, cost=cost)
+
     async def settle(self, ticket: Ticket, *, tokens: int, cost: int) -> None:
         self.settled.append((ticket.request_id, tokens))
         await self.inner.settle(ticket, tokens=tokens, cost=cost)
