@@ -1,6 +1,7 @@
 """Outbound HTTP: this module and providers/transport.py are the only ones that open connections
 (ruff's banned-api enforces it). Besides the upstreams of the hot path, `fetch_document` reads one
-document synchronously, bounded in size and time, for background work (model-list sources).
+document synchronously, bounded in size and time, for background work (model-list sources), and
+`post_body` sends one (alert webhooks).
 
 Each provider gets one pooled, keep-alive `Upstream`, shared by every request
 of this process, with the provider's connect, read and total timeouts:
@@ -250,3 +251,12 @@ def fetch_document(url: str, *, headers: Mapping[str, str], timeout: float, max_
                     raise httpx.ReadTimeout(f"the answer took over {timeout:g} s")
                 chunks.append(chunk)
     return Document(response.status_code, b"".join(chunks))
+
+
+def post_body(url: str, *, content: bytes, headers: Mapping[str, str], timeout: float) -> int:
+    """POST one body, synchronously (a task), and return the answer's status without reading its body.
+    `timeout` bounds connecting, sending and each read; no redirects are followed and no proxy is taken
+    from the environment, as for upstream calls. Raises httpx.TimeoutException or httpx.TransportError."""
+    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+        with client.stream("POST", url, content=content, headers=dict(headers)) as response:
+            return response.status_code

@@ -5,6 +5,12 @@ every `interval` seconds. A database that does not answer costs the rows of
 that flush, with a log line, never a request: history is for operators, and
 the breaker works without it. An operator's reset, made in the admin's own
 thread, is written at once (`write`).
+
+A breaker that opens from closed is announced to the operators' alert
+channels with the same insert (notifications): only the process that made a
+transition has it here (RedisBreakers: the one whose script made it), so each
+opening is announced once. Reopening after a failed probe is not announced
+again: the deployment has not recovered since the last alert.
 """
 
 from __future__ import annotations
@@ -15,9 +21,9 @@ import socket
 import threading
 from collections.abc import Callable, Sequence
 
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connection, transaction
 
-from gateway.breakers.rules import Transition, moment
+from gateway.breakers.rules import CLOSED, OPEN, Transition, moment
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +51,32 @@ def insert_transitions(transitions: Sequence[Transition], process: str) -> None:
         )
         for change in transitions
     ]
-    BreakerTransition.objects.bulk_create(rows)
+    with transaction.atomic():
+        BreakerTransition.objects.bulk_create(rows)
+        announce_openings(transitions)
+
+
+def announce_openings(transitions: Sequence[Transition]) -> None:
+    # Imported here, as the models above: the breakers load before the apps' models are ready.
+    from notifications.models import AlertEvent
+    from notifications.services import notify
+
+    for change in transitions:
+        if change.from_state != CLOSED or change.to_state != OPEN:
+            continue
+        at = moment(change.at)
+        notify(
+            event=AlertEvent.BREAKER_OPEN,
+            tenant_id=None,
+            key=f"breaker:{change.route_id}:{change.at!r}",
+            subject=f"Portico: deployment {change.route_name or change.route_id} is out of rotation",
+            text=f"Its circuit breaker opened at {at:%Y-%m-%d %H:%M:%S} UTC: {change.reason}.",
+            payload={
+                "deployment": {"id": change.route_id, "name": change.route_name},
+                "reason": change.reason,
+                "at": at.isoformat(),
+            },
+        )
 
 
 class TransitionLog:
