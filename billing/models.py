@@ -1,4 +1,4 @@
-"""Prices, rate limits, budgets and the usage ledger.
+"""Prices, rate limits, budgets, the usage ledger and its rollups.
 
 Money is Decimal in the database (USD with ten places, max_digits 20: a token
 of a cheap model costs well under a micro-dollar) and integer nano-dollars in
@@ -8,11 +8,15 @@ Redis counters.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+
+from billing.histograms import bucket_columns
+from billing.money import format_money
 
 # The precision of every USD amount, for fields and for aggregates over them.
 USD = {"max_digits": 20, "decimal_places": 10}
@@ -131,7 +135,7 @@ class Budget(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.api_key or self.tenant}: {self.amount} USD {self.period}"
+        return f"{self.api_key or self.tenant}: {format_money(self.amount)} {self.period}"
 
 
 class BudgetAlert(models.Model):
@@ -146,6 +150,12 @@ class BudgetAlert(models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [models.UniqueConstraint(fields=["budget", "period", "level"], name="one_alert_per_level")]
+
+    def __str__(self) -> str:
+        # The owner, not the whole budget: its amount may have changed since the alert.
+        owner = self.budget.api_key or self.budget.tenant
+        when = "over its lifetime" if self.period == "all" else f"in {self.period}"
+        return f"{owner}: {self.level} limit reached {when}"
 
 
 class UsageRecord(models.Model):
@@ -212,3 +222,130 @@ class UsageRecord(models.Model):
 
     def __str__(self) -> str:
         return self.request_id
+
+
+# What one rollup row sums over, its unique key: per tenant, key, model and deployment, or per deployment alone.
+ROLLUP_GROUP = ["bucket", "tenant_id", "api_key_id", "model", "provider", "deployment_id"]
+DEPLOYMENT_ROLLUP_GROUP = ["bucket", "model", "provider", "deployment_id"]
+# Rollup sums: counts and tokens, USD with the ledger's ten places and room for many rows' worth.
+_SUM: dict[str, Any] = {"default": 0}
+_USD_SUM: dict[str, Any] = {"max_digits": 24, "decimal_places": 10, "default": Decimal("0")}
+_SPEND_COLUMNS = ["tenant_id", "api_key_id", "requests", "cost", "provider_cost", "priced_cost"]
+
+
+class RollupSums(models.Model):
+    """The ledger's rows summed per time bucket (billing/rollups.py): what every rollup row holds.
+
+    Errors are counted by class, from the status the client got:
+
+        errors_timeout       408 or 504
+        errors_rate_limited  429: Portico's limits and budgets, or the provider's
+        errors_client        any other 4xx
+        errors_upstream      any other 5xx the provider caused (error_type upstream_*, no_deployment_available)
+        errors_other         any other status from 400 on: Portico's own failures
+
+    Latencies count successful requests only (status under 400), times to
+    first token every request whose first token arrived; both in the buckets
+    of billing/histograms.py (`latency_b00`… and `ttft_b00`…, added below).
+    `priced_cost` is the tenant price of the requests whose provider cost is
+    known (not 0): the margin is `priced_cost - provider_cost`.
+
+    Ids are plain numbers, as on the ledger: they outlive the tenant, key or
+    deployment they name, and 0 stands for none (a call no deployment was
+    tried for), so that they can be part of the unique key.
+    """
+
+    bucket = models.DateTimeField(help_text="The start of the hour or UTC day.")
+    model = models.CharField(max_length=200, help_text="The public model id.")
+    provider = models.CharField(max_length=200, blank=True)
+    deployment_id = models.BigIntegerField()
+    deployment = models.CharField(max_length=200, blank=True, help_text="provider/upstream model that served.")
+    requests = models.BigIntegerField(**_SUM)
+    errors_client = models.BigIntegerField(**_SUM)
+    errors_rate_limited = models.BigIntegerField(**_SUM)
+    errors_timeout = models.BigIntegerField(**_SUM)
+    errors_upstream = models.BigIntegerField(**_SUM)
+    errors_other = models.BigIntegerField(**_SUM)
+    prompt_tokens = models.BigIntegerField(**_SUM)
+    completion_tokens = models.BigIntegerField(**_SUM)
+    cached_tokens = models.BigIntegerField(**_SUM)
+    reasoning_tokens = models.BigIntegerField(**_SUM)
+    cost = models.DecimalField(**_USD_SUM, help_text="USD charged to the tenant.")
+    provider_cost = models.DecimalField(**_USD_SUM, help_text="USD the providers charge.")
+    priced_cost = models.DecimalField(**_USD_SUM, help_text="`cost` of the requests whose provider cost is known.")
+    latency_ms_sum = models.BigIntegerField(**_SUM)
+    ttft_ms_sum = models.BigIntegerField(**_SUM)
+    ttft_count = models.BigIntegerField(**_SUM)
+
+    class Meta:
+        abstract = True
+
+
+# One column per bucket, declared from the bounds so that the SQL, the columns and the reports agree.
+for _column in (*bucket_columns("latency"), *bucket_columns("ttft")):
+    RollupSums.add_to_class(_column, models.BigIntegerField(**_SUM))
+
+
+class UsageRollup(RollupSums):
+    """Sums per tenant, key, public model and deployment: what tenants' reports and the export read."""
+
+    tenant_id = models.BigIntegerField()
+    api_key_id = models.BigIntegerField()
+    key_prefix = models.CharField(max_length=16, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class HourlyUsageRollup(UsageRollup):
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=ROLLUP_GROUP, name="usage_hourly_one_row_per_group")]
+        indexes = [
+            # A tenant's report reads its own rows.
+            models.Index(fields=["tenant_id", "bucket"], name="usage_hourly_tenant_time"),
+            # Spend per tenant and budgets over a window, read from this index alone.
+            models.Index(fields=["bucket", *_SPEND_COLUMNS], name="usage_hourly_spend"),
+        ]
+
+
+class DailyUsageRollup(UsageRollup):
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=ROLLUP_GROUP, name="usage_daily_one_row_per_group")]
+        indexes = [
+            models.Index(fields=["tenant_id", "bucket"], name="usage_daily_tenant_time"),
+            models.Index(fields=["bucket", *_SPEND_COLUMNS], name="usage_daily_spend"),
+        ]
+
+
+class DeploymentRollup(RollupSums):
+    """Sums per public model and deployment, every tenant together: what the operators' dashboard reads.
+
+    The same sums as UsageRollup's without the tenant and key, so a month of them is a few rows a day.
+    """
+
+    class Meta:
+        abstract = True
+
+
+class HourlyDeploymentRollup(DeploymentRollup):
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=DEPLOYMENT_ROLLUP_GROUP, name="deployment_hourly_one_row_per_group")
+        ]
+
+
+class DailyDeploymentRollup(DeploymentRollup):
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=DEPLOYMENT_ROLLUP_GROUP, name="deployment_daily_one_row_per_group")
+        ]
+
+
+class UsageRollupCursor(models.Model):
+    """How far the rollups have read the ledger: every row with an id up to `last_id` is counted in them."""
+
+    last_id = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"ledger rows up to #{self.last_id}"

@@ -40,6 +40,8 @@ JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("providers.tasks.provider_discovery_run", "PORTICO_DISCOVERY_INTERVAL"),
     PeriodicJob("providers.tasks.deployment_health_probe", "PORTICO_HEALTH_CHECK_INTERVAL"),
     PeriodicJob("gateway.tasks.batches_sweep", "PORTICO_BATCH_SWEEP_INTERVAL"),
+    # The ledger's new rows into the hourly and daily usage rollups that reports read (billing/rollups.py).
+    PeriodicJob("billing.tasks.usage_rollups_update", "PORTICO_ROLLUP_INTERVAL"),
 )
 
 

@@ -1,0 +1,43 @@
+"""Celery tasks of the billing app: thin, each calls a service.
+
+    usage_rollups_update   add the ledger's new rows to the usage rollups   every PORTICO_ROLLUP_INTERVAL s
+
+It is scheduled by name in the project's one schedule (gateway/schedule.py).
+A run may come twice or late (acks_late, redelivery, a second beat): the
+rollups' cursor makes every run after the first add nothing (billing/rollups.py).
+A database that is away is retried with the project's policy
+(gateway/tasks_base.py), spelled out here as billing may not import the gateway.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+
+from billing.rollups import usage_rollups_update as rollups_update
+
+logger = logging.getLogger(__name__)
+
+# gateway.tasks_base's policy for the failures that may pass here: the database away, or the ledger's lock
+# not had in time (an OperationalError too). No result is kept: the rollups and the log say what happened.
+_RETRIED: dict[str, Any] = {
+    "acks_late": True,
+    "ignore_result": True,
+    "autoretry_for": (OperationalError, InterfaceError),
+    "retry_backoff": 2,
+    "retry_backoff_max": 300,
+    "retry_jitter": True,
+    "max_retries": 5,
+}
+
+
+@shared_task(name="billing.tasks.usage_rollups_update", **_RETRIED)
+def usage_rollups_update() -> None:
+    run = rollups_update()
+    if not run.caught_up:
+        # A backlog (an upgrade onto a large ledger, a long outage): go on at once rather than at the next tick.
+        logger.info("usage rollups are behind the ledger (at id %s): another run is queued", run.last_id)
+        usage_rollups_update.delay()
