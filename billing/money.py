@@ -3,17 +3,25 @@
 Money is Decimal USD; the limiter counts integer nano-dollars (`to_nano`,
 rounded up so a budget never under-counts). No Django here: the hot path, the
 limiter's messages, the admin and the reports all share these rules.
+
+Two ways to write an amount, for two readers: `usd` is exact plain decimals for
+programs (the `x-portico-cost` header, the limiter's messages), `format_money`
+is rounded and grouped for people (every page of the console).
 """
 
 from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, Decimal
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from typing import Any
 
 MILLION = Decimal(1_000_000)
 NANO = Decimal("1e9")
+CENT = Decimal("0.01")
+# Significant digits kept of an amount under a cent: per-request costs and per-token prices live there.
+SUB_CENT_DIGITS = 3
+_SYMBOLS = {"USD": "$"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +146,33 @@ def usd(amount: Decimal, *, cents: bool = False) -> str:
     text = format(amount.normalize(), "f")
     if text == "-0":
         text = "0"
-    if not cents:
-        return text
+    return _at_least_cents(text) if cents else text
+
+
+def format_money(amount: Decimal, *, currency: str = "USD", exact: bool = False) -> str:
+    """An amount for people: "$1,234.57", "$0.00", "$0.000125", "-$3.10"; other currencies as "12.00 EUR".
+
+    From a cent up, whole cents (half up) with thousands separated by commas. A non-zero amount
+    under a cent keeps three significant digits instead, so a request's cost never reads as $0.00.
+    With `exact` (prices, which must read back as they were typed), every digit the amount has,
+    and at least two decimals: "$0.075", "$2.50".
+    """
+    magnitude = abs(amount)
+    sign = "-" if amount < 0 else ""
+    if exact:
+        text = _at_least_cents(f"{magnitude.normalize():,f}")
+    elif 0 < magnitude < CENT and (shown := _significant(magnitude)) < CENT:
+        text = format(shown.normalize(), "f")
+    else:
+        text = f"{magnitude.quantize(CENT, ROUND_HALF_UP):,}"
+    symbol = _SYMBOLS.get(currency)
+    return f"{sign}{symbol}{text}" if symbol else f"{sign}{text} {currency}"
+
+
+def _significant(amount: Decimal) -> Decimal:
+    return amount.quantize(Decimal(1).scaleb(amount.adjusted() - SUB_CENT_DIGITS + 1), ROUND_HALF_UP)
+
+
+def _at_least_cents(text: str) -> str:
     whole, _, fraction = text.partition(".")
     return f"{whole}.{fraction.ljust(2, '0')}"

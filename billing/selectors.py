@@ -1,12 +1,13 @@
-"""Reads on the ledger and budgets for the management API and the admin.
+"""Reads on the ledger, limits and budgets for the management API and the admin.
 
 Totals are computed by the database (one aggregate and one grouped query),
-never by loading ledger rows into Python.
+never by loading ledger rows into Python. An owner's rows are found by
+`owned_by`: a tenant's include its keys', as in every tenant filter.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -27,8 +28,9 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce
 
-from billing.models import USD, Budget, UsageRecord
+from billing.models import USD, Budget, RateLimit, UsageRecord
 from billing.periods import period_bounds
+from tenants.models import ApiKey, Tenant
 
 _MONEY = DecimalField(max_digits=USD["max_digits"], decimal_places=USD["decimal_places"])
 _ZERO = Value(Decimal(0), output_field=_MONEY)
@@ -44,13 +46,37 @@ class ModelTotals:
 
 
 @dataclass(frozen=True)
-class UsageTotals:
+class UsageSums:
     requests: int
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
     cost: Decimal
+
+
+@dataclass(frozen=True)
+class UsageTotals(UsageSums):
     by_model: list[ModelTotals]
+
+
+@dataclass(frozen=True)
+class PeriodUsage:
+    period: str  # e.g. 2026-11
+    sums: UsageSums
+
+
+@dataclass(frozen=True)
+class BudgetProgress:
+    budget: Budget
+    period: str  # the current one: 2026-11, 2026-11-26, or 'all'
+    spent: Decimal
+
+    @property
+    def percent(self) -> int:
+        """Share of the amount spent, past 100 when over it (an amount of 0 is spent from the start)."""
+        if self.budget.amount <= 0:
+            return 100
+        return int(self.spent * 100 / self.budget.amount)
 
 
 def usage_list(
@@ -89,19 +115,51 @@ def _sums() -> dict[str, Count | Coalesce]:
     }
 
 
+def usage_sums(*, records: QuerySet[UsageRecord]) -> UsageSums:
+    """Request, token and cost totals of `records`, in one aggregate query."""
+    return UsageSums(**records.order_by().aggregate(**_sums(), cached_tokens=Coalesce(Sum("cached_tokens"), 0)))
+
+
 def usage_totals(*, records: QuerySet[UsageRecord]) -> UsageTotals:
     """Request, token and cost totals of `records`, overall and per model."""
-    rows = records.order_by()
-    overall = rows.aggregate(**_sums(), cached_tokens=Coalesce(Sum("cached_tokens"), 0))
-    by_model = rows.values("model").annotate(**_sums()).order_by("model")
+    by_model = records.order_by().values("model").annotate(**_sums()).order_by("model")
     return UsageTotals(
-        requests=overall["requests"],
-        prompt_tokens=overall["prompt_tokens"],
-        completion_tokens=overall["completion_tokens"],
-        cached_tokens=overall["cached_tokens"],
-        cost=overall["cost"],
+        **asdict(usage_sums(records=records)),
         by_model=[ModelTotals(**row) for row in by_model],  # type: ignore[call-arg]
     )
+
+
+def owned_by(owner: Tenant | ApiKey) -> Q:
+    """The limits or budgets of a key, or of a tenant and its keys."""
+    if isinstance(owner, ApiKey):
+        return Q(api_key=owner)
+    return Q(tenant=owner) | Q(api_key__tenant=owner)
+
+
+def usage_this_month(*, owner: Tenant | ApiKey, now: datetime) -> PeriodUsage:
+    """What a tenant (all its keys) or one key has used in the calendar month (UTC) containing `now`."""
+    month, start, _end = period_bounds(Budget.Period.MONTHLY, now)
+    if isinstance(owner, ApiKey):
+        rows = usage_list(start=start, api_key_id=owner.pk)
+    else:
+        rows = usage_list(start=start, tenant_id=owner.pk)
+    return PeriodUsage(month, usage_sums(records=rows))
+
+
+def rate_limits_of(*, owner: Tenant | ApiKey) -> list[RateLimit]:
+    """The owner's rate limits, the tenant's own first, then its keys'; on all models before those on one."""
+    limits = RateLimit.objects.filter(owned_by(owner)).select_related("tenant", "api_key")
+    return list(limits.order_by(F("api_key_id").asc(nulls_first=True), "model", "pk"))
+
+
+def budgets_of(*, owner: Tenant | ApiKey, now: datetime) -> list[BudgetProgress]:
+    """The owner's budgets, the tenant's own first, each with its spend in its current period."""
+    budgets = Budget.objects.filter(owned_by(owner)).select_related("tenant", "api_key")
+    budgets = budgets_with_spend(budgets=budgets, now=now).order_by(F("api_key_id").asc(nulls_first=True), "pk")
+    return [
+        BudgetProgress(budget, period_bounds(budget.period, now)[0], budget.spent)  # type: ignore[attr-defined]
+        for budget in budgets
+    ]
 
 
 def budgets_with_spend(*, budgets: QuerySet[Budget], now: datetime) -> QuerySet[Budget]:

@@ -14,19 +14,11 @@ from rest_framework import serializers
 
 from billing.models import USD, Budget, BudgetAlert, RateLimit, UsageRecord
 from billing.periods import period_bounds
-from tenants.apis import ManagedKeyField, ManagedTenantField, usable_models
+from billing.services import budget_check, rate_limit_check
+from tenants.apis import ManagedKeyField, ManagedTenantField, is_operator
 
 LIMIT_FIELDS = ("requests_per_minute", "tokens_per_minute", "max_concurrent")
 BUDGET_FIELDS = ("period", "amount", "soft_limit_percent")
-
-
-def _owner_label(owner: dict[str, Any]) -> str:
-    return "This key" if owner["api_key"] is not None else "This tenant"
-
-
-def _check_one_owner(attrs: dict[str, Any]) -> None:
-    if (attrs.get("tenant") is None) == (attrs.get("api_key") is None):
-        raise serializers.ValidationError("Give either a tenant or an API key, not both and not neither.")
 
 
 # --- Usage ----------------------------------------------------------------------------------------
@@ -117,20 +109,8 @@ class RateLimitSerializer(serializers.ModelSerializer):
         validators: list[Any] = []
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        _check_one_owner(attrs)
-        owner = {"tenant": attrs["tenant"], "api_key": attrs["api_key"]}
-        if attrs["model"]:
-            # A limit on a model the tenant may not use reads, to a tenant admin, as one on a model that does not exist.
-            tenant = attrs["tenant"] or attrs["api_key"].tenant
-            try:
-                usable_models(user=self.context["request"].user, tenant=tenant, public_ids=[attrs["model"]])
-            except serializers.ValidationError as exc:
-                raise serializers.ValidationError({"model": exc.detail}) from None
-        if RateLimit.objects.filter(**owner, model=attrs["model"]).exists():
-            scope = f"on {attrs['model']}" if attrs["model"] else "on all models"
-            raise serializers.ValidationError(
-                f"{_owner_label(owner)} already has a rate limit {scope}: change that one instead."
-            )
+        operator = is_operator(self.context["request"].user)
+        rate_limit_check(tenant=attrs["tenant"], api_key=attrs["api_key"], model=attrs["model"], operator=operator)
         return attrs
 
 
@@ -149,8 +129,9 @@ class RateLimitChangeSerializer(RateLimitSerializer):
 class BudgetSerializer(serializers.ModelSerializer):
     tenant = ManagedTenantField(required=False, allow_null=True, default=None)
     api_key = ManagedKeyField(required=False, allow_null=True, default=None)
+    # Its range is checked by budget_check, with the console's message.
     soft_limit_percent = serializers.IntegerField(
-        min_value=1, max_value=100, default=80, help_text="Record an alert when spend reaches this share."
+        default=80, help_text="Record an alert when spend reaches this share (1 to 100 percent)."
     )
     current_period = serializers.SerializerMethodField(help_text="e.g. 2026-11, 2026-11-26, or 'all'.")
     spent = serializers.DecimalField(
@@ -167,10 +148,7 @@ class BudgetSerializer(serializers.ModelSerializer):
         return name
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        _check_one_owner(attrs)
-        owner = {"tenant": attrs["tenant"], "api_key": attrs["api_key"]}
-        if Budget.objects.filter(**owner).exists():
-            raise serializers.ValidationError(f"{_owner_label(owner)} already has a budget: change that one instead.")
+        budget_check(tenant=attrs["tenant"], api_key=attrs["api_key"], soft_limit_percent=attrs["soft_limit_percent"])
         return attrs
 
 
@@ -179,6 +157,9 @@ class BudgetChangeSerializer(BudgetSerializer):
     api_key = serializers.PrimaryKeyRelatedField(read_only=True)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        budget = self.instance
+        percent = attrs.get("soft_limit_percent", budget.soft_limit_percent)
+        budget_check(tenant=budget.tenant, api_key=budget.api_key, soft_limit_percent=percent, replacing=budget)
         return attrs
 
 

@@ -1,4 +1,4 @@
-"""Reads on tenants, their models and users' management API tokens."""
+"""Reads on tenants, their models and admins, and users' management API tokens."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 
 from providers.models import PublicModel
 from tenants.keys import digest_matches
-from tenants.models import ManagementToken, Tenant
+from tenants.models import ManagementToken, Tenant, TenantRole
 from tenants.tokens import MAX_TOKEN_LENGTH, token_prefix
 
 # Compared against when no token has the presented prefix, so a miss costs what a hit costs.
@@ -48,3 +48,9 @@ def public_models_usable_by(*, tenants: Iterable[Tenant]) -> QuerySet[PublicMode
     return PublicModel.objects.filter(
         pk__in=Tenant.allowed_models.through.objects.filter(tenant__in=tenants).values("publicmodel_id")
     )
+
+
+def tenant_admins(*, tenant: Tenant) -> QuerySet[User]:
+    """The users with the admin role in `tenant`, by username."""
+    admins = User.objects.filter(tenant_memberships__tenant=tenant, tenant_memberships__role=TenantRole.ADMIN)
+    return admins.order_by("username")

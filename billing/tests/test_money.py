@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from billing.money import PriceInfo, PriceSchedule, Usage, cost_of, from_nano, nano_cost_of, to_nano, usd
+from billing.money import PriceInfo, PriceSchedule, Usage, cost_of, format_money, from_nano, nano_cost_of, to_nano, usd
 
 GPT_4O = PriceInfo(since=0.0, input=Decimal("2.5"), output=Decimal("10"), cached_input=Decimal("1.25"))
 
@@ -208,3 +208,43 @@ def test_usd_is_plain_decimal_notation_with_cents_when_asked(amount: Decimal, ce
 def test_nano_dollars_come_back_as_exact_usd() -> None:
     assert from_nano(to_nano(Decimal("0.0000875"))) == Decimal("0.0000875")
     assert usd(from_nano(2**62), cents=True) == "4611686018.427387904"
+
+
+# --- format_money ---
+
+
+@pytest.mark.parametrize(
+    ("amount", "shown"),
+    [
+        pytest.param(Decimal("1234567.891"), "$1,234,567.89", id="thousands separated, whole cents"),
+        pytest.param(Decimal("0.015"), "$0.02", id="half a cent rounds up"),
+        pytest.param(Decimal("12"), "$12.00", id="always two decimals from a cent up"),
+        pytest.param(Decimal("0.0000125000"), "$0.0000125", id="under a cent: three significant digits"),
+        pytest.param(Decimal("0.000012345"), "$0.0000123", id="under a cent, rounded to three digits"),
+        pytest.param(Decimal("7E-12"), "$0.000000000007", id="a tiny cost is never shown as zero"),
+        pytest.param(Decimal("0.0099951"), "$0.01", id="rounding up to a cent shows cents"),
+        pytest.param(Decimal("0E-10"), "$0.00", id="zero"),
+        pytest.param(Decimal("-0"), "$0.00", id="negative zero"),
+        pytest.param(Decimal("-3.1"), "-$3.10", id="negative"),
+        pytest.param(Decimal("-0.0004"), "-$0.0004", id="negative under a cent"),
+    ],
+)
+def test_format_money_shows_cents_or_enough_digits_to_be_non_zero(amount: Decimal, shown: str) -> None:
+    assert format_money(amount) == shown
+
+
+@pytest.mark.parametrize(
+    ("amount", "shown"),
+    [
+        (Decimal("0.075"), "$0.075"),
+        (Decimal("2.5"), "$2.50"),
+        (Decimal("1234.567891"), "$1,234.567891"),
+        (Decimal("0.000000"), "$0.00"),
+    ],
+)
+def test_format_money_exact_keeps_every_digit_of_a_price(amount: Decimal, shown: str) -> None:
+    assert format_money(amount, exact=True) == shown
+
+
+def test_format_money_names_a_currency_without_a_symbol() -> None:
+    assert format_money(Decimal("1234.5"), currency="EUR") == "1,234.50 EUR"

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import display_for_value
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -35,6 +36,11 @@ if TYPE_CHECKING:
 
 # More model ids than this are summarised, so one message stays readable.
 _LISTED_MODELS = 20
+
+
+def runs_in_process(kind: str) -> bool:
+    """Kinds with their own in-process transport (the mock) call no server: they need no address and no credential."""
+    return adapter_for(kind).transport() is not None
 
 
 def listed_ids(ids: list[str] | tuple[str, ...]) -> str:
@@ -128,8 +134,7 @@ class ProviderForm(forms.ModelForm):
         if cleaned.get("extra_headers") and cleaned.get("clear_extra_headers"):
             raise forms.ValidationError("Enter new extra headers or clear the current ones, not both.")
         kind = cleaned.get("kind")
-        # Kinds with their own in-process transport (the mock) need no address.
-        if kind and not cleaned.get("base_url") and adapter_for(kind).transport() is None:
+        if kind and not cleaned.get("base_url") and not runs_in_process(kind):
             self.add_error("base_url", "This kind of provider needs a base URL.")
         return cleaned
 
@@ -153,7 +158,7 @@ def _report_probe(request: HttpRequest, provider: Provider) -> None:
 @admin.register(Provider)
 class ProviderAdmin(admin.ModelAdmin):
     form = ProviderForm
-    list_display = ["name", "kind", "base_url", "active", "has_credential", "updated_at"]
+    list_display = ["name", "kind", "base_url", "active", "credential_state", "updated_at"]
     list_filter = ["kind", "active"]
     search_fields = ["name", "base_url"]
     readonly_fields = ["created_at", "updated_at"]
@@ -185,9 +190,12 @@ class ProviderAdmin(admin.ModelAdmin):
             *history,
         )
 
-    @admin.display(boolean=True, description="credential")
-    def has_credential(self, provider: Provider) -> bool:
-        return provider.has_credential
+    @admin.display(description="credential")
+    def credential_state(self, provider: Provider) -> str:
+        # A missing credential is a fault only for a kind that sends one.
+        if runs_in_process(provider.kind):
+            return "not needed"
+        return display_for_value(provider.has_credential, "", boolean=True)
 
     def save_model(self, request: HttpRequest, obj: Provider, form: forms.ModelForm, change: bool) -> None:
         if form.cleaned_data.get("clear_credential"):

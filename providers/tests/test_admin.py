@@ -159,14 +159,19 @@ def test_a_refused_form_does_not_echo_the_credential_back(admin_client):
     assert CREDENTIAL not in response.content.decode()
 
 
-def test_the_list_says_whether_a_provider_has_a_credential(admin_client):
+def test_the_list_says_whether_a_provider_has_a_credential_and_that_the_mock_needs_none(admin_client):
     make_provider(name="with", kind="openai", base_url="https://a.example/v1", credential=CREDENTIAL)
-    make_provider(name="without", kind="mock")
+    make_provider(name="without", kind="openai", base_url="https://b.example/v1")
+    make_provider(name="mock", kind="mock")
 
     response = admin_client.get(reverse("admin:providers_provider_changelist"))
 
-    rows = {p.name: response.context["cl"].model_admin.has_credential(p) for p in response.context["cl"].result_list}
-    assert rows == {"with": True, "without": False}
+    listed = response.context["cl"]
+    shown = {p.name: str(listed.model_admin.credential_state(p)) for p in listed.result_list}
+    assert 'alt="True"' in shown["with"]
+    assert 'alt="False"' in shown["without"]
+    assert shown["mock"] == "not needed"
+    assert '<td class="field-credential_state">not needed</td>' in response.content.decode()
 
 
 def test_an_openai_compatible_provider_needs_a_base_url(admin_client):

@@ -11,9 +11,9 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from tenants.keys import key_digest
-from tenants.models import ManagementToken
+from tenants.models import ManagementToken, TenantRole
 from tenants.selectors import management_token_user
-from tenants.services import management_token_create
+from tenants.services import management_token_create, membership_create
 from tenants.tokens import PREFIX_LENGTH, TOKEN_PREFIX
 
 pytestmark = pytest.mark.django_db
@@ -24,7 +24,7 @@ LEGACY_TOKEN = "0123456789abcdef0123456789abcdef01234567"  # the 40 hex characte
 def make_user(*, username: str | None = None, admin_of=()):
     user = get_user_model().objects.create_user(username=username or f"user-{get_user_model().objects.count()}")
     for tenant in admin_of:
-        tenant.admins.add(user)
+        membership_create(tenant=tenant, user=user, role=TenantRole.ADMIN)
     return user
 
 

@@ -84,7 +84,9 @@ def test_admin_pages_carry_a_content_security_policy_without_inline_scripts(web,
     ]
     pages += [reverse("admin:providers_provider_change", args=[route.provider_id])]
     key_created = admin_client.post(
-        reverse("admin:tenants_apikey_add"), {"tenant": owner.api_key.tenant_id, "name": "ci", "expires_at_0": ""}
+        reverse("admin:tenants_apikey_add"),
+        {"tenant": owner.api_key.tenant_id, "name": "ci", "expires_at_0": ""},
+        follow=True,
     )
     responses = [web.get(reverse("admin:login")), key_created, *(admin_client.get(page) for page in pages)]
 
@@ -100,7 +102,9 @@ def test_admin_pages_carry_a_content_security_policy_without_inline_scripts(web,
 
 def test_the_scripts_the_admin_pages_load_are_served_from_portico(admin_client, owner):
     response = admin_client.post(
-        reverse("admin:tenants_apikey_add"), {"tenant": owner.api_key.tenant_id, "name": "ci", "expires_at_0": ""}
+        reverse("admin:tenants_apikey_add"),
+        {"tenant": owner.api_key.tenant_id, "name": "ci", "expires_at_0": ""},
+        follow=True,
     )
 
     assert f"{settings.STATIC_URL}tenants/copy_secret.js" in response.content.decode()
@@ -188,7 +192,7 @@ def test_a_token_added_in_the_admin_is_shown_once_and_listed_by_its_prefix(admin
     ada = make_user(username="ada", admin_of=[tenant])
     add_url = reverse("admin:tenants_managementtoken_add")
 
-    created = admin_client.post(add_url, {"user": ada.pk})
+    created = admin_client.post(add_url, {"user": ada.pk}, follow=True)
     resent = admin_client.post(add_url, {"user": ada.pk})  # the browser's reload of that page
     listed = admin_client.get(reverse("admin:tenants_managementtoken_changelist")).content.decode()
 
