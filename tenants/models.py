@@ -35,12 +35,6 @@ class Tenant(models.Model):
     # Whether allowed_models limits the tenant. Kept apart from the list itself so that deleting the
     # last allowed model leaves a tenant with no models, never with all of them.
     models_restricted = models.BooleanField(default=False, editable=False)
-    admins = models.ManyToManyField(
-        settings.AUTH_USER_MODEL,
-        blank=True,
-        related_name="administered_tenants",
-        help_text="Users who manage this tenant's keys, limits and budgets, and see its usage, in the management API.",
-    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     queue_mode = models.CharField(
         "queue",
@@ -68,6 +62,30 @@ class Tenant(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class TenantRole(models.TextChoices):
+    """What a tenant's people may do, in the portal and (admins only) in the management API (docs/portal.md)."""
+
+    ADMIN = "admin", "admin: keys, members, and the management API"
+    MEMBER = "member", "member: keys"
+    VIEWER = "viewer", "viewer: reads usage and keys"
+
+
+class TenantMembership(models.Model):
+    """A user's role in one tenant; a user may belong to several tenants, once each."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tenant_memberships")
+    role = models.CharField(max_length=6, choices=TenantRole.choices, default=TenantRole.MEMBER)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["pk"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "user"], name="one_membership_per_tenant_user")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.tenant} ({self.role})"
 
 
 class ApiKey(models.Model):

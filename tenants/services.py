@@ -1,16 +1,19 @@
-"""Writes on tenants, their API keys, and users' management API tokens."""
+"""Writes on tenants, their API keys and members, and users' management API tokens."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from tenants.keys import generate_key, key_digest, key_prefix
-from tenants.models import ApiKey, ManagementToken, Tenant
+from tenants.models import ApiKey, ManagementToken, Tenant, TenantMembership, TenantRole
 from tenants.tokens import generate_token, token_prefix
 
 
@@ -121,3 +124,56 @@ def management_token_create(*, user: User, replace: bool = False) -> tuple[Manag
     plaintext = management_token_issue_secret(token=token)
     token.save()
     return token, plaintext
+
+
+class AlreadyMember(ValueError):
+    """The user already belongs to the tenant."""
+
+
+class LastAdmin(ValueError):
+    """Removing this membership would leave the tenant without an admin."""
+
+
+@dataclass(frozen=True)
+class Invitation:
+    membership: TenantMembership
+    # True when the invitation made the user: they have no password yet and need a link to set one.
+    new_user: bool
+
+
+def membership_create(*, tenant: Tenant, user: User, role: str) -> TenantMembership:
+    """Give a user a role in a tenant; a second membership of the same pair is an IntegrityError."""
+    return TenantMembership.objects.create(tenant=tenant, user=user, role=TenantRole(role))
+
+
+@transaction.atomic
+def membership_invite(*, tenant: Tenant, email: str, role: str) -> Invitation:
+    """Add the user with this email to a tenant, making them (with no usable password) if there is none.
+
+    The email is the new user's username too, so one person is found again by either.
+    """
+    users = get_user_model().objects
+    email = users.normalize_email(email)
+    user = users.filter(Q(email__iexact=email) | Q(username=email)).order_by("pk").first()
+    new_user = user is None
+    if user is None:
+        user = users.create_user(username=email, email=email, password=None)
+    elif TenantMembership.objects.filter(tenant=tenant, user=user).exists():
+        raise AlreadyMember(email)
+    return Invitation(membership=membership_create(tenant=tenant, user=user, role=role), new_user=new_user)
+
+
+@transaction.atomic
+def membership_remove(*, membership: TenantMembership) -> None:
+    """Remove a member, never the tenant's last admin (LastAdmin)."""
+    _lock_tenant_members(membership.tenant_id)
+    if membership.role == TenantRole.ADMIN:
+        admins = TenantMembership.objects.filter(tenant_id=membership.tenant_id, role=TenantRole.ADMIN)
+        if not admins.exclude(pk=membership.pk).exists():
+            raise LastAdmin(str(membership.user))
+    membership.delete()
+
+
+def _lock_tenant_members(tenant_id: int) -> None:
+    """Serialises changes to one tenant's members, so two admins removing each other cannot both succeed."""
+    Tenant.objects.select_for_update().only("pk").get(pk=tenant_id)

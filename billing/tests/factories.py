@@ -11,7 +11,8 @@ from django.contrib.auth.models import AbstractUser
 from django.utils import timezone
 
 from billing.models import UsageRecord
-from tenants.models import ApiKey, Tenant
+from tenants.models import ApiKey, Tenant, TenantRole
+from tenants.services import membership_create
 from tenants.tests.factories import management_token_headers
 
 _seq = count(1)
@@ -44,7 +45,7 @@ def make_usage(
 def make_user(*, username: str | None = None, staff: bool = False, admin_of: Iterable[Tenant] = ()) -> AbstractUser:
     user = get_user_model().objects.create_user(username=username or f"user-{next(_seq)}", is_staff=staff)
     for tenant in admin_of:
-        tenant.admins.add(user)
+        membership_create(tenant=tenant, user=user, role=TenantRole.ADMIN)
     return user
 
 

@@ -4,17 +4,26 @@ import re
 import time
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from providers.tests.factories import make_route
 from tenants.facade import authenticate, load_key_grants
 from tenants.keys import KEY_PREFIX, PREFIX_LENGTH, SECRET_LENGTH
-from tenants.models import ApiKey, Tenant
+from tenants.models import ApiKey, ManagementToken, Tenant, TenantRole
+from tenants.services import membership_create
 from tenants.tests.factories import make_key, make_tenant
 
 pytestmark = pytest.mark.django_db
 
 KEY_PATTERN = re.compile(rf"{KEY_PREFIX}[A-Za-z0-9]{{{PREFIX_LENGTH - len(KEY_PREFIX) + SECRET_LENGTH}}}")
+
+
+def make_user(*, username: str, admin_of=()):
+    user = get_user_model().objects.create_user(username=username)
+    for tenant in admin_of:
+        membership_create(tenant=tenant, user=user, role=TenantRole.ADMIN)
+    return user
 
 
 def _add_key(client, tenant, **fields):
@@ -68,10 +77,14 @@ def test_the_add_form_asks_only_for_tenant_name_expiry_and_models(admin_client):
     assert set(response.context["adminform"].form.fields) == {"tenant", "name", "expires_at", "allowed_models"}
 
 
-def test_creating_a_key_shows_a_working_plaintext_once_on_its_own_page(admin_client, tenant):
-    response = _add_key(admin_client, tenant)
+def test_creating_a_key_redirects_to_a_page_that_shows_a_working_plaintext(admin_client, tenant):
+    created = _add_key(admin_client, tenant)
+    api_key = ApiKey.objects.get(tenant=tenant, name="laptop")
 
-    assert response.status_code == 200
+    assert created.status_code == 302
+    assert created["Location"] == reverse("admin:tenants_apikey_created", args=[api_key.pk])
+    assert api_key.digest not in created.content.decode()
+    response = admin_client.get(created["Location"])
     assert [t.name for t in response.templates][0] == "admin/tenants/apikey/key_created.html"
     plaintext = response.context["plaintext"]
     html = response.content.decode()
@@ -81,8 +94,35 @@ def test_creating_a_key_shows_a_working_plaintext_once_on_its_own_page(admin_cli
     assert authenticate(load_key_grants(), plaintext, time.time()).tenant_slug == "acme"
 
 
+def test_reloading_the_created_page_shows_no_secret_and_creates_no_key(admin_client, tenant):
+    created = _add_key(admin_client, tenant)
+    first = admin_client.get(created["Location"])
+
+    again = admin_client.get(created["Location"])
+
+    plaintext = first.context["plaintext"]
+    assert plaintext in first.content.decode()
+    assert again.status_code == 200
+    assert again.context["plaintext"] is None
+    assert plaintext not in again.content.decode()
+    assert not KEY_PATTERN.search(again.content.decode())
+    assert "was shown once and cannot be shown again" in again.content.decode()
+    assert ApiKey.objects.filter(tenant=tenant).count() == 1
+
+
+def test_a_new_keys_plaintext_is_shown_only_to_the_session_that_created_it(admin_client, client, tenant):
+    created = _add_key(admin_client, tenant)
+    client.force_login(get_user_model().objects.create_superuser("other-admin"))
+
+    elsewhere = client.get(created["Location"])
+    here = admin_client.get(created["Location"])
+
+    assert elsewhere.context["plaintext"] is None
+    assert here.context["plaintext"] is not None
+
+
 def test_a_new_keys_plaintext_is_kept_nowhere_after_its_page(admin_client, tenant):
-    plaintext = _add_key(admin_client, tenant).context["plaintext"]
+    plaintext = admin_client.get(_add_key(admin_client, tenant)["Location"]).context["plaintext"]
     api_key = ApiKey.objects.get(tenant=tenant, name="laptop")
 
     session = admin_client.session
@@ -101,7 +141,9 @@ def test_a_new_key_can_be_limited_to_some_of_the_tenants_models(admin_client, te
     route = make_route(public_id="gpt-4o")
     make_route(public_id="gpt-4o-mini")
 
-    plaintext = _add_key(admin_client, tenant, allowed_models=[route.model_id]).context["plaintext"]
+    plaintext = admin_client.get(_add_key(admin_client, tenant, allowed_models=[route.model_id])["Location"]).context[
+        "plaintext"
+    ]
 
     grant = authenticate(load_key_grants(), plaintext, time.time())
     assert grant.allowed_models == frozenset({"gpt-4o"})
@@ -206,9 +248,43 @@ def test_a_tenant_can_be_added_with_a_model_allowlist(admin_client):
         "allowed_models": [route.model_id],
         "api_keys-TOTAL_FORMS": "0",
         "api_keys-INITIAL_FORMS": "0",
+        "memberships-TOTAL_FORMS": "0",
+        "memberships-INITIAL_FORMS": "0",
     }
 
     admin_client.post(reverse("admin:tenants_tenant_add"), data)
 
     key = make_key(tenant=Tenant.objects.get(slug="initech"))
     assert authenticate(load_key_grants(), key.plaintext, time.time()).allowed_models == frozenset({"gpt-4o"})
+
+
+def test_a_management_token_is_shown_once_after_a_redirect(admin_client, tenant):
+    ada = make_user(username="ada", admin_of=[tenant])
+
+    created = admin_client.post(reverse("admin:tenants_managementtoken_add"), {"user": ada.pk})
+    shown = admin_client.get(created["Location"])
+    again = admin_client.get(created["Location"])
+
+    token = ManagementToken.objects.get(user=ada)
+    assert created["Location"] == reverse("admin:tenants_managementtoken_created", args=[token.pk])
+    plaintext = shown.context["plaintext"]
+    assert plaintext.startswith(token.prefix)
+    assert plaintext in shown.content.decode()
+    assert "no-store" in shown["Cache-Control"]
+    assert again.context["plaintext"] is None
+    assert plaintext not in again.content.decode()
+    assert ManagementToken.objects.count() == 1
+
+
+def test_the_tenant_and_key_pages_name_the_tenants_admins(admin_client, owner, outsider):
+    tenant = owner.api_key.tenant
+    ada = make_user(username="ada", admin_of=[tenant])
+    make_user(username="bob", admin_of=[outsider.api_key.tenant])
+
+    for url in (
+        reverse("admin:tenants_tenant_change", args=[tenant.pk]),
+        reverse("admin:tenants_apikey_change", args=[owner.api_key.pk]),
+    ):
+        html = admin_client.get(url).content.decode()
+        assert f'<a href="{reverse("admin:auth_user_change", args=[ada.pk])}">ada</a>' in html
+        assert ">bob<" not in html

@@ -15,7 +15,8 @@ from django.utils import timezone
 
 from providers.tests.factories import make_route
 from tenants.facade import authenticate, load_key_grants
-from tenants.models import ApiKey
+from tenants.models import ApiKey, TenantRole
+from tenants.services import membership_create
 from tenants.tests.factories import make_key, make_tenant, management_token_headers
 
 pytestmark = pytest.mark.django_db
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.django_db
 def _headers(*, staff: bool = False, admin_of=()) -> dict[str, str]:
     user = get_user_model().objects.create_user(username=f"user-{get_user_model().objects.count()}", is_staff=staff)
     for tenant in admin_of:
-        tenant.admins.add(user)
+        membership_create(tenant=tenant, user=user, role=TenantRole.ADMIN)
     return management_token_headers(user)
 
 

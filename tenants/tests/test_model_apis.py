@@ -14,7 +14,8 @@ from django.test import Client
 from providers.credentials import decrypt_credential, decrypt_headers
 from providers.models import ModelRoute, Provider, PublicModel
 from providers.tests.factories import make_provider, make_route
-from tenants.models import Tenant
+from tenants.models import Tenant, TenantRole
+from tenants.services import membership_create
 from tenants.tests.factories import make_tenant, management_token_headers
 
 pytestmark = pytest.mark.django_db
@@ -26,7 +27,7 @@ HEADER_SECRET = "org-HEADERsecret0123456789"
 def _headers(*, staff: bool = False, admin_of=()) -> dict[str, str]:
     user = get_user_model().objects.create_user(username=f"user-{get_user_model().objects.count()}", is_staff=staff)
     for tenant in admin_of:
-        tenant.admins.add(user)
+        membership_create(tenant=tenant, user=user, role=TenantRole.ADMIN)
     return management_token_headers(user)
 
 

@@ -12,8 +12,8 @@ from django.contrib.auth.models import User
 from django.test import Client
 
 from tenants.facade import QUEUE_OFF, QueuePolicy, load_key_grants
-from tenants.models import ApiKey, Tenant
-from tenants.services import queue_policy_set
+from tenants.models import ApiKey, Tenant, TenantRole
+from tenants.services import membership_create, queue_policy_set
 from tenants.tests.factories import IssuedKey, management_token_headers
 
 pytestmark = pytest.mark.django_db
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.django_db
 def _headers(*, staff: bool = False, admin_of: tuple[Tenant, ...] = ()) -> dict[str, str]:
     user = get_user_model().objects.create_user(username=f"user-{get_user_model().objects.count()}", is_staff=staff)
     for tenant in admin_of:
-        tenant.admins.add(user)
+        membership_create(tenant=tenant, user=user, role=TenantRole.ADMIN)
     return management_token_headers(user)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from tenants.models import ManagementToken
+from tenants.models import ManagementToken, TenantRole
 from tenants.services import management_token_create
 
 
@@ -45,6 +45,6 @@ class Command(BaseCommand):
         note += " Send it as 'Authorization: Token <token>'."
         if not user.is_active:
             note += " The user is inactive, so the token is refused."
-        elif not user.is_staff and not user.administered_tenants.exists():
+        elif not user.is_staff and not user.tenant_memberships.filter(role=TenantRole.ADMIN).exists():
             note += " The user is neither staff nor a tenant admin, so the API refuses it (403)."
         self.stderr.write(note, style_func=self.style.WARNING)
