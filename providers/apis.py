@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import ProtectedError, QuerySet
+from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
@@ -25,6 +25,7 @@ from providers.model_lists.services import (
     model_list_source_update,
 )
 from providers.models import ModelListSource, Provider, PublicModel
+from providers.removals import ProviderInUse, model_list_source_delete, provider_delete, public_model_delete
 from providers.serializers import (
     ModelListRefreshSerializer,
     ModelListSourceSerializer,
@@ -82,8 +83,8 @@ class ProviderViewSet(viewsets.ModelViewSet):
 
     def perform_destroy(self, instance: Provider) -> None:
         try:
-            instance.delete()
-        except ProtectedError:
+            provider_delete(provider=instance)
+        except ProviderInUse:
             raise serializers.ValidationError(
                 "This provider serves deployments: delete or move them first, or make it inactive."
             ) from None
@@ -134,6 +135,9 @@ class PublicModelViewSet(viewsets.ModelViewSet):
             raise _as_drf(exc) from None
         serializer.instance = self.get_queryset().get(pk=serializer.instance.pk)  # with its new deployments
 
+    def perform_destroy(self, instance: PublicModel) -> None:
+        public_model_delete(model=instance)
+
 
 @extend_schema_view(
     list=extend_schema(summary="List model-list sources"),
@@ -167,6 +171,9 @@ class ModelListSourceViewSet(viewsets.ModelViewSet):
             )
         except DjangoValidationError as exc:
             raise _as_drf(exc) from None
+
+    def perform_destroy(self, instance: ModelListSource) -> None:
+        model_list_source_delete(source=instance)
 
     @extend_schema(
         summary="Read the list now and apply it",

@@ -1,10 +1,10 @@
 """The management API for tenants and their keys (DRF), and who may see what in it.
 
 Two kinds of callers: operators (staff users) manage every tenant; tenant
-admins (users in a tenant's `admins`) manage only their tenants, and another
+admins (users with the admin role in a tenant) manage only their tenants, and another
 tenant's objects do not exist for them (404, never 403). Any other user is
 refused (403). Serialisers sit next to their views; writes go to
-`tenants.services`.
+`tenants.services` (and a tenant's own settings to `tenants.tenant_services`).
 
 The same goes for models: to a tenant admin, a model their tenant may not use
 reads exactly as one that does not exist (`usable_models`), wherever a model
@@ -13,10 +13,12 @@ id is given.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
@@ -29,10 +31,11 @@ from rest_framework.response import Response
 
 from providers.apis import PublicModelViewSet
 from providers.models import PublicModel
-from tenants.models import ApiKey, Tenant
+from tenants.models import ApiKey, Tenant, TenantRole
 from tenants.selectors import public_models_for, public_models_usable_by
-from tenants.serializers import ApiKeyQueuePolicySerializer, TenantQueuePolicySerializer
+from tenants.serializers import ApiKeyQueuePolicySerializer, TenantChangeSerializer, TenantQueuePolicySerializer
 from tenants.services import QUEUE_POLICY_FIELDS, api_key_create, api_key_revoke, queue_policy_set
+from tenants.tenant_services import tenant_add, tenant_deactivate, tenant_update
 
 
 def is_operator(user: Any) -> bool:
@@ -45,7 +48,7 @@ def tenants_managed_by(user: Any) -> QuerySet[Tenant]:
         return Tenant.objects.all()
     if not user.is_authenticated:
         return Tenant.objects.none()
-    return Tenant.objects.filter(admins=user)
+    return Tenant.objects.filter(memberships__user=user, memberships__role=TenantRole.ADMIN)
 
 
 def usable_models(*, user: Any, tenant: Tenant, public_ids: Iterable[str]) -> list[PublicModel]:
@@ -73,7 +76,7 @@ class IsOperatorOrTenantAdmin(BasePermission):
         user = request.user
         if not user.is_authenticated:
             return False
-        return is_operator(user) or user.administered_tenants.exists()
+        return is_operator(user) or tenants_managed_by(user).exists()
 
 
 class IsOperatorOrReadingTenantAdmin(IsOperatorOrTenantAdmin):
@@ -213,11 +216,46 @@ class KeyFilterSerializer(serializers.Serializer):
 @extend_schema_view(
     list=extend_schema(summary="List the tenants you manage"),
     retrieve=extend_schema(summary="Show a tenant"),
+    create=extend_schema(
+        summary="Create a tenant (operators)", request=TenantChangeSerializer, responses={201: TenantSerializer}
+    ),
+    partial_update=extend_schema(
+        summary="Change a tenant's settings (operators)", request=TenantChangeSerializer, responses=TenantSerializer
+    ),
+    destroy=extend_schema(summary="Deactivate a tenant (operators): its keys are refused, it and its history stay"),
 )
 class TenantViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
+    """Tenants. Operators create and change them; a tenant is deactivated, never deleted, as its ledger rows,
+    keys and alerts name it. Tenant admins read their own."""
+
     queryset = Tenant.objects.prefetch_related("allowed_models").order_by("name", "pk")
     serializer_class = TenantSerializer
+    permission_classes = [IsOperatorOrReadingTenantAdmin]
     tenant_lookups = ("pk",)
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def create(self, request: Request) -> Response:
+        given = TenantChangeSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        fields = dict(given.validated_data)
+        with _as_drf_errors():
+            tenant = tenant_add(name=fields.pop("name"), slug=fields.pop("slug"), fields=fields)
+        return Response(TenantSerializer(self._reread(tenant)).data, status=status.HTTP_201_CREATED)
+
+    def partial_update(self, request: Request, pk: str | None = None) -> Response:
+        tenant = self.get_object()
+        given = TenantChangeSerializer(tenant, data=request.data, partial=True)
+        given.is_valid(raise_exception=True)
+        with _as_drf_errors():
+            tenant_update(tenant=tenant, fields=dict(given.validated_data))
+        return Response(TenantSerializer(self._reread(tenant)).data)
+
+    def destroy(self, request: Request, pk: str | None = None) -> Response:
+        tenant_deactivate(tenant=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    def _reread(self, tenant: Tenant) -> Tenant:
+        return self.get_queryset().get(pk=tenant.pk)  # with its model list as now saved
 
     @extend_schema(methods=["GET"], summary="Show a tenant's queue policy", responses=TenantQueuePolicySerializer)
     @extend_schema(
@@ -289,6 +327,15 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScop
         if api_key.revoked_at is None:
             api_key_revoke(api_key=api_key)
         return Response(ApiKeySerializer(api_key).data)
+
+
+@contextmanager
+def _as_drf_errors() -> Iterator[None]:
+    """A service's model validation, answered as the serializer's own errors are (400, by field)."""
+    try:
+        yield
+    except DjangoValidationError as exc:
+        raise serializers.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages) from None
 
 
 def _queue_policy(request: Request, owner: Any, serializer_class: type[serializers.ModelSerializer]) -> Response:

@@ -1,9 +1,11 @@
-"""The queue policy of a tenant or a key, as the management API reads and changes it (docs/queueing.md)."""
+"""What the management API reads and writes for tenants: their settings, and a tenant's or a key's queue policy
+(docs/queueing.md)."""
 
 from __future__ import annotations
 
 from rest_framework import serializers
 
+from providers.models import PublicModel
 from tenants.models import ApiKey, Tenant
 from tenants.services import QUEUE_POLICY_FIELDS
 
@@ -23,3 +25,27 @@ class ApiKeyQueuePolicySerializer(serializers.ModelSerializer):
         model = ApiKey
         fields = list(QUEUE_POLICY_FIELDS)
         extra_kwargs = {"queue_mode": {"allow_blank": True}}
+
+
+class TenantChangeSerializer(serializers.ModelSerializer):
+    """A tenant as an operator creates or changes it; answered as TenantSerializer reads it."""
+
+    allowed_models = serializers.ListField(
+        child=serializers.CharField(max_length=200),
+        required=False,
+        allow_null=True,
+        help_text="Public model ids the tenant may call; null for every model, [] for none.",
+    )
+
+    class Meta:
+        model = Tenant
+        fields = ["name", "slug", "active", "allowed_models", *QUEUE_POLICY_FIELDS]
+
+    def validate_allowed_models(self, public_ids: list[str] | None) -> list[PublicModel] | None:
+        if public_ids is None:
+            return None
+        found = {model.public_id: model for model in PublicModel.objects.filter(public_id__in=public_ids)}
+        unknown = sorted(set(public_ids) - set(found))
+        if unknown:
+            raise serializers.ValidationError(f"Unknown model: {', '.join(unknown)}.")
+        return [found[public_id] for public_id in dict.fromkeys(public_ids)]
