@@ -1,8 +1,17 @@
 from django.apps import AppConfig
+from django.contrib.admin import apps as admin_apps
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
 
+class PorticoAdminConfig(admin_apps.AdminConfig):
+    """The admin, with Portico's console (gateway/console.py) as its default site."""
+
+    default = False  # listed by its path in INSTALLED_APPS; "gateway" itself is GatewayConfig
+    default_site = "gateway.console.PorticoAdminSite"
+
+
 class GatewayConfig(AppConfig):
+    default = True
     name = "gateway"
 
     def ready(self) -> None:
