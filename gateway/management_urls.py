@@ -1,4 +1,5 @@
-"""The management API under /api/: providers, models, tenants' keys, usage, limits and budgets (DRF), and its schema."""
+"""The management API under /api/: providers, models, tenants and their keys, usage, prices, limits and budgets (DRF),
+and its schema."""
 
 from __future__ import annotations
 
@@ -11,7 +12,16 @@ from rest_framework.authentication import SessionAuthentication
 from rest_framework.request import Request
 from rest_framework.routers import DefaultRouter
 
-from billing.apis import BudgetAlertViewSet, BudgetViewSet, RateLimitViewSet, UsageViewSet
+from billing.apis import (
+    BudgetAlertViewSet,
+    BudgetViewSet,
+    DeploymentPriceViewSet,
+    PriceViewSet,
+    RateLimitViewSet,
+    UsageViewSet,
+)
+from billing.report_apis import UsageReportView
+from notifications.apis import AlertChannelViewSet
 from providers.apis import ModelListSourceViewSet, ProviderViewSet
 from tenants.apis import ApiKeyViewSet, IsOperatorOrTenantAdmin, ModelViewSet, TenantViewSet
 from tenants.authentication import ManagementTokenAuthentication
@@ -23,9 +33,12 @@ router.register("models", ModelViewSet, basename="publicmodel")
 router.register("tenants", TenantViewSet, basename="tenant")
 router.register("keys", ApiKeyViewSet, basename="apikey")
 router.register("usage", UsageViewSet, basename="usage")
+router.register("prices", PriceViewSet, basename="price")
+router.register("deployment-prices", DeploymentPriceViewSet, basename="deploymentprice")
 router.register("rate-limits", RateLimitViewSet, basename="ratelimit")
 router.register("budgets", BudgetViewSet, basename="budget")
 router.register("budget-alerts", BudgetAlertViewSet, basename="budgetalert")
+router.register("alert-channels", AlertChannelViewSet, basename="alertchannel")
 
 
 class SchemaAccess(IsOperatorOrTenantAdmin):
@@ -43,5 +56,6 @@ class SchemaView(SpectacularAPIView):
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("schema/", SchemaView.as_view(), name="api-schema"),
+    path("usage/report/", UsageReportView.as_view(), name="usage-report"),
     path("", include(router.urls)),
 ]

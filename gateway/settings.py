@@ -40,7 +40,7 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "gateway.apps.PorticoAdminConfig",  # django.contrib.admin, with Portico's console as its site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -53,6 +53,8 @@ INSTALLED_APPS = [
     "billing",
     "batches",
     "queueing",
+    "portal",
+    "notifications",
     "rest_framework",
     "drf_spectacular",
 ]
@@ -293,6 +295,31 @@ PORTICO_BATCH_RETRY_MAX_SECONDS = env_float("PORTICO_BATCH_RETRY_MAX_SECONDS", 6
 PORTICO_QUEUE_JOB_SLICE = env_float("PORTICO_QUEUE_JOB_SLICE", 10.0, minimum=0.1)
 PORTICO_QUEUE_JOB_LEASE = env_float("PORTICO_QUEUE_JOB_LEASE", 30.0, minimum=1.0)
 
+# --- Alerts: budgets and breakers, by email and signed webhook (notifications/, docs/alerts.md) ------------------
+# Tries per delivery in all; between two, PORTICO_ALERT_RETRY_BACKOFF seconds doubled per retry (at most 5 minutes).
+PORTICO_ALERT_ATTEMPTS = env_int("PORTICO_ALERT_ATTEMPTS", 5, minimum=1)
+PORTICO_ALERT_RETRY_BACKOFF = env_float("PORTICO_ALERT_RETRY_BACKOFF", 10.0, minimum=0.01)
+# Seconds a webhook has to take the connection, the body, and to answer.
+PORTICO_ALERT_WEBHOOK_TIMEOUT = env_float("PORTICO_ALERT_WEBHOOK_TIMEOUT", 10.0, minimum=0.1)
+# Email goes through the SMTP server at PORTICO_EMAIL_HOST; without one it is written to the process's output (the
+# console backend of the embedded default). PORTICO_EMAIL_BACKEND names any other Django email backend.
+PORTICO_EMAIL_HOST = env_str("PORTICO_EMAIL_HOST")
+EMAIL_BACKEND = env_str(
+    "PORTICO_EMAIL_BACKEND",
+    f"django.core.mail.backends.{'smtp' if PORTICO_EMAIL_HOST else 'console'}.EmailBackend",
+)
+EMAIL_HOST = PORTICO_EMAIL_HOST or "localhost"
+EMAIL_PORT = env_int("PORTICO_EMAIL_PORT", 587, minimum=1)
+EMAIL_HOST_USER = env_str("PORTICO_EMAIL_USER")
+EMAIL_HOST_PASSWORD = env_str("PORTICO_EMAIL_PASSWORD")
+# STARTTLS on the submission port (587) by default; PORTICO_EMAIL_SSL for implicit TLS (465) instead.
+EMAIL_USE_SSL = env_bool("PORTICO_EMAIL_SSL", False)
+EMAIL_USE_TLS = env_bool("PORTICO_EMAIL_STARTTLS", not EMAIL_USE_SSL)
+if EMAIL_USE_SSL and EMAIL_USE_TLS:
+    raise ImproperlyConfigured("PORTICO_EMAIL_SSL and PORTICO_EMAIL_STARTTLS cannot both be on")
+EMAIL_TIMEOUT = env_float("PORTICO_EMAIL_TIMEOUT", 10.0, minimum=0.1)
+DEFAULT_FROM_EMAIL = env_str("PORTICO_EMAIL_FROM", "portico@localhost")
+
 # --- Management API (/api/) ------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.ManagementTokenAuthentication"],
@@ -405,6 +432,7 @@ PORTICO_MODEL_LIST_CHECK_INTERVAL = env_float("PORTICO_MODEL_LIST_CHECK_INTERVAL
 PORTICO_DISCOVERY_INTERVAL = env_float("PORTICO_DISCOVERY_INTERVAL", 3600.0, minimum=0.0)
 PORTICO_HEALTH_CHECK_INTERVAL = env_float("PORTICO_HEALTH_CHECK_INTERVAL", 60.0, minimum=0.0)
 PORTICO_BATCH_SWEEP_INTERVAL = env_float("PORTICO_BATCH_SWEEP_INTERVAL", 30.0, minimum=0.0)
+PORTICO_ROLLUP_INTERVAL = env_float("PORTICO_ROLLUP_INTERVAL", 60.0, minimum=0.0)
 
 LOGGING = {
     "version": 1,

@@ -4,13 +4,16 @@ from django.urls import include, path
 from gateway.api import api
 from gateway.error_views import invalid_url
 from gateway.health_status import health_status
+from gateway.landing import landing
 
 urlpatterns = [
+    path("", landing, name="landing"),
     # `/v1` without its slash is an unknown URL to OpenAI too: answered so, not redirected to /v1/.
     path("v1", invalid_url),
     path("v1/", api.urls),
     path("api/", include("gateway.management_urls")),
     path("admin/", admin.site.urls),
+    path("portal/", include("portal.urls")),
     path("health", health_status, name="health-status"),
     path("health/", include("gateway.health")),
 ]

@@ -31,11 +31,23 @@ from django.test.utils import override_settings, setup_databases, teardown_datab
 from openai import OpenAI
 from pytest_django import DjangoDbBlocker
 
-from billing.models import Budget, BudgetAlert, DeploymentPrice, Price, RateLimit, UsageRecord
+from billing.models import (
+    Budget,
+    BudgetAlert,
+    DailyDeploymentRollup,
+    DailyUsageRollup,
+    DeploymentPrice,
+    HourlyDeploymentRollup,
+    HourlyUsageRollup,
+    Price,
+    RateLimit,
+    UsageRecord,
+)
 from gateway.models import BreakerTransition
+from notifications.models import AlertChannel, AlertDelivery
 from providers.models import ModelRoute, Provider, PublicModel
 from providers.tests.factories import make_provider, make_route
-from tenants.models import ApiKey, Tenant
+from tenants.models import ApiKey, Tenant, TenantMembership
 from tenants.tests.factories import IssuedKey, make_key, make_tenant
 from tests.celery_processes import celery_env, start_beat, start_worker  # noqa: F401 - fixtures for every test
 from tests.fakes.fleet import FakeFleet
@@ -129,6 +141,13 @@ def committed_db(test_database: str, django_db_blocker: DjangoDbBlocker) -> Iter
 def _delete_rows() -> None:
     tables: list[str] = []
     children_first = (
+        AlertDelivery,
+        AlertChannel,
+        HourlyUsageRollup,
+        DailyUsageRollup,
+        HourlyDeploymentRollup,
+        DailyDeploymentRollup,
+        TenantMembership,
         BudgetAlert,
         Budget,
         RateLimit,
