@@ -3,11 +3,13 @@ from django.urls import include, path
 
 from gateway.api import api
 from gateway.error_views import invalid_url
+from gateway.favicon import favicon
 from gateway.health_status import health_status
 from gateway.landing import landing
 
 urlpatterns = [
     path("", landing, name="landing"),
+    path("favicon.ico", favicon, name="favicon"),
     # `/v1` without its slash is an unknown URL to OpenAI too: answered so, not redirected to /v1/.
     path("v1", invalid_url),
     path("v1/", api.urls),

@@ -49,6 +49,7 @@ from providers.models import ModelRoute, Provider, PublicModel
 from providers.tests.factories import make_provider, make_route
 from tenants.models import ApiKey, Tenant, TenantMembership
 from tenants.tests.factories import IssuedKey, make_key, make_tenant
+from tests.browser import browser, browser_context, browser_errors, page  # noqa: F401 - fixtures for every test
 from tests.celery_processes import celery_env, start_beat, start_worker  # noqa: F401 - fixtures for every test
 from tests.fakes.fleet import FakeFleet
 from tests.fakes.openai_upstream import FakeUpstream
