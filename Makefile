@@ -13,6 +13,12 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?=
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist), each with its own test database, Redis prefix and servers; a file's tests
+# stay in one process. Much of the suite waits on servers and browsers: two halve it on two cores.
+TEST_WORKERS ?= 2
+# The apps' own tests run first, then the end-to-end ones in tests/, each run on fresh test databases: the
+# migration tests take a database's schema back in time, which a server of tests/ must never be serving.
+APP_TESTS := gateway tenants providers billing batches queueing portal notifications
 
 .DEFAULT_GOAL := help
 # The steps of `make test` must run in order, even under `make -j`.
@@ -47,7 +53,12 @@ run: install ## Serve with the production server (portico serve)
 	$(BIN)/portico serve --host $(HOST) --port $(PORT) $(if $(WORKERS),--workers $(WORKERS))
 
 test: install lint migrations-check services ## Lint, check migrations, then run the whole test suite on Postgres and Redis
-	$(BIN)/pytest $(PYTEST_ARGS)
+ifeq ($(strip $(PYTEST_ARGS)),)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(APP_TESTS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile tests
+else
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+endif
 
 lint: install ## ruff check, ruff format --check, import contracts, mypy on the hot path, compose file validation
 	$(BIN)/ruff check .
