@@ -121,5 +121,10 @@ def authenticate(grants: dict[str, KeyGrant], presented: str, now: float) -> Key
     return grant
 
 
+def is_unknown_key(grants: dict[str, KeyGrant], presented: str) -> bool:
+    """A well-formed key whose prefix no grant has: perhaps one created since `grants` were loaded."""
+    return is_well_formed(presented) and key_prefix(presented) not in grants
+
+
 def record_key_use(*, last_used: dict[int, datetime]) -> None:
     api_keys_mark_used(last_used=last_used)
