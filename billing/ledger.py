@@ -314,6 +314,9 @@ class LedgerEntry:
     provider_cost: Decimal = Decimal(0)
     batch_id: str | None = None  # the batch this call was a line of; None for a live request
     queue_ms: int | None = None  # what the call waited for capacity (in line, or as a queued job); None: no wait
+    cache_creation_tokens: int = 0
+    upstream_id: str = ""
+    overhead_ms: int | None = None  # time spent in Portico itself, not waiting on the upstream
 
     def row(self) -> dict[str, Any]:
         """The spool's JSON object for this row."""
@@ -340,7 +343,13 @@ _PG_TYPES = {
 _COLUMNS = tuple((item.name, item.metadata.get("pg") or _PG_TYPES[str(item.type)]) for item in fields(LedgerEntry))
 # Columns added after rows were first spooled: a line spooled by an older process lacks them, and gets the
 # database's default instead of a NULL the column refuses.
-_LATER_COLUMNS = {"deployment": "''", "attempts": "1", "provider_cost": "0"}
+_LATER_COLUMNS = {
+    "deployment": "''",
+    "attempts": "1",
+    "provider_cost": "0",
+    "cache_creation_tokens": "0",
+    "upstream_id": "''",
+}
 
 
 def _selected(name: str) -> str:

@@ -124,6 +124,8 @@ class MeterResult:
     # other answers), each priced at its own deployment's cost; the rest is the serving deployment's.
     earlier: tuple[tuple[int, Usage], ...] = ()
     queue_ms: int | None = None  # what the call waited for capacity (in line, or as a queued job); None: no wait
+    upstream_id: str = ""  # the upstream's own id for its answer, when it differs from the one the client saw
+    overhead_ms: int | None = None  # time spent in Portico itself, not waiting on the upstream
 
 
 # What every owner without a limit or budget gets: one shared value, nothing built per request.
@@ -393,6 +395,7 @@ def _entry(result: MeterResult, usage: Usage, cost: Decimal, provider_cost: Deci
         completion_tokens=usage.completion_tokens,
         cached_tokens=usage.cached_tokens,
         reasoning_tokens=usage.reasoning_tokens,
+        cache_creation_tokens=usage.cache_creation_tokens,
         tokens_estimated=estimated,
         cost=cost,
         provider_cost=provider_cost,
@@ -404,4 +407,6 @@ def _entry(result: MeterResult, usage: Usage, cost: Decimal, provider_cost: Deci
         client_disconnected=result.client_disconnected,
         batch_id=ask.batch_id,
         queue_ms=result.queue_ms,
+        upstream_id=result.upstream_id[:200],
+        overhead_ms=result.overhead_ms,
     )

@@ -187,6 +187,9 @@ class UsageRecord(models.Model):
     completion_tokens = models.PositiveIntegerField(default=0)
     cached_tokens = models.PositiveIntegerField(default=0)
     reasoning_tokens = models.PositiveIntegerField(default=0)
+    cache_creation_tokens = models.PositiveIntegerField(
+        default=0, db_default=0, help_text="Prompt tokens the upstream wrote to its prompt cache."
+    )
     tokens_estimated = models.BooleanField(default=False, help_text="Counted by Portico: the upstream reported none.")
     cost = models.DecimalField(
         max_digits=20, decimal_places=10, default=Decimal("0"), help_text="USD, at the prices in effect then."
@@ -209,6 +212,12 @@ class UsageRecord(models.Model):
     )
     queue_ms = models.PositiveIntegerField(
         null=True, blank=True, help_text="Milliseconds the call waited in line or as a queued job; empty if it did not."
+    )
+    upstream_id = models.CharField(
+        max_length=200, blank=True, db_default="", help_text="The id the upstream gave its answer (msg_…, chatcmpl-…)."
+    )
+    overhead_ms = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Milliseconds spent in Portico, not waiting on the upstream."
     )
 
     class Meta:

@@ -58,6 +58,9 @@ class Usage:
     completion_tokens: int = 0
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    # Prompt tokens the upstream wrote to its prompt cache (Anthropic's cache_creation_input_tokens): recorded,
+    # not priced, since OpenAI's usage has no such field.
+    cache_creation_tokens: int = 0
 
     @classmethod
     def from_openai(cls, usage: dict[str, Any] | None) -> Usage | None:
@@ -73,6 +76,9 @@ class Usage:
             completion_tokens=_count(completion),
             cached_tokens=_count(details.get("cached_tokens")),
             reasoning_tokens=_count(out_details.get("reasoning_tokens")),
+            cache_creation_tokens=_count(
+                details.get("cache_creation_tokens") or usage.get("cache_creation_input_tokens")
+            ),
         )
 
     @property
@@ -86,6 +92,7 @@ class Usage:
             completion_tokens=max(self.completion_tokens - other.completion_tokens, 0),
             cached_tokens=max(self.cached_tokens - other.cached_tokens, 0),
             reasoning_tokens=max(self.reasoning_tokens - other.reasoning_tokens, 0),
+            cache_creation_tokens=max(self.cache_creation_tokens - other.cache_creation_tokens, 0),
         )
 
 

@@ -61,6 +61,7 @@ class Call:
         "model",
         "operation",
         "outputs",
+        "overhead_ms",
         "prompt_estimate",
         "queue",
         "queue_ms",
@@ -72,6 +73,7 @@ class Call:
         "started_at",
         "status",
         "streamed",
+        "upstream_id",
         "usage",
     )
 
@@ -115,6 +117,8 @@ class Call:
         self.queue: QueueWish | None = None  # what the request asked of the queue, or a queued job's run
         self.queued_at: float | None = None  # monotonic time it began to wait for capacity, if it did
         self.queue_ms: int | None = None  # how long it waited, once admitted
+        self.upstream_id = ""  # the upstream's id for its answer, where Portico gave the client another
+        self.overhead_ms: int | None = None  # time spent in Portico, not waiting on the upstream
 
     def fail(self, error: PorticoError) -> None:
         self.status = error.status
@@ -211,6 +215,8 @@ def finish(call: Call, billing: BillingSnapshot) -> Decimal:
         attempts=call.attempts,
         earlier=call.earlier,
         queue_ms=_queue_ms(call),
+        upstream_id=call.upstream_id,
+        overhead_ms=call.overhead_ms,
     )
     cost = accounts.finish(result, billing)
     queue_lines.freed()  # its limits and deployment slot are being given back: the next waiter may take them

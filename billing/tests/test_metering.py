@@ -560,6 +560,9 @@ async def test_finishing_writes_the_ledger_line_and_settles_the_actual_usage(
             "provider_cost": "0",
             "batch_id": None,
             "queue_ms": None,
+            "cache_creation_tokens": 0,
+            "upstream_id": "",
+            "overhead_ms": None,
         }
     ]
 

@@ -303,9 +303,15 @@ async def test_finishing_records_the_call_as_it_ended(meter: Meter, ledger_dir: 
     call = new_call(body={"stream": True})
     call.started = time.monotonic() - 1  # it began a second ago, its first token came after 0.25 s
     call.first_token = call.started + 0.25
-    call.usage = {"prompt_tokens": 40, "completion_tokens": 15, "prompt_tokens_details": {"cached_tokens": 8}}
+    call.usage = {
+        "prompt_tokens": 40,
+        "completion_tokens": 15,
+        "prompt_tokens_details": {"cached_tokens": 8, "cache_creation_tokens": 12},
+    }
     call.disconnected = True
     call.attempts = 2  # the second deployment tried served it
+    call.upstream_id = "msg_01"
+    call.overhead_ms = 3
     costs = {7: price("1", "4")[MODEL]}  # what the provider charges for deployment 7
 
     cost = finish(call, dataclasses.replace(snapshot(prices=price("2.5", "10")), costs=costs))
@@ -341,6 +347,9 @@ async def test_finishing_records_the_call_as_it_ended(meter: Meter, ledger_dir: 
         "provider_cost": "0.0001",  # (40 x 1 + 15 x 4) / 1M
         "batch_id": None,
         "queue_ms": None,
+        "cache_creation_tokens": 12,
+        "upstream_id": "msg_01",
+        "overhead_ms": 3,
     }
 
 
