@@ -30,6 +30,7 @@ from gateway.routers.batches import router as batches_router
 from gateway.routers.embeddings import router as embeddings_router
 from gateway.routers.files import router as files_router
 from gateway.routers.generation import router as generation_router
+from gateway.routers.messages import router as messages_router
 from gateway.routers.models import router as models_router
 from gateway.routers.queue import router as queue_router
 from gateway.routers.removed import router as removed_router
@@ -105,6 +106,7 @@ def _unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
 
 api.add_router("", models_router)
 api.add_router("", generation_router)
+api.add_router("", messages_router)
 api.add_router("", embeddings_router)
 api.add_router("", audio_router)
 api.add_router("", files_router)
