@@ -34,6 +34,7 @@ from gateway.routers.messages import router as messages_router
 from gateway.routers.models import router as models_router
 from gateway.routers.queue import router as queue_router
 from gateway.routers.removed import router as removed_router
+from gateway.routers.responses import router as responses_router
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ def _unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
 api.add_router("", models_router)
 api.add_router("", generation_router)
 api.add_router("", messages_router)
+api.add_router("", responses_router)
 api.add_router("", embeddings_router)
 api.add_router("", audio_router)
 api.add_router("", files_router)

@@ -1,4 +1,4 @@
-"""The gateway's own table: the history of circuit breaker transitions.
+"""The gateway's own tables: the history of circuit breaker transitions, and stored Responses API answers.
 
 Rows are written off the request path by `gateway.breakers.history` and read by
 the admin's breaker panel. A transition names the deployment by id and by name,
@@ -28,3 +28,27 @@ class BreakerTransition(models.Model):
 
     def __str__(self) -> str:
         return f"{self.route_name or self.route_id}: {self.from_state} -> {self.to_state}"
+
+
+class StoredResponse(models.Model):
+    """A Responses API answer created with `store: true`, kept for `GET /v1/responses/{id}`.
+
+    Written off the request path (gateway.responses.storage). The tenant and key are named by id,
+    without a foreign key, as above: the gateway's reads go through the tenant's id alone.
+    """
+
+    response_id = models.CharField(max_length=200)
+    tenant_id = models.PositiveIntegerField()
+    key_id = models.PositiveIntegerField(null=True, blank=True)
+    model = models.CharField(max_length=200)
+    body = models.JSONField(help_text="The `response` object as the client received it.")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant_id", "response_id"], name="stored_response_tenant_id"),
+        ]
+
+    def __str__(self) -> str:
+        return self.response_id
