@@ -163,7 +163,7 @@ def test_the_stream_helper_adds_up_to_the_final_response(client: OpenAI, route: 
 
 
 def test_a_stored_response_is_retrieved_by_its_tenant_only(
-    client: OpenAI, portico: PorticoServer, route: ModelRoute, tag: str
+    client: OpenAI, portico: PorticoServer, route: ModelRoute, tag: str, settle: Settle
 ) -> None:
     created = client.responses.create(model=route.public_id, input="Say hello.", store=True, metadata={"run": "7"})
     streamed = list(client.responses.create(model=route.public_id, input="Again.", stream=True))[-1].response
@@ -173,6 +173,7 @@ def test_a_stored_response_is_retrieved_by_its_tenant_only(
         assert (found.id, found.output_text, found.metadata) == (made.id, ANSWER, made.metadata)
     assert created.metadata == {"run": "7"}
     outsider = make_key(tenant=make_tenant(slug=f"outsider-{tag}"), name="outsider")
+    settle()  # the server knows the outsider's key: its 404 is about the response, not a 401
     with portico.client(outsider.plaintext) as other, pytest.raises(openai.NotFoundError) as refused:
         other.responses.retrieve(created.id)
     assert refused.value.body["message"] == f"Response with id '{created.id}' not found."  # type: ignore[index]
