@@ -76,9 +76,8 @@ class Usage:
             completion_tokens=_count(completion),
             cached_tokens=_count(details.get("cached_tokens")),
             reasoning_tokens=_count(out_details.get("reasoning_tokens")),
-            cache_creation_tokens=_count(
-                details.get("cache_creation_tokens") or usage.get("cache_creation_input_tokens")
-            ),
+            # Anthropic's field, as its adapter passes it on in the details; most answers have neither.
+            cache_creation_tokens=_count(details.get("cache_creation_tokens")) if details else 0,
         )
 
     @property

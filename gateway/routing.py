@@ -52,7 +52,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 
 from django.http import HttpResponse
 
@@ -116,7 +116,8 @@ class Attempt:
         self.started = time.monotonic()
         self.first_byte: float | None = None
         self.ended = False
-        stats.started(route.id)
+        if route.observed:
+            stats.started(route.id)
 
     def end(self, ok: bool, reason: str = "") -> None:
         if self.ended:
@@ -124,9 +125,10 @@ class Attempt:
         self.ended = True
         latency = time.monotonic() - self.started
         ttfb = None if self.first_byte is None else self.first_byte - self.started
-        stats.finished(self.route.id, latency=latency, ttfb=ttfb, ok=ok)
-        if ok and ttfb is not None:
-            first_byte_times.observe(self.route.id, ttfb)
+        if self.route.observed:
+            stats.finished(self.route.id, latency=latency, ttfb=ttfb, ok=ok)
+            if ok and ttfb is not None:
+                first_byte_times.observe(self.route.id, ttfb)
         self.breakers.record(self.route.id, self.route.name, ok=ok, latency=latency, ttfb=ttfb, reason=reason)
         if self.hold is not None:
             self.hold.release()
@@ -135,7 +137,8 @@ class Attempt:
         """Abandoned (the client left, the deadline passed): its load is released, and the breaker learns nothing."""
         if not self.ended:
             self.ended = True
-            stats.finished(self.route.id, latency=time.monotonic() - self.started, ttfb=None, ok=True)
+            if self.route.observed:
+                stats.finished(self.route.id, latency=time.monotonic() - self.started, ttfb=None, ok=True)
             if self.hold is not None:
                 self.hold.release()
 
@@ -150,9 +153,9 @@ def _price(billing: BillingSnapshot, route: RouteInfo, at: float) -> tuple[float
 
 
 def _candidates(
-    call: Call, model: ModelInfo, billing: BillingSnapshot, ext: Extensions, trail: Trail
+    call: Call, model: ModelInfo, billing: BillingSnapshot, ext: Extensions, trail: Trail, breakers: Breakers
 ) -> list[RouteInfo]:
-    wish, ceiling, breakers = ext.provider, ext.max_cost_per_token, _breakers()
+    wish, ceiling = ext.provider, ext.max_cost_per_token
     routes = [route for route in model.routes if kind_serves(route, call.operation)]
     if wish is not None:
         routes = [route for route in routes if wish.admits(route.provider.name)]
@@ -190,8 +193,14 @@ def _order(
     return order, decision.reason
 
 
-def _chain(call: Call, snapshot: Snapshot, ext: Extensions) -> Iterator[ModelInfo]:
+def _chain(call: Call, snapshot: Snapshot, ext: Extensions) -> Iterable[ModelInfo]:
     """The call's model, then the fallbacks the key may use; one it may not is skipped without a word."""
+    if ext.models is None and not call.model.fallbacks:
+        return (call.model,)  # the common case, without a generator's frame
+    return _with_fallbacks(call, snapshot, ext)
+
+
+def _with_fallbacks(call: Call, snapshot: Snapshot, ext: Extensions) -> Iterator[ModelInfo]:
     yield call.model
     seen = {call.model.public_id}
     for name in ext.models if ext.models is not None else call.model.fallbacks:
@@ -292,7 +301,7 @@ async def _run(
     for model in _chain(call, snapshot, ext):
         if not _fits(call, model, trail):
             continue
-        routes = _candidates(call, model, snapshot.billing, ext, trail)
+        routes = _candidates(call, model, snapshot.billing, ext, trail, breakers)
         if not routes:
             continue
         order, reason = _order(call, model, routes, snapshot.billing, ext)

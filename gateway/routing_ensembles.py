@@ -70,7 +70,7 @@ def ensemble_routes(call: Call, snapshot: Snapshot, ext: Extensions) -> list[Rou
     trail = Trail()
     if not routing._fits(call, call.model, trail):
         return []  # the loop tries the fallbacks, or says why nothing fits
-    routes = routing._candidates(call, call.model, snapshot.billing, ext, trail)
+    routes = routing._candidates(call, call.model, snapshot.billing, ext, trail, routing._breakers())
     if len(routes) < 2:
         return []
     model = dataclasses.replace(call.model, strategy="cost") if mode == "cascade" else call.model

@@ -8,7 +8,7 @@ it is called only when the snapshot is rebuilt, never per request. Each provider
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from providers.adapters import adapter_for
 from providers.adapters.base import Adapter
@@ -84,10 +84,13 @@ class RouteInfo:
     max_requests_per_minute: int | None = None
     max_tokens_per_minute: int | None = None
     max_in_flight: int | None = None
+    # Whether routing keeps its load and latency figures: only a model with deployments to choose among (or one
+    # that hedges) reads them, and a deployment serves one model.
+    observed: bool = True
+    name: str = field(init=False, default="")  # provider/upstream model: headers, logs and the ledger name it so
 
-    @property
-    def name(self) -> str:
-        return f"{self.provider.name}/{self.upstream_model}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", f"{self.provider.name}/{self.upstream_model}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +166,13 @@ def load_models() -> dict[str, ModelInfo]:
             continue
         model = route.model
         by_model.setdefault(model.pk, (model, []))[1].append(_route_info(route, model, info))
-    return {model.public_id: _model_info(model, tuple(routes)) for model, routes in by_model.values()}
+    return {model.public_id: _model_info(model, _observed(model, routes)) for model, routes in by_model.values()}
+
+
+def _observed(model: PublicModel, routes: list[RouteInfo]) -> tuple[RouteInfo, ...]:
+    if len(routes) == 1 and model.ensemble != "hedge":
+        return (replace(routes[0], observed=False),)
+    return tuple(routes)
 
 
 def _provider(cache: dict[int, ProviderInfo | None], provider: Provider) -> ProviderInfo | None:
