@@ -53,6 +53,7 @@ class ProviderInfo:
     accepts_stream_options: bool = True
     accepts_max_completion_tokens: bool = True
     serves_completions: bool = True
+    exact_shapes: bool = False
     # The header the credential goes in; empty for the kind's own (see providers/adapters/headers.py).
     credential_header: str = ""
     # Built from the secrets above, so a copy made with `dataclasses.replace` gets its own.
@@ -147,6 +148,7 @@ def provider_info(provider: object) -> ProviderInfo:
         accepts_stream_options=provider.accepts_stream_options,  # type: ignore[attr-defined]
         accepts_max_completion_tokens=provider.accepts_max_completion_tokens,  # type: ignore[attr-defined]
         serves_completions=provider.serves_completions,  # type: ignore[attr-defined]
+        exact_shapes=provider.exact_shapes,  # type: ignore[attr-defined]
         credential_header=provider.credential_header,  # type: ignore[attr-defined]
     )
 

@@ -53,6 +53,9 @@ class Provider(models.Model):
         default=True,
         help_text="The server has the legacy /completions endpoint; if not, it is bridged onto chat completions.",
     )
+    exact_shapes = models.BooleanField(
+        default=False, help_text="Tick for servers whose chat answers already match OpenAI's exactly (OpenAI itself)."
+    )
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)

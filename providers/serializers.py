@@ -66,6 +66,7 @@ class ProviderSerializer(serializers.ModelSerializer):
             "accepts_stream_options",
             "accepts_max_completion_tokens",
             "serves_completions",
+            "exact_shapes",
             "active",
             "created_at",
             "updated_at",

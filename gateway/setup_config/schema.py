@@ -185,6 +185,7 @@ PROVIDER = Shape(
         Field("accepts_stream_options", flag, _default(Provider, "accepts_stream_options")),
         Field("accepts_max_completion_tokens", flag, _default(Provider, "accepts_max_completion_tokens")),
         Field("serves_completions", flag, _default(Provider, "serves_completions")),
+        Field("exact_shapes", flag, _default(Provider, "exact_shapes")),
         Field("active", flag, _default(Provider, "active")),
     ),
     key=lambda values: values["name"],

@@ -100,6 +100,7 @@ class ProviderForm(forms.ModelForm):
             "accepts_stream_options",
             "accepts_max_completion_tokens",
             "serves_completions",
+            "exact_shapes",
             "active",
         ]
 
@@ -183,6 +184,7 @@ class ProviderAdmin(admin.ModelAdmin):
                         "accepts_stream_options",
                         "accepts_max_completion_tokens",
                         "serves_completions",
+                        "exact_shapes",
                     ]
                 },
             ),

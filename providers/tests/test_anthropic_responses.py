@@ -41,8 +41,10 @@ def answer(payload: bytes) -> dict[str, Any]:
 def test_a_text_answer_becomes_a_chat_completion() -> None:
     body = answer(message([{"type": "text", "text": "Hi! My name is Claude."}]))
 
+    assert body["id"].startswith("chatcmpl-")
+    assert "msg_" not in body["id"], "Anthropic's own id is the call's upstream id, not the client's"
     assert body == {
-        "id": "chatcmpl-msg_013Zva2CMHLNnXjNJJKqJ2EF",
+        "id": body["id"],
         "object": "chat.completion",
         "created": 1_750_000_000,
         "model": "house-claude",
@@ -202,7 +204,7 @@ AUTH_MESSAGE = "The upstream provider refused the gateway's credentials; an oper
         ),
         (404, "not_found_error", UpstreamFailure(404, "upstream says no", "invalid_request_error")),
         (413, "request_too_large", UpstreamFailure(413, "upstream says no", "invalid_request_error")),
-        (429, "rate_limit_error", UpstreamFailure(429, "upstream says no", "rate_limit_error", "rate_limit_exceeded")),
+        (429, "rate_limit_error", UpstreamFailure(429, "upstream says no", "requests", "rate_limit_exceeded")),
         (500, "api_error", UpstreamFailure(502, "The upstream provider failed: upstream says no", "api_error")),
         (
             529,

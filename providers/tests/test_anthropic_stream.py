@@ -74,6 +74,8 @@ TOOL_CALL_USAGE = {
     "prompt_tokens_details": {"cached_tokens": 2048, "cache_creation_tokens": 0},
     "completion_tokens_details": {"reasoning_tokens": 0},
 }
+# What the client sees of it: OpenAI's fields only (cache creation goes to the ledger and a header).
+CLIENT_TOOL_CALL_USAGE = {**TOOL_CALL_USAGE, "prompt_tokens_details": {"cached_tokens": 2048}}
 
 
 def test_parallel_tool_calls_stream_as_openai_tool_call_deltas() -> None:
@@ -90,20 +92,22 @@ def test_a_client_that_asked_for_usage_gets_it_in_a_last_chunk_of_its_own() -> N
 
     assert deltas(chunks) == TOOL_CALL_DELTAS
     assert chunks[-1] == {
-        "id": "chatcmpl-msg_01ToolCalls9vLm2QpZr",
+        "id": chunks[0]["id"],
         "object": "chat.completion.chunk",
         "created": 1_750_000_000,
         "model": "house-claude",
         "choices": [],
-        "usage": TOOL_CALL_USAGE,
+        "usage": CLIENT_TOOL_CALL_USAGE,
     }
 
 
 def test_every_chunk_carries_the_openai_envelope() -> None:
-    _, chunks = translate("text_answer", include_usage=True)
+    stream, chunks = translate("text_answer", include_usage=True)
 
+    assert stream.upstream_id == "msg_01TextAnswer7Qw3sXkBv"
+    assert chunks[0]["id"].startswith("chatcmpl-") and "msg_" not in chunks[0]["id"]
     for chunk in chunks[:-1]:
-        assert chunk["id"] == "chatcmpl-msg_01TextAnswer7Qw3sXkBv"
+        assert chunk["id"] == chunks[0]["id"]
         assert (chunk["object"], chunk["created"], chunk["model"]) == (
             "chat.completion.chunk",
             1_750_000_000,
@@ -207,7 +211,7 @@ def test_an_overloaded_error_mid_stream_becomes_an_openai_error_payload() -> Non
     [
         pytest.param(
             {"type": "rate_limit_error", "message": "Slow down"},
-            {"message": "Slow down", "type": "rate_limit_error", "param": None, "code": "rate_limit_exceeded"},
+            {"message": "Slow down", "type": "requests", "param": None, "code": "rate_limit_exceeded"},
             id="rate-limit",
         ),
         pytest.param(

@@ -142,7 +142,9 @@ USAGE = {
     ],
 )
 def test_a_prompt_filter_chunk_is_dropped_and_the_usage_chunk_still_noted(include_usage: bool, expected: list) -> None:
-    translator = ADAPTER.stream_translator("chat", TARGET, include_usage=include_usage, redactor=Redactor([CREDENTIAL]))
+    # A server declared exact: what is relayed is what it sent, less the filter verdicts.
+    exact = dataclasses.replace(TARGET, provider=dataclasses.replace(PROVIDER, exact_shapes=True))
+    translator = ADAPTER.stream_translator("chat", exact, include_usage=include_usage, redactor=Redactor([CREDENTIAL]))
 
     out = [event for chunk in (PROMPT_FILTER, CONTENT, USAGE) for event in translator.feed(orjson.dumps(chunk))]
     list(translator.feed(b"[DONE]"))
@@ -201,4 +203,10 @@ def test_filter_verdicts_are_removed_from_whole_answers_and_stream_chunks() -> N
     assert "prompt_filter_results" not in answer
     assert "content_filter_results" not in answer["choices"][0]
     assert answer["choices"][0]["message"]["content"] == "hi"
-    assert orjson.loads(relayed)["choices"][0] == {"index": 0, "delta": {"content": "hi"}}
+    # Shaped as OpenAI's too: the choice gains the `logprobs` and `finish_reason` the server left out.
+    assert orjson.loads(relayed)["choices"][0] == {
+        "index": 0,
+        "delta": {"content": "hi"},
+        "logprobs": None,
+        "finish_reason": None,
+    }

@@ -174,7 +174,7 @@ def test_the_model_list_is_read_from_api_tags() -> None:
             'model "llama9" not found, try pulling it first',
             (404, "invalid_request_error", "model_not_found", 'model "llama9" not found, try pulling it first'),
         ),
-        (429, "too many requests", (429, "rate_limit_error", None, "too many requests")),
+        (429, "too many requests", (429, "requests", "rate_limit_exceeded", "too many requests")),
         (500, "runner crashed", (502, "api_error", None, "The upstream provider failed: runner crashed")),
         (
             503,

@@ -118,7 +118,7 @@ STATUS_TABLE = [
     (409, 409, "invalid_request_error"),
     (413, 413, "invalid_request_error"),
     (422, 400, "invalid_request_error"),
-    (429, 429, "rate_limit_error"),
+    (429, 429, "requests"),
     (418, 400, "api_error"),
     (500, 502, "api_error"),
     (502, 502, "api_error"),
@@ -200,10 +200,10 @@ def test_a_rate_limit_passes_retry_after_on() -> None:
     assert (failure.message, failure.code) == ("Rate limit reached.", "rate_limit_exceeded")
 
 
-def test_a_rate_limit_without_a_type_is_a_rate_limit_error() -> None:
+def test_a_rate_limit_without_a_type_is_openais_requests_rate_limit() -> None:
     failure = openai_failure(429, orjson.dumps({"error": {"message": "Slow down."}}), httpx.Headers())
 
-    assert failure.type == "rate_limit_error"
+    assert (failure.type, failure.code) == ("requests", "rate_limit_exceeded")
 
 
 def test_a_server_error_says_the_upstream_failed_and_hides_the_upstreams_type() -> None:

@@ -14,6 +14,7 @@ to answer one request:
     Stall(after=2)   Stall(after=2, seconds=1)   stream 2 events then go silent, for ever or for 1 s
     DropMidStream(after=2, reset=True)            stream 2 events then close (or reset) the connection
     CloseBeforeAnswer(reset=True)                 close (or reset) the connection before any byte
+    Deviate(Reply("Hi"), {"zero_usage"})          answer as a loosely compatible server does (see DEVIATIONS)
 
 The others choose, request by request, one of those (counting the requests
 for the scripted model since it was scripted), which lets a test script a
@@ -115,7 +116,38 @@ class CloseBeforeAnswer:
     reset: bool = False
 
 
-Behaviour = Reply | Echo | Fail | QuoteHeader | FailMidStream | Hang | Stall | DropMidStream | CloseBeforeAnswer
+# How OpenAI-compatible servers seen in the wild differ from OpenAI's shapes; `Deviate` applies any of them.
+DEVIATIONS = frozenset(
+    {
+        "no_logprobs",  # choices without `logprobs`
+        "no_refusal",  # messages without `refusal`
+        "null_tool_calls",  # `"tool_calls": null` in messages and deltas
+        "null_fingerprint",  # `"system_fingerprint": null`
+        "null_usage_details",  # `"prompt_tokens_details": null` and `"completion_tokens_details": null`
+        "zero_usage",  # prompt and completion tokens reported as 0
+        "no_usage",  # no usage at all, even when stream usage was asked for
+        "cache_creation",  # Anthropic-style `prompt_tokens_details.cache_creation_tokens` (with cached tokens)
+        "usage_on_last_choice",  # stream usage on the finishing chunk rather than a chunk of its own
+    }
+)
+
+
+@dataclass(frozen=True)
+class Deviate:
+    """Answer as `reply` does, with some of `DEVIATIONS` (all of them but the usage ones by default)."""
+
+    reply: Reply = field(default_factory=Reply)
+    deviations: frozenset[str] = frozenset({"no_logprobs", "no_refusal", "null_tool_calls", "null_fingerprint"})
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "deviations", frozenset(self.deviations))
+        if unknown := self.deviations - DEVIATIONS:
+            raise ValueError(f"unknown deviations: {sorted(unknown)}")
+
+
+Behaviour = (
+    Reply | Echo | Fail | QuoteHeader | FailMidStream | Hang | Stall | DropMidStream | CloseBeforeAnswer | Deviate
+)
 
 
 @dataclass(frozen=True, init=False)

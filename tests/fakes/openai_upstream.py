@@ -17,6 +17,7 @@ A model with no script gets a normal `Reply()`.
     upstream.script("fake-5", CloseBeforeAnswer())             close the connection at once
     upstream.script("fake-7", QuoteHeader("authorization"))    an error whose every field quotes a request header
     upstream.script("fake-8", FailMidStream(Fail(500)))         stream the role, then an error event
+    upstream.script("fake-9", Deviate(Reply("Hi")))             answer as a loosely compatible server does
 
 Besides chat it serves every other endpoint Portico relays, each answering as
 OpenAI does: /completions (legacy, whole or streamed), /embeddings (floats, or
@@ -57,6 +58,7 @@ from tests.fakes.behaviours import (
     DEFAULT_CONTENT,
     Behaviour,
     CloseBeforeAnswer,
+    Deviate,
     DropMidStream,
     Echo,
     Fail,
@@ -76,6 +78,7 @@ __all__ = [
     "AnswerLog",
     "Behaviour",
     "CloseBeforeAnswer",
+    "Deviate",
     "DropMidStream",
     "Echo",
     "Fail",
@@ -197,6 +200,57 @@ def stream_events(model: str, content: str, *, prompt_tokens: int, include_usage
     if include_usage:
         events.append(json.dumps({**base, "choices": [], "usage": _usage(prompt_tokens, content)}).encode())
     return events
+
+
+def deviant_completion(answer: dict[str, Any], deviations: frozenset[str]) -> dict[str, Any]:
+    """A chat completion as a loosely compatible server writes it (`tests.fakes.behaviours.DEVIATIONS`)."""
+    if not deviations:
+        return answer
+    for choice in answer["choices"]:
+        _deviate_choice(choice, choice["message"], deviations)
+    _deviate_top(answer, deviations)
+    return answer
+
+
+def deviant_events(events: list[bytes], deviations: frozenset[str]) -> list[bytes]:
+    """A stream's events as a loosely compatible server writes them."""
+    if not deviations:
+        return events
+    chunks = [json.loads(event) for event in events]
+    last = chunks[-1]
+    if "usage_on_last_choice" in deviations and len(chunks) > 1 and last.get("usage") and not last["choices"]:
+        chunks[-2]["usage"] = chunks.pop()["usage"]
+    for chunk in chunks:
+        for choice in chunk["choices"]:
+            _deviate_choice(choice, choice["delta"], deviations)
+        _deviate_top(chunk, deviations)
+    if "no_usage" in deviations:
+        chunks = [chunk for chunk in chunks if chunk["choices"]]
+    return [json.dumps(chunk).encode() for chunk in chunks]
+
+
+def _deviate_choice(choice: dict[str, Any], message: dict[str, Any], deviations: frozenset[str]) -> None:
+    if "no_logprobs" in deviations:
+        choice.pop("logprobs", None)
+    if "no_refusal" in deviations:
+        message.pop("refusal", None)
+    if "null_tool_calls" in deviations:
+        message.setdefault("tool_calls", None)
+
+
+def _deviate_top(body: dict[str, Any], deviations: frozenset[str]) -> None:
+    if "null_fingerprint" in deviations:
+        body["system_fingerprint"] = None
+    usage = body.get("usage")
+    if "no_usage" in deviations:
+        body.pop("usage", None)
+    elif isinstance(usage, dict):
+        if "zero_usage" in deviations:
+            usage.update(prompt_tokens=0, completion_tokens=0, total_tokens=0)
+        if "null_usage_details" in deviations:
+            usage.update(prompt_tokens_details=None, completion_tokens_details=None)
+        if "cache_creation" in deviations:
+            usage["prompt_tokens_details"] = {"cached_tokens": 4, "cache_creation_tokens": 5}
 
 
 def text_completion(model: str, reply: Reply, n: int) -> dict[str, Any]:
@@ -477,6 +531,8 @@ class FakeUpstream(LoopbackServer):
         """The reply a script that answers stands for, `echoed` being what `Echo` repeats."""
         if isinstance(behaviour, FailMidStream):
             reply = Reply()
+        elif isinstance(behaviour, Deviate):
+            reply = behaviour.reply
         elif isinstance(behaviour, Echo):
             reply = Reply(echoed if isinstance(echoed, str) and echoed else "(nothing to echo)", delay=behaviour.delay)
         elif isinstance(behaviour, DropMidStream | Stall):
@@ -525,10 +581,12 @@ class FakeUpstream(LoopbackServer):
             opening = stream_events(model, "", prompt_tokens=1, include_usage=False)[0]
             return await self._fail_mid_stream(request, [opening, json.dumps(_error_body(behaviour.error)).encode()])
         stall = behaviour if isinstance(behaviour, Stall) else None
+        deviations = behaviour.deviations if isinstance(behaviour, Deviate) else frozenset()
         if body.get("stream"):
             events = self.chat_events(model, reply, include_usage=_include_usage(body))
-            return await self._stream(request, model, events, reply, stall)
-        return await self._whole(request, model, self.chat_answer(model, reply, int(body.get("n") or 1)), reply, stall)
+            return await self._stream(request, model, deviant_events(events, deviations), reply, stall)
+        answer = deviant_completion(self.chat_answer(model, reply, int(body.get("n") or 1)), deviations)
+        return await self._whole(request, model, answer, reply, stall)
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()

@@ -69,7 +69,9 @@ async def test_a_recorded_stream_over_http_translates_exactly_as_the_file_does(f
     raw, chunks, done = await stream_through(ADAPTER.request("chat", target, body), target)
 
     assert raw.startswith(b"event: message_start\ndata: {")
-    assert chunks == chunks_from_file("parallel_tool_calls", target)
+    # Each translation gives its completion an id of its own; the rest must be the same.
+    expected = chunks_from_file("parallel_tool_calls", target)
+    assert [{**chunk, "id": ""} for chunk in chunks] == [{**chunk, "id": ""} for chunk in expected]
     assert done
     (received,) = fake.received("claude-tools")
     assert received.body == {

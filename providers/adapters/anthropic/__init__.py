@@ -15,7 +15,7 @@ import orjson
 
 from providers.adapters.anthropic.errors import anthropic_failure
 from providers.adapters.anthropic.requests import DEFAULT_MAX_TOKENS, messages_body
-from providers.adapters.anthropic.responses import chat_completion
+from providers.adapters.anthropic.responses import answer_id, chat_completion
 from providers.adapters.anthropic.stream import AnthropicStream
 from providers.adapters.base import Operation, Target, UnsupportedParameter, UpstreamFailure, UpstreamRequest
 from providers.adapters.headers import with_credential
@@ -61,6 +61,10 @@ class AnthropicAdapter:
     def response(self, operation: Operation, target: Target, payload: bytes) -> bytes:
         self._chat_only(operation)
         return chat_completion(target, payload, created=int(self.clock()))
+
+    def upstream_id(self, payload: bytes) -> str:
+        """Anthropic's id for a whole answer: the client sees an OpenAI-style one instead."""
+        return answer_id(payload)
 
     def stream_translator(
         self, operation: Operation, target: Target, *, include_usage: bool, redactor: Redactor = NO_SECRETS

@@ -50,10 +50,10 @@ def anthropic_failure(
     failure = openai_failure(status, payload, headers, redactor=redactor)
     if failure.code == "upstream_auth_error":
         return failure
-    code = None
     if failure.status == 429:
-        error_type, code = "rate_limit_error", "rate_limit_exceeded"
-    elif failure.status < 500:
+        return failure  # already OpenAI's rate-limit shape (providers.adapters.wire.rate_limit_failure)
+    code = None
+    if failure.status < 500:
         # Anthropic's own names (not_found_error, request_too_large) mean nothing to OpenAI clients.
         error_type = "invalid_request_error"
     else:

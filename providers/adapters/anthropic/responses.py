@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 
 from providers.adapters.base import Target
+from providers.adapters.shapes import new_completion_id
 
 # Anthropic's stop reasons, as OpenAI's finish reasons; anything new reads as a plain stop.
 FINISH_REASONS = {
@@ -42,6 +43,21 @@ def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def answer_id(payload: bytes) -> str:
+    """The upstream's id for a whole answer (`msg_…`), kept for the ledger; printable and short, as a header is."""
+    try:
+        message = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return ""
+    return safe_id(message.get("id") if isinstance(message, dict) else None)
+
+
+def safe_id(value: Any) -> str:
+    if not isinstance(value, str) or not value.isascii() or not value.isprintable():
+        return ""
+    return value[:200]
+
+
 def tool_call(block: dict[str, Any]) -> dict[str, Any]:
     arguments = orjson.dumps(block.get("input") or {}).decode()
     return {"id": block["id"], "type": "function", "function": {"name": block["name"], "arguments": arguments}}
@@ -58,7 +74,8 @@ def chat_completion(target: Target, payload: bytes, *, created: int) -> bytes:
         answer["tool_calls"] = calls
     return orjson.dumps(
         {
-            "id": f"chatcmpl-{message.get('id', '')}",
+            # OpenAI's ids look like this; Anthropic's own (`msg_…`) is the call's upstream id.
+            "id": new_completion_id(),
             "object": "chat.completion",
             "created": created,
             "model": target.public_model,

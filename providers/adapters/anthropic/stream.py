@@ -15,7 +15,9 @@ from typing import Any
 import orjson
 
 from providers.adapters.anthropic.errors import stream_error
-from providers.adapters.anthropic.responses import finish_reason, openai_usage
+from providers.adapters.anthropic.responses import finish_reason, openai_usage, safe_id
+from providers.adapters.shapes import new_completion_id
+from providers.adapters.wire import client_usage, usage_is_plausible
 from providers.redaction import NO_SECRETS, Redactor
 
 
@@ -25,10 +27,12 @@ class AnthropicStream:
         "_head",
         "_stop_reason",
         "_tool_calls",
+        "_wrote",
         "done",
         "failed",
         "include_usage",
         "redactor",
+        "upstream_id",
         "usage",
     )
 
@@ -41,8 +45,10 @@ class AnthropicStream:
         self.usage: dict[str, Any] | None = None
         self.include_usage = include_usage
         self.redactor = redactor
+        self.upstream_id = ""  # Anthropic's id for the message, kept for the ledger
+        self._wrote = False  # some text or a tool call was relayed
         self._head: dict[str, Any] = {
-            "id": "chatcmpl-",
+            "id": new_completion_id(),
             "object": "chat.completion.chunk",
             "created": created,
             "model": public_model,
@@ -79,7 +85,7 @@ class AnthropicStream:
         return orjson.dumps({**self._head, "choices": [choice]})
 
     def _message_start(self, message: dict[str, Any]) -> Iterable[bytes]:
-        self._head["id"] = f"chatcmpl-{message.get('id', '')}"
+        self.upstream_id = safe_id(message.get("id"))
         self._anthropic_usage = dict(message.get("usage") or {})
         return (self._chunk({"role": "assistant", "content": ""}),)
 
@@ -87,8 +93,10 @@ class AnthropicStream:
         block = data.get("content_block") or {}
         kind = block.get("type")
         if kind == "text" and block.get("text"):
+            self._wrote = True
             return (self._chunk({"content": block["text"]}),)
         if kind == "tool_use":
+            self._wrote = True
             index = self._tool_calls[data.get("index", -1)] = len(self._tool_calls)
             call = {"index": index, "id": block.get("id"), "type": "function"}
             call["function"] = {"name": block.get("name"), "arguments": ""}
@@ -99,6 +107,7 @@ class AnthropicStream:
         delta = data.get("delta") or {}
         kind = delta.get("type")
         if kind == "text_delta" and delta.get("text"):
+            self._wrote = True
             return (self._chunk({"content": delta["text"]}),)
         if kind == "input_json_delta" and delta.get("partial_json"):
             index = self._tool_calls.get(data.get("index", -1))
@@ -117,7 +126,9 @@ class AnthropicStream:
         self.done = True
         if self.usage is None:
             self._count(None)
+        if not usage_is_plausible(self.usage, wrote_output=self._wrote):
+            self.usage = None  # the gateway counts the tokens, and sends its own usage chunk if asked
         out = [self._chunk({}, finish_reason(self._stop_reason))]
-        if self.include_usage:
-            out.append(orjson.dumps({**self._head, "choices": [], "usage": self.usage}))
+        if self.include_usage and self.usage is not None:
+            out.append(orjson.dumps({**self._head, "choices": [], "usage": client_usage(self.usage)}))
         return out

@@ -9,7 +9,8 @@ Every data-plane call carries an `api-version` query parameter: the provider's, 
 Azure has no moderations endpoint. Its answers are OpenAI's plus its content filter's
 verdicts: `prompt_filter_results` on the body (or on an opening chunk with no choices)
 and `content_filter_results` on each choice. OpenAI never sends them, so Portico drops
-the opening chunk and removes both fields, and a tenant sees OpenAI's shapes.
+the opening chunk and removes both fields, and a tenant sees OpenAI's shapes; the rest
+is shaped as for any OpenAI-compatible server (`providers.adapters.shapes`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import orjson
 
 from providers.adapters.base import OPENAI_PATHS, Operation, Target, UpstreamRequest
 from providers.adapters.headers import with_credential
-from providers.adapters.openai import OpenAIAdapter, PassThrough, adjust_body
+from providers.adapters.openai import OpenAIAdapter, PassThrough, adjust_body, chunk_shaper
 from providers.redaction import NO_SECRETS, Redactor
 
 # The latest generally available data-plane version, used when a provider names none.
@@ -108,7 +109,8 @@ class AzureOpenAIAdapter(OpenAIAdapter):
     def stream_translator(
         self, operation: Operation, target: Target, *, include_usage: bool, redactor: Redactor = NO_SECRETS
     ) -> AzureStream:
-        return AzureStream(target.public_model, include_usage=include_usage, redactor=redactor)
+        shaper = chunk_shaper(operation, target)
+        return AzureStream(target.public_model, include_usage=include_usage, redactor=redactor, shaper=shaper)
 
     def models_request(self, provider: Any) -> UpstreamRequest:
         url = f"{provider.base_url}/openai/models?api-version={api_version(provider)}"

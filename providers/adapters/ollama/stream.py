@@ -23,6 +23,7 @@ from providers.adapters.ollama.answers import (
     openai_tool_calls,
     usage,
 )
+from providers.adapters.wire import usage_is_plausible
 from providers.redaction import NO_SECRETS, Redactor
 
 
@@ -42,6 +43,7 @@ class OllamaChatStream:
         "model",
         "redactor",
         "usage",
+        "wrote",
     )
 
     def __init__(
@@ -63,6 +65,7 @@ class OllamaChatStream:
         self.done = False
         self.failed = False
         self.usage: dict[str, Any] | None = None
+        self.wrote = False  # some text or a tool call was relayed
 
     def feed(self, event: bytes) -> Iterable[bytes]:
         event = self.redactor.bytes(event)
@@ -84,6 +87,8 @@ class OllamaChatStream:
             self.created = created(line, self.clock)
             chunks.append(self._chunk({"role": "assistant", "content": ""}))
         message = line.get("message") or {}
+        if message.get("content") or message.get("tool_calls"):
+            self.wrote = True
         if message.get("content"):
             chunks.append(self._chunk({"content": message["content"]}))
         for call in openai_tool_calls(message.get("tool_calls") or []):
@@ -95,10 +100,12 @@ class OllamaChatStream:
 
     def _finish(self, line: dict[str, Any]) -> list[bytes]:
         self.done = True
-        self.usage = usage(line)
+        reported = usage(line)
+        # Ollama leaves out the prompt count of a prompt served from its cache: the gateway counts it then.
+        self.usage = reported if usage_is_plausible(reported, wrote_output=self.wrote) else None
         reason = finish_reason(line.get("done_reason"), called_tools=bool(self.called_tools))
         chunks = [self._chunk({}, reason)]
-        if self.include_usage:
+        if self.include_usage and self.usage is not None:
             chunks.append(self._dump([], usage=self.usage))
         return chunks
 

@@ -1,8 +1,9 @@
-"""OpenAI and every OpenAI-compatible server: pass-through but for the model name.
+"""OpenAI and every OpenAI-compatible server: passed through, the model renamed and chat brought to OpenAI's shapes.
 
 What a particular server does not accept is declared on its provider row
 (`accepts_stream_options`, `accepts_max_completion_tokens`, `serves_completions`)
-and handled here, in one place.
+and handled here, in one place; so is whether its chat answers are already OpenAI's
+exact shapes (`exact_shapes`), which spares them `providers.adapters.shapes`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,15 @@ import orjson
 
 from providers.adapters.base import OPENAI_PATHS, Operation, Target, UpstreamFailure, UpstreamRequest
 from providers.adapters.headers import with_credential
-from providers.adapters.wire import model_rewriter, openai_failure, openai_model_ids, rewrite_model
+from providers.adapters.shapes import ChunkShaper, shape_completion
+from providers.adapters.wire import (
+    model_rewriter,
+    openai_failure,
+    openai_model_ids,
+    rewrite_model,
+    usage_is_plausible,
+    wrote_output,
+)
 from providers.redaction import NO_SECRETS, Redactor
 
 _STREAMED = frozenset({"chat", "completions"})
@@ -41,6 +50,24 @@ def adjust_body(operation: Operation, provider: Any, body: dict[str, Any]) -> di
     return body
 
 
+def exact_completion(payload: bytes, public_model: str) -> bytes:
+    """A whole chat completion in OpenAI's exact shape; a body that is not one is left to the gateway's checks."""
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return rewrite_model(payload, public_model)
+    if not isinstance(body, dict) or "error" in body:
+        return rewrite_model(payload, public_model)
+    return orjson.dumps(shape_completion(body, public_model))
+
+
+def chunk_shaper(operation: Operation, target: Target) -> ChunkShaper | None:
+    """The stream's shaper: chat only (legacy completions have shapes of their own), unless the server is exact."""
+    if operation != "chat" or target.provider.exact_shapes:
+        return None
+    return ChunkShaper(target.public_model)
+
+
 def error_event(event: bytes, redactor: Redactor) -> bytes:
     """An upstream's error event with every string redacted, escaped ones included (errors are rare)."""
     if not redactor:
@@ -52,16 +79,30 @@ def error_event(event: bytes, redactor: Redactor) -> bytes:
 
 
 class PassThrough:
-    """An OpenAI stream relayed as is: the model renamed, usage noted (and dropped unless asked for)."""
+    """An OpenAI stream relayed as is: the model renamed, usage noted (and dropped unless asked for).
 
-    __slots__ = ("done", "failed", "include_usage", "redactor", "rewrite", "usage")
+    With a `shaper`, chat chunks that are not already OpenAI's exact shape are brought to it. A usage
+    report that cannot be right (see `usage_is_plausible`) is kept from the client and the call: the
+    gateway then counts the tokens itself and sends its own usage chunk if the client asked for one.
+    """
 
-    def __init__(self, public_model: str, *, include_usage: bool, redactor: Redactor = NO_SECRETS) -> None:
+    __slots__ = ("done", "failed", "include_usage", "redactor", "rewrite", "shaper", "usage", "wrote")
+
+    def __init__(
+        self,
+        public_model: str,
+        *,
+        include_usage: bool,
+        redactor: Redactor = NO_SECRETS,
+        shaper: ChunkShaper | None = None,
+    ) -> None:
         self.rewrite = model_rewriter(public_model)
         self.redactor = redactor
         self.include_usage = include_usage
+        self.shaper = shaper
         self.done = False
         self.failed = False
+        self.wrote = False  # some answer text or tool call went by
         self.usage: dict[str, Any] | None = None
 
     def feed(self, event: bytes) -> Iterable[bytes]:
@@ -73,15 +114,32 @@ class PassThrough:
         if event.startswith(b'{"error"'):
             self.failed = True
             return (error_event(event, self.redactor),)
+        if not self.wrote:
+            self.wrote = wrote_output(event)
         if b'"usage":{' in event or b'"usage": {' in event:
-            chunk = orjson.loads(event)
-            self.usage = chunk.get("usage") or None
-            if not self.include_usage and not chunk.get("choices"):
-                return ()  # the usage chunk Portico asked for on its own behalf
-        elif not self.include_usage and b',"usage":null' in event:
+            return self._usage_chunk(orjson.loads(event))
+        if not self.include_usage and b',"usage":null' in event:
             # Asked for usage, an upstream marks every chunk "usage": null; a client that did not ask never sees it.
             event = event.replace(b',"usage":null', b"", 1)
+        if self.shaper is not None:
+            event = self.shaper.shape(event)
         return (self.rewrite(event),)
+
+    def _usage_chunk(self, chunk: dict[str, Any]) -> Iterable[bytes]:
+        usage = chunk.get("usage") or None
+        self.usage = usage if usage_is_plausible(usage, wrote_output=self.wrote) else None
+        relayed = self.usage is not None and self.include_usage
+        if not chunk.get("choices"):
+            if not relayed:
+                return ()  # the usage chunk Portico asked for on its own behalf, or one it counts itself
+        elif not relayed:
+            # Some servers put usage on the last choice chunk: its choices go on, the usage as the client asked.
+            chunk["usage"] = None
+            if not self.include_usage:
+                del chunk["usage"]
+        if self.shaper is not None:
+            chunk = self.shaper.shape_chunk(chunk)
+        return (self.rewrite(orjson.dumps(chunk)),)
 
 
 class OpenAIAdapter:
@@ -105,12 +163,15 @@ class OpenAIAdapter:
         return UpstreamRequest("POST", self.url(operation, target), headers, content)
 
     def response(self, operation: Operation, target: Target, payload: bytes) -> bytes:
+        if operation == "chat" and not target.provider.exact_shapes:
+            return exact_completion(payload, target.public_model)
         return rewrite_model(payload, target.public_model)
 
     def stream_translator(
         self, operation: Operation, target: Target, *, include_usage: bool, redactor: Redactor = NO_SECRETS
     ) -> PassThrough:
-        return PassThrough(target.public_model, include_usage=include_usage, redactor=redactor)
+        shaper = chunk_shaper(operation, target)
+        return PassThrough(target.public_model, include_usage=include_usage, redactor=redactor, shaper=shaper)
 
     def models_request(self, provider: Any) -> UpstreamRequest:
         return UpstreamRequest("GET", f"{provider.base_url}/models", headers_for(provider, content_type=None))
