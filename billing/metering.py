@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -35,6 +35,7 @@ from billing.limits import Ask, Limiter, LimiterFailed, LimiterUnavailable, Tick
 from billing.money import PriceInfo, Usage, cost_of, nano_cost_of, to_nano, usd
 from billing.periods import period_bounds
 from billing.tokens import preload_encodings
+from providers.adapters.wire import COUNTED_OPERATIONS, wrote_output
 
 # Usage, usd and preload_encodings are billing.money's and billing.tokens', and the limiter's values billing.limits'
 # (the routing loop's deployment caps): the gateway may use billing only through billing.facade and this module
@@ -140,6 +141,9 @@ class Meter:
         self._spool: Spool | None = None
         self.writer: LedgerWriter | None = None
         self.ledger_on = True
+        # Told of every recorded call, with its ledger row: the gateway's metrics and request log. It must only
+        # hand the row over (it runs on the request path), and must not change it.
+        self.recorded: Callable[[dict[str, Any]], None] | None = None
         self._background: set[asyncio.Future[Any]] = set()
 
     @property
@@ -226,6 +230,8 @@ class Meter:
         """Settle and record the call; returns its cost."""
         ask = result.ask
         usage = Usage.from_openai(result.usage)
+        if usage is not None and ask.operation in COUNTED_OPERATIONS and not _believable(usage, result.outputs):
+            usage = None  # counted instead, as if the upstream had reported nothing
         estimated = usage is None and (bool(result.outputs) or result.status < 400)
         if usage is None:
             usage = counted_usage(ask, result.outputs) if estimated else Usage()
@@ -235,11 +241,16 @@ class Meter:
         ticket = result.admission.ticket if result.admission is not None else None
         if ticket is not None:
             self.later(self.limiter.settle_soon(ticket, tokens=usage.total, cost=nano_cost_of(price, usage)))
-        if self.ledger_on:
+        recorded = self.recorded
+        if self.ledger_on or recorded is not None:
             provider_cost = _provider_cost(result, usage, billing)
-            self.spool.append(_entry(result, usage, cost, provider_cost, estimated=estimated).row())
-            if self.writer is not None:
-                self.writer.nudge()
+            row = _entry(result, usage, cost, provider_cost, estimated=estimated).row()
+            if self.ledger_on:
+                self.spool.append(row)
+                if self.writer is not None:
+                    self.writer.nudge()
+            if recorded is not None:
+                recorded(row)
         return cost
 
 
@@ -258,6 +269,14 @@ def _provider_cost(result: MeterResult, usage: Usage, billing: BillingSnapshot) 
     return total + cost_of(price(result.deployment_id), served)
 
 
+def _believable(usage: Usage, outputs: Sequence[bytes]) -> bool:
+    """False for a report that cannot be right (providers.adapters.wire.usage_is_plausible): no prompt tokens,
+    or no completion tokens for an answer with content. The outputs are looked at only in that second case."""
+    if usage.prompt_tokens == 0:
+        return False
+    return usage.completion_tokens > 0 or not any(wrote_output(payload) for payload in outputs)
+
+
 def prompt_tokens(ask: MeterAsk) -> int:
     """The prompt estimate: the one already counted, or Portico's own count of the request body."""
     if ask.prompt_tokens is not None:
@@ -273,7 +292,8 @@ def prompt_tokens(ask: MeterAsk) -> int:
 
 
 def counted_usage(ask: MeterAsk, outputs: Sequence[bytes]) -> Usage:
-    """Tokens counted by Portico when the upstream reported none (a dropped stream, a client gone)."""
+    """Tokens counted by Portico when the upstream reported none, or none that can be right (a dropped stream,
+    a client gone, a server that does not count)."""
     text = []
     for payload in outputs:
         try:
@@ -281,7 +301,7 @@ def counted_usage(ask: MeterAsk, outputs: Sequence[bytes]) -> Usage:
         except orjson.JSONDecodeError:
             continue
         for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") or {}
+            delta = choice.get("delta") or choice.get("message") or {}  # a stream's chunk, or a whole answer
             text.append(delta.get("content") or choice.get("text") or "")
             for tool_call in delta.get("tool_calls") or ():
                 function = tool_call.get("function") or {}

@@ -25,10 +25,14 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
+
 from billing import metering
 from billing.facade import BillingSnapshot
 from billing.metering import UNLIMITED, Admission, Meter, MeterAsk, MeterResult, Usage
 from gateway.errors import InternalError, LimitsUnavailable, PorticoError, QuotaExceeded, RateLimited
+from gateway.observability.clock import current as current_clock
+from gateway.observability.handoff import hand_off
 from gateway.queueing.admission import Requeue
 from gateway.queueing.admission import admit as admit_in_turn
 from gateway.queueing.lines import lines as queue_lines
@@ -39,6 +43,14 @@ from tenants.facade import KeyGrant
 
 # The process's limiter and ledger spool, started and stopped by gateway.asgi.
 accounts = Meter()
+
+
+def _recorded(row: dict[str, Any]) -> None:
+    hand_off.call(row, current_clock())
+
+
+if settings.PORTICO_METRICS or settings.PORTICO_REQUEST_LOG:
+    accounts.recorded = _recorded  # every finished call to the metrics and the request log (gateway.observability)
 # Refusals of a call's limits that a batch line waits out rather than fails on.
 BATCH_WAITS = (RateLimited, QuotaExceeded, LimitsUnavailable)
 
@@ -119,6 +131,9 @@ class Call:
         self.queue_ms: int | None = None  # how long it waited, once admitted
         self.upstream_id = ""  # the upstream's id for its answer, where Portico gave the client another
         self.overhead_ms: int | None = None  # time spent in Portico, not waiting on the upstream
+        clock = current_clock()
+        if clock is not None and clock.call is None:
+            clock.call = self  # the request's call: what it waited in line is no overhead of Portico's
 
     def fail(self, error: PorticoError) -> None:
         self.status = error.status
@@ -150,6 +165,7 @@ async def admit(call: Call, billing: BillingSnapshot) -> Mapping[str, str]:
     """Reserve the request's share of its limits and budgets; the rate-limit headers, or a 429/503/500."""
     admission = await admission_for(call, billing)
     if admission.refused is not None:
+        hand_off.refusal(admission.refused, call.grant.tenant_slug)
         raise refusal(admission)
     return admission.headers
 
@@ -200,6 +216,9 @@ def finish(call: Call, billing: BillingSnapshot) -> Decimal:
         return Decimal(0)
     call.finished = True
     first_token = call.first_token
+    clock = current_clock()
+    if clock is not None and clock.call is call:
+        call.overhead_ms = clock.freeze()  # fixed now, or at a stream's first byte, whichever came first
     result = MeterResult(
         ask=_ask(call),
         admission=call.admission,
@@ -272,6 +291,8 @@ class CallSession:
         return await admission_for(self.call, self.billing)
 
     def refusal(self, admission: Admission) -> PorticoError:
+        assert admission.refused is not None
+        hand_off.refusal(admission.refused, self.call.grant.tenant_slug)
         return refusal(admission)
 
     def give_back(self, admission: Admission) -> None:

@@ -149,7 +149,13 @@ def _serve(args: argparse.Namespace) -> int:
         sys.stderr.write(problem + "\n")
         return 1
     release_database()
-    return run_server(APP, host=args.host, port=args.port, workers=args.workers, access_log=args.access_log)
+    from django.conf import settings
+
+    from gateway.observability.rundir import metrics_run
+
+    # Every worker writes its metrics to files in one directory, so any worker's /metrics adds them all up.
+    with metrics_run(settings.PORTICO_METRICS_DIR):
+        return run_server(APP, host=args.host, port=args.port, workers=args.workers, access_log=args.access_log)
 
 
 def _migration_plan() -> tuple[Any, list[Any]]:

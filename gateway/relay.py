@@ -29,12 +29,13 @@ from django.conf import settings
 from django.http import HttpResponse, HttpResponseBase
 
 from billing.metering import usd
-from gateway.accounting import Call, CallSession
+from gateway.accounting import Call, CallSession, counted_usage
 from gateway.errors import InvalidRequest, UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from gateway.observability.clock import current as current_clock
 from gateway.recovery import NEVER, Continuation, Resumed, StallWatch, stall_error
 from gateway.sse import EventSplitter, LineSplitter, frame
 from gateway.uploads import Upload
-from providers.adapters import bridge
+from providers.adapters import bridge, wire
 from providers.adapters.base import Operation, StreamTranslator, Target, UnsupportedParameter, UpstreamRequest
 from providers.adapters.embeddings import encode_embeddings
 from providers.facade import RouteInfo
@@ -159,23 +160,33 @@ async def attempt(
     operation, request = _build(call, route, target, body)
     if call.streamed:
         stall = stall or settings.PORTICO_STREAM_STALL_TIMEOUT or None
-    if first_byte is None:  # no timer to arm, and one coroutine less: the common case
-        sent = await send(route, request)
-        if call.streamed:
-            return await _open(call, route, target, operation, sent, stall=stall, continuation=continuation)
-        response: UpstreamResponse | Opened = sent
-    else:
-        try:
-            async with asyncio.timeout(first_byte):
-                response = await _begin(call, route, target, operation, request, stall, continuation)
-        except TimeoutError:
-            raise UpstreamTimeout(
-                f"The upstream provider '{route.provider.name}' sent nothing within {first_byte:g} s."
-            ) from None
-    if isinstance(response, Opened):
-        return response
-    rest = cool_down_of(response.status_code, response.headers)
-    content = route.provider.adapter.response(operation, target, await read_whole(route, response))
+    # Up to the whole answer, or a stream's first event, the time is the upstream's, not Portico's.
+    clock = current_clock()
+    if clock is not None:
+        clock.wait_begins()
+    try:
+        if first_byte is None:  # no timer to arm, and one coroutine less: the common case
+            sent = await send(route, request)
+            if call.streamed:
+                return await _open(call, route, target, operation, sent, stall=stall, continuation=continuation)
+            response: UpstreamResponse | Opened = sent
+        else:
+            try:
+                async with asyncio.timeout(first_byte):
+                    response = await _begin(call, route, target, operation, request, stall, continuation)
+            except TimeoutError:
+                raise UpstreamTimeout(
+                    f"The upstream provider '{route.provider.name}' sent nothing within {first_byte:g} s."
+                ) from None
+        if isinstance(response, Opened):
+            return response
+        rest = cool_down_of(response.status_code, response.headers)
+        payload = await read_whole(route, response)
+    finally:
+        if clock is not None:
+            clock.wait_ends()
+    content = route.provider.adapter.response(operation, target, payload)
+    call.upstream_id = wire.upstream_id(route.provider.adapter, payload)
     if _bridged(call, route):
         content = bridge.completion_from_chat(content)
     return Whole(content, "application/json", rest)
@@ -203,6 +214,9 @@ async def attempt_upload(call: Call, route: RouteInfo, upload: Upload) -> Whole:
     request = route.provider.adapter.upload_request(
         call.operation, target, upload.body({"model": target.upstream_model}), upload.content_type
     )
+    clock = current_clock()
+    if clock is not None:
+        clock.wait_begins()  # the upload is read from the client as it is sent: neither is Portico's time
     try:
         response = await send(route, request)
         payload = await read_whole(route, response)
@@ -211,6 +225,9 @@ async def attempt_upload(call: Call, route: RouteInfo, upload: Upload) -> Whole:
         if upload.error is not None:
             raise upload.error from None
         raise
+    finally:
+        if clock is not None:
+            clock.wait_ends()
     return Whole(payload, response.headers.get("content-type", "application/json"))
 
 
@@ -267,6 +284,7 @@ async def _open(
             watch.since = NEVER
             out = translate(splitter.feed(chunk), translator, call.outputs.append)
             if out or translator.done or translator.failed:
+                call.upstream_id = getattr(translator, "upstream_id", "")
                 return Opened(response, chunks, translator, splitter, out, cool_down_of(200, response.headers), stall)
             watch.since = clock()
     except httpx.TransportError as exc:
@@ -296,17 +314,42 @@ def answer(session: CallSession, whole: Whole, headers: Mapping[str, str]) -> Ht
     """A whole answer: usage noted, the call finished, its cost in `x-portico-cost`."""
     call, content, content_type = session.call, whole.content, whole.content_type
     body = orjson.loads(content) if content[:1] == b"{" and "json" in content_type else None
+    told = {"x-portico-upstream-id": call.upstream_id} if call.upstream_id else {}
     if isinstance(body, dict):
         call.usage = body.get("usage")
         if call.operation == "embeddings" and call.body.get("encoding_format") == "base64":
             # Some upstreams only give floats; the client asked for OpenAI's base64, so it gets it.
             body = encode_embeddings(body, "base64")
             content = orjson.dumps(body)
+        if call.operation in wire.COUNTED_OPERATIONS:
+            content = _usage_told(call, body, content, told)
     cost = session.close()
     response = HttpResponse(content, content_type=content_type)
     put_headers(response, headers)
-    put_headers(response, {"x-portico-cost": usd(cost)})
+    put_headers(response, {"x-portico-cost": usd(cost), **told})
     return response
+
+
+def _usage_told(call: Call, body: dict[str, Any], content: bytes, told: dict[str, str]) -> bytes:
+    """The answer with its usage as the client gets it; what else there is to tell goes in `told` (headers).
+
+    A report that cannot be right (none, no prompt tokens, no completion tokens for an answer with
+    content) is replaced by Portico's own count of the answer (`call.outputs`), which billing records
+    too, flagged as counted. Cache creation has no field in OpenAI's usage: it goes in a header, and
+    the call keeps the upstream's report for the ledger.
+    """
+    usage = call.usage
+    if not wire.usage_is_plausible(usage, wrote_output=wire.wrote_output(content)):
+        call.outputs.append(content)
+        counted = counted_usage(call)
+        body["usage"] = wire.usage_object(call.operation, counted.prompt_tokens, counted.completion_tokens)
+        told["x-portico-usage"] = "counted"
+    elif (creation := wire.cache_creation(usage)) is not None:
+        body["usage"] = wire.client_usage(usage)
+        told["x-portico-cache-creation-tokens"] = str(creation)
+    else:
+        return content
+    return orjson.dumps(body)
 
 
 def put_headers(response: HttpResponseBase, headers: Mapping[str, str]) -> None:

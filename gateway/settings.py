@@ -434,12 +434,40 @@ PORTICO_HEALTH_CHECK_INTERVAL = env_float("PORTICO_HEALTH_CHECK_INTERVAL", 60.0,
 PORTICO_BATCH_SWEEP_INTERVAL = env_float("PORTICO_BATCH_SWEEP_INTERVAL", 30.0, minimum=0.0)
 PORTICO_ROLLUP_INTERVAL = env_float("PORTICO_ROLLUP_INTERVAL", 60.0, minimum=0.0)
 
+# --- Observability (gateway/observability/, docs/observability.md) -------------------------------------------
+# GET /metrics in Prometheus' format (false: 404). Scrapes are answered for addresses in PORTICO_METRICS_ALLOW
+# (CIDRs); with PORTICO_METRICS_TOKEN set they must also send `Authorization: Bearer <token>`.
+PORTICO_METRICS = env_bool("PORTICO_METRICS", True)
+PORTICO_METRICS_ALLOW = env_list(
+    "PORTICO_METRICS_ALLOW", ["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "::1/128", "fc00::/7"]
+)
+PORTICO_METRICS_TOKEN = env_str("PORTICO_METRICS_TOKEN")
+# A `tenant` label on the per-call metrics: one series per tenant and model, so off unless asked for.
+PORTICO_METRICS_TENANT_LABELS = env_bool("PORTICO_METRICS_TENANT_LABELS", False)
+# Seconds between two passes of the thread that updates the metrics and writes the request log lines.
+PORTICO_METRICS_INTERVAL = env_float("PORTICO_METRICS_INTERVAL", 0.25, minimum=0.01)
+# Where `portico serve` keeps its workers' metric files (wiped at start); default: a new temporary directory.
+PORTICO_METRICS_DIR = env_str("PORTICO_METRICS_DIR")
+# One `portico.requests` line per /v1/ request; every log line reads as text (default) or as JSON objects.
+PORTICO_REQUEST_LOG = env_bool("PORTICO_REQUEST_LOG", True)
+PORTICO_LOG_FORMAT = env_str("PORTICO_LOG_FORMAT", "text")
+if PORTICO_LOG_FORMAT not in {"text", "json"}:
+    raise ImproperlyConfigured(f"PORTICO_LOG_FORMAT must be 'text' or 'json', got {PORTICO_LOG_FORMAT!r}")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "gateway.observability.request_log.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": PORTICO_LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env_str("PORTICO_LOG_LEVEL", "INFO")},
-    # httpx logs every request at INFO: too costly, and too chatty, on the hot path.
-    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
+    "loggers": {
+        # httpx logs every request at INFO: too costly, and too chatty, on the hot path.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+        # Its own level, so a quieter PORTICO_LOG_LEVEL keeps the request lines; written off the event loop.
+        "portico.requests": {"level": "INFO" if PORTICO_REQUEST_LOG else "CRITICAL"},
+    },
 }

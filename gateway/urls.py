@@ -6,6 +6,7 @@ from gateway.error_views import invalid_url
 from gateway.favicon import favicon
 from gateway.health_status import health_status
 from gateway.landing import landing
+from gateway.observability.views import metrics
 
 urlpatterns = [
     path("", landing, name="landing"),
@@ -18,6 +19,7 @@ urlpatterns = [
     path("portal/", include("portal.urls")),
     path("health", health_status, name="health-status"),
     path("health/", include("gateway.health")),
+    path("metrics", metrics, name="metrics"),
 ]
 
 handler400 = "gateway.error_views.bad_request"

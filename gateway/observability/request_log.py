@@ -1,0 +1,103 @@
+"""One `portico.requests` log line per /v1/ request, written by the hand-off thread (handoff.py).
+
+PORTICO_LOG_FORMAT picks how every log line reads: `text` (the default, for a
+person at a terminal) or `json` (one object per line, for a log stack), set up
+in gateway/settings.py's LOGGING. A request line carries:
+
+    request_id, client_request_id, tenant, tenant_id, key_prefix, model, provider, deployment, attempts,
+    operation, streamed, status, error_class, prompt_tokens, completion_tokens, cost_usd, latency_ms,
+    first_token_ms, overhead_ms, queue_ms, client_disconnected
+
+The key itself is never logged: only its public prefix (`pk-` and 8 characters).
+An answer for which no call was made (no key, an unknown URL) has the status,
+path and overhead only. PORTICO_REQUEST_LOG=false turns the lines off.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from gateway.observability.clock import RequestClock
+
+logger = logging.getLogger("portico.requests")
+
+
+def enabled() -> bool:
+    return logger.isEnabledFor(logging.INFO)
+
+
+def call(row: dict[str, Any], tenant: str, overhead: float | None) -> None:
+    """The line of a call, from its ledger row (billing.ledger.LedgerEntry.row)."""
+    fields = {
+        "request_id": row["request_id"],
+        "client_request_id": row["client_request_id"] or None,
+        "tenant": tenant,
+        "tenant_id": row["tenant_id"],
+        "key_prefix": row["key_prefix"],
+        "model": row["model"],
+        "provider": row["provider"],
+        "deployment": row["deployment"],
+        "attempts": row["attempts"],
+        "operation": row["operation"],
+        "streamed": row["streamed"],
+        "status": row["status"],
+        "error_class": row["error_type"] or None,
+        "prompt_tokens": row["prompt_tokens"],
+        "completion_tokens": row["completion_tokens"],
+        "cost_usd": row["cost"],
+        "latency_ms": row["latency_ms"],
+        "first_token_ms": row["first_token_ms"],
+        "overhead_ms": row["overhead_ms"],
+        "overhead_s": round(overhead, 6) if overhead is not None else None,
+        "queue_ms": row["queue_ms"],
+        "client_disconnected": row["client_disconnected"],
+    }
+    _emit(fields)
+
+
+def answer(status: int, clock: RequestClock, path: str) -> None:
+    """The line of an answer no call was made for."""
+    _emit({"path": path, "status": status, "overhead_ms": clock.ms})
+
+
+def _emit(fields: dict[str, Any]) -> None:
+    # makeRecord and handle, as logger.info would, less its walk up the stack for a caller nobody reads here.
+    record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, "%s", (_Text(fields),), None)
+    record.request = fields
+    logger.handle(record)
+
+
+class _Text:
+    """The line as text, built only by a formatter that prints the message (the JSON one reads the fields)."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields
+
+    def __str__(self) -> str:
+        return " ".join(f"{name}={value}" for name, value in self.fields.items() if value is not None and value != "")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, a request's fields, and any traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+        }
+        fields = getattr(record, "request", None)
+        if isinstance(fields, dict):
+            line["message"] = "request"
+            line.update(fields)
+        else:
+            line["message"] = record.getMessage()
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(line, default=str).decode()

@@ -1,0 +1,122 @@
+"""The `portico.requests` line: one per request, written by the hand-off thread, as text or JSON, never the key."""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+
+from gateway.observability.clock import RequestClock
+from gateway.observability.handoff import HandOff
+from gateway.observability.metrics import Metrics
+from gateway.observability.request_log import JsonFormatter
+from gateway.tests.test_metrics import row
+
+KEY = "pk-abcdefgh" + "S3CRETPART" * 4  # what a client sends; only its prefix may be logged
+
+
+def observed_clock(request_id: str, seconds: float) -> RequestClock:
+    clock = RequestClock(0.0)
+    grant = SimpleNamespace(tenant_slug="acme", prefix="pk-abcdefgh")
+    clock.call = SimpleNamespace(request_id=request_id, grant=grant, queue_ms=None, queued_at=None)
+    clock.seconds, clock.ms = seconds, round(seconds * 1000)
+    return clock
+
+
+@pytest.fixture
+def hand_off() -> HandOff:
+    return HandOff(Metrics(CollectorRegistry(), tenant_labels=False), interval=60.0)
+
+
+def test_each_call_is_one_line_with_its_figures(hand_off: HandOff, caplog: pytest.LogCaptureFixture) -> None:
+    hand_off.call(row(request_id="req_a", overhead_ms=1), observed_clock("req_a", 0.0012))
+    hand_off.call(row(request_id="req_b", status=502, error_type="upstream_unavailable"), None)
+
+    with caplog.at_level(logging.INFO, logger="portico.requests"):
+        assert hand_off.drain() == 2
+
+    lines = [record for record in caplog.records if record.name == "portico.requests"]
+    assert [line.request["request_id"] for line in lines] == ["req_a", "req_b"]  # type: ignore[attr-defined]
+    first, second = (line.request for line in lines)  # type: ignore[attr-defined]
+    assert first["tenant"] == "acme"
+    assert first["key_prefix"] == "pk-abcdefgh"
+    assert first["overhead_ms"] == 1
+    assert first["overhead_s"] == pytest.approx(0.0012)
+    assert (first["model"], first["deployment"], first["status"]) == ("gpt-test", "openai-eu/gpt-4o", 200)
+    assert (first["prompt_tokens"], first["completion_tokens"], first["cost_usd"]) == (12, 30, "0.000450")
+    assert second["tenant"] == "7"  # a call that was not the request's own: its tenant's id
+    assert second["error_class"] == "upstream_unavailable"
+    assert "request_id=req_a" in lines[0].getMessage()
+
+
+def test_a_call_of_another_request_does_not_take_its_clock(hand_off: HandOff, caplog: pytest.LogCaptureFixture) -> None:
+    hand_off.call(row(request_id="req_line"), observed_clock("req_request", 0.5))
+
+    with caplog.at_level(logging.INFO, logger="portico.requests"):
+        hand_off.drain()
+
+    (line,) = [record.request for record in caplog.records if record.name == "portico.requests"]  # type: ignore[attr-defined]
+    assert line["overhead_s"] is None
+    assert line["tenant"] == "7"
+
+
+def test_the_json_format_is_one_object_per_line_without_the_key(
+    hand_off: HandOff, caplog: pytest.LogCaptureFixture
+) -> None:
+    hand_off.call(row(request_id="req_json", first_token_ms=80, streamed=True), observed_clock("req_json", 0.0004))
+    with caplog.at_level(logging.INFO, logger="portico.requests"):
+        hand_off.drain()
+    (record,) = [record for record in caplog.records if record.name == "portico.requests"]
+
+    text = JsonFormatter().format(record)
+
+    assert "\n" not in text
+    line = orjson.loads(text)
+    assert line["logger"] == "portico.requests"
+    assert line["message"] == "request"
+    assert line["request_id"] == "req_json"
+    assert line["first_token_ms"] == 80
+    assert line["latency_ms"] == 420
+    assert KEY not in text
+    assert "S3CRET" not in text
+
+
+def test_answers_without_a_call_are_logged_with_their_status(
+    hand_off: HandOff, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = RequestClock(0.0)
+    clock.seconds, clock.ms = 0.0001, 0
+    hand_off.answer(401, clock, "/v1/chat/completions")
+
+    with caplog.at_level(logging.INFO, logger="portico.requests"):
+        hand_off.drain()
+
+    (line,) = [record.request for record in caplog.records if record.name == "portico.requests"]  # type: ignore[attr-defined]
+    assert line == {"path": "/v1/chat/completions", "status": 401, "overhead_ms": 0}
+
+
+def test_other_records_keep_their_message_in_json() -> None:
+    record = logging.LogRecord("portico.ledger", logging.WARNING, __file__, 1, "spool %s is full", ("x",), None)
+
+    line = orjson.loads(JsonFormatter().format(record))
+
+    assert line["message"] == "spool x is full"
+    assert line["level"] == "WARNING"
+
+
+def test_the_lines_can_be_turned_off(hand_off: HandOff, caplog: pytest.LogCaptureFixture) -> None:
+    hand_off.call(row(), None)
+    with caplog.at_level(logging.CRITICAL, logger="portico.requests"):
+        hand_off.drain()
+
+    assert [record for record in caplog.records if record.name == "portico.requests"] == []
+    assert (
+        hand_off.metrics.registry.get_sample_value(
+            "portico_requests_total",
+            {"model": "gpt-test", "provider": "openai-eu", "status_class": "2xx", "error_class": ""},
+        )
+        == 1
+    )  # the metrics count it all the same
