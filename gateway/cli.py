@@ -64,7 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", SETTINGS)
     from django.core.management import execute_from_command_line
 
-    execute_from_command_line(["portico", *argv])
+    from audit.context import cli_scope
+
+    if not argv[0].startswith("-"):  # `portico rotate-credential-key` runs rotate_credential_key
+        argv[0] = argv[0].replace("-", "_")
+    with cli_scope():  # what the command changes is recorded as this OS user's (docs/audit.md)
+        execute_from_command_line(["portico", *argv])
     return 0
 
 

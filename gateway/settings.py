@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "queueing",
     "portal",
     "notifications",
+    "audit",
     "rest_framework",
     "drf_spectacular",
 ]
@@ -68,6 +69,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "gateway.csp.AdminContentSecurityPolicyMiddleware",
+    "audit.middleware.AuditScopeMiddleware",
 ]
 
 ROOT_URLCONF = "gateway.urls"
