@@ -2,24 +2,18 @@
 trust, through the official `openai` SDK.
 
 Every answer and chunk is checked against the component schemas of OpenAI's own OpenAPI spec
-(/work/shared/specs/openai-openapi.yaml, or $PORTICO_OPENAI_SPEC), loaded once for the module.
+(tests/specs/openai-schemas.json, extracted from OpenAI's published OpenAPI document).
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 from collections.abc import Callable, Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
-import jsonschema
 import openai
 import pytest
-import referencing
-import yaml
 from openai import OpenAI
 
 from billing.models import UsageRecord
@@ -32,11 +26,11 @@ from tests.fakes.behaviours import Deviate, Fail, Reply
 from tests.fakes.ollama_upstream import FakeOllama
 from tests.fakes.openai_upstream import FakeUpstream, completion, deviant_completion
 from tests.integration.test_ledger import ledger_rows, new_request_id, priced
+from tests.openai_schemas import assert_valid
 from tests.servers import Settle
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("committed_db")]
 
-SPEC = Path(os.environ.get("PORTICO_OPENAI_SPEC", "/work/shared/specs/openai-openapi.yaml"))
 HELLO = [{"role": "user", "content": "Say hello, in a few words."}]
 ANSWER = "Hello there, from a server that does things its own way."
 USAGE = {"prompt_tokens": 11, "completion_tokens": len(ANSWER.split()), "total_tokens": 11 + len(ANSWER.split())}
@@ -45,42 +39,7 @@ SHAPE_DEVIATIONS = frozenset({"no_logprobs", "no_refusal", "null_tool_calls", "n
 RouteTo = Callable[..., ModelRoute]
 
 
-# --- OpenAI's schemas ---
-
-
-def _nullable(node: Any) -> Any:
-    """The spec mixes OpenAPI 3.0's `nullable: true` into 3.1 schemas; JSON Schema spells it as a union with null."""
-    if isinstance(node, list):
-        return [_nullable(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    node = {key: _nullable(value) for key, value in node.items()}
-    if node.pop("nullable", False):
-        return {"anyOf": [node, {"type": "null"}]}
-    return node
-
-
-@functools.cache
-def _registry() -> referencing.Registry:
-    if not SPEC.exists():
-        pytest.skip(f"OpenAI's OpenAPI spec is not at {SPEC}; set PORTICO_OPENAI_SPEC")
-    with SPEC.open("rb") as file:
-        spec = _nullable(yaml.load(file, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
-    resource = referencing.Resource.from_contents(spec, default_specification=referencing.jsonschema.DRAFT202012)
-    return referencing.Registry().with_resource("openai", resource)
-
-
-@functools.cache
-def _validator(component: str) -> jsonschema.Draft202012Validator:
-    schema = {"$ref": f"openai#/components/schemas/{component}"}
-    return jsonschema.Draft202012Validator(schema, registry=_registry())
-
-
-def assert_valid(component: str, instance: dict[str, Any]) -> None:
-    errors = sorted(_validator(component).iter_errors(instance), key=lambda error: list(error.path))
-    assert not errors, f"not a valid {component}: " + "; ".join(
-        f"{'/'.join(map(str, error.path))}: {error.message}" for error in errors
-    )
+# --- OpenAI's schemas: tests/openai_schemas.py ---
 
 
 def assert_exact_completion(body: dict[str, Any]) -> None:
