@@ -6,8 +6,14 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Touched after a successful install: pip runs again only when pyproject.toml changes.
-STAMP := $(VENV)/.portico-installed
+# Touched after a successful install, so pip runs again only when pyproject.toml changes. Two of them:
+# quickstart and run need Portico alone (RUNTIME); test, lint and the other developer targets add its dev
+# tools (DEV), which also counts as the runtime install.
+RUNTIME_STAMP := $(VENV)/.portico-runtime
+DEV_STAMP := $(VENV)/.portico-dev
+# --no-compile: byte-compiling every installed file took a third of the runtime install; Python compiles what
+# it imports, once, on first use.
+PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile
 
 HOST ?= 127.0.0.1
 PORT ?= 8000
@@ -30,9 +36,10 @@ help: ## List the targets
 	@echo
 	@awk 'BEGIN { FS = ":.*## " } /^[a-z][a-z-]*:.*## / { printf "  %-18s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
-install: $(STAMP) ## Create .venv (python3 >= 3.11) and install Portico with its dev tools
+install: $(DEV_STAMP) ## Create .venv (python3 >= 3.11) and install Portico with its dev tools
 
-$(STAMP): pyproject.toml
+# Makes .venv unless it has a pip already.
+define MAKE_VENV
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
 		echo "Portico needs Python 3.11 or newer; '$(PYTHON)' is: $$($(PYTHON) -V 2>&1)." >&2; \
 		echo "Install a newer python3, or point at one: make install PYTHON=python3.12" >&2; exit 1; }
@@ -42,14 +49,24 @@ $(STAMP): pyproject.toml
 			echo "Could not create a virtual environment with '$(PYTHON) -m venv'." >&2; \
 			echo "On Debian/Ubuntu: sudo apt-get install -y python3-venv" >&2; exit 1; }; \
 	fi
-	@echo "Installing Portico and its dev tools into $(VENV) (the first run takes a minute or two)..."
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-	@touch $(STAMP)
+endef
 
-quickstart: install ## Set up the embedded default (SQLite, no Redis) on first run, then serve
+$(RUNTIME_STAMP): pyproject.toml
+	$(MAKE_VENV)
+	@echo "Installing Portico into $(VENV)..."
+	$(PIP_INSTALL) -e .
+	@touch $(RUNTIME_STAMP)
+
+$(DEV_STAMP): pyproject.toml
+	$(MAKE_VENV)
+	@echo "Installing Portico and its dev tools into $(VENV) (the first run takes a minute or two)..."
+	$(PIP_INSTALL) -e '.[dev]'
+	@touch $(RUNTIME_STAMP) $(DEV_STAMP)
+
+quickstart: $(RUNTIME_STAMP) ## Install Portico alone (no dev tools), set up the embedded default (SQLite, no Redis) on first run, serve
 	$(BIN)/portico quickstart --host $(HOST) --port $(PORT)
 
-run: install ## Serve with the production server (portico serve)
+run: $(RUNTIME_STAMP) ## Serve with the production server (portico serve)
 	$(BIN)/portico serve --host $(HOST) --port $(PORT) $(if $(WORKERS),--workers $(WORKERS))
 
 test: install lint migrations-check services ## Lint, check migrations, then run the whole test suite on Postgres and Redis
@@ -123,7 +140,7 @@ services: install ## Check that the test suite's Postgres and Redis answer
 bench: install ## Run the benchmark (bench/run.sh): Portico against the upstream directly
 	bash bench/run.sh
 
-clean: ## Remove the install stamp, caches and build files (keeps .venv's packages and the .portico data dir)
-	rm -f $(STAMP)
+clean: ## Remove the install stamps, caches and build files (keeps .venv's packages and the .portico data dir)
+	rm -f $(RUNTIME_STAMP) $(DEV_STAMP)
 	rm -rf .pytest_cache .ruff_cache .import_linter_cache .mypy_cache .portico-test build dist *.egg-info
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +

@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shlex
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -303,8 +305,9 @@ def _quickstart(args: argparse.Namespace) -> int:
     out = sys.stdout
     _setup_django(force_settings=True)
     prepare_database(out)
-    demo = quickstart_setup(out)
-    out.write(instructions(demo, host=args.host, port=args.port))
+    portico = portico_command()
+    demo = quickstart_setup(out, portico=portico)
+    out.write(instructions(demo, host=args.host, port=args.port, portico=portico))
     out.flush()
     release_database()
     return run_server(APP, host=args.host, port=args.port, workers=1, access_log=False)
@@ -323,24 +326,55 @@ def prepare_database(out: TextIO) -> None:
     call_command("migrate", interactive=False, verbosity=0)
 
 
-def quickstart_setup(out: TextIO) -> Demo:
-    """Create the demo's admin, tenant, mock provider, route and key, reusing whatever exists already."""
+def portico_command() -> str:
+    """How the commands quickstart prints call this `portico`, so that they work as pasted.
+
+    `make quickstart` runs .venv/bin/portico, which is not on PATH unless the
+    virtualenv is active: the bare name would run nothing (or another install's
+    portico). So the bare name only when PATH leads to this very program, else
+    its path: relative to the current directory (which holds the default data
+    directory) when it lies below it, else absolute.
+    """
+    script = _running_script()
+    found = shutil.which("portico")
+    if found is not None and Path(found).resolve() == script.resolve():
+        return "portico"
+    try:
+        shown = str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return shlex.quote(str(script))
+    return shlex.quote(shown if os.sep in shown else os.path.join(".", shown))
+
+
+def _running_script() -> Path:
+    invoked = Path(sys.argv[0])
+    if invoked.name == "portico" and invoked.is_file():
+        return invoked.absolute()
+    # Run some other way (python -m, a test): the console script installed with this interpreter.
+    return Path(sys.executable).absolute().with_name("portico")
+
+
+def quickstart_setup(out: TextIO, *, portico: str = "portico") -> Demo:
+    """Create the demo's admin, tenant, mock provider, route and key, reusing whatever exists already.
+
+    `portico` is how the commands it suggests call the program (see `portico_command`).
+    """
     from django.db import transaction
 
     with transaction.atomic():
-        password = _ensure_admin(out)
+        password = _ensure_admin(out, portico)
         tenant = _ensure_demo_tenant(out)
         _ensure_mock_route(out)
-        plaintext = _ensure_demo_key(out, tenant)
+        plaintext = _ensure_demo_key(out, tenant, portico)
     return Demo(admin_password=password, key_plaintext=plaintext)
 
 
-def _ensure_admin(out: TextIO) -> str | None:
+def _ensure_admin(out: TextIO, portico: str) -> str | None:
     from django.contrib.auth import get_user_model
 
     users = get_user_model().objects
     if users.filter(is_superuser=True).exists():
-        out.write("Admin user: already set up (forgot the password? `portico changepassword admin`).\n")
+        out.write(f"Admin user: already set up (forgot the password? `{portico} changepassword admin`).\n")
         return None
     out.write("Creating the admin user `admin`…\n")
     password = secrets.token_urlsafe(12)
@@ -380,13 +414,13 @@ def _ensure_mock_route(out: TextIO) -> None:
     model_route_create(provider=provider, public_id=DEMO_MODEL, upstream_model=DEMO_MODEL, owned_by="portico")
 
 
-def _ensure_demo_key(out: TextIO, tenant: Tenant) -> str | None:
+def _ensure_demo_key(out: TextIO, tenant: Tenant, portico: str) -> str | None:
     from tenants.services import api_key_create
 
     if tenant.api_keys.filter(active=True).exists():
         out.write(
             f"API key for `{DEMO_TENANT}`: one exists already, and its plaintext cannot be shown again.\n"
-            f"  Make a new one with: portico createkey --tenant {DEMO_TENANT} --name laptop\n"
+            f"  Make a new one with: {_createkey(portico)}\n"
         )
         return None
     out.write(f"Creating an API key for `{DEMO_TENANT}`…\n")
@@ -394,7 +428,7 @@ def _ensure_demo_key(out: TextIO, tenant: Tenant) -> str | None:
     return plaintext
 
 
-def instructions(demo: Demo, *, host: str, port: int) -> str:
+def instructions(demo: Demo, *, host: str, port: int, portico: str = "portico") -> str:
     base = f"http://{_display_host(host)}:{port}"
     key = demo.key_plaintext or "$PORTICO_KEY"
     lines = ["", "Portico is ready.", "", f"  OpenAI API:  {base}/v1", f"  Admin:       {base}/admin/"]
@@ -403,14 +437,16 @@ def instructions(demo: Demo, *, host: str, port: int) -> str:
     if demo.key_plaintext:
         lines += ["", f"  API key for tenant `{DEMO_TENANT}` (shown once, copy it now): {demo.key_plaintext}"]
     else:
-        lines += ["", "  Get a key into $PORTICO_KEY first:", "", _new_key_command()]
+        lines += ["", "  Get a key into $PORTICO_KEY first (in another terminal, in this directory):", ""]
+        lines += [f"    export PORTICO_KEY=$({_createkey(portico)})"]
     lines += ["", "Try it with curl:", "", *_curl(base, key), "", "Or with the openai SDK (pip install openai):", ""]
     lines += [*_python(base, demo.key_plaintext), ""]
     return "\n".join(lines) + "\n" + _host_warning(host)
 
 
-def _new_key_command() -> str:
-    return f"    export PORTICO_KEY=$(portico createkey --tenant {DEMO_TENANT} --name laptop)"
+def _createkey(portico: str) -> str:
+    # createkey prints the key alone on stdout (its note goes to stderr), so $(...) captures just the key.
+    return f"{portico} createkey --tenant {DEMO_TENANT} --name laptop"
 
 
 def _curl(base: str, key: str) -> list[str]:

@@ -136,7 +136,7 @@ class TenantAdmin(admin.ModelAdmin):
         # A new tenant starts with the defaults (queue off), has no admins yet and no usage.
         existing = [*_QUEUE, "admin_users"] if obj is not None else []
         report = ["usage_report"] if obj is not None else []
-        return ["name", "slug", "active", "allowed_models", *existing, "keys", *report, "created_at"]
+        return ["name", "slug", "active", "allowed_models", "describe_models", *existing, "keys", *report, "created_at"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Tenant]:
         return super().get_queryset(request).annotate(key_count=Count("api_keys"))

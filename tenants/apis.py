@@ -148,7 +148,16 @@ class TenantSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Tenant
-        fields = ["id", "name", "slug", "active", "allowed_models", "created_at", *QUEUE_POLICY_FIELDS]
+        fields = [
+            "id",
+            "name",
+            "slug",
+            "active",
+            "allowed_models",
+            "describe_models",
+            "created_at",
+            *QUEUE_POLICY_FIELDS,
+        ]
         read_only_fields = fields
 
 

@@ -51,6 +51,8 @@ class KeyGrant:
     # None means every model; otherwise the public model ids this key may call.
     allowed_models: frozenset[str] | None
     queue: QueuePolicy = QUEUE_OFF
+    # Whether /v1/models adds Portico's description of each model to OpenAI's four fields (the tenant's choice).
+    describe_models: bool = True
 
     def may_use(self, model_id: str) -> bool:
         return self.allowed_models is None or model_id in self.allowed_models
@@ -80,6 +82,7 @@ def load_key_grants() -> dict[str, KeyGrant]:
             expires_at=api_key.expires_at.timestamp() if api_key.expires_at else None,
             allowed_models=_narrow(tenant_models, key_models),
             queue=_queue_policy(tenant, api_key),
+            describe_models=tenant.describe_models,
         )
     return grants
 

@@ -36,6 +36,12 @@ class Tenant(models.Model):
     # last allowed model leaves a tenant with no models, never with all of them.
     models_restricted = models.BooleanField(default=False, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    describe_models = models.BooleanField(
+        "describe models",
+        default=True,
+        help_text="GET /v1/models adds what Portico knows of each model (providers, capabilities, context window, "
+        "prices, family) to OpenAI's four fields. Untick to answer with OpenAI's fields only.",
+    )
     queue_mode = models.CharField(
         "queue",
         max_length=5,

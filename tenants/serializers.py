@@ -39,7 +39,7 @@ class TenantChangeSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Tenant
-        fields = ["name", "slug", "active", "allowed_models", *QUEUE_POLICY_FIELDS]
+        fields = ["name", "slug", "active", "allowed_models", "describe_models", *QUEUE_POLICY_FIELDS]
 
     def validate_allowed_models(self, public_ids: list[str] | None) -> list[PublicModel] | None:
         if public_ids is None:

@@ -241,9 +241,9 @@ def _free_port() -> int:
 class Running:
     """A `portico` process whose merged output is read line by line as it comes."""
 
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path, program: str | Path = PORTICO) -> None:
         self.process = subprocess.Popen(
-            [str(PORTICO), *args], env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            [str(program), *args], env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
@@ -275,8 +275,8 @@ class Running:
 def run_portico() -> Iterator:
     started: list[Running] = []
 
-    def start(args: list[str], env: dict[str, str], cwd: Path) -> Running:
-        started.append(Running(args, env, cwd))
+    def start(args: list[str], env: dict[str, str], cwd: Path, program: str | Path = PORTICO) -> Running:
+        started.append(Running(args, env, cwd, program))
         return started[-1]
 
     yield start
