@@ -3,8 +3,8 @@
 The request path only appends one JSON line to this process's spool file (a
 single `write(2)` on an O_APPEND descriptor, no fsync, no database, no
 network). A writer thread seals the file every PORTICO_LEDGER_FLUSH seconds
-and inserts sealed files in batches with `ON CONFLICT (request_id) DO
-NOTHING`, deleting a file only once its rows are committed.
+and inserts sealed files in batches, skipping request ids the ledger
+already holds, deleting a file only once its rows are committed.
 
 A spool file's life, named host-pid-stamp-serial.suffix:
 
@@ -35,8 +35,16 @@ So:
   are lost if the process dies before then; each outage is logged.
 * A row the database rejects (a count out of range): set aside in a
   .rejected file with an error logged, so it cannot hold up the rest.
-* A file inserted twice (a crash between commit and delete): the request id
-  is unique, so the second insert adds nothing.
+* A file inserted twice (a crash between commit and delete): its rows are
+  already there, so the second insert adds nothing.
+* Two rows of one request with different arrival times (a queued job or a
+  batch line run again, or failed, after its runner died while another
+  process still held its first row): the first to commit is kept, as when
+  `request_id` alone was unique. On PostgreSQL the ledger is partitioned by
+  month of `created_at` (docs/ledger-partitions.md), and a unique constraint
+  there must hold `created_at` too, so (request_id, created_at) is unique
+  and the insert itself skips request ids already present, with inserts
+  taking turns on a transaction lock so that none misses another's rows.
 
 The module is longer than most: the spool, the claim, the insert and the
 writer thread are one protocol, whose guarantees hold only if all four agree.
@@ -361,12 +369,22 @@ def _selected(name: str) -> str:
 
 
 _SELECTED = ", ".join(_selected(name) for name, _ in _COLUMNS)
-# Built from the constants above only; the batch itself is the one query parameter.
+_LEDGER = UsageRecord._meta.db_table
+_NAMES = ", ".join(name for name, _ in _COLUMNS)
+# Inserts take turns: a row committed by another insert while this one ran would be invisible to its check.
+# Held to the end of the transaction, which is the insert alone.
+_PG_TURN = "SELECT pg_advisory_xact_lock(hashtext('portico.ledger.insert'))"
+# Built from the constants above only; the batch itself is the one query parameter. The first line of a request
+# id in the batch is kept, in the batch's order; one the ledger holds in any month is left out, and the unique
+# (request_id, created_at) is the database's own guard against the same row twice.
 _PG_INSERT = (
-    f"INSERT INTO {UsageRecord._meta.db_table} ({', '.join(name for name, _ in _COLUMNS)}) "  # noqa: S608
-    f"SELECT {_SELECTED} "
-    f"FROM jsonb_to_recordset(%s::jsonb) AS r({', '.join(f'{name} {kind}' for name, kind in _COLUMNS)}) "
-    "ON CONFLICT (request_id) DO NOTHING RETURNING tenant_id, api_key_id"
+    f"INSERT INTO {_LEDGER} ({_NAMES}) "  # noqa: S608
+    f"SELECT {_SELECTED} FROM ("
+    "SELECT DISTINCT ON (request_id) * FROM ROWS FROM "
+    f"(jsonb_to_recordset(%s::jsonb) AS ({', '.join(f'{name} {kind}' for name, kind in _COLUMNS)})) "
+    f"WITH ORDINALITY AS b({_NAMES}, line) ORDER BY request_id, line"
+    f") AS r WHERE NOT EXISTS (SELECT 1 FROM {_LEDGER} AS u WHERE u.request_id = r.request_id) ORDER BY r.line "
+    "ON CONFLICT (request_id, created_at) DO NOTHING RETURNING tenant_id, api_key_id"
 )
 
 
@@ -375,14 +393,29 @@ def insert_records(lines: list[bytes]) -> None:
     connection = connections[UsageRecord.objects.db]
     if connection.vendor == "postgresql":
         with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(_PG_TURN)
             cursor.execute(_PG_INSERT, [(b"[" + b",".join(lines) + b"]").decode()])
             owners = cursor.fetchall()
     else:
         records = [_record(orjson.loads(line)) for line in lines]
+        # SQLite writers take turns already: one that read before another's commit fails to write, and retries.
         with transaction.atomic():
-            UsageRecord.objects.bulk_create(records, ignore_conflicts=True, batch_size=1000)
+            UsageRecord.objects.bulk_create(_unrecorded(records), ignore_conflicts=True, batch_size=1000)
         owners = [(record.tenant_id, record.api_key_id) for record in records]
     alerts.add(owners)
+
+
+def _unrecorded(records: list[UsageRecord]) -> list[UsageRecord]:
+    """The first record of each request id the ledger does not hold yet (at whatever time it holds it)."""
+    first: dict[str, UsageRecord] = {}
+    for record in records:
+        first.setdefault(record.request_id, record)
+    ids = list(first)
+    for start in range(0, len(ids), 500):  # within SQLite's limit on a statement's parameters
+        chunk = ids[start : start + 500]
+        for request_id in UsageRecord.objects.filter(request_id__in=chunk).values_list("request_id", flat=True):
+            first.pop(request_id, None)
+    return list(first.values())
 
 
 alerts = PendingAlerts()

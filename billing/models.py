@@ -159,9 +159,14 @@ class BudgetAlert(models.Model):
 
 
 class UsageRecord(models.Model):
-    """One served (or refused upstream) request. Written off the request path, exactly once per request id."""
+    """One served (or refused upstream) request. Written off the request path, exactly once per request id.
 
-    request_id = models.CharField(max_length=64, unique=True)
+    On PostgreSQL the table is partitioned by month of `created_at` (docs/ledger-partitions.md), and a unique
+    constraint there must hold the partition key: (request_id, created_at) is the database's, and the ledger's
+    insert (billing/ledger.py) keeps a request id to one row across partitions.
+    """
+
+    request_id = models.CharField(max_length=64)
     client_request_id = models.CharField(max_length=200, blank=True, help_text="The x-request-id the client sent.")
     created_at = models.DateTimeField(db_index=True, help_text="When the request arrived.")
     tenant = models.ForeignKey(
@@ -227,6 +232,10 @@ class UsageRecord(models.Model):
             models.Index(fields=["api_key", "created_at"], name="usage_key_time"),
             # Partial: live requests (no batch) add nothing to it.
             models.Index(fields=["batch_id"], name="usage_batch", condition=models.Q(batch_id__isnull=False)),
+        ]
+        constraints = [
+            # Also the index that finds a request id: it leads the key, in every partition.
+            models.UniqueConstraint(fields=["request_id", "created_at"], name="usage_request_once"),
         ]
 
     def __str__(self) -> str:

@@ -42,6 +42,7 @@ JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("gateway.tasks.batches_sweep", "PORTICO_BATCH_SWEEP_INTERVAL"),
     # The ledger's new rows into the hourly and daily usage rollups that reports read (billing/rollups.py).
     PeriodicJob("billing.tasks.usage_rollups_update", "PORTICO_ROLLUP_INTERVAL"),
+    PeriodicJob("billing.tasks.ledger_partitions_maintain", "PORTICO_LEDGER_PARTITION_INTERVAL"),
 )
 
 

@@ -211,6 +211,12 @@ PORTICO_LEDGER_DIR = env_str("PORTICO_LEDGER_DIR", str(DATA_DIR / "ledger"))
 # Seconds between ledger flushes to the database (rows are also flushed once this many are waiting).
 PORTICO_LEDGER_FLUSH = env_float("PORTICO_LEDGER_FLUSH", 0.5, minimum=0.01)
 PORTICO_LEDGER_BATCH = env_int("PORTICO_LEDGER_BATCH", 500, minimum=1)
+# PostgreSQL's ledger is partitioned by month (docs/ledger-partitions.md): months made ahead, months kept (0: all),
+# where dropped months are first written as gzip CSV (empty: not written), and seconds between upkeep runs.
+PORTICO_LEDGER_PARTITIONS_AHEAD = env_int("PORTICO_LEDGER_PARTITIONS_AHEAD", 2, minimum=0)
+PORTICO_LEDGER_RETENTION_MONTHS = env_int("PORTICO_LEDGER_RETENTION_MONTHS", 0, minimum=0)
+PORTICO_LEDGER_ARCHIVE_DIR = env_str("PORTICO_LEDGER_ARCHIVE_DIR", "")
+PORTICO_LEDGER_PARTITION_INTERVAL = env_float("PORTICO_LEDGER_PARTITION_INTERVAL", 3600.0, minimum=0.0)
 
 # --- Routing (gateway/routing.py) ----------------------------------------------------------------------------
 # Answers name the provider that served in `x-portico-provider`; true leaves it out (and `x-portico-deployment`

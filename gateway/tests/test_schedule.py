@@ -26,12 +26,13 @@ def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(schedule, "_warned", set())
 
 
-def test_the_five_jobs_run_at_their_settings_intervals(settings):
+def test_the_six_jobs_run_at_their_settings_intervals(settings):
     settings.PORTICO_MODEL_LIST_CHECK_INTERVAL = 60.0
     settings.PORTICO_DISCOVERY_INTERVAL = 3600.0
     settings.PORTICO_HEALTH_CHECK_INTERVAL = 45.0
     settings.PORTICO_BATCH_SWEEP_INTERVAL = 30.0
     settings.PORTICO_ROLLUP_INTERVAL = 60.0
+    settings.PORTICO_LEDGER_PARTITION_INTERVAL = 3600.0
 
     assert periodic_jobs() == [
         Due("providers.tasks.model_list_sources_refresh", 60.0),
@@ -39,6 +40,7 @@ def test_the_five_jobs_run_at_their_settings_intervals(settings):
         Due("providers.tasks.deployment_health_probe", 45.0),
         Due("gateway.tasks.batches_sweep", 30.0),
         Due("billing.tasks.usage_rollups_update", 60.0),
+        Due("billing.tasks.ledger_partitions_maintain", 3600.0),
     ]
 
 
@@ -57,6 +59,7 @@ def test_an_interval_of_0_turns_the_job_off(settings):
     settings.PORTICO_DISCOVERY_INTERVAL = 0
     settings.PORTICO_BATCH_SWEEP_INTERVAL = 0
     settings.PORTICO_ROLLUP_INTERVAL = 0
+    settings.PORTICO_LEDGER_PARTITION_INTERVAL = 0
 
     assert set(beat_schedule(registered=EVERY_TASK)) == {
         "providers.tasks.model_list_sources_refresh",
