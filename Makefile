@@ -24,7 +24,7 @@ PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 # The apps' own tests run first, then the end-to-end ones in tests/, each run on fresh test databases: the
 # migration tests take a database's schema back in time, which a server of tests/ must never be serving.
-APP_TESTS := gateway tenants providers billing batches queueing portal notifications audit
+APP_TESTS := gateway tenants providers billing batches queueing portal notifications audit caching
 
 .DEFAULT_GOAL := help
 # The steps of `make test` must run in order, even under `make -j`.

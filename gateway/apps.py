@@ -27,6 +27,7 @@ class GatewayConfig(AppConfig):
             "billing.DeploymentPrice",
             "billing.RateLimit",
             "billing.Budget",
+            "caching.CachePolicy",
         )
         for label in watched:
             model = self.apps.get_model(label)

@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "portal",
     "notifications",
     "audit",
+    "caching",
     "rest_framework",
     "drf_spectacular",
 ]
@@ -232,6 +233,13 @@ PORTICO_STREAM_STALL_TIMEOUT = env_float("PORTICO_STREAM_STALL_TIMEOUT", 30.0, m
 # p95 time to first byte is known (a model's own first_byte_timeout takes precedence).
 PORTICO_VOTE_N = env_int("PORTICO_VOTE_N", 3, minimum=2)
 PORTICO_HEDGE_AFTER = env_float("PORTICO_HEDGE_AFTER", 2.0, minimum=0.01)
+
+# --- Response cache (gateway/response_cache/, docs/response-cache.md) ---------------------------------------
+# Without REDIS_URL each process keeps its own cache: at most this many answers, and this many bytes of them.
+PORTICO_RESPONSE_CACHE_ENTRIES = env_int("PORTICO_RESPONSE_CACHE_ENTRIES", 1000, minimum=1)
+PORTICO_RESPONSE_CACHE_BYTES = env_int("PORTICO_RESPONSE_CACHE_BYTES", 64 * 1024 * 1024, minimum=1024)
+# An answer larger than this is served but not stored (in Redis or in the process).
+PORTICO_RESPONSE_CACHE_ENTRY_BYTES = env_int("PORTICO_RESPONSE_CACHE_ENTRY_BYTES", 1024 * 1024, minimum=1024)
 
 # --- Circuit breakers, one per deployment (gateway/breakers/) ------------------------------------------------
 # A breaker opens when PORTICO_BREAKER_ERROR_RATIO of the requests of the last PORTICO_BREAKER_WINDOW seconds

@@ -22,6 +22,7 @@ from django.conf import settings
 from django.db import connections
 
 from billing.facade import BillingSnapshot, load_billing
+from caching.facade import CachePolicies, load_cache_policies
 from providers.facade import ModelInfo, load_models
 from tenants.facade import KeyGrant, load_key_grants
 
@@ -33,6 +34,7 @@ class Snapshot:
     keys: dict[str, KeyGrant] = field(default_factory=dict)
     models: dict[str, ModelInfo] = field(default_factory=dict)  # by public id
     billing: BillingSnapshot = field(default_factory=BillingSnapshot)
+    caching: CachePolicies = field(default_factory=CachePolicies)  # the response cache's policies
     loaded_at: float = 0.0
 
 
@@ -43,7 +45,13 @@ def channel() -> str:
 def build_snapshot() -> Snapshot:
     """Query the database for a fresh snapshot (runs in a worker thread, never on a request)."""
     try:
-        return Snapshot(keys=load_key_grants(), models=load_models(), billing=load_billing(), loaded_at=time.time())
+        return Snapshot(
+            keys=load_key_grants(),
+            models=load_models(),
+            billing=load_billing(),
+            caching=load_cache_policies(),
+            loaded_at=time.time(),
+        )
     finally:
         # This thread is not a request thread: nothing else would close its connection.
         connections.close_all()

@@ -43,6 +43,7 @@ from billing.models import (
     RateLimit,
     UsageRecord,
 )
+from caching.models import CachePolicy
 from gateway.models import BreakerTransition
 from notifications.models import AlertChannel, AlertDelivery
 from providers.models import ModelRoute, Provider, PublicModel
@@ -149,6 +150,7 @@ def _delete_rows() -> None:
         HourlyDeploymentRollup,
         DailyDeploymentRollup,
         TenantMembership,
+        CachePolicy,
         BudgetAlert,
         Budget,
         RateLimit,
