@@ -105,7 +105,8 @@ def test_every_chunk_carries_the_openai_envelope() -> None:
     stream, chunks = translate("text_answer", include_usage=True)
 
     assert stream.upstream_id == "msg_01TextAnswer7Qw3sXkBv"
-    assert chunks[0]["id"].startswith("chatcmpl-") and "msg_" not in chunks[0]["id"]
+    assert chunks[0]["id"].startswith("chatcmpl-")
+    assert "msg_" not in chunks[0]["id"]
     for chunk in chunks[:-1]:
         assert chunk["id"] == chunks[0]["id"]
         assert (chunk["object"], chunk["created"], chunk["model"]) == (
