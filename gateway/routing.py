@@ -53,6 +53,7 @@ import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 
 from django.http import HttpResponse
 
@@ -370,23 +371,40 @@ async def _run_within(
         raise deadline_passed(call, seconds) from None
 
 
-async def serve(call: Call, snapshot: Snapshot, ext: Extensions) -> HttpResponse | EventStream:
-    """Admit the call once, route it, and answer: whole, or as a stream that finishes the call at its end."""
-    if call.model.ensemble and (routes := routing_ensembles.ensemble_routes(call, snapshot, ext)):
-        return await routing_ensembles.serve_ensemble(call, snapshot, routes, ext)
+@dataclass(slots=True)
+class Routed:
+    """A call admitted and served by one deployment: what came back, and what the answer tells of it."""
+
+    session: CallSession
+    result: Whole | Opened
+    tried: Attempt
+    headers: dict[str, str]  # the limits', the routing's and the client's own request id
+    trail: Trail
+    seconds: float | None  # the call's deadline, if it has one (a stream's resumption keeps to it)
+
+    def resume(self) -> routing_resume.StreamResume | None:
+        return routing_resume.resume_for(self.session.call, self.trail, self.seconds)
+
+
+async def route(call: Call, snapshot: Snapshot, ext: Extensions, send: Send | None = None) -> Routed:
+    """Admit the call once and route it within its deadline, waiting in line where its key's policy allows.
+
+    Every surface answers from here in its own shape: OpenAI's (`serve`), Anthropic's and the Responses API's.
+    A refusal or failure is raised with the routing headers, the call finished as failed.
+    """
     session = CallSession(call, snapshot.billing)
     limit_headers = await session.admit()
     try:
         trail, seconds = Trail(), ext.timeout or call.model.timeout
         if may_queue(call):  # it may wait for its model's deployments too
             (result, tried), waited = await run_in_turn(
-                session, trail, lambda waits: _run_within(call, snapshot, ext, trail, seconds, waits=waits)
+                session, trail, lambda waits: _run_within(call, snapshot, ext, trail, seconds, send, waits)
             )
             limit_headers = {**limit_headers, **waited}
         elif seconds is None:  # no timer to arm, and one coroutine less: the common case
-            result, tried = await _run(call, snapshot, ext, trail)
+            result, tried = await _run(call, snapshot, ext, trail, send)
         else:
-            result, tried = await _run_within(call, snapshot, ext, trail, seconds)
+            result, tried = await _run_within(call, snapshot, ext, trail, seconds, send)
     except PorticoError as exc:
         exc.headers.update(headers_of(call))
         session.fail(exc)
@@ -397,9 +415,17 @@ async def serve(call: Call, snapshot: Snapshot, ext: Extensions) -> HttpResponse
     headers = {**limit_headers, **headers_of(call)}
     if ext.request_id:
         headers["x-request-id"] = ext.request_id
-    if isinstance(result, Whole):
-        return answer(session, result, headers)
-    return _stream(session, result, tried, headers, routing_resume.resume_for(call, trail, seconds))
+    return Routed(session, result, tried, headers, trail, seconds)
+
+
+async def serve(call: Call, snapshot: Snapshot, ext: Extensions) -> HttpResponse | EventStream:
+    """Admit the call once, route it, and answer: whole, or as a stream that finishes the call at its end."""
+    if call.model.ensemble and (routes := routing_ensembles.ensemble_routes(call, snapshot, ext)):
+        return await routing_ensembles.serve_ensemble(call, snapshot, routes, ext)
+    routed = await route(call, snapshot, ext)
+    if isinstance(routed.result, Whole):
+        return answer(routed.session, routed.result, routed.headers)
+    return _stream(routed.session, routed.result, routed.tried, routed.headers, routed.resume())
 
 
 def _stream(

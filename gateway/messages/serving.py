@@ -17,26 +17,22 @@ own entry point (gateway.routing.serve), translated.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 
 import orjson
 from django.http import HttpResponse
 
 from billing.metering import usd
-from gateway import relay, routing, routing_ensembles, routing_resume
+from gateway import relay, routing, routing_ensembles
 from gateway.accounting import Call, CallSession
-from gateway.errors import InvalidRequest, PorticoError
+from gateway.errors import InvalidRequest
 from gateway.extensions import Extensions
 from gateway.messages.answers import message_from_completion
 from gateway.messages.events import ChunkEvents
 from gateway.messages.passthrough import Outbound, attempt
 from gateway.messages.reframe import reframed
-from gateway.queueing.admission import may_queue
 from gateway.recovery import Continuation
 from gateway.relay import Opened, Whole, put_headers
-from gateway.routing_caps import run_in_turn
-from gateway.routing_outcome import Trail, headers_of
 from gateway.snapshot import Snapshot
 from gateway.sse import EventStream
 from providers.facade import RouteInfo
@@ -103,33 +99,13 @@ async def serve(call: Call, snapshot: Snapshot, ext: Extensions, exchange: Excha
     """Admit the call once, route it, and answer in Anthropic's shape (the loop of gateway.routing.serve)."""
     if call.model.ensemble and routing_ensembles.ensemble_routes(call, snapshot, ext):
         return _translated(call, exchange, await routing.serve(call, snapshot, ext))
-    session = CallSession(call, snapshot.billing)
-    limit_headers = await session.admit()
-    trail, seconds = Trail(), ext.timeout or call.model.timeout
-    try:
-        if may_queue(call):
-            (result, tried), waited = await run_in_turn(
-                session,
-                trail,
-                lambda waits: routing._run_within(call, snapshot, ext, trail, seconds, exchange.send, waits),
-            )
-            limit_headers = {**limit_headers, **waited}
-        else:
-            result, tried = await routing._run_within(call, snapshot, ext, trail, seconds, exchange.send)
-    except PorticoError as exc:
-        exc.headers.update(headers_of(call))
-        session.fail(exc)
-        raise
-    except asyncio.CancelledError:
-        session.abandon()
-        raise
-    headers = {**limit_headers, **headers_of(call), "request-id": call.request_id}
-    if ext.request_id:
-        headers["x-request-id"] = ext.request_id
+    routed = await routing.route(call, snapshot, ext, exchange.send)
+    session, result = routed.session, routed.result
+    headers = {**routed.headers, "request-id": call.request_id}
     if isinstance(result, Whole):
         return _answer(session, result, headers, exchange)
-    resume = None if exchange.passthrough else routing_resume.resume_for(call, trail, seconds)
-    stream = routing._stream(session, result, tried, headers, resume)
+    resume = None if exchange.passthrough else routed.resume()
+    stream = routing._stream(session, result, routed.tried, headers, resume)
     return reframed(stream, None if exchange.passthrough else exchange.chunk_events(call))
 
 

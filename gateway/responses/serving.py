@@ -12,7 +12,6 @@ object or its events here. Ensembles are not offered on this endpoint.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, Mapping
@@ -24,18 +23,15 @@ from django.http import HttpRequest, HttpResponse
 from billing.metering import usd
 from gateway import routing, routing_resume
 from gateway.accounting import Call, CallSession
-from gateway.errors import PorticoError, UpstreamError
+from gateway.errors import UpstreamError
 from gateway.extensions import Extensions
 from gateway.intake import json_call
-from gateway.queueing.admission import may_queue
 from gateway.relay import Opened, Whole, attempt, put_headers
 from gateway.responses import passthrough
 from gateway.responses.answers import new_id, response_from_chat, usage_for_chat
 from gateway.responses.events import ChatToEvents, data_of, event_frame
 from gateway.responses.requests import chat_body, validate_responses_request
 from gateway.responses.storage import store_later
-from gateway.routing_caps import run_in_turn
-from gateway.routing_outcome import Trail, headers_of
 from gateway.snapshot import Snapshot
 from gateway.sse import DONE, EventStream
 from gateway.streaming import relay_stream
@@ -78,34 +74,15 @@ async def serve_response(
     call: Call, snapshot: Snapshot, ext: Extensions, asked: dict[str, Any]
 ) -> HttpResponse | EventStream:
     """Admit the call once, route it, and answer with a `response` object or its events."""
-    session = CallSession(call, snapshot.billing)
-    limit_headers = await session.admit()
-    send, created_at = _sender(asked), int(time.time())
-    try:
-        trail, seconds = Trail(), ext.timeout or call.model.timeout
-        if may_queue(call):
-            (result, tried), waited = await run_in_turn(
-                session, trail, lambda waits: routing._run_within(call, snapshot, ext, trail, seconds, send, waits)
-            )
-            limit_headers = {**limit_headers, **waited}
-        else:
-            result, tried = await routing._run_within(call, snapshot, ext, trail, seconds, send)
-    except PorticoError as exc:
-        exc.headers.update(headers_of(call))
-        session.fail(exc)
-        raise
-    except asyncio.CancelledError:
-        session.abandon()
-        raise
-    headers = {**limit_headers, **headers_of(call)}
-    if ext.request_id:
-        headers["x-request-id"] = ext.request_id
+    created_at = int(time.time())
+    routed = await routing.route(call, snapshot, ext, _sender(asked))
+    session, result, headers = routed.session, routed.result, routed.headers
     passed = passthrough.serves_responses(call.route.provider)
     if isinstance(result, Whole):
         return _answer(session, result, headers, asked, passed=passed, created_at=created_at)
-    resume = None if passed else routing_resume.resume_for(call, trail, seconds)
+    resume = None if passed else routed.resume()
     return _stream(
-        session, result, tried, headers, _Events(session, asked, passed=passed, created_at=created_at), resume
+        session, result, routed.tried, headers, _Events(session, asked, passed=passed, created_at=created_at), resume
     )
 
 
