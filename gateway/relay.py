@@ -33,11 +33,12 @@ from gateway.accounting import Call, CallSession, counted_usage
 from gateway.errors import InvalidRequest, UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from gateway.observability.clock import current as current_clock
 from gateway.recovery import NEVER, Continuation, Resumed, StallWatch, stall_error
-from gateway.sse import EventSplitter, LineSplitter, frame
+from gateway.sse import frame
 from gateway.uploads import Upload
 from providers.adapters import bridge, wire
 from providers.adapters.base import Operation, StreamTranslator, Target, UnsupportedParameter, UpstreamRequest
 from providers.adapters.embeddings import encode_embeddings
+from providers.adapters.framing import Splitter
 from providers.facade import RouteInfo
 from providers.http import UpstreamResponse, Upstreams
 
@@ -63,7 +64,7 @@ class Opened:
     response: UpstreamResponse
     chunks: AsyncIterator[bytes]
     translator: StreamTranslator
-    splitter: EventSplitter | LineSplitter
+    splitter: Splitter
     first: bytes
     cool_down: float = 0.0
     stall: float | None = None  # seconds of upstream silence that end the stream; None: never
@@ -273,7 +274,7 @@ async def _open(
         translator = bridge.CompletionStream(translator)
     if continuation is not None:
         translator = Resumed(translator, continuation)
-    splitter: EventSplitter | LineSplitter = EventSplitter() if adapter.stream_format == "sse" else LineSplitter()
+    splitter = adapter.splitter()
     chunks = response.aiter_raw()
     provider = route.provider.name
     watch = StallWatch(stall)
@@ -304,7 +305,7 @@ async def _open(
         raise
     finally:
         watch.close()
-    if isinstance(splitter, LineSplitter) and (tail := translate(splitter.flush(), translator, call.outputs.append)):
+    if tail := translate(splitter.flush(), translator, call.outputs.append):
         return Opened(response, chunks, translator, splitter, tail, stall=stall)
     await response.aclose()
     raise UpstreamUnreachable(f"The upstream provider '{provider}' ended the stream before it began.")

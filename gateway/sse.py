@@ -1,10 +1,15 @@
-"""Server-sent events: splitting an upstream byte stream into events, and framing ours."""
+"""Server-sent events: framing ours. Splitting an upstream's stream is its kind's (providers/adapters/framing.py)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from django.http import StreamingHttpResponse
+
+# Re-exported: the gateway's own SSE readers (passthroughs, the response cache) split with the same class.
+from providers.adapters.framing import EventSplitter, LineSplitter
+
+__all__ = ["DONE", "STREAM_CONTENT_TYPE", "STREAM_HEADERS", "EventSplitter", "EventStream", "LineSplitter", "frame"]
 
 DONE = b"data: [DONE]\n\n"
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -13,38 +18,6 @@ STREAM_CONTENT_TYPE = "text/event-stream; charset=utf-8"
 
 def frame(data: bytes) -> bytes:
     return b"data: " + data + b"\n\n"
-
-
-class EventSplitter:
-    """Feed raw bytes as they arrive; get back the `data` of every event completed so far.
-
-    Events end with a blank line; lines may end in CRLF or LF. Comments, `event:`,
-    `id:` and `retry:` lines are dropped: an OpenAI stream carries all it says in `data`.
-    """
-
-    def __init__(self) -> None:
-        self._buffer = b""
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        buffer = self._buffer + chunk
-        carry = b""
-        if b"\r" in buffer:
-            if buffer.endswith(b"\r"):
-                # Possibly the first half of a CRLF still in flight: keep it for the next chunk.
-                buffer, carry = buffer[:-1], b"\r"
-            buffer = buffer.replace(b"\r\n", b"\n")
-        *complete, rest = buffer.split(b"\n\n")
-        self._buffer = rest + carry
-        events = []
-        for block in complete:
-            data = [line[5:].removeprefix(b" ") for line in block.split(b"\n") if line.startswith(b"data:")]
-            if data:
-                events.append(b"\n".join(data))
-        return events
-
-    @property
-    def pending(self) -> bytes:
-        return self._buffer
 
 
 class EventStream(StreamingHttpResponse):
@@ -65,19 +38,3 @@ class EventStream(StreamingHttpResponse):
             await self.events.aclose()
         finally:
             await self._release()
-
-
-class LineSplitter:
-    """Feed raw bytes of a newline-delimited JSON stream; get back every complete, non-empty line."""
-
-    def __init__(self) -> None:
-        self._buffer = b""
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        *complete, self._buffer = (self._buffer + chunk).split(b"\n")
-        return [line.strip() for line in complete if line.strip()]
-
-    def flush(self) -> list[bytes]:
-        """The last line, if the stream ended without a newline after it."""
-        rest, self._buffer = self._buffer.strip(), b""
-        return [rest] if rest else []

@@ -27,7 +27,7 @@ from gateway.accounting import Call, CallSession, counted_usage
 from gateway.errors import PorticoError, UpstreamError, UpstreamUnreachable
 from gateway.recovery import NEVER, Carry, Continuation, StallWatch, held_error, stall_error
 from gateway.relay import Opened, Report, translate, transport_error
-from gateway.sse import DONE, LineSplitter, frame
+from gateway.sse import DONE, frame
 from providers.adapters.base import StreamTranslator
 
 logger = logging.getLogger(__name__)
@@ -73,11 +73,7 @@ async def relay_stream(
                             break
                         watch.since = clock()
                     watch.since = never
-                    if (
-                        not held
-                        and isinstance(splitter, LineSplitter)
-                        and (tail := translate(splitter.flush(), translator, outputs.append))
-                    ):
+                    if not held and (tail := translate(splitter.flush(), translator, outputs.append)):
                         yield tail
                 error = _ending(translator, provider)
             except httpx.TransportError as exc:

@@ -8,14 +8,14 @@ it is called only when the snapshot is rebuilt, never per request. Each provider
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from providers.adapters import adapter_for
-from providers.adapters.base import Adapter
+from providers.adapters.kind_options import with_defaults
 from providers.credentials import CredentialUnreadable, decrypt_credential, decrypt_headers
 from providers.models import ModelRoute, Provider, PublicModel
 from providers.options import DEFAULT_RETRY_ON, ENSEMBLES, RETRY_CLASSES, STRATEGIES
-from providers.redaction import Redactor
+from providers.values import ModelInfo, ProviderInfo, RouteInfo, Target
 
 logger = logging.getLogger(__name__)
 
@@ -28,93 +28,10 @@ __all__ = [
     "ModelInfo",
     "ProviderInfo",
     "RouteInfo",
+    "Target",
     "load_models",
     "provider_info",
 ]
-
-MOCK_BASE_URL = "http://mock.portico.invalid/v1"
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderInfo:
-    id: int
-    name: str
-    kind: str
-    base_url: str
-    credential: str = field(repr=False)
-    connect_timeout: float
-    read_timeout: float
-    total_timeout: float
-    # Any value may be a key (some servers take theirs in a custom header): secrets, like the credential.
-    extra_headers: dict[str, str] = field(hash=False, compare=False, repr=False)
-    # Changes whenever the row changes, so pooled clients are rebuilt for new settings.
-    version: float
-    api_version: str = ""
-    accepts_stream_options: bool = True
-    accepts_max_completion_tokens: bool = True
-    serves_completions: bool = True
-    exact_shapes: bool = False
-    # The header the credential goes in; empty for the kind's own (see providers/adapters/headers.py).
-    credential_header: str = ""
-    # Built from the secrets above, so a copy made with `dataclasses.replace` gets its own.
-    redactor: Redactor = field(init=False, hash=False, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "redactor", Redactor((self.credential, *self.extra_headers.values())))
-
-    @property
-    def adapter(self) -> Adapter:
-        return adapter_for(self.kind)
-
-
-@dataclass(frozen=True, slots=True)
-class RouteInfo:
-    """One deployment of a public model. The model's promises (window, capabilities) are copied onto it."""
-
-    id: int  # the ModelRoute's primary key: breakers, stats, the ledger and headers name a deployment by it
-    public_id: str
-    provider: ProviderInfo
-    upstream_model: str
-    owned_by: str
-    created: int
-    context_window: int | None
-    max_output_tokens: int | None
-    capabilities: frozenset[str]
-    priority: int = 0  # lower is tried first
-    weight: int = 1  # 0: never chosen by `weighted` unless nothing else is left
-    max_requests_per_minute: int | None = None
-    max_tokens_per_minute: int | None = None
-    max_in_flight: int | None = None
-    # Whether routing keeps its load and latency figures: only a model with deployments to choose among (or one
-    # that hedges) reads them, and a deployment serves one model.
-    observed: bool = True
-    name: str = field(init=False, default="")  # provider/upstream model: headers, logs and the ledger name it so
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "name", f"{self.provider.name}/{self.upstream_model}")
-
-
-@dataclass(frozen=True, slots=True)
-class ModelInfo:
-    """A public model as the hot path serves it: what it promises, how to route it, and its deployments."""
-
-    public_id: str
-    owned_by: str
-    created: int
-    context_window: int | None
-    max_output_tokens: int | None
-    capabilities: frozenset[str]
-    model_family: str  # "" if none
-    strategy: str  # one of STRATEGIES
-    fallbacks: tuple[str, ...]  # public ids tried in order after every deployment failed
-    retry_on: frozenset[str]  # a subset of RETRY_CLASSES
-    mid_stream_recovery: bool
-    ensemble: str  # "" or one of ENSEMBLES
-    timeout: float | None  # the whole call's deadline in seconds; None leaves it to the provider timeouts
-    first_byte_timeout: float | None
-    stall_timeout: float | None
-    routes: tuple[RouteInfo, ...]  # active deployments of active providers, by (priority, id); never empty
-
 
 CAPABILITIES = (
     "chat",
@@ -137,7 +54,7 @@ def provider_info(provider: object) -> ProviderInfo:
         id=provider.pk,  # type: ignore[attr-defined]
         name=provider.name,  # type: ignore[attr-defined]
         kind=kind,
-        base_url=base_url or (MOCK_BASE_URL if kind == "mock" else ""),
+        base_url=base_url or adapter_for(kind).default_base_url,
         credential=decrypt_credential(provider.credential_encrypted),  # type: ignore[attr-defined]
         connect_timeout=provider.connect_timeout,  # type: ignore[attr-defined]
         read_timeout=provider.read_timeout,  # type: ignore[attr-defined]
@@ -150,6 +67,7 @@ def provider_info(provider: object) -> ProviderInfo:
         serves_completions=provider.serves_completions,  # type: ignore[attr-defined]
         exact_shapes=provider.exact_shapes,  # type: ignore[attr-defined]
         credential_header=provider.credential_header,  # type: ignore[attr-defined]
+        options=with_defaults(adapter_for(kind).option_fields, provider.options or {}),  # type: ignore[attr-defined]
     )
 
 

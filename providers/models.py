@@ -7,7 +7,8 @@ from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
 
-from providers.adapters import kind_choices
+from providers.adapters import ADAPTERS, kind_choices
+from providers.adapters.kind_options import InvalidOptions
 from providers.model_lists.handles import default_handle_kinds, validate_handle_kinds
 from providers.options import ENSEMBLES, RETRY_CLASSES, STRATEGIES, default_retry_on
 
@@ -56,6 +57,13 @@ class Provider(models.Model):
     exact_shapes = models.BooleanField(
         default=False, help_text="Tick for servers whose chat answers already match OpenAI's exactly (OpenAI itself)."
     )
+    # Settings only one kind has, validated by that kind's adapter (providers/adapters/kind_options.py).
+    options = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Settings of this kind of provider, as JSON: {"serves_responses": true} for an OpenAI server '
+        "with its own /v1/responses. Unknown keys are refused.",
+    )
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
@@ -69,6 +77,14 @@ class Provider(models.Model):
     @property
     def has_credential(self) -> bool:
         return bool(self.credential_encrypted)
+
+    def clean(self) -> None:
+        if self.kind not in ADAPTERS:
+            return  # the kind's own choices check says so
+        try:
+            self.options = ADAPTERS[self.kind].clean_options(self.options)
+        except InvalidOptions as exc:
+            raise ValidationError({"options": str(exc)}) from None
 
 
 def validate_retry_on(value: object) -> None:

@@ -19,9 +19,3 @@ ENSEMBLES = ("cascade", "hedge", "vote")
 def default_retry_on() -> list[str]:
     """The stored form of DEFAULT_RETRY_ON (a JSON list, in RETRY_CLASSES' order)."""
     return [name for name in RETRY_CLASSES if name in DEFAULT_RETRY_ON]
-
-
-# A provider flag: its server has OpenAI's /v1/responses of its own (openai kind only), so /v1/responses is passed
-# through to it rather than bridged onto chat completions. Providers named in PORTICO_RESPONSES_PROVIDERS have it;
-# every other has this default (docs/responses.md).
-SERVES_RESPONSES_DEFAULT = False

@@ -67,6 +67,7 @@ class ProviderSerializer(serializers.ModelSerializer):
             "accepts_max_completion_tokens",
             "serves_completions",
             "exact_shapes",
+            "options",
             "active",
             "created_at",
             "updated_at",

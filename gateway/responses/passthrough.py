@@ -1,7 +1,7 @@
 """Deployments whose server has OpenAI's /v1/responses of its own: the request is sent there as is.
 
 Only `openai`-kind providers qualify, and only those declared to serve it
-(`serves_responses`, see providers/options.py and docs/responses.md): the
+(the option `serves_responses`, see providers/adapters/openai/options.py and docs/responses.md): the
 request goes to `{base_url}/responses` with the deployment's upstream model, and
 the answer or stream comes back with the public model id in its place and the
 provider's secrets redacted, like every other upstream answer. Its usage is
@@ -28,10 +28,10 @@ from providers.adapters.base import UpstreamRequest
 from providers.adapters.openai import error_event, headers_for
 from providers.adapters.wire import model_rewriter, rewrite_model
 from providers.facade import ProviderInfo, RouteInfo
-from providers.options import SERVES_RESPONSES_DEFAULT
 from providers.redaction import NO_SECRETS, Redactor
 
-# Providers named here serve /v1/responses themselves (read once per process, like every setting).
+# The older way to declare it, kept so existing deployments keep passing through until their providers set the
+# option; it can go once no deployment names providers here (read once per process, like every setting).
 _DECLARED = frozenset(env_list("PORTICO_RESPONSES_PROVIDERS", []))
 _FINAL = (b"response.completed", b"response.incomplete")
 
@@ -39,7 +39,7 @@ _FINAL = (b"response.completed", b"response.incomplete")
 def serves_responses(provider: ProviderInfo) -> bool:
     if provider.kind != "openai":
         return False
-    return provider.name in _DECLARED or bool(getattr(provider, "serves_responses", SERVES_RESPONSES_DEFAULT))
+    return bool(provider.options.get("serves_responses")) or provider.name in _DECLARED
 
 
 def upstream_request(route: RouteInfo, body: dict[str, Any]) -> UpstreamRequest:

@@ -39,6 +39,7 @@ from gateway.setup_config.values import (
     instant,
     instant_text,
     kind_of,
+    mapping,
     money,
     name,
     names,
@@ -48,7 +49,8 @@ from gateway.setup_config.values import (
     text,
     whole,
 )
-from providers.adapters import kind_choices
+from providers.adapters import ADAPTERS, kind_choices
+from providers.adapters.kind_options import InvalidOptions
 from providers.facade import CAPABILITIES
 from providers.model_lists.handles import default_handle_kinds
 from providers.models import ModelListSource, ModelRoute, Provider, PublicModel
@@ -88,6 +90,8 @@ class Shape:
     # (enabled: false), delete, or withdraw (a price: deleted if it has not started, else kept as history).
     retire: str = "delete"
     repeats: bool = False  # two entries may have the same key (deployments): the second is "key #2"
+    # Problems between fields, once each has parsed: "field: message" (a provider's options suit its kind).
+    check: Callable[[Mapping[str, Any]], list[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,16 @@ DEPLOYMENT = Shape(
     repeats=True,
 )
 _TIMEOUT = real(minimum=0.1)
+
+
+def _options_problems(values: Mapping[str, Any]) -> list[str]:
+    try:
+        ADAPTERS[values["kind"]].clean_options(values["options"])
+    except InvalidOptions as exc:
+        return [f"options: {exc}"]
+    return []
+
+
 _OPTIONAL_TIMEOUT = real(minimum=0.1, null=True)
 PROVIDER = Shape(
     "provider",
@@ -186,10 +200,12 @@ PROVIDER = Shape(
         Field("accepts_max_completion_tokens", flag, _default(Provider, "accepts_max_completion_tokens")),
         Field("serves_completions", flag, _default(Provider, "serves_completions")),
         Field("exact_shapes", flag, _default(Provider, "exact_shapes")),
+        Field("options", mapping, dict, sorted_json),
         Field("active", flag, _default(Provider, "active")),
     ),
     key=lambda values: values["name"],
     retire="deactivate",
+    check=_options_problems,
 )
 SOURCE = Shape(
     "model-list source",
@@ -346,6 +362,8 @@ def _parse(item: Any, shape: Shape, path: str, problems: list[str]) -> Entry | N
     }
     if len(values) < len(shape.fields):
         return None
+    if shape.check is not None:
+        problems.extend(f"{path}.{problem}" for problem in shape.check(values))
     return Entry(path, shape.key(values), values, children)
 
 

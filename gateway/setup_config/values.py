@@ -166,6 +166,14 @@ def headers(value: Any) -> dict[str, str]:
     return dict(value)
 
 
+def mapping(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
+        raise Problem(f"expected a mapping, got {kind_of(value)}")
+    return dict(value)
+
+
 def anything(value: Any) -> Any:
     return value
 

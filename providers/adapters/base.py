@@ -19,7 +19,26 @@ from typing import Any, Literal, Protocol
 
 import httpx
 
+from providers.adapters.failures import UpstreamFailure
+from providers.adapters.framing import EventSplitter, Splitter
+from providers.adapters.kind_options import NO_OPTIONS, OptionField, clean_options
+from providers.adapters.wire import openai_failure
 from providers.redaction import NO_SECRETS, Redactor
+from providers.values import ProviderInfo, Target
+
+__all__ = [
+    "OPENAI_PATHS",
+    "OPERATIONS",
+    "Adapter",
+    "BaseAdapter",
+    "Operation",
+    "StreamTranslator",
+    "Target",
+    "UnsupportedOperation",
+    "UnsupportedParameter",
+    "UpstreamFailure",
+    "UpstreamRequest",
+]
 
 Operation = Literal["chat", "completions", "embeddings", "moderations", "images", "transcriptions"]
 OPERATIONS: tuple[Operation, ...] = ("chat", "completions", "embeddings", "moderations", "images", "transcriptions")
@@ -32,6 +51,10 @@ OPENAI_PATHS: dict[Operation, str] = {
     "images": "/images/generations",
     "transcriptions": "/audio/transcriptions",
 }
+
+
+class UnsupportedOperation(NotImplementedError):
+    """An operation this kind does not speak; the gateway checks `operations` first, so reaching it is a bug."""
 
 
 class UnsupportedParameter(ValueError):
@@ -52,37 +75,11 @@ class UpstreamRequest:
     content: bytes | AsyncIterable[bytes] = field(default=b"", repr=False)
 
 
-@dataclass(frozen=True, slots=True)
-class UpstreamFailure:
-    """An upstream error answer, in OpenAI's terms."""
-
-    status: int
-    message: str
-    type: str
-    code: str | None = None
-    param: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    # Portico's own name for a failure it diagnosed itself (a refused credential, say), kept apart from
-    # `code`, which may be the upstream's text.
-    reason: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where one request goes: the provider (a `providers.facade.ProviderInfo`) and the route's names."""
-
-    provider: Any
-    upstream_model: str
-    public_model: str
-    # The route's output cap: Anthropic requires `max_tokens`, so it is sent when the client gave none.
-    max_output_tokens: int | None = None
-
-
 class StreamTranslator(Protocol):
     """Turns one upstream stream into OpenAI `chat.completion.chunk` (or `text_completion`) payloads.
 
-    The relay splits the upstream bytes into events (SSE `data` payloads, or NDJSON lines for
-    kinds whose `stream_format` is "ndjson") and feeds them in order.
+    The relay splits the upstream bytes into events with the kind's `splitter()` (SSE `data`
+    payloads, NDJSON lines) and feeds them in order.
     """
 
     # True once the upstream marked its stream complete ([DONE], message_stop, `"done": true`).
@@ -100,9 +97,16 @@ class StreamTranslator(Protocol):
 class Adapter(Protocol):
     kind: str
     label: str
-    stream_format: Literal["sse", "ndjson"]
+    # The base URL used when the provider row names none (the mock's in-process one); "" if one is required.
+    default_base_url: str
     # The operations this kind speaks natively.
     operations: frozenset[Operation]
+    # The kind's own settings, kept in `Provider.options` (see kind_options.py).
+    option_fields: Mapping[str, OptionField]
+
+    def clean_options(self, options: Any) -> dict[str, Any]:
+        """The options as stored; raises `InvalidOptions` for an unknown key or a value of the wrong type."""
+        ...
 
     def request(self, operation: Operation, target: Target, body: dict[str, Any]) -> UpstreamRequest:
         """The upstream request for a JSON operation; `body` is the client's, already validated, and may be changed."""
@@ -125,7 +129,11 @@ class Adapter(Protocol):
         (it asked for one); the provider's secrets (`redactor`) are scrubbed from every event."""
         ...
 
-    def models_request(self, provider: Any) -> UpstreamRequest: ...
+    def splitter(self) -> Splitter:
+        """A fresh splitter for one stream of this kind's framing."""
+        ...
+
+    def models_request(self, provider: ProviderInfo) -> UpstreamRequest: ...
 
     def model_ids(self, payload: bytes) -> list[str]:
         """The model names in the answer to `models_request` (raises ValueError if it is not one)."""
@@ -140,3 +148,53 @@ class Adapter(Protocol):
     def transport(self) -> httpx.AsyncBaseTransport | None:
         """An in-process transport for kinds that answer without a network (the mock), else None."""
         ...
+
+
+class BaseAdapter:
+    """The defaults a kind inherits: SSE streams, no uploads, OpenAI-shaped errors, the network.
+
+    A kind overrides what it does differently; what it does not speak at all raises
+    `UnsupportedOperation`, which the gateway never reaches because it checks `operations` first.
+    """
+
+    kind: str = ""
+    label: str = ""
+    default_base_url: str = ""
+    operations: frozenset[Operation] = frozenset()
+    option_fields: Mapping[str, OptionField] = NO_OPTIONS
+
+    def clean_options(self, options: Any) -> dict[str, Any]:
+        return clean_options(self.option_fields, options, label=self.label)
+
+    def request(self, operation: Operation, target: Target, body: dict[str, Any]) -> UpstreamRequest:
+        raise UnsupportedOperation(f"{self.label} does not offer {operation}")
+
+    def upload_request(
+        self, operation: Operation, target: Target, content: AsyncIterable[bytes], content_type: str
+    ) -> UpstreamRequest:
+        raise UnsupportedOperation(f"{self.label} takes no uploads ({operation})")
+
+    def response(self, operation: Operation, target: Target, payload: bytes) -> bytes:
+        raise UnsupportedOperation(f"{self.label} does not offer {operation}")
+
+    def stream_translator(
+        self, operation: Operation, target: Target, *, include_usage: bool, redactor: Redactor = NO_SECRETS
+    ) -> StreamTranslator:
+        raise UnsupportedOperation(f"{self.label} does not stream {operation}")
+
+    def splitter(self) -> Splitter:
+        return EventSplitter()
+
+    def models_request(self, provider: ProviderInfo) -> UpstreamRequest:
+        raise UnsupportedOperation(f"{self.label} lists no models")
+
+    def model_ids(self, payload: bytes) -> list[str]:
+        raise ValueError(f"{self.label} lists no models")
+
+    def failure(
+        self, status: int, payload: bytes, headers: Mapping[str, str], *, redactor: Redactor = NO_SECRETS
+    ) -> UpstreamFailure:
+        return openai_failure(status, payload, headers, redactor=redactor)
+
+    def transport(self) -> httpx.AsyncBaseTransport | None:
+        return None

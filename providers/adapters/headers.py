@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from providers.values import ProviderInfo
 
 
-def with_credential(headers: dict[str, str], provider: Any, *, default_header: str) -> dict[str, str]:
+def with_credential(headers: dict[str, str], provider: ProviderInfo, *, default_header: str) -> dict[str, str]:
     """Add the extra headers and the credential, in the provider's header or the kind's `default_header`.
 
     In `Authorization` a bare credential goes out as a bearer token; one that names its own

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from providers.adapters.base import UpstreamFailure
+from providers.adapters.failures import UpstreamFailure
 from providers.redaction import NO_SECRETS, Redactor
 
 # Upstream status -> (status Portico answers with, OpenAI error type).

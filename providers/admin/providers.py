@@ -20,7 +20,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
 from django.views.decorators.http import require_POST
 
-from providers.adapters import adapter_for
+from providers.adapters import ADAPTERS, adapter_for
 from providers.credentials import CredentialUnreadable, decrypt_headers
 from providers.discovery import discovery_run
 from providers.facade import CAPABILITIES
@@ -30,6 +30,19 @@ from providers.options import RETRY_CLASSES, default_retry_on
 from providers.services import provider_set_credential, provider_set_extra_headers, provider_test_connection
 
 CAPABILITY_FIELDS = [f"supports_{name}" for name in CAPABILITIES]
+
+
+def _kind_options_help() -> str:
+    """Each kind's options, listed from the adapters so the page never lags behind them."""
+    lines = [
+        f"{adapter.label}: " + "; ".join(f"{key} ({spec.help})" for key, spec in adapter.option_fields.items())
+        for adapter in ADAPTERS.values()
+        if adapter.option_fields
+    ]
+    return " ".join(["A JSON object of the settings only this kind of provider has.", *lines])
+
+
+KIND_OPTIONS_HELP = _kind_options_help()
 
 if TYPE_CHECKING:
     from django.contrib.admin.options import _FieldOpts, _FieldsetSpec
@@ -101,6 +114,7 @@ class ProviderForm(forms.ModelForm):
             "accepts_max_completion_tokens",
             "serves_completions",
             "exact_shapes",
+            "options",
             "active",
         ]
 
@@ -188,6 +202,7 @@ class ProviderAdmin(admin.ModelAdmin):
                     ]
                 },
             ),
+            ("Kind options", {"fields": ["options"], "description": KIND_OPTIONS_HELP}),
             ("Advanced", {"fields": extra_headers, "classes": ["collapse"]}),
             *history,
         )

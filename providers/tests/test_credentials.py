@@ -11,8 +11,9 @@ import logging
 import pytest
 from django.test import override_settings
 
+from providers.adapters.mock import MOCK_BASE_URL
 from providers.credentials import CredentialUnreadable, decrypt_credential, encrypt_credential
-from providers.facade import MOCK_BASE_URL, RouteInfo, load_models, provider_info
+from providers.facade import RouteInfo, load_models, provider_info
 from providers.models import Provider
 from providers.tests.factories import make_provider, make_route
 

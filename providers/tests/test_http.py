@@ -17,8 +17,8 @@ import pytest
 from pytest_django import Settings
 
 from providers.adapters.base import UpstreamRequest
+from providers.adapters.mock import MOCK_BASE_URL
 from providers.adapters.openai import OpenAIAdapter
-from providers.facade import MOCK_BASE_URL
 from providers.http import HttpxUpstream, Upstreams, open_upstream, probe_models
 from providers.tests.factories import UPSTREAM_CREDENTIAL, make_provider_info
 from providers.transport import AiohttpUpstream

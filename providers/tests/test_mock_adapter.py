@@ -11,9 +11,8 @@ import pytest
 
 from providers.adapters import ADAPTERS, adapter_for, kind_choices
 from providers.adapters.base import Target
-from providers.adapters.mock import MockAdapter
+from providers.adapters.mock import MOCK_BASE_URL, MockAdapter
 from providers.adapters.mock.answers import MAX_ECHO_CHARS
-from providers.facade import MOCK_BASE_URL
 from providers.tests.factories import make_provider_info
 
 MOCK = make_provider_info(

@@ -266,6 +266,6 @@ def test_an_embeddings_request_becomes_an_ollama_embed_body(body: dict[str, Any]
 
 
 def test_ollama_speaks_chat_and_embeddings_as_ndjson() -> None:
-    assert (ADAPTER.kind, ADAPTER.label, ADAPTER.stream_format) == ("ollama", "Ollama", "ndjson")
+    assert (ADAPTER.kind, ADAPTER.label, type(ADAPTER.splitter()).__name__) == ("ollama", "Ollama", "LineSplitter")
     assert ADAPTER.operations == {"chat", "embeddings"}
     assert ADAPTER.transport() is None

@@ -145,8 +145,28 @@ class Deviate:
             raise ValueError(f"unknown deviations: {sorted(unknown)}")
 
 
+@dataclass(frozen=True)
+class Quirks:
+    """Answer as `reply` does, as a server that refuses some of OpenAI's request fields (400, as vLLM or Groq
+    word it) and, without `serves_completions`, has no legacy /completions (404)."""
+
+    reply: Reply = field(default_factory=Reply)
+    refuses: frozenset[str] = frozenset()  # top-level request fields: "stream_options", "max_completion_tokens"
+    serves_completions: bool = True
+
+
 Behaviour = (
-    Reply | Echo | Fail | QuoteHeader | FailMidStream | Hang | Stall | DropMidStream | CloseBeforeAnswer | Deviate
+    Reply
+    | Echo
+    | Fail
+    | QuoteHeader
+    | FailMidStream
+    | Hang
+    | Stall
+    | DropMidStream
+    | CloseBeforeAnswer
+    | Deviate
+    | Quirks
 )
 
 

@@ -17,14 +17,13 @@ Behaviour is scripted per upstream model name; a model with no script gets `Repl
 from __future__ import annotations
 
 import asyncio
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from tests.fakes.loopback import LoopbackServer
+from tests.fakes.base import ScriptedServer
 
 CREATED_AT = "2024-07-22T20:33:28.123648Z"
 DEFAULT_CALLS: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -137,29 +136,18 @@ def vector(text: str) -> list[float]:
     return [float(len(text)), float(sum(map(ord, text)) % 97) / 8, -0.5]
 
 
-class FakeOllama(LoopbackServer):
+class FakeOllama(ScriptedServer["Behaviour", "Received"]):
     """Start with `start()`, stop with `stop()`; `base_url` is what an Ollama provider row points at."""
 
     name = "fake-ollama"
 
     def __init__(self) -> None:
         super().__init__()
-        self._lock = threading.Lock()
-        self._scripts: dict[str, Behaviour] = {}
-        self._received: list[Received] = []
         self._runner: web.AppRunner | None = None
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    def script(self, model: str, behaviour: Behaviour) -> None:
-        with self._lock:
-            self._scripts[model] = behaviour
-
-    def received(self, model: str | None = None) -> list[Received]:
-        with self._lock:
-            return [r for r in self._received if model is None or r.body.get("model") == model]
 
     # --- lifecycle ---
 

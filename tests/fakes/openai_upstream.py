@@ -54,6 +54,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
+from tests.fakes.base import ScriptedServer
 from tests.fakes.behaviours import (
     DEFAULT_CONTENT,
     Behaviour,
@@ -64,13 +65,13 @@ from tests.fakes.behaviours import (
     Fail,
     FailMidStream,
     Hang,
+    Quirks,
     QuoteHeader,
     Reply,
     Script,
     Stall,
     resolve,
 )
-from tests.fakes.loopback import LoopbackServer
 
 __all__ = [
     "ANY_MODEL",
@@ -86,6 +87,7 @@ __all__ = [
     "FakeUpstream",
     "Hang",
     "QuoteHeader",
+    "Quirks",
     "Received",
     "Reply",
     "Stall",
@@ -418,7 +420,7 @@ async def _read_form(request: web.Request) -> tuple[dict[str, Any], tuple[Receiv
     return fields, tuple(files)
 
 
-class FakeUpstream(LoopbackServer):
+class FakeUpstream(ScriptedServer["Script", "Received"]):
     """Start with `start()`, stop with `stop()`; `base_url` is what a provider row points at."""
 
     name = "fake-openai-upstream"
@@ -426,10 +428,7 @@ class FakeUpstream(LoopbackServer):
     def __init__(self, label: str | None = None) -> None:
         super().__init__()
         self.label = label
-        self._lock = threading.Lock()
-        self._scripts: dict[str, Script] = {}
         self._counts: dict[str, int] = {}  # requests each script has answered since it was set
-        self._received: list[Received] = []
         self._answers: dict[str, list[AnswerLog]] = {}
         self._runner: web.AppRunner | None = None
 
@@ -442,8 +441,8 @@ class FakeUpstream(LoopbackServer):
     def script(self, model: str, behaviour: Script) -> None:
         """Script the answers for `model` (`ANY_MODEL`: every model without a script); a choice starts over."""
         with self._lock:
-            self._scripts[model] = behaviour
             self._counts[model] = 0
+        super().script(model, behaviour)
 
     def reset(self) -> None:
         """Forget every script and everything recorded, for a server shared by several tests."""
@@ -452,10 +451,6 @@ class FakeUpstream(LoopbackServer):
             self._counts.clear()
             self._received.clear()
             self._answers.clear()
-
-    def received(self, model: str | None = None) -> list[Received]:
-        with self._lock:
-            return [r for r in self._received if model is None or r.body.get("model") == model]
 
     def answers(self, model: str) -> list[AnswerLog]:
         """Logs of the streamed, hanging, stalled and delayed answers given for `model`, in order."""
@@ -531,7 +526,7 @@ class FakeUpstream(LoopbackServer):
         """The reply a script that answers stands for, `echoed` being what `Echo` repeats."""
         if isinstance(behaviour, FailMidStream):
             reply = Reply()
-        elif isinstance(behaviour, Deviate):
+        elif isinstance(behaviour, Deviate | Quirks):
             reply = behaviour.reply
         elif isinstance(behaviour, Echo):
             reply = Reply(echoed if isinstance(echoed, str) and echoed else "(nothing to echo)", delay=behaviour.delay)
@@ -555,10 +550,23 @@ class FakeUpstream(LoopbackServer):
             quoted = request.headers.get(behaviour.header, "")
             fail = Fail(behaviour.status, f"Bad request: {quoted}", type=quoted, code=quoted, param=quoted)
             return web.json_response(_error_body(fail), status=fail.status)
+        if isinstance(behaviour, Quirks):
+            return await self._quirk(request, behaviour)
         if isinstance(behaviour, Hang):
             return await self._hang(model)
         if isinstance(behaviour, CloseBeforeAnswer):
             return await self._close(request, reset=behaviour.reset)
+        return None
+
+    async def _quirk(self, request: web.Request, quirks: Quirks) -> web.StreamResponse | None:
+        """A server's refusal of what it does not have; None if it answers this request."""
+        if request.path.endswith("/completions") and not request.path.endswith("/chat/completions"):
+            if not quirks.serves_completions:
+                return web.json_response({"detail": "Not Found"}, status=404)
+        body = await request.json()
+        for name in sorted(quirks.refuses & set(body)):
+            fail = Fail(400, f"Unrecognized request argument supplied: {name}", param=name)
+            return web.json_response(_error_body(fail), status=400)
         return None
 
     async def _models(self, request: web.Request) -> web.Response:

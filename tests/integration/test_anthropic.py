@@ -14,7 +14,6 @@ from openai.types.chat import ChatCompletionChunk
 from providers.models import ModelRoute
 from tenants.tests.factories import IssuedKey
 from tests.fakes.anthropic_upstream import Fail, FakeAnthropic, Replay, Reply
-from tests.integration.conftest import Personas
 from tests.servers import PorticoServer, Settle
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("committed_db")]
@@ -360,25 +359,3 @@ def test_a_parameter_anthropic_cannot_honour_is_refused_by_name(
 
     assert (caught.value.param, caught.value.code) == (param, "unsupported_parameter")
     assert anthropic_upstream.received(route.upstream_model) == []
-
-
-def test_only_the_tenant_the_model_is_restricted_to_may_call_it(
-    portico: PorticoServer,
-    anthropic_upstream: FakeAnthropic,
-    anthropic_route: ModelRoute,
-    personas: Callable[..., Personas],
-    settle: Settle,
-) -> None:
-    people = personas(anthropic_route)
-    settle()
-    anthropic_upstream.script(anthropic_route.upstream_model, Reply(ANSWER))
-
-    for member in (people.owner, people.teammate):
-        with portico.client(member.plaintext) as sdk:
-            completion = sdk.chat.completions.create(model=anthropic_route.public_id, messages=ASK)
-        assert completion.choices[0].message.content == ANSWER
-    with portico.client(people.outsider.plaintext) as sdk, pytest.raises(openai.NotFoundError) as caught:
-        sdk.chat.completions.create(model=anthropic_route.public_id, messages=ASK, stream=True)
-
-    assert (caught.value.code, caught.value.param) == ("model_not_found", "model")
-    assert len(anthropic_upstream.received(anthropic_route.upstream_model)) == 2

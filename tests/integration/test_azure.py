@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable
 
 import httpx
 import openai
@@ -16,7 +15,7 @@ from providers.tests.factories import make_provider, make_route
 from tenants.tests.factories import IssuedKey
 from tests.fakes.azure_upstream import AZURE_MODEL, Fail, FakeAzure, Reply
 from tests.fakes.openai_upstream import embedding
-from tests.integration.conftest import AZURE_API_VERSION, Personas
+from tests.integration.conftest import AZURE_API_VERSION
 from tests.servers import PorticoServer, Settle
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("committed_db")]
@@ -215,27 +214,3 @@ def test_moderations_are_refused_on_azure_which_has_none(
     assert (caught.value.code, caught.value.param) == ("unsupported_capability", "model")
     assert "moderations" in caught.value.message
     assert azure_upstream.received(route.upstream_model) == []
-
-
-def test_only_the_tenant_the_deployment_is_restricted_to_may_call_it(
-    portico: PorticoServer,
-    azure_upstream: FakeAzure,
-    azure_route: ModelRoute,
-    personas: Callable[..., Personas],
-    settle: Settle,
-) -> None:
-    people = personas(azure_route)
-    settle()
-    azure_upstream.script(azure_route.upstream_model, Reply(ANSWER))
-
-    for member in (people.owner, people.teammate):
-        with portico.client(member.plaintext) as sdk:
-            assert (
-                sdk.chat.completions.create(model=azure_route.public_id, messages=ASK).choices[0].message.content
-                == ANSWER
-            )
-    with portico.client(people.outsider.plaintext) as sdk, pytest.raises(openai.NotFoundError) as caught:
-        sdk.chat.completions.create(model=azure_route.public_id, messages=ASK)
-
-    assert (caught.value.code, caught.value.param) == ("model_not_found", "model")
-    assert len(azure_upstream.received(azure_route.upstream_model)) == 2

@@ -15,8 +15,7 @@ from providers.models import ModelRoute, Provider
 from providers.tests.factories import make_route
 from tenants.tests.factories import IssuedKey
 from tests.fakes.ollama_upstream import DEFAULT_CALLS, CallTools, CutOff, Fail, FailMidStream, FakeOllama, Reply
-from tests.integration.conftest import Personas
-from tests.servers import PorticoServer, Settle
+from tests.servers import Settle
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("committed_db")]
 
@@ -260,7 +259,6 @@ def test_an_ollama_error_status_is_mapped_to_openais(
 @pytest.mark.parametrize(
     ("options", "param", "code"),
     [
-        pytest.param({"tools": TOOLS}, "model", "unsupported_capability", id="tools-on-a-route-without-tools"),
         pytest.param({"n": 2}, "n", "unsupported_parameter", id="several-choices"),
     ],
 )
@@ -286,27 +284,3 @@ def test_what_the_route_or_ollama_cannot_do_is_refused_before_the_upstream(
     if code == "unsupported_capability":
         assert caught.value.message.endswith(f"The model `{toolless.public_id}` does not support tools.")
     assert ollama_upstream.received(toolless.upstream_model) == []
-
-
-def test_only_the_tenant_the_model_is_restricted_to_may_call_it(
-    portico: PorticoServer,
-    ollama_upstream: FakeOllama,
-    ollama_route: ModelRoute,
-    personas: Callable[..., Personas],
-    settle: Settle,
-) -> None:
-    people = personas(ollama_route)
-    settle()
-    ollama_upstream.script(ollama_route.upstream_model, Reply(ANSWER))
-
-    for member in (people.owner, people.teammate):
-        with (
-            portico.client(member.plaintext) as sdk,
-            sdk.chat.completions.stream(model=ollama_route.public_id, messages=ASK) as stream,
-        ):
-            assert stream.get_final_completion().choices[0].message.content == ANSWER
-    with portico.client(people.outsider.plaintext) as sdk, pytest.raises(openai.NotFoundError) as caught:
-        sdk.chat.completions.create(model=ollama_route.public_id, messages=ASK)
-
-    assert (caught.value.code, caught.value.param) == ("model_not_found", "model")
-    assert len(ollama_upstream.received(ollama_route.upstream_model)) == 2

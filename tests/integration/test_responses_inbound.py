@@ -2,7 +2,7 @@
 
 Bridged onto chat completions for the fake OpenAI upstream and the fake
 Anthropic (tools there), and passed through to a server that has /v1/responses
-of its own (a Portico started with its provider named in PORTICO_RESPONSES_PROVIDERS).
+of its own (its provider has the option `serves_responses`).
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ WEATHER_TOOL = {
     },
 }
 LOCAL_TIME_TOOL = {"type": "function", "name": "get_local_time", "parameters": {"type": "object", "properties": {}}}
-PASS_THROUGH_PROVIDER = "responses-upstream"
 ARRIVAL_TIMEOUT = 10.0
 
 
@@ -283,35 +282,33 @@ def responses_upstream() -> Iterator[FakeResponsesUpstream]:
     fake.stop()
 
 
-@pytest.fixture(scope="module")
-def passing_portico(server_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[PorticoServer]:
-    env = {**server_env, "PORTICO_RESPONSES_PROVIDERS": PASS_THROUGH_PROVIDER}
-    server = PorticoServer(env=env, log_path=tmp_path_factory.mktemp("portico-responses") / "server.log")
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def passed_route(
-    responses_upstream: FakeResponsesUpstream, passing_portico: PorticoServer, settle: Settle, tag: str
+    responses_upstream: FakeResponsesUpstream, portico: PorticoServer, settle: Settle, tag: str
 ) -> ModelRoute:
     provider: Provider = make_provider(
-        kind="openai", name=PASS_THROUGH_PROVIDER, base_url=responses_upstream.base_url, credential=f"sk-pass-{tag}"
+        kind="openai",
+        name=f"responses-upstream-{tag}",
+        base_url=responses_upstream.base_url,
+        credential=f"sk-pass-{tag}",
+        options={"serves_responses": True},
     )
     route = make_route(provider=provider, public_id=f"gpt-pass-{tag}", upstream_model=f"upstream-pass-{tag}")
     responses_upstream.script(route.upstream_model, Reply(ANSWER, prompt_tokens=17))
-    settle(passing_portico)
+    settle(portico)
     return route
 
 
 def test_a_server_with_responses_of_its_own_gets_the_request_as_sent(
-    passing_portico: PorticoServer, responses_upstream: FakeResponsesUpstream, passed_route: ModelRoute, tag: str
+    portico: PorticoServer,
+    responses_upstream: FakeResponsesUpstream,
+    passed_route: ModelRoute,
+    settle: Settle,
+    tag: str,
 ) -> None:
     key = make_key(tenant=make_tenant(slug=f"pass-{tag}"), name="pass")
-    with passing_portico.client(key.plaintext) as sdk:
+    settle()
+    with portico.client(key.plaintext) as sdk:
         whole = sdk.responses.create(
             model=passed_route.public_id,
             input="Say hello.",

@@ -7,19 +7,27 @@ in `errors`. Only chat is native; the gateway bridges legacy completions onto it
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterable, Callable, Mapping
-from typing import Any, Literal
+from collections.abc import Callable, Mapping
+from typing import Any
 
-import httpx
 import orjson
 
 from providers.adapters.anthropic.errors import anthropic_failure
 from providers.adapters.anthropic.requests import DEFAULT_MAX_TOKENS, messages_body
 from providers.adapters.anthropic.responses import answer_id, chat_completion
 from providers.adapters.anthropic.stream import AnthropicStream
-from providers.adapters.base import Operation, Target, UnsupportedParameter, UpstreamFailure, UpstreamRequest
+from providers.adapters.base import (
+    BaseAdapter,
+    Operation,
+    Target,
+    UnsupportedOperation,
+    UnsupportedParameter,
+    UpstreamFailure,
+    UpstreamRequest,
+)
 from providers.adapters.headers import with_credential
 from providers.redaction import NO_SECRETS, Redactor
+from providers.values import ProviderInfo
 
 __all__ = ["API_VERSION", "DEFAULT_MAX_TOKENS", "AnthropicAdapter", "AnthropicStream", "UnsupportedParameter"]
 
@@ -29,7 +37,7 @@ API_VERSION = "2023-06-01"
 _MODELS_PAGE = 1000
 
 
-def headers_for(provider: Any, *, content_type: str | None = "application/json") -> dict[str, str]:
+def headers_for(provider: ProviderInfo, *, content_type: str | None = "application/json") -> dict[str, str]:
     headers = {"accept-encoding": "identity", "anthropic-version": provider.api_version or API_VERSION}
     if content_type:
         headers["content-type"] = content_type
@@ -37,10 +45,9 @@ def headers_for(provider: Any, *, content_type: str | None = "application/json")
     return with_credential(headers, provider, default_header="x-api-key")
 
 
-class AnthropicAdapter:
+class AnthropicAdapter(BaseAdapter):
     kind = "anthropic"
     label = "Anthropic (Messages API)"
-    stream_format: Literal["sse", "ndjson"] = "sse"
     operations: frozenset[Operation] = frozenset({"chat"})
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
@@ -52,11 +59,6 @@ class AnthropicAdapter:
         self._chat_only(operation)
         content = orjson.dumps(messages_body(target, body))
         return UpstreamRequest("POST", f"{target.provider.base_url}/messages", headers_for(target.provider), content)
-
-    def upload_request(
-        self, operation: Operation, target: Target, content: AsyncIterable[bytes], content_type: str
-    ) -> UpstreamRequest:
-        raise NotImplementedError("Anthropic takes no uploads")
 
     def response(self, operation: Operation, target: Target, payload: bytes) -> bytes:
         self._chat_only(operation)
@@ -73,7 +75,7 @@ class AnthropicAdapter:
         created = int(self.clock())
         return AnthropicStream(target.public_model, created=created, include_usage=include_usage, redactor=redactor)
 
-    def models_request(self, provider: Any) -> UpstreamRequest:
+    def models_request(self, provider: ProviderInfo) -> UpstreamRequest:
         url = f"{provider.base_url}/models?limit={_MODELS_PAGE}"
         return UpstreamRequest("GET", url, headers_for(provider, content_type=None))
 
@@ -88,9 +90,6 @@ class AnthropicAdapter:
     ) -> UpstreamFailure:
         return anthropic_failure(status, payload, headers, redactor=redactor)
 
-    def transport(self) -> httpx.AsyncBaseTransport | None:
-        return None
-
     def _chat_only(self, operation: Operation) -> None:
         if operation != "chat":
-            raise NotImplementedError(f"Anthropic does not serve '{operation}'; the gateway bridges it onto chat")
+            raise UnsupportedOperation(f"Anthropic does not serve '{operation}'; the gateway bridges it onto chat")

@@ -16,15 +16,17 @@ is shaped as for any OpenAI-compatible server (`providers.adapters.shapes`).
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, Iterable
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import quote
 
 import orjson
 
 from providers.adapters.base import OPENAI_PATHS, Operation, Target, UpstreamRequest
 from providers.adapters.headers import with_credential
+from providers.adapters.kind_options import NO_OPTIONS
 from providers.adapters.openai import OpenAIAdapter, PassThrough, adjust_body, chunk_shaper
 from providers.redaction import NO_SECRETS, Redactor
+from providers.values import ProviderInfo
 
 # The latest generally available data-plane version, used when a provider names none.
 DEFAULT_API_VERSION = "2024-10-21"
@@ -32,11 +34,11 @@ DEFAULT_API_VERSION = "2024-10-21"
 AZURE_OPERATIONS: frozenset[Operation] = frozenset(OPENAI_PATHS) - {"moderations"}
 
 
-def api_version(provider: Any) -> str:
+def api_version(provider: ProviderInfo) -> str:
     return quote(provider.api_version or DEFAULT_API_VERSION, safe="")
 
 
-def azure_headers(provider: Any, *, content_type: str | None = "application/json") -> dict[str, str]:
+def azure_headers(provider: ProviderInfo, *, content_type: str | None = "application/json") -> dict[str, str]:
     headers = {"accept-encoding": "identity"}
     if content_type:
         headers["content-type"] = content_type
@@ -80,7 +82,7 @@ class AzureStream(PassThrough):
 class AzureOpenAIAdapter(OpenAIAdapter):
     kind = "azure"
     label = "Azure OpenAI"
-    stream_format: Literal["sse", "ndjson"] = "sse"
+    option_fields = NO_OPTIONS  # Azure has no /v1/responses pass-through of its own here
     operations: frozenset[Operation] = AZURE_OPERATIONS
 
     def url(self, operation: Operation, target: Target) -> str:
@@ -112,6 +114,6 @@ class AzureOpenAIAdapter(OpenAIAdapter):
         shaper = chunk_shaper(operation, target)
         return AzureStream(target.public_model, include_usage=include_usage, redactor=redactor, shaper=shaper)
 
-    def models_request(self, provider: Any) -> UpstreamRequest:
+    def models_request(self, provider: ProviderInfo) -> UpstreamRequest:
         url = f"{provider.base_url}/openai/models?api-version={api_version(provider)}"
         return UpstreamRequest("GET", url, azure_headers(provider, content_type=None))

@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import httpx
 
+from providers.adapters.kind_options import NO_OPTIONS
 from providers.adapters.mock.answers import mock_handler
 from providers.adapters.openai import OpenAIAdapter
+
+# The mock needs no base URL: its transport answers in-process, so any name that never resolves will do.
+MOCK_BASE_URL = "http://mock.portico.invalid/v1"
 
 
 class MockAdapter(OpenAIAdapter):
     kind = "mock"
     label = "Mock (built-in, echoes the last user message)"
+    default_base_url = MOCK_BASE_URL
+    option_fields = NO_OPTIONS
     # Chat only: legacy completions reach it through the gateway's completions-to-chat bridge.
     operations = frozenset({"chat"})
 

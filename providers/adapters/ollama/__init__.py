@@ -11,29 +11,37 @@ honoured by the gateway with `providers.adapters.embeddings.encode_embeddings`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterable, Mapping
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any
 
-import httpx
 import orjson
 
-from providers.adapters.base import Operation, Target, UnsupportedParameter, UpstreamFailure, UpstreamRequest
+from providers.adapters.base import (
+    BaseAdapter,
+    Operation,
+    Target,
+    UnsupportedOperation,
+    UnsupportedParameter,
+    UpstreamFailure,
+    UpstreamRequest,
+)
+from providers.adapters.framing import LineSplitter
 from providers.adapters.ollama.answers import chat_completion, embedding_list, model_names
 from providers.adapters.ollama.bodies import chat_body, embed_body
 from providers.adapters.ollama.stream import OllamaChatStream
 from providers.adapters.openai import headers_for
 from providers.adapters.wire import openai_failure
 from providers.redaction import NO_SECRETS, Redactor
+from providers.values import ProviderInfo
 
 __all__ = ["OllamaAdapter", "OllamaChatStream", "UnsupportedParameter"]
 
 _PATHS: dict[Operation, str] = {"chat": "/api/chat", "embeddings": "/api/embed"}
 
 
-class OllamaAdapter:
+class OllamaAdapter(BaseAdapter):
     kind = "ollama"
     label = "Ollama"
-    stream_format: Literal["sse", "ndjson"] = "ndjson"
     operations: frozenset[Operation] = frozenset(_PATHS)
 
     def request(self, operation: Operation, target: Target, body: dict[str, Any]) -> UpstreamRequest:
@@ -42,30 +50,28 @@ class OllamaAdapter:
         elif operation == "embeddings":
             upstream_body = embed_body(body, target.upstream_model)
         else:
-            raise NotImplementedError(f"Ollama does not offer {operation}")
+            raise UnsupportedOperation(f"Ollama does not offer {operation}")
         url = f"{target.provider.base_url}{_PATHS[operation]}"
         return UpstreamRequest("POST", url, headers_for(target.provider), orjson.dumps(upstream_body))
-
-    def upload_request(
-        self, operation: Operation, target: Target, content: AsyncIterable[bytes], content_type: str
-    ) -> UpstreamRequest:
-        raise NotImplementedError(f"Ollama does not offer {operation}")
 
     def response(self, operation: Operation, target: Target, payload: bytes) -> bytes:
         if operation == "chat":
             return orjson.dumps(chat_completion(payload, target.public_model))
         if operation == "embeddings":
             return orjson.dumps(embedding_list(payload, target.public_model))
-        raise NotImplementedError(f"Ollama does not offer {operation}")
+        raise UnsupportedOperation(f"Ollama does not offer {operation}")
 
     def stream_translator(
         self, operation: Operation, target: Target, *, include_usage: bool, redactor: Redactor = NO_SECRETS
     ) -> OllamaChatStream:
         if operation != "chat":
-            raise NotImplementedError(f"Ollama streams chat only, not {operation}")
+            raise UnsupportedOperation(f"Ollama streams chat only, not {operation}")
         return OllamaChatStream(target.public_model, include_usage=include_usage, redactor=redactor)
 
-    def models_request(self, provider: Any) -> UpstreamRequest:
+    def splitter(self) -> LineSplitter:
+        return LineSplitter()  # Ollama streams newline-delimited JSON, not SSE
+
+    def models_request(self, provider: ProviderInfo) -> UpstreamRequest:
         return UpstreamRequest("GET", f"{provider.base_url}/api/tags", headers_for(provider, content_type=None))
 
     def model_ids(self, payload: bytes) -> list[str]:
@@ -83,6 +89,3 @@ class OllamaAdapter:
             # Ollama is one server, not a fleet: any failure of it is a bad gateway.
             return dataclasses.replace(failure, status=502)
         return failure
-
-    def transport(self) -> httpx.AsyncBaseTransport | None:
-        return None

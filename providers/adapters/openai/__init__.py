@@ -8,36 +8,36 @@ exact shapes (`exact_shapes`), which spares them `providers.adapters.shapes`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Iterable, Mapping
-from typing import Any, Literal
+from collections.abc import AsyncIterable, Iterable
+from typing import Any
 
-import httpx
 import orjson
 
-from providers.adapters.base import OPENAI_PATHS, Operation, Target, UpstreamFailure, UpstreamRequest
+from providers.adapters.base import OPENAI_PATHS, BaseAdapter, Operation, Target, UpstreamRequest
 from providers.adapters.headers import with_credential
+from providers.adapters.openai.options import OPTIONS
 from providers.adapters.shapes import ChunkShaper, shape_completion
 from providers.adapters.wire import (
     model_rewriter,
-    openai_failure,
     openai_model_ids,
     rewrite_model,
     usage_is_plausible,
     wrote_output,
 )
 from providers.redaction import NO_SECRETS, Redactor
+from providers.values import ProviderInfo
 
 _STREAMED = frozenset({"chat", "completions"})
 
 
-def headers_for(provider: Any, *, content_type: str | None = "application/json") -> dict[str, str]:
+def headers_for(provider: ProviderInfo, *, content_type: str | None = "application/json") -> dict[str, str]:
     headers = {"accept-encoding": "identity"}
     if content_type:
         headers["content-type"] = content_type
     return with_credential(headers, provider, default_header="authorization")
 
 
-def adjust_body(operation: Operation, provider: Any, body: dict[str, Any]) -> dict[str, Any]:
+def adjust_body(operation: Operation, provider: ProviderInfo, body: dict[str, Any]) -> dict[str, Any]:
     """Ask for stream usage (the ledger needs it) and drop what this server is declared not to accept."""
     if body.get("stream") and operation in _STREAMED:
         if provider.accepts_stream_options:
@@ -142,10 +142,10 @@ class PassThrough:
         return (self.rewrite(orjson.dumps(chunk)),)
 
 
-class OpenAIAdapter:
+class OpenAIAdapter(BaseAdapter):
     kind = "openai"
     label = "OpenAI or OpenAI-compatible"
-    stream_format: Literal["sse", "ndjson"] = "sse"
+    option_fields = OPTIONS
     operations: frozenset[Operation] = frozenset(OPENAI_PATHS)
 
     def url(self, operation: Operation, target: Target) -> str:
@@ -173,16 +173,8 @@ class OpenAIAdapter:
         shaper = chunk_shaper(operation, target)
         return PassThrough(target.public_model, include_usage=include_usage, redactor=redactor, shaper=shaper)
 
-    def models_request(self, provider: Any) -> UpstreamRequest:
+    def models_request(self, provider: ProviderInfo) -> UpstreamRequest:
         return UpstreamRequest("GET", f"{provider.base_url}/models", headers_for(provider, content_type=None))
 
     def model_ids(self, payload: bytes) -> list[str]:
         return openai_model_ids(payload)
-
-    def failure(
-        self, status: int, payload: bytes, headers: Mapping[str, str], *, redactor: Redactor = NO_SECRETS
-    ) -> UpstreamFailure:
-        return openai_failure(status, payload, headers, redactor=redactor)
-
-    def transport(self) -> httpx.AsyncBaseTransport | None:
-        return None

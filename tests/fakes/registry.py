@@ -1,0 +1,39 @@
+"""Every provider kind's fake upstream, for the tests that run once per kind.
+
+An entry names the integration fixtures that start the kind's fake and make a route
+pointed at it, and how to script a plain text answer and an HTTP error on that fake
+(each fake has its own behaviour classes). The mock has no fake: it answers in-process
+by echoing the last user message, so it has no script and no error to raise.
+A new kind adds its fake module and one entry here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tests.fakes import anthropic_upstream as anthropic
+from tests.fakes import behaviours, ollama_upstream
+
+
+@dataclass(frozen=True)
+class KindFake:
+    kind: str
+    route_fixture: str  # a fixture giving a chat route of this kind (tests/conftest.py, tests/integration/conftest.py)
+    upstream_fixture: str | None  # the fixture of its fake upstream; None for a kind that needs none
+    reply: Callable[[str], Any] | None = None  # a scripted text answer with this content
+    fail: Callable[[int], Any] | None = None  # a scripted error answer with this HTTP status
+
+
+KINDS: dict[str, KindFake] = {
+    fake.kind: fake
+    for fake in (
+        KindFake("openai", "upstream_route", "upstream", behaviours.Reply, behaviours.Fail),
+        KindFake("azure", "azure_route", "azure_upstream", behaviours.Reply, behaviours.Fail),
+        KindFake("anthropic", "anthropic_route", "anthropic_upstream", anthropic.Reply, anthropic.Fail),
+        KindFake("ollama", "ollama_route", "ollama_upstream", ollama_upstream.Reply, ollama_upstream.Fail),
+        KindFake("mock", "echo_route", None),
+    )
+}
+SCRIPTED = [kind for kind, fake in KINDS.items() if fake.upstream_fixture is not None]
