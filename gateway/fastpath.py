@@ -9,6 +9,10 @@ bookkeeping: this handler resolves the URL, builds the request, awaits the
 async Ninja view and writes the response straight to the ASGI channel. Any
 path whose view is not a coroutine (the API docs, the admin) goes to Django's
 own handler untouched.
+
+It also answers CORS preflights before any URL is resolved, and adds the CORS
+headers of a browser client's answer as it goes out (gateway/cors.py); with
+tracing on, each request runs under its span (gateway/observability/tracing.py).
 """
 
 from __future__ import annotations
@@ -27,10 +31,13 @@ from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse, HttpResponseBase, HttpResponseNotAllowed
 from django.urls import Resolver404, ResolverMatch, get_resolver
 
+from gateway.cors import allow_origin, grant_allows, preflight_headers, preflight_of, preflight_origins
 from gateway.errors import BodyTooLarge, MethodNotAllowed, NotFound, PorticoError, error_response
+from gateway.observability import tracing
 from gateway.observability.clock import RequestClock
 from gateway.observability.clock import start as start_clock
 from gateway.observability.handoff import hand_off
+from gateway.snapshot import store
 from gateway.sse import EventStream
 
 logger = logging.getLogger(__name__)
@@ -163,9 +170,17 @@ class FastPath:
         # URL resolution walks every pattern with regexes; the /v1/ paths seen are few, so remember them.
         self._resolve = functools.lru_cache(maxsize=1024)(get_resolver().resolve)
         hand_off.start()  # the thread that turns finished requests into metrics and log lines
+        tracing.setup()  # only if asked for (PORTICO_OTEL) and installed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if tracing.state.enabled and "portico.traced" not in scope:
+            # Served again under the request's span, marked so this is done once.
+            scope["portico.traced"] = True
+            await tracing.traced_request(self, scope, receive, send)
+            return
         clock = start_clock()
+        if scope["method"] == "OPTIONS" and await _answer_preflight(scope, send, clock):
+            return
         try:
             match = self._resolve(scope["path"])
         except Resolver404:
@@ -223,7 +238,7 @@ class FastPath:
             response = await match.func(request, *match.args, **match.kwargs)
         except ClientGone:
             return
-        await _respond(response, scope, send, client_request_id or request_id, clock)
+        await _respond(response, request, scope, send, client_request_id or request_id, clock)
 
     async def _serve(
         self,
@@ -237,7 +252,7 @@ class FastPath:
     ) -> None:
         request = _request(scope, body, match, request_id, client_request_id)
         response = await match.func(request, *match.args, **match.kwargs)
-        await _respond(response, scope, send, client_request_id or request_id, clock)
+        await _respond(response, request, scope, send, client_request_id or request_id, clock)
 
 
 def _request(scope: Scope, body: bytes, match: ResolverMatch, request_id: str, client_request_id: str) -> ASGIRequest:
@@ -248,10 +263,28 @@ def _request(scope: Scope, body: bytes, match: ResolverMatch, request_id: str, c
     return request
 
 
-async def _respond(response: HttpResponseBase, scope: Scope, send: Send, echoed_id: str, clock: RequestClock) -> None:
+async def _respond(
+    response: HttpResponseBase, request: ASGIRequest, scope: Scope, send: Send, echoed_id: str, clock: RequestClock
+) -> None:
     if isinstance(response, HttpResponseNotAllowed):
         # Ninja answers a wrong method in plain text; clients of this API expect OpenAI's error shape.
         error = MethodNotAllowed(f"Method {scope['method']} is not allowed on {scope['path']}.")
         error.headers["Allow"] = response["Allow"]
         response = error_response(error)
+    origin = request.META.get("HTTP_ORIGIN")  # all that CORS costs a request from outside a browser
+    if origin is not None and grant_allows(getattr(request, "auth", None), origin):
+        allow_origin(response, origin)
     await send_response(response, send, echoed_id, clock, scope)
+
+
+async def _answer_preflight(scope: Scope, send: Send, clock: RequestClock) -> bool:
+    """Answer a CORS preflight (True), before any URL or key is looked at; a plain OPTIONS is left alone."""
+    origin = preflight_of(scope["headers"])
+    if origin is None:
+        return False
+    allowed = preflight_origins.allows((await store.get()).keys, origin)
+    headers = preflight_headers(origin, allowed)
+    headers.append(_overhead(clock, 204, scope))
+    await send({"type": "http.response.start", "status": 204, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
+    return True

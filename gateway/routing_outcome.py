@@ -80,6 +80,8 @@ def headers_of(call: Call) -> dict[str, str]:
     }
     if not hide:
         headers["x-portico-provider"] = _ascii(route.provider.name)
+    if call.upstream_id:  # a stream's is known once it opened, before these headers go out
+        headers["x-portico-upstream-id"] = call.upstream_id
     return headers
 
 

@@ -223,6 +223,8 @@ PORTICO_LEDGER_PARTITION_INTERVAL = env_float("PORTICO_LEDGER_PARTITION_INTERVAL
 # Answers name the provider that served in `x-portico-provider`; true leaves it out (and `x-portico-deployment`
 # then gives the deployment's id rather than its provider/model name).
 PORTICO_HIDE_PROVIDER = env_bool("PORTICO_HIDE_PROVIDER", False)
+# Whether a tenant may list `*` in its CORS origins: any web page could then use its keys (docs/cors.md).
+PORTICO_CORS_ALLOW_ANY = env_bool("PORTICO_CORS_ALLOW_ANY", False)
 # The most seconds a client may give a call with `x-portico-timeout` (every attempt included).
 PORTICO_MAX_REQUEST_TIMEOUT = env_float("PORTICO_MAX_REQUEST_TIMEOUT", 600.0, minimum=1.0)
 # Seconds an upstream may stay silent between two events of a stream before the stream is given up

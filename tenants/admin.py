@@ -30,6 +30,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html, format_html_join
 
+from tenants.admin_cors import TenantForm
 from tenants.admin_members import TenantMembershipInline
 from tenants.models import ApiKey, ManagementToken, Tenant
 from tenants.selectors import tenant_admins
@@ -124,6 +125,7 @@ class ApiKeyInline(admin.TabularInline):
 
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
+    form = TenantForm
     list_display = ["name", "slug", "active", "queue_mode", "key_count", "created_at"]
     list_filter = ["active", "queue_mode"]
     search_fields = ["name", "slug"]
@@ -136,7 +138,8 @@ class TenantAdmin(admin.ModelAdmin):
         # A new tenant starts with the defaults (queue off), has no admins yet and no usage.
         existing = [*_QUEUE, "admin_users"] if obj is not None else []
         report = ["usage_report"] if obj is not None else []
-        return ["name", "slug", "active", "allowed_models", "describe_models", *existing, "keys", *report, "created_at"]
+        fields = ["name", "slug", "active", "allowed_models", "describe_models", "cors_origins", *existing, "keys"]
+        return [*fields, *report, "created_at"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Tenant]:
         return super().get_queryset(request).annotate(key_count=Count("api_keys"))

@@ -155,6 +155,7 @@ class TenantSerializer(serializers.ModelSerializer):
             "active",
             "allowed_models",
             "describe_models",
+            "cors_origins",
             "created_at",
             *QUEUE_POLICY_FIELDS,
         ]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from tenants.cors import usable_origins
 from tenants.keys import digest_matches, is_well_formed, key_prefix
 from tenants.models import ApiKey, Tenant
 from tenants.services import api_keys_mark_used
@@ -53,6 +54,8 @@ class KeyGrant:
     queue: QueuePolicy = QUEUE_OFF
     # Whether /v1/models adds Portico's description of each model to OpenAI's four fields (the tenant's choice).
     describe_models: bool = True
+    # The browser origins the tenant lets call with this key (exact, or "*"); empty: no CORS headers.
+    cors_origins: frozenset[str] = frozenset()
 
     def may_use(self, model_id: str) -> bool:
         return self.allowed_models is None or model_id in self.allowed_models
@@ -69,8 +72,11 @@ def load_key_grants() -> dict[str, KeyGrant]:
         .prefetch_related("allowed_models", "tenant__allowed_models")
     )
     grants: dict[str, KeyGrant] = {}
+    origins: dict[int, frozenset[str]] = {}  # one set per tenant, shared by its keys
     for api_key in keys:
         tenant = api_key.tenant
+        if tenant.pk not in origins:
+            origins[tenant.pk] = usable_origins(tenant.cors_origins)
         tenant_models = _limit(tenant.models_restricted, tenant.allowed_models.all())
         key_models = _limit(api_key.models_restricted, api_key.allowed_models.all())
         grants[api_key.prefix] = KeyGrant(
@@ -83,6 +89,7 @@ def load_key_grants() -> dict[str, KeyGrant]:
             allowed_models=_narrow(tenant_models, key_models),
             queue=_queue_policy(tenant, api_key),
             describe_models=tenant.describe_models,
+            cors_origins=origins[tenant.pk],
         )
     return grants
 

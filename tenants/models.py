@@ -5,6 +5,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
+from tenants.cors import validate_cors_origins
+
 # The longest an operator may let a request wait for capacity (a day): an asynchronous job's deadline at most.
 QUEUE_MAX_WAIT_CEILING = 86_400
 
@@ -61,6 +63,14 @@ class Tenant(models.Model):
         default=100,
         validators=[MinValueValidator(1)],
         help_text="Requests that may wait at once: in line (per server process) and as jobs not yet finished.",
+    )
+    cors_origins = models.JSONField(
+        "CORS origins",
+        default=list,
+        blank=True,
+        validators=[validate_cors_origins],
+        help_text="Web pages that may call /v1/ with this tenant's keys from a browser: exact origins such as "
+        '"https://app.example.com", one per line. Empty: no browser access.',
     )
 
     class Meta:

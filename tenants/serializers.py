@@ -6,6 +6,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from providers.models import PublicModel
+from tenants.cors import validate_cors_origins
 from tenants.models import ApiKey, Tenant
 from tenants.services import QUEUE_POLICY_FIELDS
 
@@ -36,10 +37,16 @@ class TenantChangeSerializer(serializers.ModelSerializer):
         allow_null=True,
         help_text="Public model ids the tenant may call; null for every model, [] for none.",
     )
+    cors_origins = serializers.ListField(
+        child=serializers.CharField(max_length=300, trim_whitespace=False),
+        required=False,
+        validators=[validate_cors_origins],
+        help_text='Browser origins that may call /v1/ with the tenant\'s keys, e.g. ["https://app.example.com"].',
+    )
 
     class Meta:
         model = Tenant
-        fields = ["name", "slug", "active", "allowed_models", "describe_models", *QUEUE_POLICY_FIELDS]
+        fields = ["name", "slug", "active", "allowed_models", "describe_models", "cors_origins", *QUEUE_POLICY_FIELDS]
 
     def validate_allowed_models(self, public_ids: list[str] | None) -> list[PublicModel] | None:
         if public_ids is None:

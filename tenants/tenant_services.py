@@ -20,7 +20,7 @@ from tenants.models import Tenant
 from tenants.services import QUEUE_POLICY_FIELDS, queue_policy_set, tenant_create, tenant_set_models
 
 # The settings a tenant is created and changed with, besides its model list.
-TENANT_FIELDS = ("name", "slug", "active", "describe_models", *QUEUE_POLICY_FIELDS)
+TENANT_FIELDS = ("name", "slug", "active", "describe_models", "cors_origins", *QUEUE_POLICY_FIELDS)
 
 
 @transaction.atomic

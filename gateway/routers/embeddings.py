@@ -1,6 +1,7 @@
 """POST /v1/embeddings, /v1/moderations and /v1/images/generations: one JSON answer each.
 
-Their validators refuse `stream`, which none of them relays; moderations and
+Embeddings and moderations refuse `stream` as they validate; images refuse it
+once the model is known (no provider kind streams images yet). Moderations and
 images may leave `model` out, and then get the first such model the key may use.
 """
 
@@ -13,7 +14,12 @@ from gateway.intake import json_call
 from gateway.routers.openapi import EMBEDDING_REQUEST, IMAGE_REQUEST, MODERATION_REQUEST, documented
 from gateway.routing import serve
 from gateway.sse import EventStream
-from gateway.validation import validate_embedding_request, validate_image_request, validate_moderation_request
+from gateway.validation import (
+    refuse_unstreamed,
+    validate_embedding_request,
+    validate_image_request,
+    validate_moderation_request,
+)
 
 router = Router(tags=["embeddings"])
 
@@ -34,4 +40,6 @@ async def create_moderation(request: HttpRequest) -> HttpResponse | EventStream:
 
 @router.post("/images/generations", summary="Create images", openapi_extra=documented(IMAGE_REQUEST))
 async def create_image(request: HttpRequest) -> HttpResponse | EventStream:
-    return await serve(*await json_call(request, "images", validate_image_request))
+    call, snapshot, ext = await json_call(request, "images", validate_image_request)
+    refuse_unstreamed(call.model, "images", call.body.get("stream") is True)
+    return await serve(call, snapshot, ext)

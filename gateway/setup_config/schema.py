@@ -272,6 +272,7 @@ TENANT = Shape(
         Field("active", flag, _default(Tenant, "active")),
         Field("allowed_models", names(null=True, ordered=False), _none),
         Field("describe_models", flag, _default(Tenant, "describe_models")),
+        Field("cors_origins", names(ordered=False), list),
         Field("queue_mode", choice(QueueMode.values), _default(Tenant, "queue_mode")),
         Field("queue_max_wait", whole(minimum=1, maximum=QUEUE_MAX_WAIT_CEILING), _default(Tenant, "queue_max_wait")),
         Field("queue_max_depth", whole(minimum=1), _default(Tenant, "queue_max_depth")),
