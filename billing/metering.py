@@ -207,7 +207,13 @@ class Meter:
             cost = nano_cost_of(price, Usage(prompt_tokens=prompt, completion_tokens=output))
         counted = prompt if needs_tokens else None
         request = limits.Ask(
-            request_id=ask.request_id, windows=windows, budgets=budgets, tokens=prompt + cap, cost=cost
+            request_id=ask.request_id,
+            windows=windows,
+            budgets=budgets,
+            tokens=prompt + cap,
+            cost=cost,
+            # On a Redis Cluster every key of the call sits in its tenant's slot, whichever limits it has today.
+            shard=f"tenant:{ask.tenant_id}",
         )
         try:
             verdict = await self.limiter.acquire(request)

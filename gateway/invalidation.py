@@ -38,6 +38,7 @@ def publish() -> None:
     if _loop is not None and not _loop.is_closed():
         _loop.call_soon_threadsafe(store.mark_stale)
     if settings.REDIS_URL:
+        # On a Redis Cluster this is one node; the cluster hands a plain PUBLISH on to every other node.
         try:
             client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
             client.publish(channel(), b"changed")

@@ -93,6 +93,9 @@ async def refresh_with_redis(store: SnapshotStore) -> None:
 
     The periodic reload is the safety net: a message lost while Redis was away, for the
     publisher or for this process, is made good within one poll.
+
+    On a Redis Cluster REDIS_URL names one node, and subscribing there is enough: a cluster
+    passes every plain PUBLISH to all its nodes, whichever node it was sent to.
     """
     while True:
         client = aioredis.from_url(

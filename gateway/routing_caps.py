@@ -10,7 +10,8 @@ tenants' limits (gateway.accounting.accounts.limiter):
     tokens = the prompt estimate + the requested output (counted only under a TPM cap)
 
 With REDIS_URL that limiter keeps its counters in Redis, so a cap holds across
-every process and replica; without it, in this process (the embedded default,
+every process and replica (on a Redis Cluster each deployment's counters share
+the hash tag `{deployment:<id>}`: docs/redis-cluster.md); without it, in this process (the embedded default,
 where one process serves everything). When Redis does not answer,
 PORTICO_LIMITS_ON_REDIS_ERROR decides, as it does for the tenants' limits:
 "open" (the default) has each process check the caps alone until Redis is back;

@@ -110,7 +110,11 @@ REDIS_URL = env_str("REDIS_URL")
 # Every Redis key and channel Portico uses starts with this, so several
 # deployments (or test runs) can share one Redis.
 PORTICO_REDIS_PREFIX = env_str("PORTICO_REDIS_PREFIX", "portico")
-# Sign-in and management API throttles count in the cache: shared by every process when Redis is set.
+# REDIS_URL names one node of a Redis Cluster: limits, breakers, caps and the answer cache find the others
+# (docs/redis-cluster.md).
+PORTICO_REDIS_CLUSTER = env_bool("PORTICO_REDIS_CLUSTER", False)
+# Sign-in and management API throttles count in the cache: shared by every process when Redis is set (Django's
+# Redis cache cannot follow a cluster: there each process counts alone).
 CACHES = {
     "default": (
         {
@@ -118,7 +122,7 @@ CACHES = {
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": PORTICO_REDIS_PREFIX,
         }
-        if REDIS_URL
+        if REDIS_URL and not PORTICO_REDIS_CLUSTER
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     )
 }
@@ -380,7 +384,8 @@ SPECTACULAR_SETTINGS = {
 # The broker that carries jobs to `portico worker`: PORTICO_CELERY_BROKER_URL, else REDIS_URL. Without either, or
 # with the value `embedded`, there is none: jobs run on a few threads of each server process, which also keeps the
 # schedule (the embedded default).
-PORTICO_CELERY_BROKER_URL = env_str("PORTICO_CELERY_BROKER_URL", REDIS_URL)
+# Celery cannot use a Redis Cluster as its broker: with one, only PORTICO_CELERY_BROKER_URL names a broker.
+PORTICO_CELERY_BROKER_URL = env_str("PORTICO_CELERY_BROKER_URL", "" if PORTICO_REDIS_CLUSTER else REDIS_URL)
 if PORTICO_CELERY_BROKER_URL == "embedded":
     PORTICO_CELERY_BROKER_URL = ""
 # Celery itself needs some broker; memory:// is never used, gateway.celery runs jobs in-process instead.

@@ -2,13 +2,16 @@
 
 One acquire is one EVALSHA of the acquire script: every window and budget of
 the request is checked, and reserved only if all pass. One settle is one
-EVALSHA of the settle script. Keys (single-node Redis; a cluster would need
-every key of a request in one hash slot, which these names do not arrange):
+EVALSHA of the settle script. Keys (keys.py has the names, and the hash tags
+that keep one call's keys in one slot of a Redis Cluster):
 
-    {prefix}:rl:{scope}:req            RPM bucket: when it is full again (ms), expires once full
-    {prefix}:rl:{scope}:tok            TPM bucket, likewise
-    {prefix}:rl:{scope}:cc             sorted set of request ids in flight, scored by the end of their lease
-    {prefix}:budget:{scope}:{period}   nano-USD spent + reserved, expiring with the period
+    RPM bucket   when it is full again (ms), expires once full
+    TPM bucket   likewise
+    in flight    sorted set of request ids, scored by the end of their lease
+    budget       nano-USD spent + reserved, expiring with the period
+
+The connection is the hand-written one (resp.py) on a single Redis and
+redis-py's cluster client on a cluster (clients.py says why).
 
 A slot in flight is held for a lease (PORTICO_IN_FLIGHT_LEASE) that the
 process renews while the call runs: one EVALSHA of the renew script for all
@@ -36,13 +39,15 @@ import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from billing.limits.clients import LimiterClient, limiter_client
+from billing.limits.keys import budget_key, shard_of, stem, window_key
 from billing.limits.leases import LeaseKeeper
 from billing.limits.local import LocalLimiter
-from billing.limits.resp import RespClient
 from billing.limits.scripts import ACQUIRE, RENEW, SETTLE, Script
 from billing.limits.verdicts import (
     Ask,
@@ -82,14 +87,23 @@ class RedisLimiter:
         clock: Callable[[], float] | None = None,
         socket_timeout: float = 0.25,
         recheck: float = 1.0,
+        cluster: bool | None = None,
+        client: LimiterClient | None = None,
     ) -> None:
         """`clock` (Unix seconds) replaces Redis's own clock; for tests, as every process must share one clock.
 
         `lease`: seconds a slot in flight outlives its last renewal (default PORTICO_IN_FLIGHT_LEASE).
+        `cluster`: `url` is a node of a Redis Cluster (default PORTICO_REDIS_CLUSTER). `client`: the
+        connection to use instead of the one `url` and `cluster` choose (the benchmark compares them).
         """
         if on_redis_error not in ("open", "closed"):
             raise ValueError(f"on_redis_error must be 'open' or 'closed', not {on_redis_error!r}")
-        self._client = RespClient(url, timeout=socket_timeout)
+        if cluster is None:
+            from django.conf import settings
+
+            cluster = settings.PORTICO_REDIS_CLUSTER
+        self._cluster = cluster
+        self._client = client or limiter_client(url, timeout=socket_timeout, cluster=cluster)
         self._prefix = prefix
         self._fail_open = on_redis_error == "open"
         lease = in_flight_lease(lease)
@@ -111,6 +125,8 @@ class RedisLimiter:
         if self._down and not await self._redis_back():
             return await self._without_redis(ask, None)
         ask = bounded(ask)
+        if self._cluster and not ask.shard:
+            ask = replace(ask, shard=shard_of(ask))
         keys, args = self._acquire_call(ask)
         try:
             reply: bytes = await self._run(ACQUIRE, keys, args)
@@ -196,9 +212,9 @@ class RedisLimiter:
         tickets = [ticket for ticket in tickets if not ticket.local]
         if not tickets or (self._down and not await self._redis_back()):
             return
-        for start in range(0, len(tickets), REPLAY_BATCH):
+        for batch in self._renew_batches(tickets):
             try:
-                await self._run(RENEW, *self._renew_call(tickets[start : start + REPLAY_BATCH]))
+                await self._run(RENEW, *self._renew_call(batch))
             except ResponseError as exc:
                 if is_outage(exc):
                     self._trouble(exc)
@@ -234,24 +250,25 @@ class RedisLimiter:
         keys: list[str] = []
         args: Args = [self._now_arg(), ask.request_id, ask.tokens, ask.cost, self._lease_ms]
         args += (len(ask.windows), len(ask.budgets))
+        start = self._stem(ask.shard)
         for window in ask.windows:
-            stem = f"{self._prefix}:rl:{window.scope}"
             if window.rpm is not None:
-                keys.append(f"{stem}:req")
+                keys.append(window_key(start, window.scope, "req"))
             if window.tpm is not None:
-                keys.append(f"{stem}:tok")
+                keys.append(window_key(start, window.scope, "tok"))
             if window.concurrency is not None:
-                keys.append(f"{stem}:cc")
+                keys.append(window_key(start, window.scope, "cc"))
             args += (_limit(window.rpm), _limit(window.tpm), _limit(window.concurrency))
         for budget in ask.budgets:
-            keys.append(f"{self._prefix}:budget:{budget.scope}:{budget.period}")
+            keys.append(budget_key(start, budget.scope, budget.period))
             args += (budget.limit, budget.spent, budget.ttl)
         return keys, args
 
     def _settle_call(self, ticket: Ticket, tokens: int, cost: int) -> tuple[list[str], Args]:
-        keys = [f"{self._prefix}:rl:{scope}:tok" for scope, _ in ticket.token_limits]
-        keys += [f"{self._prefix}:rl:{scope}:cc" for scope in ticket.concurrency_scopes]
-        keys += [f"{self._prefix}:budget:{scope}:{period}" for scope, period in ticket.budget_periods]
+        start = self._stem(ticket.shard)
+        keys = [window_key(start, scope, "tok") for scope, _ in ticket.token_limits]
+        keys += [window_key(start, scope, "cc") for scope in ticket.concurrency_scopes]
+        keys += [budget_key(start, scope, period) for scope, period in ticket.budget_periods]
         args: Args = [self._now_arg(), ticket.request_id, tokens - ticket.tokens, cost - ticket.cost]
         args += (len(ticket.token_limits), len(ticket.concurrency_scopes), len(ticket.budget_periods))
         args += [limit for _, limit in ticket.token_limits]
@@ -261,10 +278,27 @@ class RedisLimiter:
         keys: list[str] = []
         args: Args = [self._now_arg(), self._lease_ms]
         for ticket in tickets:
+            start = self._stem(ticket.shard)
             for scope in ticket.concurrency_scopes:
-                keys.append(f"{self._prefix}:rl:{scope}:cc")
+                keys.append(window_key(start, scope, "cc"))
                 args.append(ticket.request_id)
         return keys, args
+
+    def _renew_batches(self, tickets: Sequence[Ticket]) -> list[Sequence[Ticket]]:
+        """Tickets to renew a round trip at a time: on a cluster, one shard (so one slot) per script."""
+        if not self._cluster:
+            return [tickets[start : start + REPLAY_BATCH] for start in range(0, len(tickets), REPLAY_BATCH)]
+        shards: dict[str, list[Ticket]] = {}
+        for ticket in tickets:
+            shards.setdefault(ticket.shard, []).append(ticket)
+        return [
+            group[start : start + REPLAY_BATCH]
+            for group in shards.values()
+            for start in range(0, len(group), REPLAY_BATCH)
+        ]
+
+    def _stem(self, shard: str) -> str:
+        return stem(self._prefix, shard, cluster=self._cluster)
 
     async def _run(self, script: Script, keys: Sequence[str], args: Args) -> Any:
         try:

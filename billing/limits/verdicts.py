@@ -89,6 +89,8 @@ class Ask:
     budgets: tuple[Budget, ...]
     tokens: int  # reserved for TPM: estimated prompt tokens + the requested output cap
     cost: int  # reserved for budgets: the worst-case cost in nano-USD
+    # On a Redis Cluster, the hash tag that keeps every key of this call in one slot (keys.py); "" = derived.
+    shard: str = ""
 
 
 # Held weakly while its slots in flight are renewed (billing.limits.leases).
@@ -103,6 +105,7 @@ class Ticket:
     concurrency_scopes: tuple[str, ...]
     budget_periods: tuple[tuple[str, str], ...]  # (scope, period)
     local: bool = False  # issued by the in-process limiter: settled there too
+    shard: str = ""  # the acquire's hash tag: its settle and renewals must find the same keys
 
     @property
     def empty(self) -> bool:
@@ -183,6 +186,7 @@ def ticket_for(ask: Ask, *, local: bool) -> Ticket:
         concurrency_scopes=tuple(window.scope for window in ask.windows if window.concurrency is not None),
         budget_periods=tuple((budget.scope, budget.period) for budget in ask.budgets),
         local=local,
+        shard=ask.shard,
     )
 
 

@@ -17,6 +17,13 @@ and the outage is logged at most every 30 s. A request never fails for it.
 
 The state and the reset run in an operator's thread (the admin), with plain
 redis-py calls.
+
+On a Redis Cluster (`cluster=True`, `url` one of its nodes) the calls go
+through redis-py's cluster clients, which find each key's node. A breaker's
+keys share the hash tag `{<deployment id>}`, so each script's keys lie in one
+slot; the set of known breakers is a key of its own. The transitions are
+plain PUBLISH messages, which a cluster passes to every node, so the watcher
+subscribes on the node `url` names.
 """
 
 from __future__ import annotations
@@ -74,10 +81,19 @@ class RedisBreakers:
         socket_timeout: float = 0.25,
         poll: float = 1.0,
         success_flush: float = 0.5,
+        cluster: bool | None = None,
     ) -> None:
-        """`clock` gives Unix seconds; the scripts take the time from it, so every process must share it."""
+        """`clock` gives Unix seconds; the scripts take the time from it, so every process must share it.
+
+        `cluster`: `url` is a node of a Redis Cluster (default PORTICO_REDIS_CLUSTER).
+        """
+        if cluster is None:
+            from django.conf import settings
+
+            cluster = bool(settings.PORTICO_REDIS_CLUSTER)
         self.rules = rules
         self._url = url
+        self._cluster = cluster
         self._prefix = prefix
         self._channel = f"{prefix}:breakers"
         self._known = f"{prefix}:breakers:known"
@@ -85,7 +101,7 @@ class RedisBreakers:
         self._history = history
         self._poll_every = poll
         self._success_flush = success_flush
-        self._client = aioredis.from_url(url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout)
+        self._client = _async_client(url, cluster=cluster, timeout=socket_timeout)
         self._scripts = {name: self._client.register_script(source) for name, source in _SOURCES.items()}
         self._latency = LatencyWatch(rules.latency_multiple, rules.latency_floor)
         self._open: dict[int, float] = {}  # deployments not closed -> until when open (0: half-open)
@@ -257,7 +273,7 @@ class RedisBreakers:
 
     def reset(self, route_id: int) -> None:
         """Close it for every process. Raises RedisError when Redis does not answer: the operator must know."""
-        client = redis.Redis.from_url(self._url, socket_timeout=2, socket_connect_timeout=2)
+        client = self._operator_client()
         try:
             reply = client.register_script(RESET)(
                 keys=self._keys(route_id, 2), args=[*self._head(route_id, ""), RESET_REASON]
@@ -270,7 +286,7 @@ class RedisBreakers:
 
     def state(self, route_id: int) -> BreakerState:
         state_key, _, errors_key = self._keys(route_id, 3)
-        client = redis.Redis.from_url(self._url, socket_timeout=2, socket_connect_timeout=2)
+        client = self._operator_client()
         try:
             # redis-py types its sync and async replies as one union; this client is the sync one.
             stored = cast(dict[bytes, bytes], client.hgetall(state_key))
@@ -293,6 +309,12 @@ class RedisBreakers:
         )
 
     # --- helpers ------------------------------------------------------------------------------------------
+
+    def _operator_client(self) -> redis.Redis:
+        if self._cluster:
+            # Typed as the single-node client: redis-py types the two apart, and what is used here both have.
+            return cast(redis.Redis, redis.RedisCluster.from_url(self._url, socket_timeout=2, socket_connect_timeout=2))
+        return redis.Redis.from_url(self._url, socket_timeout=2, socket_connect_timeout=2)
 
     def _keys(self, route_id: int, count: int) -> list[str]:
         stem = f"{self._prefix}:breaker:{{{route_id}}}"
@@ -330,6 +352,13 @@ class RedisBreakers:
         if now - self._alarmed_at >= ALARM_INTERVAL:
             self._alarmed_at = now
             logger.error("circuit breakers cannot use Redis (%s); every deployment counts as closed meanwhile", exc)
+
+
+def _async_client(url: str, *, cluster: bool, timeout: float) -> Any:
+    """redis-py's client of one node or of a cluster. Untyped, as `aioredis.from_url` always was: redis-py types
+    every command's reply as sync or async alike, and the two clients apart, though they share what is used here."""
+    kind = aioredis.RedisCluster if cluster else aioredis.Redis
+    return kind.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
 
 
 _SOURCES = {"record": RECORD, "open": OPEN_SCRIPT, "probe": PROBE, "reset": RESET}

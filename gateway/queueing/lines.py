@@ -27,10 +27,10 @@ import os
 import socket
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from gateway.queueing.orders import LocalOrder, Order, SharedOrder
 
@@ -157,7 +157,12 @@ class Lines:
         if found is None:
             order: Order = LocalOrder()
             if shared and settings.REDIS_URL:
-                order = SharedOrder(self._client(), prefix=settings.PORTICO_REDIS_PREFIX, line=name)
+                order = SharedOrder(
+                    self._client(),
+                    prefix=settings.PORTICO_REDIS_PREFIX,
+                    line=name,
+                    cluster=settings.PORTICO_REDIS_CLUSTER,
+                )
             found = self._lines[name] = Line(name, order, self)
         return found
 
@@ -207,7 +212,13 @@ class Lines:
 
     def _client(self) -> Redis:
         if self._redis is None:
-            self._redis = Redis.from_url(settings.REDIS_URL, socket_timeout=0.25, socket_connect_timeout=0.25)
+            url = settings.REDIS_URL
+            if settings.PORTICO_REDIS_CLUSTER:
+                # Typed as the single-node client: redis-py types the two apart, and the scripts run on both.
+                cluster = RedisCluster.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
+                self._redis = cast(Redis, cluster)
+            else:
+                self._redis = Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
         return self._redis
 
     def _same_loop(self) -> None:

@@ -25,6 +25,9 @@ per head, per leave), under
     {prefix}:queue:{line}:last     hash: flow -> its last tag
     {prefix}:queue:{line}:v        V
 
+(on a Redis Cluster the line's name is braced, `{prefix}:queue:{{line}}:tags`,
+so the four keys, which every script touches together, share a hash slot.)
+
 A process asks for the head every POLL seconds while it has waiters in the
 line, which renews their leases; a process that died stops renewing, and
 its waiters are dropped once their leases run out, so they never hold a
@@ -166,11 +169,12 @@ class SharedOrder:
 
     shared = True
 
-    def __init__(self, client: Redis, *, prefix: str, line: str, lease: float = LEASE) -> None:
+    def __init__(self, client: Redis, *, prefix: str, line: str, lease: float = LEASE, cluster: bool = False) -> None:
         self._join = client.register_script(_JOIN)
         self._head = client.register_script(_HEAD)
         self._leave = client.register_script(_LEAVE)
-        stem = f"{prefix}:queue:{line}"
+        # On a Redis Cluster the line's name is the hash tag, so a script's four keys share a slot.
+        stem = f"{prefix}:queue:{{{line}}}" if cluster else f"{prefix}:queue:{line}"
         self._keys = [f"{stem}:tags", f"{stem}:leases", f"{stem}:last", f"{stem}:v"]
         self._lease_ms = int(lease * 1000)
         self._ttl_ms = self._lease_ms * 4  # a line nobody vouches for disappears on its own

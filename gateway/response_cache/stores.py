@@ -13,6 +13,10 @@ was a right answer to the same request.
 
 The cache is an optimisation, never a dependency: Redis unreachable or slow
 reads as a miss, and a failed write is logged and forgotten.
+
+Each answer is one key and every call touches one key, so on a Redis Cluster
+(`cluster=True`) redis-py's cluster client spreads the answers over every node
+and no hash tag is needed.
 """
 
 from __future__ import annotations
@@ -93,18 +97,18 @@ class LocalStore:
 class RedisStore:
     """Answers in Redis under `<prefix>:response-cache:<tenant id>:<hash>`, expiring with their TTL."""
 
-    def __init__(self, url: str, *, prefix: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, url: str, *, prefix: str, clock: Callable[[], float] = time.time, cluster: bool = False) -> None:
         self.url = url
         self.prefix = f"{prefix}:response-cache:"
         self.clock = clock
-        self._client: aioredis.Redis | None = None
+        self.cluster = cluster
+        self._client: aioredis.Redis | aioredis.RedisCluster | None = None
 
-    def _redis(self) -> aioredis.Redis:
+    def _redis(self) -> aioredis.Redis | aioredis.RedisCluster:
         # Made on first use, inside the server's event loop, which its connections then belong to.
         if self._client is None:
-            self._client = aioredis.from_url(
-                self.url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
-            )
+            kind = aioredis.RedisCluster if self.cluster else aioredis.Redis
+            self._client = kind.from_url(self.url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
         return self._client
 
     async def read(self, key: str) -> tuple[bytes, float] | None:
@@ -165,5 +169,8 @@ def answer_store() -> AnswerStore:
     """The process's store, chosen once from the settings."""
     near = LocalStore(entries=settings.PORTICO_RESPONSE_CACHE_ENTRIES, max_bytes=settings.PORTICO_RESPONSE_CACHE_BYTES)
     if settings.REDIS_URL:
-        return TieredStore(near, RedisStore(settings.REDIS_URL, prefix=settings.PORTICO_REDIS_PREFIX))
+        shared = RedisStore(
+            settings.REDIS_URL, prefix=settings.PORTICO_REDIS_PREFIX, cluster=settings.PORTICO_REDIS_CLUSTER
+        )
+        return TieredStore(near, shared)
     return near

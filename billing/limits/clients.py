@@ -1,0 +1,64 @@
+"""The connections `RedisLimiter` can send its scripts over: the hand-written one, or redis-py's.
+
+    single Redis (the default)   RespClient (resp.py): one pipelined socket, the cheapest per call
+    Redis Cluster                RedisPyClient around redis.asyncio.cluster.RedisCluster, which knows
+                                 which node holds which slot and follows MOVED and ASK replies
+
+The limiter needs three things of a connection: `call` (send a command, await
+its reply), `send_now` (write a command at once, its reply as a future, or None
+when it cannot) and `aclose`. Both kinds raise redis-py's error classes for
+reply errors (`ResponseError`, `NoScriptError`), so the limiter tells an outage
+from a bad request the same way on either.
+
+Why the cluster uses redis-py rather than teaching resp.py slot routing: the
+routing (slot table, MOVED/ASK, failover, refreshing the table) is most of what
+makes a cluster client hard to get right, redis-py maintains it, and a cluster
+is chosen for capacity, where the extra CPU per call (bench/redis_clients.py)
+buys more than it costs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from billing.limits.resp import RespClient
+
+
+class LimiterClient(Protocol):
+    async def call(self, *args: Any) -> Any: ...
+
+    def send_now(self, *args: Any) -> asyncio.Future[Any] | None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class RedisPyClient:
+    """redis-py's asyncio client (a single Redis or a cluster) as a `LimiterClient`."""
+
+    def __init__(self, client: Redis | RedisCluster) -> None:
+        self._client = client
+
+    async def call(self, *args: Any) -> Any:
+        if args[0] == "SCRIPT":
+            # The cluster client routes a command by its name, given as one word: SCRIPT LOAD goes to every
+            # primary, as each must know the script before a key of its slots is used with it.
+            args = (f"SCRIPT {args[1]}", *args[2:])
+        return await self._client.execute_command(*args)
+
+    def send_now(self, *args: Any) -> asyncio.Future[Any] | None:
+        # redis-py has no way to write now and hand back the reply later: the limiter awaits `call` instead.
+        return None
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def limiter_client(url: str, *, timeout: float, cluster: bool) -> LimiterClient:
+    """The connection for the Redis (or, with `cluster`, the Redis Cluster seed node) at `url`."""
+    if cluster:
+        return RedisPyClient(RedisCluster.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout))
+    return RespClient(url, timeout=timeout)
