@@ -56,6 +56,48 @@ def chunk_is_exact(chunk: dict[str, Any]) -> bool:
     return True
 
 
+def completion_is_exact(body: dict[str, Any]) -> bool:
+    """True if a parsed whole answer is already OpenAI's exact shape (one with tool calls is always shaped).
+
+    An exact answer then only has its model renamed in its bytes, not written again; like `chunk_is_exact`,
+    the check may send an exact answer down the slow path, never a wrong one past it.
+    """
+    if type(body.get("id")) is not str or type(body.get("created")) is not int or type(body.get("model")) is not str:
+        return False
+    if body.get("object") != "chat.completion" or body.get("system_fingerprint", "") is None:
+        return False
+    if "usage" in body and not _usage_is_exact(body["usage"]):
+        return False
+    choices = body.get("choices")
+    if type(choices) is not list:
+        return False
+    for choice in choices:
+        if type(choice) is not dict or "logprobs" not in choice or type(choice.get("index")) is not int:
+            return False
+        if choice.get("finish_reason") not in FINISH_REASONS:
+            return False
+        message = choice.get("message")
+        if type(message) is not dict or message.get("role") != "assistant":
+            return False
+        if "content" not in message or "refusal" not in message:
+            return False
+        if "tool_calls" in message or "function_call" in message or message.get("annotations", "") is None:
+            return False
+    return True
+
+
+def _usage_is_exact(usage: Any) -> bool:
+    if type(usage) is not dict:
+        return False
+    if any(type(usage.get(name)) is not int for name in ("prompt_tokens", "completion_tokens", "total_tokens")):
+        return False
+    for name in ("prompt_tokens_details", "completion_tokens_details"):
+        details = usage.get(name, {})
+        if type(details) is not dict or any(type(value) is not int for value in details.values()):
+            return False
+    return True
+
+
 class ChunkShaper:
     """Shapes one stream's chunks; keeps the stream's id and creation time for chunks that lack them."""
 

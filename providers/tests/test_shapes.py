@@ -7,7 +7,8 @@ from typing import Any
 import orjson
 import pytest
 
-from providers.adapters.shapes import ChunkShaper, chunk_is_exact, shape_completion
+from providers.adapters.openai import exact_completion
+from providers.adapters.shapes import ChunkShaper, chunk_is_exact, completion_is_exact, shape_completion
 
 MODEL = "house-model"
 EXACT_CHUNKS = [
@@ -144,3 +145,35 @@ def test_a_null_usage_is_left_out_of_a_whole_answer() -> None:
     answer = shape_completion({**completion(), "usage": None}, MODEL)
 
     assert "usage" not in answer
+
+
+def test_an_exact_whole_answer_keeps_its_bytes_but_for_the_model() -> None:
+    # As Python's json writes it (spaces after separators), and with OpenAI's empty annotations.
+    body = completion(annotations=[])
+    body["model"] = "gpt-4o-2024-08-06"
+    payload = orjson.dumps(body).replace(b'":', b'": ').replace(b",", b", ")
+    assert completion_is_exact(orjson.loads(payload))
+
+    assert exact_completion(payload, MODEL) == payload.replace(b'"gpt-4o-2024-08-06"', b'"house-model"')
+
+
+@pytest.mark.parametrize(
+    "loosen",
+    [
+        lambda body: body["choices"][0].pop("logprobs"),
+        lambda body: body["choices"][0]["message"].pop("refusal"),
+        lambda body: body["choices"][0]["message"].update(tool_calls=None),
+        lambda body: body["choices"][0]["message"].update(annotations=None),
+        lambda body: body["choices"][0].update(finish_reason="eos"),
+        lambda body: body.update(system_fingerprint=None),
+        lambda body: body.update(usage=None),
+        lambda body: body["usage"].update(prompt_tokens_details=None),
+        lambda body: body.pop("created"),
+    ],
+)
+def test_a_whole_answer_with_any_deviation_is_not_taken_for_exact(loosen: Any) -> None:
+    body = completion()
+    loosen(body)
+
+    assert not completion_is_exact(body)
+    assert completion_is_exact(shape_completion(body, MODEL))

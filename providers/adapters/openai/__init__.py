@@ -16,7 +16,7 @@ import orjson
 from providers.adapters.base import OPENAI_PATHS, BaseAdapter, Operation, Target, UpstreamRequest
 from providers.adapters.headers import with_credential
 from providers.adapters.openai.options import OPTIONS
-from providers.adapters.shapes import ChunkShaper, shape_completion
+from providers.adapters.shapes import ChunkShaper, completion_is_exact, shape_completion
 from providers.adapters.wire import (
     model_rewriter,
     openai_model_ids,
@@ -56,7 +56,7 @@ def exact_completion(payload: bytes, public_model: str) -> bytes:
         body = orjson.loads(payload)
     except orjson.JSONDecodeError:
         return rewrite_model(payload, public_model)
-    if not isinstance(body, dict) or "error" in body:
+    if not isinstance(body, dict) or "error" in body or completion_is_exact(body):
         return rewrite_model(payload, public_model)
     return orjson.dumps(shape_completion(body, public_model))
 
