@@ -19,7 +19,6 @@ import orjson
 from django.conf import settings
 
 from gateway.accounting import Call
-from gateway.env import env_list
 from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from gateway.relay import Opened, Whole, cool_down_of, read_whole, send, translate, transport_error
 from gateway.responses.answers import usage_for_chat
@@ -30,16 +29,13 @@ from providers.adapters.wire import model_rewriter, rewrite_model
 from providers.facade import ProviderInfo, RouteInfo
 from providers.redaction import NO_SECRETS, Redactor
 
-# The older way to declare it, kept so existing deployments keep passing through until their providers set the
-# option; it can go once no deployment names providers here (read once per process, like every setting).
-_DECLARED = frozenset(env_list("PORTICO_RESPONSES_PROVIDERS", []))
 _FINAL = (b"response.completed", b"response.incomplete")
 
 
 def serves_responses(provider: ProviderInfo) -> bool:
     if provider.kind != "openai":
         return False
-    return bool(provider.options.get("serves_responses")) or provider.name in _DECLARED
+    return bool(provider.options.get("serves_responses"))
 
 
 def upstream_request(route: RouteInfo, body: dict[str, Any]) -> UpstreamRequest:
