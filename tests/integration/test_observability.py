@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from billing.models import UsageRecord
 from providers.models import ModelRoute
 from tenants.tests.factories import IssuedKey
+from tests.conftest import _serve
 from tests.fakes.openai_upstream import FakeUpstream, Reply
 from tests.servers import PROJECT_ROOT, START_TIMEOUT, PorticoServer, Settle, free_port
 
@@ -46,23 +47,14 @@ def observed_env(server_env: dict[str, str], tmp_path_factory: pytest.TempPathFa
     }
 
 
-def _started(env: dict[str, str], log_path: Path) -> Iterator[PorticoServer]:
-    server = PorticoServer(env=env, log_path=log_path)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture(scope="module")
 def first(observed_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[PorticoServer]:
-    yield from _started(observed_env, tmp_path_factory.mktemp("observed-1") / "server.log")
+    yield from _serve(observed_env, tmp_path_factory.mktemp("observed-1") / "server.log")
 
 
 @pytest.fixture(scope="module")
 def second(observed_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[PorticoServer]:
-    yield from _started(observed_env, tmp_path_factory.mktemp("observed-2") / "server.log")
+    yield from _serve(observed_env, tmp_path_factory.mktemp("observed-2") / "server.log")
 
 
 def samples(text: str) -> Samples:
