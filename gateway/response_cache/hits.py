@@ -4,7 +4,9 @@ A hit still counts against the key's and tenant's limits (it is admitted
 through the call's session, as a miss is) and writes one ledger row: no
 deployment, 0 attempts, provider cost 0 (no provider was asked), the stored
 usage, and the tenant's price for it scaled by the policy (full, free or a
-percent). Its `upstream_id` is `cache:` and the id of the answer first served.
+percent). Its `upstream_id` is `cache:` and the id of the answer first served;
+for embeddings, whose answers have no id, the request id of the call that
+first got it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from decimal import Decimal
+from typing import Any
 
 import orjson
 from django.http import HttpResponse
@@ -22,6 +25,7 @@ from caching.facade import CacheRule
 from gateway.accounting import Call, CallSession
 from gateway.extensions import Extensions
 from gateway.relay import put_headers
+from gateway.response_cache.embeddings import embeddings_hit
 from gateway.response_cache.replies import fresh_answer, stream_of
 from gateway.sse import STREAM_CONTENT_TYPE, STREAM_HEADERS
 
@@ -59,26 +63,34 @@ def hit_billing(billing: BillingSnapshot, public_id: str, rule: CacheRule) -> Bi
     return scaled
 
 
+def replayed(call: Call, stored: bytes) -> tuple[bytes, dict[str, Any] | None, str]:
+    """A hit's body, the usage it is charged for, and the id of what was first served (see the module docstring)."""
+    if call.operation == "embeddings":
+        return embeddings_hit(stored)  # the very bytes first served: there is no id to renew
+    answer, first_id = fresh_answer(call.operation, stored)
+    if call.streamed:
+        include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
+        return stream_of(call.operation, answer, include_usage=include_usage), answer.get("usage"), first_id
+    return orjson.dumps(answer), answer.get("usage"), first_id
+
+
 async def answer_hit(
     call: Call, billing: BillingSnapshot, ext: Extensions, rule: CacheRule, stored: bytes
 ) -> HttpResponse:
     """Admit the call, record it, and serve the stored answer: whole, or as a stream if it was asked for one."""
     session = CallSession(call, hit_billing(billing, call.model.public_id, rule))
     limit_headers = await session.admit()  # a refusal (429) is raised, and recorded, as for any call
-    answer, first_id = fresh_answer(call.operation, stored)
-    call.usage = answer.get("usage")
+    content, call.usage, first_id = replayed(call, stored)
     call.upstream_id = f"cache:{first_id}"
     if call.streamed:
         call.first_token = time.monotonic()  # the whole stream goes out at once
     cost = session.close()
     headers = {**limit_headers, "x-portico-attempts": "0", "x-portico-cache": "hit"}
     if call.streamed:
-        include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
-        content = stream_of(call.operation, answer, include_usage=include_usage)
         # The whole stream is in hand: one body, framed as the chunks a live stream would send.
         response = HttpResponse(content, content_type=STREAM_CONTENT_TYPE, headers=STREAM_HEADERS)
     else:
-        response = HttpResponse(orjson.dumps(answer), content_type="application/json")
+        response = HttpResponse(content, content_type="application/json")
         headers["x-portico-cost"] = usd(cost)
     put_headers(response, headers)
     if ext.request_id:

@@ -8,8 +8,11 @@ sorted and the fields that cannot change the answer are dropped:
 
 Everything else counts, sampling settings included (`temperature`, `seed`,
 `n`...): this is an exact cache, and the operator opted in to serving the
-same answer again. The tenant's id and the public model are hashed with the
-body and lead the key, so no two tenants ever share an entry.
+same answer again. A field left out is the same as its default only where the
+answer is the same byte for byte whichever is sent: an embeddings request with
+no `encoding_format` gets floats, as one that asks for "float" does. The
+tenant's id and the public model are hashed with the body and lead the key, so
+no two tenants ever share an entry.
 """
 
 from __future__ import annotations
@@ -21,11 +24,15 @@ from typing import Any
 import orjson
 
 IGNORED_FIELDS = frozenset({"stream", "stream_options", "user"})
+# Per operation, the defaults a request may leave out and get the very same answer (see the module docstring).
+DEFAULTS: dict[str, dict[str, Any]] = {"embeddings": {"encoding_format": "float"}}
 
 
 def cache_key(*, tenant_id: int, public_id: str, operation: str, body: Mapping[str, Any]) -> str:
     """`<tenant id>:<blake2b of the tenant, model, operation and normalised body>`."""
     asked = {name: value for name, value in body.items() if name not in IGNORED_FIELDS}
+    if (defaults := DEFAULTS.get(operation)) is not None:
+        asked = {**defaults, **asked}
     # OPT_SORT_KEYS sorts every object's keys, nested ones too: the same request in any key order hashes alike.
     material = orjson.dumps([tenant_id, public_id, operation, asked], option=orjson.OPT_SORT_KEYS)
     return f"{tenant_id}:{hashlib.blake2b(material, digest_size=20).hexdigest()}"

@@ -3,6 +3,8 @@
 Embeddings and moderations refuse `stream` as they validate; images refuse it
 once the model is known (no provider kind streams images yet). Moderations and
 images may leave `model` out, and then get the first such model the key may use.
+Embeddings go through the response cache, which routes them as usual unless a
+cache policy covers the tenant and model (gateway.response_cache).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Router
 
 from gateway.intake import json_call
+from gateway.response_cache import serve_cached
 from gateway.routers.openapi import EMBEDDING_REQUEST, IMAGE_REQUEST, MODERATION_REQUEST, documented
 from gateway.routing import serve
 from gateway.sse import EventStream
@@ -26,7 +29,7 @@ router = Router(tags=["embeddings"])
 
 @router.post("/embeddings", summary="Create embeddings", openapi_extra=documented(EMBEDDING_REQUEST))
 async def create_embeddings(request: HttpRequest) -> HttpResponse | EventStream:
-    return await serve(*await json_call(request, "embeddings", validate_embedding_request))
+    return await serve_cached(request, *await json_call(request, "embeddings", validate_embedding_request))
 
 
 @router.post(
