@@ -484,7 +484,9 @@ LOGGING = {
         "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "gateway.observability.request_log.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": PORTICO_LOG_FORMAT}},
+    "handlers": {
+        "console": {"class": "gateway.observability.request_log.BatchedStreamHandler", "formatter": PORTICO_LOG_FORMAT}
+    },
     "root": {"handlers": ["console"], "level": env_str("PORTICO_LOG_LEVEL", "INFO")},
     "loggers": {
         # httpx logs every request at INFO: too costly, and too chatty, on the hot path.

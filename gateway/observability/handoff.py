@@ -82,7 +82,7 @@ class HandOff:
         """Apply everything waiting; how many items were."""
         pending, metrics, log_on = self._pending, self.metrics, request_log.enabled()
         done = 0
-        with self._lock:
+        with self._lock, request_log.batched():
             while pending:
                 try:
                     item = pending.popleft()

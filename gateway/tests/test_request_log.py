@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from gateway.observability.clock import RequestClock
 from gateway.observability.handoff import HandOff
 from gateway.observability.metrics import Metrics
-from gateway.observability.request_log import JsonFormatter
+from gateway.observability.request_log import HELD_LINES_MAX, BatchedStreamHandler, JsonFormatter
 from gateway.tests.test_metrics import row
 
 KEY = "pk-abcdefgh" + "S3CRETPART" * 4  # what a client sends; only its prefix may be logged
@@ -120,3 +120,49 @@ def test_the_lines_can_be_turned_off(hand_off: HandOff, caplog: pytest.LogCaptur
         )
         == 1
     )  # the metrics count it all the same
+
+
+class CountingStream:
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.writes.append(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_a_drains_lines_go_to_the_console_in_one_write(hand_off: HandOff) -> None:
+    stream = CountingStream()
+    handler = BatchedStreamHandler(stream)  # type: ignore[arg-type]
+    handler.setFormatter(logging.Formatter("%(name)s %(message)s"))
+    request_logger = logging.getLogger("portico.requests")
+    request_logger.addHandler(handler)
+    try:
+        for n in range(5):
+            hand_off.call(row(request_id=f"req_{n}"), None)
+        assert hand_off.drain() == 5
+        assert len(stream.writes) == 1
+        lines = stream.writes[0].splitlines()
+        assert [line.split()[1] for line in lines] == [f"request_id=req_{n}" for n in range(5)]
+
+        # Outside a drain the handler writes each line as it comes, as any StreamHandler does.
+        logging.getLogger("portico.requests").warning("a line of its own")
+        assert stream.writes[1:] == ["portico.requests a line of its own\n"]
+    finally:
+        request_logger.removeHandler(handler)
+
+
+def test_a_long_drain_writes_its_held_lines_every_few_hundred(hand_off: HandOff) -> None:
+    stream = CountingStream()
+    handler = BatchedStreamHandler(stream)  # type: ignore[arg-type]
+    request_logger = logging.getLogger("portico.requests")
+    request_logger.addHandler(handler)
+    try:
+        for n in range(HELD_LINES_MAX + 3):
+            hand_off.call(row(request_id=f"req_{n}"), None)
+        hand_off.drain()
+        assert [text.count("\n") for text in stream.writes] == [HELD_LINES_MAX, 3]
+    finally:
+        request_logger.removeHandler(handler)
