@@ -99,3 +99,24 @@ async def test_callers_behind_a_late_reply_are_told_the_connection_is_gone() -> 
 
     assert isinstance(results[0], TimeoutError)
     assert isinstance(results[1], ConnectionError)
+
+
+async def test_the_commands_of_one_turn_of_the_loop_go_out_in_one_write() -> None:
+    client = RespClient(REDIS_URL, timeout=1.0)
+    try:
+        await client.call("PING")  # opens the connection
+        protocol = client._protocol
+        assert protocol is not None
+        writes: list[bytes] = []
+        real_write = protocol.transport.write
+        protocol.transport.write = lambda data: (writes.append(data), real_write(data))[1]
+
+        replies = await asyncio.gather(*(client.call("ECHO", f"reply {n}") for n in range(20)))
+        settled = client.send_now("ECHO", "settle")
+        assert settled is not None
+        assert await settled == b"settle"
+    finally:
+        await client.aclose()
+
+    assert replies == [f"reply {n}".encode() for n in range(20)]
+    assert writes == [b"".join(pack(("ECHO", f"reply {n}")) for n in range(20)), pack(("ECHO", "settle"))]
