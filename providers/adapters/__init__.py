@@ -5,13 +5,25 @@ from __future__ import annotations
 from providers.adapters.anthropic import AnthropicAdapter
 from providers.adapters.azure import AzureOpenAIAdapter
 from providers.adapters.base import Adapter
+from providers.adapters.cohere import CohereAdapter
+from providers.adapters.gemini import GeminiAdapter
 from providers.adapters.mock import MockAdapter
 from providers.adapters.ollama import OllamaAdapter
 from providers.adapters.openai import OpenAIAdapter
+from providers.adapters.replicate import ReplicateAdapter
 
 ADAPTERS: dict[str, Adapter] = {
     adapter.kind: adapter
-    for adapter in (OpenAIAdapter(), AnthropicAdapter(), AzureOpenAIAdapter(), OllamaAdapter(), MockAdapter())
+    for adapter in (
+        OpenAIAdapter(),
+        AnthropicAdapter(),
+        AzureOpenAIAdapter(),
+        OllamaAdapter(),
+        CohereAdapter(),
+        GeminiAdapter(),
+        ReplicateAdapter(),
+        MockAdapter(),
+    )
 }
 
 

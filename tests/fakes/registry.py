@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from tests.fakes import anthropic_upstream as anthropic
-from tests.fakes import behaviours, ollama_upstream
+from tests.fakes import behaviours, cohere_upstream, ollama_upstream
+from tests.fakes import gemini_upstream as gemini
+from tests.fakes import replicate_upstream as replicate
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,9 @@ KINDS: dict[str, KindFake] = {
         KindFake("azure", "azure_route", "azure_upstream", behaviours.Reply, behaviours.Fail),
         KindFake("anthropic", "anthropic_route", "anthropic_upstream", anthropic.Reply, anthropic.Fail),
         KindFake("ollama", "ollama_route", "ollama_upstream", ollama_upstream.Reply, ollama_upstream.Fail),
+        KindFake("cohere", "cohere_route", "cohere_upstream", cohere_upstream.Reply, cohere_upstream.Fail),
+        KindFake("gemini", "gemini_route", "gemini_upstream", gemini.Reply, gemini.Fail),
+        KindFake("replicate", "replicate_route", "replicate_upstream", replicate.Reply, replicate.Fail),
         KindFake("mock", "echo_route", None),
     )
 }

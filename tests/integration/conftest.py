@@ -22,7 +22,10 @@ from providers.tests.factories import make_provider, make_route
 from tenants.tests.factories import IssuedKey, make_key, make_tenant
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.azure_upstream import FakeAzure
+from tests.fakes.cohere_upstream import FakeCohere
+from tests.fakes.gemini_upstream import FakeGemini
 from tests.fakes.ollama_upstream import FakeOllama
+from tests.fakes.replicate_upstream import FakeReplicate
 from tests.servers import PorticoServer
 
 ANTHROPIC_CREDENTIAL = "sk-ant-api03-fake-e2e-credential-0123456789"
@@ -182,3 +185,125 @@ def personas(mock_provider: Provider, tag: str) -> Callable[..., Personas]:
         )
 
     return personas
+
+
+# --- the `cohere` kind: Cohere's API v2 ---
+
+COHERE_CREDENTIAL = "co-fake-e2e-credential-5b1d9e0c7a24"
+
+
+@pytest.fixture(scope="session")
+def cohere_credential() -> str:
+    return COHERE_CREDENTIAL
+
+
+@pytest.fixture(scope="session")
+def cohere_upstream(cohere_credential: str) -> Iterator[FakeCohere]:
+    fake = FakeCohere(api_key=cohere_credential)
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def cohere_provider(committed_db: None, cohere_upstream: FakeCohere, cohere_credential: str, tag: str) -> Provider:
+    return make_provider(
+        kind="cohere", name=f"cohere-{tag}", base_url=cohere_upstream.base_url, credential=cohere_credential
+    )
+
+
+@pytest.fixture
+def cohere_route(cohere_provider: Provider, tag: str) -> ModelRoute:
+    return make_route(provider=cohere_provider, public_id=f"command-e2e-{tag}", upstream_model=f"command-fake-{tag}")
+
+
+@pytest.fixture
+def cohere_embedding_route(cohere_provider: Provider, tag: str) -> ModelRoute:
+    return make_route(
+        provider=cohere_provider,
+        public_id=f"embed-cohere-{tag}",
+        upstream_model=f"embed-fake-{tag}",
+        supports_chat=False,
+        supports_embeddings=True,
+    )
+
+
+# --- the `gemini` kind: Google's Gemini API ---
+
+GEMINI_CREDENTIAL = "AIzaSyFakeE2eGeminiCredential0123456789"
+
+
+@pytest.fixture(scope="session")
+def gemini_credential() -> str:
+    return GEMINI_CREDENTIAL
+
+
+@pytest.fixture(scope="session")
+def gemini_upstream(gemini_credential: str) -> Iterator[FakeGemini]:
+    fake = FakeGemini(api_key=gemini_credential)
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def gemini_provider(committed_db: None, gemini_upstream: FakeGemini, gemini_credential: str, tag: str) -> Provider:
+    return make_provider(
+        kind="gemini", name=f"gemini-{tag}", base_url=gemini_upstream.base_url, credential=gemini_credential
+    )
+
+
+@pytest.fixture
+def gemini_route(gemini_provider: Provider, tag: str) -> ModelRoute:
+    return make_route(provider=gemini_provider, public_id=f"gemini-e2e-{tag}", upstream_model=f"gemini-fake-{tag}")
+
+
+@pytest.fixture
+def gemini_embedding_route(gemini_provider: Provider, tag: str) -> ModelRoute:
+    return make_route(
+        provider=gemini_provider,
+        public_id=f"embed-gemini-{tag}",
+        upstream_model=f"gemini-embedding-fake-{tag}",
+        supports_chat=False,
+        supports_embeddings=True,
+    )
+
+
+# --- replicate ---
+
+REPLICATE_CREDENTIAL = "r8_FakeE2eReplicateToken0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def replicate_credential() -> str:
+    return REPLICATE_CREDENTIAL
+
+
+@pytest.fixture(scope="session")
+def replicate_upstream(replicate_credential: str) -> Iterator[FakeReplicate]:
+    fake = FakeReplicate(api_key=replicate_credential)
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def replicate_provider(
+    committed_db: None, replicate_upstream: FakeReplicate, replicate_credential: str, tag: str
+) -> Provider:
+    return make_provider(
+        kind="replicate", name=f"replicate-{tag}", base_url=replicate_upstream.base_url, credential=replicate_credential
+    )
+
+
+@pytest.fixture
+def replicate_route(replicate_provider: Provider, tag: str) -> ModelRoute:
+    # Prompt in, text out: no tools, images or JSON mode to promise.
+    return make_route(
+        provider=replicate_provider,
+        public_id=f"llama-replicate-{tag}",
+        upstream_model=f"meta/llama-fake-{tag}",
+        supports_tools=False,
+        supports_vision=False,
+        supports_json_mode=False,
+    )
