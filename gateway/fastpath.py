@@ -78,8 +78,31 @@ async def read_body(receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
+class _RandomIds:
+    """128 random bits per id, as unique as a uuid4; read from the OS 256 ids at a time, not a system call each."""
+
+    def __init__(self) -> None:
+        self.forget()
+
+    def forget(self) -> None:
+        self._hex = ""
+        self._at = 0
+
+    def next(self) -> str:
+        at = self._at
+        if at >= len(self._hex):
+            self._hex, at = os.urandom(4096).hex(), 0
+        self._at = at + 32
+        return self._hex[at : at + 32]
+
+
+_random_ids = _RandomIds()
+if hasattr(os, "register_at_fork"):  # a forked worker must not hand out its parent's ids
+    os.register_at_fork(after_in_child=_random_ids.forget)
+
+
 def new_request_id() -> str:
-    return f"req_{os.urandom(16).hex()}"  # as unique as a uuid4, at a fraction of its cost per request
+    return "req_" + _random_ids.next()
 
 
 def _client_request_id(scope: Scope) -> str:

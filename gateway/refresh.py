@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -29,19 +30,19 @@ class KeyUseLog:
     """Last-used times of keys, kept in memory and written in batches off the request path."""
 
     def __init__(self) -> None:
-        self._pending: dict[int, datetime] = {}
+        self._pending: dict[int, float] = {}  # seconds since the epoch: a datetime per request cost 1-2 µs
 
     def touch(self, key_id: int) -> None:
-        self._pending[key_id] = datetime.now(UTC)
+        self._pending[key_id] = time.time()
 
     def take(self) -> dict[int, datetime]:
         pending, self._pending = self._pending, {}
-        return pending
+        return {key_id: datetime.fromtimestamp(when, UTC) for key_id, when in pending.items()}
 
     def restore(self, pending: dict[int, datetime]) -> None:
         """Put back times that could not be stored; newer ones recorded meanwhile win."""
         for key_id, when in pending.items():
-            self._pending.setdefault(key_id, when)
+            self._pending.setdefault(key_id, when.timestamp())
 
 
 key_use = KeyUseLog()

@@ -539,3 +539,12 @@ async def test_a_wrong_method_on_the_upload_endpoint_is_openais_405(
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
     assert "POST" in response.headers["allow"]
+
+
+def test_request_ids_are_128_random_bits_each_across_refills_of_the_pool() -> None:
+    from gateway.fastpath import new_request_id
+
+    ids = [new_request_id() for _ in range(2_000)]  # about eight refills of 256 ids
+
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"req_[0-9a-f]{32}", request_id) for request_id in ids)

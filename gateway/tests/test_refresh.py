@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -45,3 +46,22 @@ async def test_cancelling_a_supervised_loop_stops_it() -> None:
 
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+def test_key_use_keeps_the_latest_time_of_each_key_and_gives_it_back_as_a_datetime() -> None:
+    log = refresh.KeyUseLog()
+    log.touch(1)
+    first = log.take()
+    assert list(first) == [1]
+    assert abs(first[1] - datetime.now(UTC)) < timedelta(seconds=5)
+
+    log.touch(1)
+    newer = log.take()[1]
+    log.restore({1: first[1] - timedelta(hours=1)})  # a failed write of an older time
+    log.touch(2)
+    log.restore({2: newer - timedelta(hours=1)})  # older than the time recorded meanwhile: it loses
+
+    again = log.take()
+    assert again[1] == first[1] - timedelta(hours=1)
+    assert again[2] > newer - timedelta(hours=1)
+    assert log.take() == {}
