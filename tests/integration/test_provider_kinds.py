@@ -10,6 +10,7 @@ OpenAI playing that server's quirks.
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 import openai
@@ -23,6 +24,7 @@ from tests.fakes.openai_upstream import FakeUpstream
 from tests.fakes.presets import PRESETS, Preset
 from tests.fakes.registry import KINDS, SCRIPTED, KindFake
 from tests.integration.conftest import Personas
+from tests.openai_schemas import assert_valid
 from tests.servers import PorticoServer, Settle
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("committed_db")]
@@ -119,6 +121,34 @@ def test_an_upstream_error_reaches_the_client_in_openais_shape(
     assert error["type"] == error_type
     assert "Traceback" not in caught.value.response.text
     assert len(upstream.received(route.upstream_model)) == 1
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_every_answer_and_chunk_of_every_kind_is_in_openais_schema(
+    request: pytest.FixtureRequest, portico: PorticoServer, key: Any, settle: Settle, kind: str
+) -> None:
+    """The raw JSON, not what the SDK makes of it: the SDK accepts answers that miss required fields."""
+    fake = KINDS[kind]
+    upstream = _upstream(request, fake)
+    route: ModelRoute = request.getfixturevalue(fake.route_fixture)
+    settle()
+    if fake.reply is not None:
+        upstream.script(route.upstream_model, fake.reply(ANSWER))
+
+    with portico.client(key.plaintext) as sdk:
+        whole = sdk.chat.completions.with_raw_response.create(model=route.public_id, messages=ASK)
+        with sdk.chat.completions.with_streaming_response.create(
+            model=route.public_id, messages=ASK, stream=True, stream_options={"include_usage": True}
+        ) as streamed:
+            lines = [line for line in streamed.iter_lines() if line.startswith("data: ")]
+
+    assert_valid("CreateChatCompletionResponse", whole.http_response.json())
+    assert lines[-1] == "data: [DONE]"
+    chunks = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
+    for chunk in chunks:
+        assert_valid("CreateChatCompletionStreamResponse", chunk)
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"]["completion_tokens"] > 0
 
 
 # --- OpenAI-compatible servers: the presets of docs/provider-kinds.md ---
