@@ -30,7 +30,7 @@ from django.conf import settings
 from billing import metering
 from billing.facade import BillingSnapshot
 from billing.metering import UNLIMITED, Admission, Meter, MeterAsk, MeterResult, Usage
-from gateway.errors import InternalError, LimitsUnavailable, PorticoError, QuotaExceeded, RateLimited
+from gateway.errors import InternalError, LimitsUnavailable, NoDeployment, PorticoError, QuotaExceeded, RateLimited
 from gateway.observability.clock import current as current_clock
 from gateway.observability.handoff import hand_off
 from gateway.queueing.admission import Requeue
@@ -51,8 +51,14 @@ def _recorded(row: dict[str, Any]) -> None:
 
 if settings.PORTICO_METRICS or settings.PORTICO_REQUEST_LOG:
     accounts.recorded = _recorded  # every finished call to the metrics and the request log (gateway.observability)
-# Refusals of a call's limits that a batch line waits out rather than fails on.
-BATCH_WAITS = (RateLimited, QuotaExceeded, LimitsUnavailable)
+
+
+class AtCapacity(NoDeployment):
+    """Every deployment that could serve the call was at its caps (gateway.routing_caps.at_capacity)."""
+
+
+# Refusals that a batch line waits out rather than fails on: its call's limits, and its deployments' caps.
+BATCH_WAITS = (RateLimited, QuotaExceeded, LimitsUnavailable, AtCapacity)
 
 
 class Call:
@@ -310,6 +316,11 @@ class CallSession:
         self.call.finished = True
 
     def fail(self, error: PorticoError) -> None:
+        if self.call.batch_id is not None and isinstance(error, AtCapacity):
+            # The line is tried again once a deployment has room: its limits go back, and only its final
+            # outcome becomes its ledger row (gateway.batch_runner).
+            self.forgo()
+            return
         self.call.fail(error)
         self.close()
 

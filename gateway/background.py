@@ -30,6 +30,7 @@ import atexit
 import fcntl
 import functools
 import heapq
+import importlib
 import io
 import itertools
 import logging
@@ -50,7 +51,7 @@ from django.db import connections, transaction
 from kombu.exceptions import OperationalError
 
 from gateway.celery import QUEUES, app, broker_configured, queue_for
-from gateway.schedule import JOBS, PeriodicJob, is_registered, periodic_jobs
+from gateway.schedule import AT_START, JOBS, PeriodicJob, StartJob, is_registered, periodic_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -271,8 +272,11 @@ def _call(task: Task, job: Job) -> None:
 
 @functools.cache
 def _discover_tasks() -> None:
-    # A worker imports every app's tasks module as it starts; other processes do it once, on first need.
+    # A worker imports every app's tasks module, and CELERY_IMPORTS, as it starts; other processes do it once,
+    # on first need (the schedule may fire before anything else has imported gateway.tasks_queue).
     app.autodiscover_tasks(force=True)
+    for module in settings.CELERY_IMPORTS:
+        importlib.import_module(module)
 
 
 def registered_task(name: str) -> Task | None:
@@ -293,11 +297,19 @@ class EmbeddedScheduler:
     that holds its lock file keeps the schedule; when it stops, another takes
     over within _LOCK_RETRY seconds. A job's first run comes one interval after
     the start, as with beat, and a job whose previous run is still going is
-    skipped rather than run twice at once.
+    skipped rather than run twice at once. The `at_start` jobs are queued once,
+    as soon as the lock is held: what a worker queues as it starts, with a broker.
     """
 
-    def __init__(self, *, jobs: tuple[PeriodicJob, ...] = JOBS, lock_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        jobs: tuple[PeriodicJob, ...] = JOBS,
+        at_start: tuple[StartJob, ...] = (),
+        lock_path: Path | None = None,
+    ) -> None:
         self.jobs = jobs
+        self.at_start = at_start
         self.lock_path = lock_path
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -324,6 +336,8 @@ class EmbeddedScheduler:
         if handle is None:
             return
         try:
+            for job in self.at_start:
+                self._fire(job.task, job.kwargs)
             next_at: dict[str, float] = {}
             while True:
                 now = time.monotonic()
@@ -338,7 +352,7 @@ class EmbeddedScheduler:
         finally:
             handle.close()  # lets another process take over
 
-    def _fire(self, task: str) -> None:
+    def _fire(self, task: str, kwargs: dict[str, Any] | None = None) -> None:
         _discover_tasks()
         if not is_registered(task, app.tasks):
             return
@@ -346,7 +360,7 @@ class EmbeddedScheduler:
         if previous is not None and not previous.done.is_set():
             logger.warning("periodic job %s skipped: its previous run has not finished", task)
             return
-        job = Job(name=task, args=(), kwargs={}, queue=queue_for(task))
+        job = Job(name=task, args=(), kwargs=dict(kwargs or {}), queue=queue_for(task))
         self._last[task] = job
         runner.submit(job)
 
@@ -370,7 +384,7 @@ def _take_lock(path: Path, stop: threading.Event) -> IO[str] | None:
 
 
 runner = Runner()
-scheduler = EmbeddedScheduler()
+scheduler = EmbeddedScheduler(at_start=AT_START)
 
 
 def start_scheduler() -> bool:

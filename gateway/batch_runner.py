@@ -11,9 +11,12 @@ pending lines, PORTICO_BATCH_CONCURRENCY at a time, for PORTICO_BATCH_CHUNK_SECO
 
     claim (committed: the line is running) -> serve -> record (answer, done/failed, count: one transaction)
 
-A line the tenant's limits refuse is released (pending again; nothing was sent
-and no ledger row written) and the batch waits: the limiter's Retry-After,
-doubled while refusals go on, up to PORTICO_BATCH_RETRY_MAX_SECONDS.
+A line the tenant's limits refuse, or that finds every deployment of its model
+at its caps, is released (pending again; nothing was sent and no ledger row
+written) and the batch waits: the Retry-After it was given, doubled while
+refusals go on, up to PORTICO_BATCH_RETRY_MAX_SECONDS. Batch lines never wait
+in a model's line as interactive calls do: a slot that frees goes to those
+first, which is what keeps a batch below live traffic.
 
 Exactly once, and where it stops. A line is sent only after its claim is
 committed, and a claimed line is never sent again. A runner that dies (SIGKILL,
@@ -129,7 +132,8 @@ def _error(error: PorticoError) -> Answer:
 
 
 async def answer_line(batch: BatchRun, grant: KeyGrant | None, line: LineWork) -> Answer | Wait:
-    """Serve one line as a live request is served: its whole answer, or a wait if its limits refused it."""
+    """Serve one line as a live request is served: its whole answer, or a wait if its limits or its model's
+    deployments had no room for it."""
     if grant is None:
         return _error(AuthenticationFailed("The API key that created this batch is no longer valid."))
     operation, validate = ENDPOINTS[batch.endpoint]

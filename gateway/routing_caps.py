@@ -50,7 +50,7 @@ import orjson
 
 from billing.metering import Ask, Limiter, LimiterFailed, LimiterUnavailable, Ticket, Window
 from gateway import accounting
-from gateway.accounting import Call, CallSession, prompt_estimate
+from gateway.accounting import AtCapacity, Call, CallSession, prompt_estimate
 from gateway.errors import InternalError, LimitsUnavailable, NoDeployment
 from gateway.queueing.admission import wait_for_deployments
 from gateway.queueing.lines import POLL
@@ -221,7 +221,7 @@ class CapWait:
         if hold is not None:
             hold.release()
 
-    def refusal(self, model: ModelInfo) -> NoDeployment:
+    def refusal(self, model: ModelInfo) -> AtCapacity:
         """What the call gets if it waited in vain: the 503 it would have had at once."""
         return at_capacity(model, self.soonest if math.isfinite(self.soonest) else 1.0)
 
@@ -254,9 +254,10 @@ async def run_in_turn(
         waits.release()  # a slot reserved that the last pass did not take
 
 
-def at_capacity(model: ModelInfo, wait: float) -> NoDeployment:
-    """The answer when every deployment left was at its caps: a 503 saying when to come back."""
-    error = NoDeployment(model.public_id)
+def at_capacity(model: ModelInfo, wait: float) -> AtCapacity:
+    """The answer when every deployment left was at its caps: a 503 saying when to come back (a batch line waits
+    that long instead, and is tried again)."""
+    error = AtCapacity(model.public_id)
     seconds = max(1, math.ceil(wait))
     # NoDeployment's own message is right but vague: this one says why, and when.
     error.message = (

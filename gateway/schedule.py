@@ -1,6 +1,7 @@
 """Every periodic job of Portico, in one place, with its interval from settings.
 
     JOBS                 the task each job runs and the setting that holds its interval (seconds; 0: off)
+    AT_START             jobs queued once when the schedule starts being kept, before the first interval
     periodic_jobs()      the jobs that are on, with their intervals, as settings have them now
     beat_schedule()      Celery beat's schedule for those whose task is registered
     Scheduler            beat's scheduler class (CELERY_BEAT_SCHEDULER): builds its schedule from beat_schedule()
@@ -18,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Container, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -40,10 +41,23 @@ JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("providers.tasks.provider_discovery_run", "PORTICO_DISCOVERY_INTERVAL"),
     PeriodicJob("providers.tasks.deployment_health_probe", "PORTICO_HEALTH_CHECK_INTERVAL"),
     PeriodicJob("gateway.tasks.batches_sweep", "PORTICO_BATCH_SWEEP_INTERVAL"),
+    # Queued (202) jobs whose hand-over was lost, or past their deadline with no run to expire them; old ones pruned.
+    PeriodicJob("gateway.tasks_queue.queue_jobs_sweep", "PORTICO_QUEUE_SWEEP_INTERVAL"),
     # The ledger's new rows into the hourly and daily usage rollups that reports read (billing/rollups.py).
     PeriodicJob("billing.tasks.usage_rollups_update", "PORTICO_ROLLUP_INTERVAL"),
     PeriodicJob("billing.tasks.ledger_partitions_maintain", "PORTICO_LEDGER_PARTITION_INTERVAL"),
 )
+
+
+@dataclass(frozen=True)
+class StartJob:
+    task: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+# A worker queues these as it starts (providers.tasks.refresh_model_lists_at_start); without a broker, the process
+# that takes the embedded schedule does (gateway.background). The settings' model list may be new or changed.
+AT_START: tuple[StartJob, ...] = (StartJob("providers.tasks.model_list_sources_refresh", {"at_start": True}),)
 
 
 @dataclass(frozen=True)

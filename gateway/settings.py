@@ -316,6 +316,8 @@ PORTICO_BATCH_RETRY_MAX_SECONDS = env_float("PORTICO_BATCH_RETRY_MAX_SECONDS", 6
 # holds unrenewed (a run renews it every third of that; a job whose worker died is taken again once it runs out).
 PORTICO_QUEUE_JOB_SLICE = env_float("PORTICO_QUEUE_JOB_SLICE", 10.0, minimum=0.1)
 PORTICO_QUEUE_JOB_LEASE = env_float("PORTICO_QUEUE_JOB_LEASE", 30.0, minimum=1.0)
+# Days a finished job (and its answer) is kept for its client to read before the queue sweep deletes it; 0: kept.
+PORTICO_QUEUE_JOB_RETENTION_DAYS = env_float("PORTICO_QUEUE_JOB_RETENTION_DAYS", 7.0, minimum=0.0)
 
 # --- Alerts: budgets and breakers, by email and signed webhook (notifications/, docs/alerts.md) ------------------
 # Tries per delivery in all; between two, PORTICO_ALERT_RETRY_BACKOFF seconds doubled per retry (at most 5 minutes).
@@ -456,6 +458,7 @@ PORTICO_DISCOVERY_INTERVAL = env_float("PORTICO_DISCOVERY_INTERVAL", 3600.0, min
 PORTICO_HEALTH_CHECK_INTERVAL = env_float("PORTICO_HEALTH_CHECK_INTERVAL", 60.0, minimum=0.0)
 PORTICO_BATCH_SWEEP_INTERVAL = env_float("PORTICO_BATCH_SWEEP_INTERVAL", 30.0, minimum=0.0)
 PORTICO_ROLLUP_INTERVAL = env_float("PORTICO_ROLLUP_INTERVAL", 60.0, minimum=0.0)
+PORTICO_QUEUE_SWEEP_INTERVAL = env_float("PORTICO_QUEUE_SWEEP_INTERVAL", 30.0, minimum=0.0)
 
 # --- Observability (gateway/observability/, docs/observability.md) -------------------------------------------
 # GET /metrics in Prometheus' format (false: 404). Scrapes are answered for addresses in PORTICO_METRICS_ALLOW

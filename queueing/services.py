@@ -1,7 +1,9 @@
-"""Writes on queued jobs: accept one, claim it for a run, give it back, record how it ended.
+"""Writes on queued jobs: accept one, claim it for a run, give it back, record how it ended; the sweep's.
 
 Each is one short transaction; a run claims before it sends anything and
-records only under its claim (see queueing.models for the states).
+records only under its claim (see queueing.models for the states). The
+periodic sweep (gateway.tasks_queue) finds the jobs whose hand-over was lost
+and removes finished jobs past their retention.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import os
 from datetime import UTC, datetime, timedelta
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from queueing.facade import FINAL, JobClaim, JobInfo, Outcome
@@ -35,10 +38,9 @@ def queued_job_create(
 
     Concurrent creates may each find room: the depth can be passed by the requests accepted at the same moment.
     """
-    unfinished = QueuedJob.objects.filter(tenant_id=tenant_id, status__in=["queued", "running"]).count()
-    if unfinished >= max_depth:
-        return None
     now = timezone.now()
+    if _unfinished(tenant_id=tenant_id, now=now) >= max_depth:
+        return None
     job = QueuedJob.objects.create(
         tenant_id=tenant_id,
         api_key_id=api_key_id,
@@ -54,6 +56,15 @@ def queued_job_create(
         deadline=now + timedelta(seconds=wait_seconds),
     )
     return job_info(job)
+
+
+def _unfinished(*, tenant_id: int, now: datetime) -> int:
+    """The tenant's jobs that still hold a place: waiting within their deadline, or running. A job past its
+    deadline that no run holds is waiting only to be recorded as expired, and no longer counts."""
+    live = Q(status=QueuedJob.Status.QUEUED, deadline__gt=now) | Q(
+        Q(deadline__gt=now) | Q(lease_until__gt=now), status=QueuedJob.Status.RUNNING
+    )
+    return QueuedJob.objects.filter(live, tenant_id=tenant_id).count()
 
 
 @transaction.atomic
@@ -123,3 +134,46 @@ def queued_job_requeue_stale(*, job: JobInfo, stale_after: float, lost_after: fl
         return False
     rows = QueuedJob.objects.filter(pk=job.id, status=job.status, enqueued_at__lt=threshold)
     return rows.update(enqueued_at=now) == 1
+
+
+def queued_jobs_handed_over_again(
+    *, stale_after: float, overdue_after: float, lost_after: float, limit: int
+) -> list[str]:
+    """The ids of jobs whose last hand-over to the workers looks lost, each marked as handed over now: the
+    caller enqueues them. A run of one past its deadline records it as expired, as any late run does.
+
+        queued, not taken `stale_after` s after its hand-over       a broker that lost it, a server that stopped
+        queued, `overdue_after` s past its deadline and its         its last run was due by the deadline
+        hand-over                                                   and never came
+        running past its lease, not handed over for `lost_after` s  its worker died
+
+    Like `queued_job_requeue_stale` (a poll's hand-over), each job is marked under a guard on `enqueued_at`,
+    so a poll and the sweep, or two sweeps, hand a job over once; the claim keeps a second delivery from
+    running it twice.
+    """
+    now = timezone.now()
+    queued, running = QueuedJob.Status.QUEUED, QueuedJob.Status.RUNNING
+    stale = Q(status=queued, enqueued_at__lt=now - timedelta(seconds=stale_after))
+    overdue_since = now - timedelta(seconds=overdue_after)
+    overdue = Q(status=queued, deadline__lt=overdue_since, enqueued_at__lt=overdue_since)
+    lost = Q(status=running, lease_until__lt=now, enqueued_at__lt=now - timedelta(seconds=lost_after))
+    found = QueuedJob.objects.filter(stale | overdue | lost).order_by("enqueued_at")
+    handed: list[str] = []
+    for job_id, status, enqueued_at in found.values_list("pk", "status", "enqueued_at")[:limit]:
+        if QueuedJob.objects.filter(pk=job_id, status=status, enqueued_at=enqueued_at).update(enqueued_at=now):
+            handed.append(job_id)
+    return handed
+
+
+def queued_jobs_prune(*, finished_before: datetime, limit: int) -> int:
+    """Delete up to `limit` jobs that finished before `finished_before` (their clients had the time to read
+    them); how many went."""
+    ids = list(
+        QueuedJob.objects.filter(status__in=FINAL, finished_at__lt=finished_before)
+        .order_by("finished_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    if not ids:
+        return 0
+    deleted, _ = QueuedJob.objects.filter(pk__in=ids).delete()
+    return deleted

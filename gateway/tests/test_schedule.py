@@ -26,19 +26,21 @@ def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(schedule, "_warned", set())
 
 
-def test_the_six_jobs_run_at_their_settings_intervals(settings):
+def test_the_seven_jobs_run_at_their_settings_intervals(settings):
     settings.PORTICO_MODEL_LIST_CHECK_INTERVAL = 60.0
     settings.PORTICO_DISCOVERY_INTERVAL = 3600.0
     settings.PORTICO_HEALTH_CHECK_INTERVAL = 45.0
     settings.PORTICO_BATCH_SWEEP_INTERVAL = 30.0
     settings.PORTICO_ROLLUP_INTERVAL = 60.0
     settings.PORTICO_LEDGER_PARTITION_INTERVAL = 3600.0
+    settings.PORTICO_QUEUE_SWEEP_INTERVAL = 20.0
 
     assert periodic_jobs() == [
         Due("providers.tasks.model_list_sources_refresh", 60.0),
         Due("providers.tasks.provider_discovery_run", 3600.0),
         Due("providers.tasks.deployment_health_probe", 45.0),
         Due("gateway.tasks.batches_sweep", 30.0),
+        Due("gateway.tasks_queue.queue_jobs_sweep", 20.0),
         Due("billing.tasks.usage_rollups_update", 60.0),
         Due("billing.tasks.ledger_partitions_maintain", 3600.0),
     ]
@@ -60,6 +62,7 @@ def test_an_interval_of_0_turns_the_job_off(settings):
     settings.PORTICO_BATCH_SWEEP_INTERVAL = 0
     settings.PORTICO_ROLLUP_INTERVAL = 0
     settings.PORTICO_LEDGER_PARTITION_INTERVAL = 0
+    settings.PORTICO_QUEUE_SWEEP_INTERVAL = 0
 
     assert set(beat_schedule(registered=EVERY_TASK)) == {
         "providers.tasks.model_list_sources_refresh",
