@@ -3,11 +3,15 @@
     openai (and compatible)   GET {base}/models
     anthropic                 GET {base}/models, with its headers
     ollama                    GET {base}/api/tags
+    gemini                    GET {base}/v1beta/models?pageSize=1000, with x-goog-api-key
+    cohere                    GET {base}/v1/models?endpoint=chat&page_size=1000
 
 Azure is not discovered: its data-plane list names the models the resource
 could deploy, not the deployments a route calls by name, and listing those
-takes Azure's management API and another credential. The mock has nothing to
-discover.
+takes Azure's management API and another credential. Nor is Replicate: its
+list is the first page of every public model on Replicate, most recently
+updated first, so what it names changes with other people's uploads, not with
+what the account serves. The mock has nothing to discover.
 
 A discovered model routes nothing by itself. An operator routes one
 (`discovered_model_route`, the admin's action): a public model of the same id
@@ -34,7 +38,7 @@ from providers.probes import providers_check
 
 logger = logging.getLogger(__name__)
 
-DISCOVERABLE_KINDS = ("openai", "anthropic", "ollama")
+DISCOVERABLE_KINDS = ("openai", "anthropic", "ollama", "gemini", "cohere")
 # A list longer than this is cut short (no provider serves that many models); ids past PublicModel's length too.
 MODELS_KEPT = 10_000
 _ID_MAX = 200

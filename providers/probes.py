@@ -8,12 +8,16 @@ check spends tokens:
     anthropic                 GET {base}/models?limit=1000, with x-api-key and anthropic-version
     ollama                    GET {base}/api/tags
     azure                     GET {base}/openai/models?api-version=...
+    gemini                    GET {base}/v1beta/models?pageSize=1000, with x-goog-api-key
+    cohere                    GET {base}/v1/models?endpoint=chat&page_size=1000
+    replicate                 GET {base}/v1/models
     mock                      answered in-process
 
 It proves the address, TLS, the credential and the server's health, not that
 one model answers; Azure's list names the resource's models, not its
 deployments. A deployment whose model the list does not name is still healthy,
-and its detail says so.
+and its detail says so, except on Replicate: its list is one page of all of
+Replicate's public models, so a model missing from it says nothing.
 
 The outcomes feed the routing breakers through `PORTICO_HEALTH_PROBE_SINK`
 (gateway.health_probes): providers sits below the gateway and does not know it.
@@ -39,6 +43,8 @@ from providers.models import DeploymentProbe, ModelRoute
 
 # Providers called at once; the rest wait for a free slot.
 CONCURRENCY = 8
+# Kinds whose model list is a sample of a public catalogue rather than what the provider serves.
+SAMPLED_LISTS = frozenset({"replicate"})
 _DETAIL_MAX = 300  # DeploymentProbe.detail
 
 
@@ -124,7 +130,7 @@ def _row(deployment: ModelRoute, check: ProviderCheck | None, now: datetime) -> 
         )
     result = check.result
     detail = result.summary
-    if result.ok and result.model_ids and deployment.upstream_model not in result.model_ids:
+    if result.ok and _unlisted(deployment, result.model_ids):
         detail += f"; {deployment.upstream_model} is not among them"
     return DeploymentProbe(
         deployment=deployment,
@@ -134,6 +140,18 @@ def _row(deployment: ModelRoute, check: ProviderCheck | None, now: datetime) -> 
         reason=result.reason,
         detail=detail[:_DETAIL_MAX],
     )
+
+
+def _unlisted(deployment: ModelRoute, model_ids: tuple[str, ...]) -> bool:
+    """Whether the provider's list leaves out the deployment's model, where that says something."""
+    kind = deployment.provider.kind
+    if not model_ids or kind in SAMPLED_LISTS:
+        return False
+    model = deployment.upstream_model
+    if kind == "gemini":
+        # A route may name a Gemini model as Gemini lists it, `models/…`; the list's ids are bare.
+        model = model.removeprefix("models/")
+    return model not in model_ids
 
 
 def _keep_newest(deployment_id: int) -> int:

@@ -14,7 +14,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from providers.adapters import adapter_for
+from providers.adapters import needs_base_url
 from providers.credentials import CredentialUnreadable, decrypt_headers
 from providers.facade import CAPABILITIES
 from providers.model_lists.handles import validate_handle_kinds
@@ -92,8 +92,7 @@ class ProviderSerializer(serializers.ModelSerializer):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         kind = attrs.get("kind", getattr(self.instance, "kind", "openai"))
         base_url = attrs.get("base_url", getattr(self.instance, "base_url", ""))
-        # Kinds with their own in-process transport (the mock) need no address.
-        if not base_url and adapter_for(kind).transport() is None:
+        if not base_url and needs_base_url(kind):
             raise serializers.ValidationError({"base_url": "This kind of provider needs a base URL."})
         return attrs
 

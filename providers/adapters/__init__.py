@@ -31,5 +31,10 @@ def adapter_for(kind: str) -> Adapter:
     return ADAPTERS[kind]
 
 
+def needs_base_url(kind: str) -> bool:
+    """Kinds whose adapter has an address of its own (the mock's, a public API's) need none from the operator."""
+    return not ADAPTERS[kind].default_base_url
+
+
 def kind_choices() -> list[tuple[str, str]]:
     return [(kind, adapter.label) for kind, adapter in ADAPTERS.items()]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+import httpx
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import display_for_value
@@ -20,9 +21,9 @@ from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
 from django.views.decorators.http import require_POST
 
-from providers.adapters import ADAPTERS, adapter_for
+from providers.adapters import ADAPTERS, adapter_for, needs_base_url
 from providers.credentials import CredentialUnreadable, decrypt_headers
-from providers.discovery import discovery_run
+from providers.discovery import DISCOVERABLE_KINDS, discovery_run
 from providers.facade import CAPABILITIES
 from providers.http import ProbeResult
 from providers.models import HEADER_NAME, ModelRoute, Provider, PublicModel
@@ -52,8 +53,20 @@ _LISTED_MODELS = 20
 
 
 def runs_in_process(kind: str) -> bool:
-    """Kinds with their own in-process transport (the mock) call no server: they need no address and no credential."""
-    return adapter_for(kind).transport() is not None
+    """Kinds whose transport answers in-process (the mock) call no server and need no credential. A kind's own
+    transport may still call its server (Replicate's follows its predictions): such a kind needs one."""
+    return isinstance(adapter_for(kind).transport(), httpx.MockTransport)
+
+
+def _base_url_help() -> str:
+    """The model's example, then each kind with a public address of its own, listed from the adapters."""
+    own = [
+        f"{adapter.label}: {adapter.default_base_url}"
+        for kind, adapter in ADAPTERS.items()
+        if adapter.default_base_url and not runs_in_process(kind)
+    ]
+    text = str(Provider._meta.get_field("base_url").help_text)
+    return f"{text}. Blank for a kind's own address ({'; '.join(own)})." if own else text
 
 
 def listed_ids(ids: list[str] | tuple[str, ...]) -> str:
@@ -82,7 +95,7 @@ class ProviderForm(forms.ModelForm):
         required=False,
         max_length=500,
         assume_scheme="https",
-        help_text=Provider._meta.get_field("base_url").help_text,
+        help_text=_base_url_help(),
     )
     credential = forms.CharField(
         required=False,
@@ -117,6 +130,13 @@ class ProviderForm(forms.ModelForm):
             "options",
             "active",
         ]
+        # The model's texts predate the kinds that added their own header and version; the form names them all.
+        help_texts = {
+            "credential_header": "The header that carries the credential; blank for the kind's own (Authorization: "
+            "Bearer, x-api-key for Anthropic, api-key for Azure, x-goog-api-key for Gemini).",
+            "api_version": "Azure OpenAI: the api-version query parameter, e.g. 2024-10-21. Gemini: the API version "
+            "in the path, v1beta when blank.",
+        }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -149,7 +169,7 @@ class ProviderForm(forms.ModelForm):
         if cleaned.get("extra_headers") and cleaned.get("clear_extra_headers"):
             raise forms.ValidationError("Enter new extra headers or clear the current ones, not both.")
         kind = cleaned.get("kind")
-        if kind and not cleaned.get("base_url") and not runs_in_process(kind):
+        if kind and not cleaned.get("base_url") and needs_base_url(kind):
             self.add_error("base_url", "This kind of provider needs a base URL.")
         return cleaned
 
@@ -234,7 +254,8 @@ class ProviderAdmin(admin.ModelAdmin):
     def discover_models(self, request: HttpRequest, queryset: QuerySet[Provider]) -> None:
         outcomes = discovery_run(provider_ids=list(queryset.values_list("pk", flat=True)))
         if not outcomes:
-            messages.info(request, "None of them is of a kind Portico discovers (OpenAI, Anthropic, Ollama).")
+            kinds = ", ".join(DISCOVERABLE_KINDS)
+            messages.info(request, f"None of them is of a kind Portico discovers ({kinds}).")
         for outcome in outcomes:
             if not outcome.ok:
                 messages.error(request, f"{outcome.provider}: discovery failed, {outcome.summary}")

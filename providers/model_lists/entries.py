@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from providers.model_lists.handles import base_path, handle_problem, kind_for
+from providers.model_lists.handles import base_path, handle_problem, kind_for, model_mismatch
 
 MODEL_ID_MAX = 200  # PublicModel.public_id and ModelRoute.upstream_model
 FAMILY_MAX = 100  # PublicModel.model_family
@@ -117,6 +117,9 @@ def _entry(raw: Any, model_id: str, rules: list[dict[str, str]]) -> ListedModel:
     path = base_path(handle, kind)
     if not path:
         raise _Refused(f"{_shown(handle)} is of kind {kind}, but does not end with that kind's chat path")
+    mismatch = model_mismatch(handle, kind, model_id)
+    if mismatch:
+        raise _Refused(mismatch)
     return ListedModel(
         model_id=model_id,
         family=family,

@@ -177,3 +177,14 @@ def test_a_sources_own_rules_decide_the_kind_first_match_wins() -> None:
 def test_it_refuses_rules_it_cannot_follow(rules: Any) -> None:
     with pytest.raises(ValidationError):
         validate_handle_kinds(rules)
+
+
+def test_a_handle_that_names_another_model_than_the_entry_is_refused() -> None:
+    handle = "/gemini/v1beta/models/gemini-2.5-flash:generateContent"
+    listed, errors = parse(entry(model_version="gemini-2.5-pro", handle=handle))
+    matching, none = parse(entry(model_version="gemini-2.5-flash", handle=handle))
+
+    assert listed == []
+    assert "calls gemini-2.5-flash, not gemini-2.5-pro" in errors[0].error
+    assert [model.kind for model in matching] == ["gemini"]
+    assert none == []
