@@ -95,7 +95,7 @@ class _Protocol(asyncio.Protocol):
         self.buffer = bytearray()
         self.closed = False
         self._watch: asyncio.TimerHandle | None = None
-        self._outbox: list[bytes] = []
+        self._outbox: list[bytes] | None = None  # None: nothing written yet in this turn of the loop
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -111,18 +111,22 @@ class _Protocol(asyncio.Protocol):
         return waiter
 
     def write(self, command: bytes) -> None:
-        """Send `command` with every other one made in this turn of the event loop, in one write.
+        """Send `command` now if it is the first of this turn of the event loop, else with the turn's others.
 
-        A write per command was a system call per acquire and per settle; under load the commands of
-        the requests served in one turn now share one, and a lone request waits only for that turn's end.
+        A write per command was a system call per acquire and per settle. The first command of a turn
+        still goes out at once, so a lone request waits for nothing; those that follow it in the same
+        turn (under load, the other requests' acquires and settles) share one write at the turn's end.
         """
-        if not self._outbox:
+        if self._outbox is None:
+            self.transport.write(command)
+            self._outbox = []
             self.loop.call_soon(self._send_outbox)
-        self._outbox.append(command)
+        else:
+            self._outbox.append(command)
 
     def _send_outbox(self) -> None:
-        commands, self._outbox = self._outbox, []
-        if not self.closed:
+        commands, self._outbox = self._outbox, None
+        if commands and not self.closed:
             self.transport.write(commands[0] if len(commands) == 1 else b"".join(commands))
 
     def _check(self) -> None:
