@@ -17,9 +17,15 @@ have: each feed runs one loop of its own with breakers of its own (the
 process's cached ones hold a client of another loop). A first set is started
 only to read which breakers are not closed and to take probe slots; a second,
 never started, records the outcomes and flushes them to Redis before the feed
-returns, and its transitions are written to the history at once. Without Redis
-the breakers live in each server process, where a task cannot reach them: the
-checks are recorded and nothing is fed.
+returns, and its transitions are written to the history at once.
+
+Without Redis the breakers live in each server process (gateway.breakers.local).
+There the embedded schedule runs the check on the server's own threads, so the
+feed hands the outcomes to the server's event loop, where its requests read
+those breakers, and feeds them the same way (`breakers_for_settings()`, whose
+history the server runs). A process that serves no requests (a worker on a
+broker other than Redis) has no breakers a request reads: its checks are
+recorded and nothing is fed.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ from collections.abc import Sequence
 
 from django.conf import settings
 
-from gateway.breakers import BreakerRules, RedisBreakers, TransitionLog
+from gateway import invalidation
+from gateway.breakers import BreakerRules, LocalBreakers, RedisBreakers, TransitionLog, breakers_for_settings
 from providers.probes import DeploymentHealth
 
 logger = logging.getLogger(__name__)
@@ -42,27 +49,48 @@ _WATCH_POLL = 0.01
 # The watcher's periodic flush, far beyond its life: stopping it must not meet a flush that is just waking
 # (on Python 3.11, cancelling `asyncio.wait_for` as its inner wait completes can be lost, and stop() then waits).
 IDLE_FLUSH = 3600.0
+# Seconds to wait for the server's loop to take a check's outcomes: they cost a lock each, but the loop may be busy.
+LOCAL_FEED_TIMEOUT = 10.0
 
 
 def breakers_feed(results: Sequence[DeploymentHealth]) -> None:
-    """Feed the checks to the shared breakers; returns once Redis has them and the history has their changes."""
-    if not settings.REDIS_URL:
-        logger.debug("health checks recorded; no Redis, so no shared breakers to feed")
-        return
+    """Feed the checks to the shared breakers; returns once Redis has them and the history has their changes.
+    Without Redis, to this server process's own breakers, once they have them."""
     if not results:
+        return
+    if not settings.REDIS_URL:
+        _feed_local(results)
         return
     history = TransitionLog()
     asyncio.run(_feed(results, history))
     history.flush()  # here, in the task's thread: the history's own thread was never started
 
 
-def _breakers(history: TransitionLog, **options: float) -> RedisBreakers:
+def _feed_local(results: Sequence[DeploymentHealth]) -> None:
+    loop = invalidation.serving_loop()
+    breakers = breakers_for_settings()
+    if loop is None or not isinstance(breakers, LocalBreakers):
+        logger.debug("health checks recorded; no Redis and no server in this process, so no breakers to feed")
+        return
+    # On the server's loop, as every other outcome its breakers take; the check runs on a thread of its own.
+    asyncio.run_coroutine_threadsafe(_feed_into(breakers, results), loop).result(timeout=LOCAL_FEED_TIMEOUT)
+
+
+async def _feed_into(breakers: LocalBreakers, results: Sequence[DeploymentHealth]) -> None:
+    """Each outcome to a breaker that takes it: a closed one, or a half-open one (or an open one past its
+    cooldown) that grants it a probe, as the shared breakers are fed."""
+    for result in results:
+        if await breakers.acquire_probe(result.deployment_id):
+            _record(breakers, result)
+
+
+def _breakers(history: TransitionLog, *, success_flush: float = 0.5) -> RedisBreakers:
     return RedisBreakers(
         settings.REDIS_URL,
         prefix=settings.PORTICO_REDIS_PREFIX,
         rules=BreakerRules.from_settings(),
         history=history,
-        **options,
+        success_flush=success_flush,
     )
 
 
@@ -93,7 +121,7 @@ async def _taking_outcomes(results: Sequence[DeploymentHealth]) -> set[int]:
         await watcher.stop()
 
 
-def _record(breakers: RedisBreakers, result: DeploymentHealth) -> None:
+def _record(breakers: RedisBreakers | LocalBreakers, result: DeploymentHealth) -> None:
     if result.ok:
         breakers.record(result.deployment_id, result.name, ok=True)
         return

@@ -1,8 +1,9 @@
 """Queued jobs in the admin: every job, filtered by status, tenant and model, with a per-tenant summary on top.
 
 Jobs are the tenants' own and change only as they run: the pages are read-only.
-The summary counts the jobs waiting and running now, and the median wait of the
-calls that waited (in line or as jobs) over the last hour, from the usage ledger.
+The summary counts the jobs waiting and running now, the requests waiting in
+line now (in every process: queueing.waiting), and the median wait of the calls
+that waited (in line or as jobs) over the last hour, from the usage ledger.
 """
 
 from __future__ import annotations

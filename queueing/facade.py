@@ -25,6 +25,7 @@ class JobInfo:
     client_request_id: str = ""
     attempts: int = 0
     lease_until: float | None = None  # epoch seconds
+    sent_at: float | None = None  # epoch seconds the run holding it was about to send it upstream
     enqueued_at: float = 0.0  # epoch seconds
     queue_ms: int | None = None
     result_status: int | None = None
@@ -73,5 +74,6 @@ class TenantQueue:
     tenant: str
     queued: int  # jobs waiting now
     running: int
+    in_line: int  # requests waiting in line now (in-line waits, every process's; queueing.waiting)
     median_wait_ms: int | None  # of the calls that waited (in line or as jobs) over the window
     waited: int  # how many of those there were

@@ -6,10 +6,11 @@
                                   (no room within the run's slice: back in the broker, after a pause)
 
 A run claims the job in its own committed transaction and holds it for a
-lease; it records the outcome only under its claim. A job found `running`
-past its lease lost its worker: the next run looks for its ledger row
-(the job's id is the call's request id) and runs it again only if there is
-none (gateway.queueing.runner, docs/queueing.md).
+lease; it records the outcome only under its claim, and marks it `sent_at`,
+committed, just before its call goes upstream. A job found `running` past its
+lease lost its worker: the next run runs it again only if that run never got
+as far as the mark (it died waiting for capacity); otherwise it fails the job,
+never sending it twice (gateway.queueing.runner, docs/queueing.md).
 
 Tenants and keys are referenced without a database constraint, as the usage
 ledger does: a job keeps the ids it was made with.
@@ -58,6 +59,9 @@ class QueuedJob(models.Model):
     attempts = models.PositiveIntegerField(default=0, help_text="Runs that took it.")
     run_token = models.CharField(max_length=32, blank=True, editable=False)
     lease_until = models.DateTimeField(null=True, blank=True, help_text="A running job past this lost its worker.")
+    sent_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the run holding it was about to send it upstream, admitted."
+    )
     queue_ms = models.PositiveIntegerField(
         null=True, blank=True, help_text="Milliseconds from acceptance until its limits and capacity admitted it."
     )

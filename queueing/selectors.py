@@ -12,6 +12,7 @@ from django.db.models import Count, Q
 from billing.models import UsageRecord
 from queueing.facade import JobInfo, TenantQueue
 from queueing.models import QueuedJob
+from queueing.waiting import waiting_in_line
 from tenants.models import Tenant
 
 
@@ -32,6 +33,7 @@ def job_info(job: QueuedJob) -> JobInfo:
         client_request_id=job.client_request_id,
         attempts=job.attempts,
         lease_until=job.lease_until.timestamp() if job.lease_until else None,
+        sent_at=job.sent_at.timestamp() if job.sent_at else None,
         enqueued_at=job.enqueued_at.timestamp(),
         queue_ms=job.queue_ms,
         result_status=job.result_status,
@@ -52,7 +54,8 @@ def usage_recorded(*, request_id: str) -> bool:
 
 
 def queue_summary(*, since: datetime, now: datetime) -> list[TenantQueue]:
-    """Each tenant with jobs waiting or running now, or calls that waited since `since`: counts and median wait."""
+    """Each tenant with jobs waiting or running now, requests waiting in line now, or calls that waited since
+    `since`: counts and median wait."""
     live = (
         QueuedJob.objects.filter(status__in=["queued", "running"])
         .values("tenant_id")
@@ -63,7 +66,8 @@ def queue_summary(*, since: datetime, now: datetime) -> list[TenantQueue]:
     )
     counts = {row["tenant_id"]: (row["queued"], row["running"]) for row in live}
     waits = _median_waits(since)
-    tenant_ids = set(counts) | set(waits)
+    in_line = waiting_in_line()
+    tenant_ids = set(counts) | set(waits) | set(in_line)
     names = dict(Tenant.objects.filter(pk__in=tenant_ids).values_list("pk", "name"))
     summary = [
         TenantQueue(
@@ -71,12 +75,13 @@ def queue_summary(*, since: datetime, now: datetime) -> list[TenantQueue]:
             tenant=names.get(tenant_id, f"tenant {tenant_id}"),
             queued=counts.get(tenant_id, (0, 0))[0],
             running=counts.get(tenant_id, (0, 0))[1],
+            in_line=in_line.get(tenant_id, 0),
             median_wait_ms=waits.get(tenant_id, (None, 0))[0],
             waited=waits.get(tenant_id, (None, 0))[1],
         )
         for tenant_id in tenant_ids
     ]
-    return sorted(summary, key=lambda row: (-row.queued, row.tenant))
+    return sorted(summary, key=lambda row: (-(row.queued + row.in_line), row.tenant))
 
 
 _PG_MEDIANS = (

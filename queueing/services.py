@@ -1,4 +1,4 @@
-"""Writes on queued jobs: accept one, claim it for a run, give it back, record how it ended; the sweep's.
+"""Writes on queued jobs: accept one, claim it for a run, mark it sent, give it back, record how it ended; the sweep's.
 
 Each is one short transaction; a run claims before it sends anything and
 records only under its claim (see queueing.models for the states). The
@@ -95,10 +95,22 @@ def queued_job_renew(*, job_id: str, token: str, lease_seconds: float) -> bool:
     return renewed == 1
 
 
+def queued_job_mark_sent(*, job_id: str, token: str) -> bool:
+    """Mark, committed, that the run holding the job is about to send it upstream; False if the run no longer
+    holds it (and must not send). A run that dies after this is never run again (gateway.queueing.runner)."""
+    marked = QueuedJob.objects.filter(pk=job_id, run_token=token, status=QueuedJob.Status.RUNNING).update(
+        sent_at=timezone.now()
+    )
+    return marked == 1
+
+
 def queued_job_release(*, job_id: str, token: str) -> bool:
-    """The run found no room within its slice: the job waits again (to be handed to the workers anew)."""
+    """The run found no room within its slice: the job waits again (to be handed to the workers anew).
+
+    Its upstream attempts, if it made any, all had their answer (errors it may retry): it is unsent again.
+    """
     released = QueuedJob.objects.filter(pk=job_id, run_token=token, status=QueuedJob.Status.RUNNING).update(
-        status=QueuedJob.Status.QUEUED, run_token="", lease_until=None, enqueued_at=timezone.now()
+        status=QueuedJob.Status.QUEUED, run_token="", lease_until=None, sent_at=None, enqueued_at=timezone.now()
     )
     return released == 1
 

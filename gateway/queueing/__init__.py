@@ -5,6 +5,7 @@
                    and by the routing loop (gateway.routing_caps: a model's deployments all at their caps)
     lines.py       lines of waiters in this process, and the dispatcher that gives each line's head its turn
     orders.py      whose turn: start-time fair queueing, in this process or shared through Redis
+    published.py   this process's requests in line per tenant, kept in Redis for the admin (queueing.waiting)
     deferral.py    202 Accepted: the request kept as a job and handed to the workers
     runner.py      a job's run, through the same pipeline as a live request (imported by its task only)
 

@@ -148,7 +148,8 @@ async def wait_for_deployments(
 
     # Shared by every process (in Redis) as the caps are: a slot freed in one goes to the head, wherever it waits.
     line = lines.line(f"deployments:{call.model.public_id}", shared=True)
-    if not await take_turn(line, flow=call.grant.tenant_id, deadline=stay.deadline, attempt=attempt):
+    job = stay.wish.job is not None
+    if not await take_turn(line, flow=call.grant.tenant_id, deadline=stay.deadline, attempt=attempt, job=job):
         await attempt()  # the deadline: one last try, out of turn
     if pause is None:
         return _queue_time(call)
@@ -189,7 +190,8 @@ async def _limits(session: Session, stay: _Stay) -> Admission:
 
     line = lines.line(name, shared=True)
     try:
-        if not await take_turn(line, flow=call.grant.tenant_id, deadline=stay.deadline, attempt=attempt):
+        job = stay.wish.job is not None
+        if not await take_turn(line, flow=call.grant.tenant_id, deadline=stay.deadline, attempt=attempt, job=job):
             await attempt()  # the deadline: one last try, out of turn, whose refusal is the answer
     except _NoUseWaiting:
         pass

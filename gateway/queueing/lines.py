@@ -33,6 +33,8 @@ from django.conf import settings
 from redis.asyncio import Redis, RedisCluster
 
 from gateway.queueing.orders import LocalOrder, Order, SharedOrder
+from gateway.queueing.published import Publisher
+from queueing.waiting import Tally, tally, waiting_key
 
 POLL = 0.05  # seconds between two looks at a shared line, and between two tries on a cap freed by any call
 MAX_PAUSE = 1.0  # the longest a head waits between two tries, whatever Retry-After says
@@ -47,6 +49,7 @@ Attempt = Callable[[], Awaitable[float | None]]
 class Waiter:
     member: str
     flow: int  # the tenant
+    job: bool = False  # a queued job's run: counted in the tenant's depth, but as a job, not a request in line
     turn: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -63,11 +66,11 @@ class Line:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    async def join(self, flow: int) -> Waiter:
+    async def join(self, flow: int, *, job: bool = False) -> Waiter:
         # The waiter is in `waiters` before the first await: a line with a waiter is never dropped.
-        waiter = Waiter(f"{_PROCESS}:{next(_members)}", flow)
+        waiter = Waiter(f"{_PROCESS}:{next(_members)}", flow, job)
         self.waiters[waiter.member] = waiter
-        self._lines.counted(flow, 1)
+        self._lines.counted(waiter, 1, shared=self.order.shared)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._dispatch(), name=f"portico-queue {self.name}")
         try:
@@ -107,7 +110,7 @@ class Line:
     def _forget(self, waiter: Waiter) -> bool:
         if self.waiters.pop(waiter.member, None) is None:
             return False
-        self._lines.counted(waiter.flow, -1)
+        self._lines.counted(waiter, -1, shared=self.order.shared)
         if self.trying is waiter:
             self.trying = None
         self._wake.set()
@@ -142,11 +145,17 @@ class Line:
 
 
 class Lines:
-    """This process's lines, by name; dropped once empty."""
+    """This process's lines, by name; dropped once empty.
 
-    def __init__(self) -> None:
+    Its requests waiting in line (not jobs' runs) are counted per tenant in `waiting`, which the admin reads
+    (queueing.waiting): in this process, and, with Redis, published there for every process's admin.
+    """
+
+    def __init__(self, waiting: Tally = tally) -> None:
         self._lines: dict[str, Line] = {}
         self._depth: dict[int, int] = {}  # waiters per tenant, in every line of this process
+        self._waiting = waiting
+        self._publisher: Publisher | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._redis: Redis | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -188,12 +197,21 @@ class Lines:
             for line in self._lines.values():
                 line.nudge()
 
-    def counted(self, flow: int, change: int) -> None:
+    def counted(self, waiter: Waiter, change: int, *, shared: bool) -> None:
+        flow = waiter.flow
         depth = self._depth.get(flow, 0) + change
         if depth > 0:
             self._depth[flow] = depth
         else:
             self._depth.pop(flow, None)
+        if waiter.job:
+            return
+        self._waiting.change(flow, change)
+        if shared:  # in Redis, as the line is: every process's admin sees this process's waiters
+            if self._publisher is None:
+                key = waiting_key(settings.PORTICO_REDIS_PREFIX, _PROCESS)
+                self._publisher = Publisher(self._waiting, self._client, key)
+            self._publisher.changed()
 
     def drop(self, line: Line) -> None:
         if not line.waiters and self._lines.get(line.name) is line:
@@ -228,11 +246,16 @@ class Lines:
         if loop is not self._loop:
             self._loop = loop
             self._lines, self._depth, self._background, self._redis = {}, {}, set(), None
+            self._publisher = None
+            self._waiting.clear()  # the old loop's waiters are gone with it
 
 
-async def take_turn(line: Line, *, flow: int, deadline: float, attempt: Attempt) -> bool:
-    """Wait in `line` until `attempt` takes the capacity in turn (True), or until `deadline` (loop time)."""
-    waiter = await line.join(flow)
+async def take_turn(line: Line, *, flow: int, deadline: float, attempt: Attempt, job: bool = False) -> bool:
+    """Wait in `line` until `attempt` takes the capacity in turn (True), or until `deadline` (loop time).
+
+    `job`: the waiter is a queued job's run, which the admin counts as a job rather than a request in line.
+    """
+    waiter = await line.join(flow, job=job)
     served = False
     loop = asyncio.get_running_loop()
     try:

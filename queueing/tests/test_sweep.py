@@ -23,7 +23,7 @@ from tenants.tests.factories import IssuedKey
 pytestmark = pytest.mark.django_db
 
 DONE = Outcome("completed", 200, b"{}")
-SWEEP = {"stale_after": 60.0, "overdue_after": 5.0, "lost_after": 2.0, "limit": 100}
+SWEEP: dict[str, Any] = {"stale_after": 60.0, "overdue_after": 5.0, "lost_after": 2.0, "limit": 100}
 
 
 def _fields(key: IssuedKey, *, max_depth: int = 10, wait_seconds: float = 30) -> dict[str, Any]:
