@@ -1,7 +1,8 @@
 """A queued job found running after its worker died: what the ledger holds decides (gateway.queueing.runner).
 
-The other branch (no ledger row: the job is served again) is the end-to-end test
-tests/integration/test_queue_jobs_restart.py.
+With no ledger row, the job's mark decides: sent upstream, it fails as interrupted
+(gateway/tests/test_queue_runner_interrupted.py, tests/integration/test_queue_jobs_interrupted.py);
+never sent, it is served again (tests/integration/test_queue_jobs_restart.py).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 No other worker runs here (the module worker of test_queue_jobs.py has
 stopped): a job waits in the broker until a test starts one. What a worker
-killed mid-call leaves (a ledger row, or none) is gateway.queueing.runner's
-table, tested in gateway/tests/test_queue_runner.py. Without a broker (the
+killed mid-call leaves (a ledger row, or only the mark set before the call)
+is gateway.queueing.runner's table, tested in gateway/tests/test_queue_runner.py
+and tests/integration/test_queue_jobs_interrupted.py. Without a broker (the
 embedded default) the server that accepted a job runs it on its own threads.
 """
 
