@@ -288,6 +288,8 @@ class RollupSums(models.Model):
     completion_tokens = models.BigIntegerField(**_SUM)
     cached_tokens = models.BigIntegerField(**_SUM)
     reasoning_tokens = models.BigIntegerField(**_SUM)
+    # Added after the others: the database's default lets a rollup run of the previous release still insert.
+    cache_creation_tokens = models.BigIntegerField(**_SUM, db_default=0)
     cost = models.DecimalField(**_USD_SUM, help_text="USD charged to the tenant.")
     provider_cost = models.DecimalField(**_USD_SUM, help_text="USD the providers charge.")
     priced_cost = models.DecimalField(**_USD_SUM, help_text="`cost` of the requests whose provider cost is known.")

@@ -52,6 +52,7 @@ SUM_COLUMNS = (
     "prompt_tokens",
     "completion_tokens",
     "cached_tokens",
+    "cache_creation_tokens",
     "reasoning_tokens",
     "cost",
     "provider_cost",

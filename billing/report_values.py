@@ -21,7 +21,8 @@ class Totals:
     errors: int  # requests answered with a status of 400 or more, every error class
     prompt_tokens: int
     completion_tokens: int
-    cached_tokens: int  # part of prompt_tokens
+    cached_tokens: int  # part of prompt_tokens: read from the provider's prompt cache
+    cache_creation_tokens: int  # part of prompt_tokens: written to the provider's prompt cache
     reasoning_tokens: int  # part of completion_tokens
     cost: Decimal  # charged to the tenants
     provider_cost: Decimal  # charged by the providers (0 where their price is not known)
@@ -40,6 +41,7 @@ class DayModelUsage:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+    cache_creation_tokens: int
     reasoning_tokens: int
     cost: Decimal
 
@@ -201,6 +203,7 @@ class ReportRow:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+    cache_creation_tokens: int
     reasoning_tokens: int
     cost: Decimal
     provider_cost: Decimal

@@ -83,7 +83,7 @@ _LEDGER_PLACES = Decimal("1e-10")
 
 ERROR_CLASSES = ("timeout", "rate_limited", "client", "upstream", "other")
 _ERRORS = tuple(f"errors_{name}" for name in ERROR_CLASSES)
-_TOKENS = ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens")
+_TOKENS = ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_creation_tokens", "reasoning_tokens")
 _MONEY = ("cost", "provider_cost", "priced_cost")
 _LATENCY, _TTFT = bucket_columns("latency"), bucket_columns("ttft")
 _TOTALS = ("requests", *_ERRORS, *_TOKENS, *_MONEY)

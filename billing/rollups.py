@@ -128,6 +128,7 @@ _SUMS = {
     "completion_tokens": "SUM(completion_tokens)",
     "cached_tokens": "SUM(cached_tokens)",
     "reasoning_tokens": "SUM(reasoning_tokens)",
+    "cache_creation_tokens": "SUM(cache_creation_tokens)",
     "cost": "SUM(cost)",
     "provider_cost": "SUM(provider_cost)",
     "priced_cost": "SUM(CASE WHEN provider_cost > 0 THEN cost ELSE 0 END)",

@@ -23,7 +23,7 @@ from billing.apis import (
 from billing.report_apis import UsageReportView
 from notifications.apis import AlertChannelViewSet
 from providers.apis import ModelListSourceViewSet, ProviderViewSet
-from tenants.apis import ApiKeyViewSet, IsOperatorOrTenantAdmin, ModelViewSet, TenantViewSet
+from tenants.apis import ApiKeyViewSet, IsOperatorOrTenantAdmin, ModelViewSet, TenantMemberViewSet, TenantViewSet
 from tenants.authentication import ManagementTokenAuthentication
 
 router = DefaultRouter()
@@ -31,6 +31,7 @@ router.register("providers", ProviderViewSet, basename="provider")
 router.register("model-list-sources", ModelListSourceViewSet, basename="modellistsource")
 router.register("models", ModelViewSet, basename="publicmodel")
 router.register("tenants", TenantViewSet, basename="tenant")
+router.register(r"tenants/(?P<tenant_id>\d+)/members", TenantMemberViewSet, basename="tenantmember")
 router.register("keys", ApiKeyViewSet, basename="apikey")
 router.register("usage", UsageViewSet, basename="usage")
 router.register("prices", PriceViewSet, basename="price")

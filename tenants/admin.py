@@ -17,7 +17,7 @@ is added to these pages by billing's admin, which sits above tenants.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
@@ -40,8 +40,8 @@ from tenants.services import (
     api_key_set_models,
     management_token_issue_secret,
     tenant_models_outside,
-    tenant_set_models,
 )
+from tenants.tenant_services import TENANT_FIELDS, tenant_add, tenant_update
 
 _KEY_TIMES = ("created_at", "last_used_at", "revoked_at")
 # What a request refused for capacity may do (docs/queueing.md); a key's empty fields take its tenant's.
@@ -138,15 +138,33 @@ class TenantAdmin(admin.ModelAdmin):
         # A new tenant starts with the defaults (queue off), has no admins yet and no usage.
         existing = [*_QUEUE, "admin_users"] if obj is not None else []
         report = ["usage_report"] if obj is not None else []
-        fields = ["name", "slug", "active", "allowed_models", "describe_models", "cors_origins", *existing, "keys"]
+        fields = ["name", "slug", "active", "model_access", "allowed_models", "describe_models", "cors_origins"]
+        fields += [*existing, "keys"]
         return [*fields, *report, "created_at"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Tenant]:
         return super().get_queryset(request).annotate(key_count=Count("api_keys"))
 
+    def save_model(self, request: HttpRequest, obj: Tenant, form: forms.ModelForm, change: bool) -> None:
+        # The same writes as the management API's: one service for both (tenants/tenant_services.py).
+        shown = set(form.cleaned_data) & set(TENANT_FIELDS)
+        fields: dict[str, Any] = {name: form.cleaned_data[name] for name in shown - {"name", "slug"}}
+        fields["allowed_models"] = cast("TenantForm", form).allowed_models()
+        if change:
+            tenant_update(
+                tenant=obj, fields={**fields, "name": form.cleaned_data["name"], "slug": form.cleaned_data["slug"]}
+            )
+            return
+        added = tenant_add(name=form.cleaned_data["name"], slug=form.cleaned_data["slug"], fields=fields)
+        # The form's instance becomes the tenant added, for its inlines and the redirect that follows.
+        obj.pk = added.pk
+        obj._state.adding = False
+        obj.refresh_from_db()
+
     def save_related(self, request: HttpRequest, form: forms.ModelForm, formsets: Any, change: bool) -> None:
-        super().save_related(request, form, formsets, change)
-        tenant_set_models(tenant=form.instance, model_ids=[m.pk for m in form.cleaned_data["allowed_models"]])
+        # Not form.save_m2m(): the model list was saved by the service, with its "none" state.
+        for formset in formsets:
+            self.save_formset(request, form, formset, change=change)
 
     @admin.display(description="keys", ordering="key_count")
     def key_count(self, tenant: Tenant) -> int:

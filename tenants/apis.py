@@ -6,6 +6,10 @@ tenant's objects do not exist for them (404, never 403). Any other user is
 refused (403). Serialisers sit next to their views; writes go to
 `tenants.services` (and a tenant's own settings to `tenants.tenant_services`).
 
+A tenant's memberships (who may sign in to its portal, and in what role) are
+the operators' to set here, as in the console; a tenant's admins invite and
+remove members in the portal.
+
 The same goes for models: to a tenant admin, a model their tenant may not use
 reads exactly as one that does not exist (`usable_models`), wherever a model
 id is given.
@@ -25,16 +29,26 @@ from drf_spectacular.utils import extend_schema, extend_schema_field, extend_sch
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
-from rest_framework.permissions import SAFE_METHODS, BasePermission
+from rest_framework.generics import get_object_or_404
+from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from providers.apis import PublicModelViewSet
 from providers.models import PublicModel
-from tenants.models import ApiKey, Tenant, TenantRole
+from tenants.models import ApiKey, Tenant, TenantMembership, TenantRole
 from tenants.selectors import public_models_for, public_models_usable_by
 from tenants.serializers import ApiKeyQueuePolicySerializer, TenantChangeSerializer, TenantQueuePolicySerializer
-from tenants.services import QUEUE_POLICY_FIELDS, api_key_create, api_key_revoke, queue_policy_set
+from tenants.serializers_members import MembershipSerializer
+from tenants.services import (
+    QUEUE_POLICY_FIELDS,
+    LastAdmin,
+    api_key_create,
+    api_key_revoke,
+    membership_create,
+    membership_remove,
+    queue_policy_set,
+)
 from tenants.tenant_services import tenant_add, tenant_deactivate, tenant_update
 
 
@@ -366,3 +380,44 @@ class ModelViewSet(PublicModelViewSet):
 
     def readable_by(self, user: Any) -> QuerySet[PublicModel]:
         return public_models_usable_by(tenants=tenants_managed_by(user))
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List a tenant's members and their roles (operators)"),
+    create=extend_schema(summary="Give a user a role in a tenant (operators)"),
+    destroy=extend_schema(summary="Remove a member from a tenant, never its last admin (operators)"),
+)
+class TenantMemberViewSet(
+    mixins.ListModelMixin, mixins.CreateModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet
+):
+    """A tenant's people: each a user with a role, as the console's tenant page lists them."""
+
+    serializer_class = MembershipSerializer
+    permission_classes = [IsAdminUser]
+    http_method_names = ["get", "post", "delete", "head", "options"]
+
+    def tenant(self) -> Tenant:
+        return get_object_or_404(Tenant, pk=self.kwargs["tenant_id"])
+
+    def get_queryset(self) -> QuerySet[TenantMembership]:
+        if getattr(self, "swagger_fake_view", False):  # the schema generator, with no tenant in its path
+            return TenantMembership.objects.none()
+        return (
+            TenantMembership.objects.filter(tenant=self.tenant())
+            .select_related("user")
+            .order_by("role", "user__username", "pk")
+        )
+
+    def perform_create(self, serializer: serializers.BaseSerializer) -> None:
+        tenant, data = self.tenant(), serializer.validated_data
+        if TenantMembership.objects.filter(tenant=tenant, user=data["user"]).exists():
+            raise serializers.ValidationError({"user": [f"{data['user']} already belongs to this tenant."]})
+        serializer.instance = membership_create(tenant=tenant, user=data["user"], role=data["role"])
+
+    def perform_destroy(self, instance: TenantMembership) -> None:
+        try:
+            membership_remove(membership=instance)
+        except LastAdmin:
+            raise serializers.ValidationError(
+                [f"{instance.user} is the last admin of {instance.tenant.name}: make another admin first."]
+            ) from None

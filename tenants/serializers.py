@@ -47,6 +47,8 @@ class TenantChangeSerializer(serializers.ModelSerializer):
     class Meta:
         model = Tenant
         fields = ["name", "slug", "active", "allowed_models", "describe_models", "cors_origins", *QUEUE_POLICY_FIELDS]
+        # A taken slug is refused by the service (tenant_add, tenant_update), in the console's words too.
+        extra_kwargs: dict[str, dict[str, list[object]]] = {"slug": {"validators": []}}
 
     def validate_allowed_models(self, public_ids: list[str] | None) -> list[PublicModel] | None:
         if public_ids is None:

@@ -89,6 +89,7 @@ def make_ledger(
             "completion_tokens": rng.randrange(0, 2000),
             "cached_tokens": rng.randrange(0, 500),
             "reasoning_tokens": rng.randrange(0, 300),
+            "cache_creation_tokens": rng.randrange(0, 800) if rng.random() < 0.3 else 0,
             "cost": Decimal(rng.randrange(0, 10**9)).scaleb(-10),
             "provider_cost": provider_cost if tried else Decimal(0),
             "latency_ms": int(rng.lognormvariate(6.5, 1.2)),
@@ -100,6 +101,9 @@ def make_ledger(
         fields.update(fixed)
         records.append(UsageRecord(**fields))
     return UsageRecord.objects.bulk_create(records)
+
+
+TOKENS = ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_creation_tokens", "reasoning_tokens")
 
 
 @dataclass
@@ -133,7 +137,7 @@ def expected_rollups(
         else:
             sums["latency_ms_sum"] += record.latency_ms
             group.latency[bucket_of(record.latency_ms)] += 1
-        for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens"):
+        for name in TOKENS:
             sums[name] += getattr(record, name)
         sums["cost"] += record.cost
         sums["provider_cost"] += record.provider_cost

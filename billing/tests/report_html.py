@@ -74,6 +74,7 @@ def report_tables(report: TenantReport) -> dict[str, list[list[str]]]:
                 f"{line.requests:,}",
                 f"{line.prompt_tokens:,}",
                 f"{line.cached_tokens:,}",
+                f"{line.cache_creation_tokens:,}",
                 f"{line.completion_tokens:,}",
                 f"{line.reasoning_tokens:,}",
                 format_money(line.cost),

@@ -6,6 +6,7 @@ from decimal import Decimal
 import pytest
 import time_machine
 from django.urls import reverse
+from django.utils import timezone
 
 from billing.models import Budget, BudgetAlert, DeploymentPrice, Price, RateLimit
 from billing.services import ONE_OWNER, budget_set, price_add, rate_limit_set
@@ -77,8 +78,9 @@ def test_a_public_model_page_shows_and_adds_its_prices(admin_client):
         f"{prefix}-INITIAL_FORMS": "1",
         f"{prefix}-0-id": Price.objects.get().pk,
         f"{prefix}-0-route": route.model_id,
-        f"{prefix}-0-effective_from_0": "2026-01-01",
-        f"{prefix}-0-effective_from_1": "00:00:00",
+        # The price in effect, posted back unchanged: it may not be changed.
+        f"{prefix}-0-effective_from_0": f"{timezone.localtime(Price.objects.get().effective_from):%Y-%m-%d}",
+        f"{prefix}-0-effective_from_1": f"{timezone.localtime(Price.objects.get().effective_from):%H:%M:%S}",
         f"{prefix}-0-input_per_million": "2.5",
         f"{prefix}-0-output_per_million": "10.125",
         f"{prefix}-1-route": route.model_id,
@@ -91,7 +93,7 @@ def test_a_public_model_page_shows_and_adds_its_prices(admin_client):
     saved = admin_client.post(url, data)
 
     assert saved.status_code == 302, saved.context["inline_admin_formsets"][-1].formset.errors
-    assert [p.input_per_million for p in Price.objects.filter(route=route.model)] == [Decimal(2), Decimal("2.5")]
+    assert sorted(p.input_per_million for p in Price.objects.filter(route=route.model)) == [Decimal(2), Decimal("2.5")]
 
 
 def test_a_deployment_page_shows_and_adds_its_provider_costs(admin_client):

@@ -82,10 +82,13 @@ def test_the_csv_export_adds_up_to_the_ledger_to_the_cent(client, operator):
         "tenant_id",
         "api_key_id",
         "key_prefix",
-        *("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens"),
-        *("cost", "provider_cost"),
+        *("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "cache_creation_tokens"),
+        *("reasoning_tokens", "cost", "provider_cost"),
     ]
     assert _sum(rows, "cost") == _ledger_cost()
+    for tokens in ("cached_tokens", "cache_creation_tokens"):
+        written = UsageRecord.objects.aggregate(total=Sum(tokens))["total"]
+        assert sum(int(row[tokens]) for row in rows) == written > 0
     assert _sum(rows, "provider_cost") == _ledger_cost("provider_cost")
     assert sum(int(row["requests"]) for row in rows) == UsageRecord.objects.count()
     assert len({(row["day"], row["model"], row["api_key_id"]) for row in rows}) == len(rows)

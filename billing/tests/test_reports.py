@@ -25,7 +25,7 @@ from billing.tests.ledger_rows import error_class, make_ledger
 
 START = datetime(2026, 11, 6, 0, 0, tzinfo=UTC)
 NOW = datetime(2026, 11, 15, 12, 30, tzinfo=UTC)
-TOKENS = ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens")
+TOKENS = ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_creation_tokens", "reasoning_tokens")
 
 
 # --- Percentiles from bucket counts (pure) --------------------------------------------------------

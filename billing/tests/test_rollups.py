@@ -40,6 +40,7 @@ SUMS = (
     "prompt_tokens",
     "completion_tokens",
     "cached_tokens",
+    "cache_creation_tokens",
     "reasoning_tokens",
     "cost",
     "provider_cost",

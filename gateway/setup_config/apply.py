@@ -36,7 +36,7 @@ from billing.services import (
     rate_limit_set,
 )
 from gateway.setup_config.diff import ItemPlan, plan
-from gateway.setup_config.export import deployment_entries, read_setup
+from gateway.setup_config.export import alert_channels, deployment_entries, read_setup
 from gateway.setup_config.files import load, resolve_references
 from gateway.setup_config.schema import (
     ConfigInvalid,
@@ -46,6 +46,8 @@ from gateway.setup_config.schema import (
     reference_problems,
 )
 from gateway.setup_config.values import instant_text
+from notifications.models import AlertChannel
+from notifications.services import alert_channel_save
 from providers.facade import CAPABILITIES
 from providers.model_lists.services import SETTINGS_SOURCE, model_list_source_create, model_list_source_update
 from providers.models import ModelListProvider, ModelListSource, ModelRoute, Provider, PublicModel
@@ -106,6 +108,11 @@ def _check(desired: Document) -> None:
             problems.append(
                 f'{entry.path}.public_id: "{entry.key}" is managed by the model-list source "{listed[entry.key]}"'
             )
+    tenants = set(Tenant.objects.values_list("slug", flat=True)) | {entry.key for entry in desired.entries("tenants")}
+    for entry in desired.entries("alert_channels"):
+        slug = entry.values["tenant"]
+        if slug is not None and slug not in tenants:
+            problems.append(f'{entry.path}.tenant: unknown tenant "{slug}"')
     for entry in desired.entries("model_list_sources"):
         if entry.key == SETTINGS_SOURCE:
             problems.append(f'{entry.path}.name: "{SETTINGS_SOURCE}" is the source PORTICO_MODEL_LIST_URL configures')
@@ -119,6 +126,7 @@ def _write(items: list[ItemPlan], *, prune: bool, now: datetime) -> None:
     _each(items, "models", lambda item: _model(item, prune=prune, now=now), retire=_retire_model)
     _each(items, "models", _fallbacks)
     _each(items, "tenants", lambda item: _tenant(item, prune=prune), retire=_retire_tenant)
+    _each(items, "alert_channels", _alert_channel, retire=_retire_alert_channel)
 
 
 def _each(
@@ -328,3 +336,35 @@ def _retire_model(public_id: str) -> None:
 
 def _retire_tenant(slug: str) -> None:
     tenant_deactivate(tenant=Tenant.objects.get(slug=slug))
+
+
+def _retire_alert_channel(key: str) -> None:
+    channel = _stored_channel(key)
+    channel.active = False
+    alert_channel_save(channel=channel)
+
+
+# --- alert channels ---------------------------------------------------------------------------------------------
+
+
+def _stored_channel(key: str) -> AlertChannel:
+    """The channel a key names: "ops" the oldest named ops, "ops #2" the next (as export numbers them)."""
+    name, _sep, number = key.rpartition(" #") if " #" in key else (key, "", "1")
+    return list(alert_channels().filter(name=name))[int(number) - 1]
+
+
+def _alert_channel(item: ItemPlan) -> None:
+    entry = _desired(item)
+    values = dict(entry.values)
+    slug, secret = values.pop("tenant"), values.pop("secret")
+    if item.action == "create":
+        tenant = Tenant.objects.get(slug=slug) if slug is not None else None
+        alert_channel_save(channel=AlertChannel(tenant=tenant, **values), secret=secret)
+        return
+    if "tenant" in _changed(item):
+        # As in the console and the API: another tenant's alerts are another channel.
+        raise ConfigInvalid([f"{entry.path}.tenant: a channel's tenant is fixed once it is made; add another channel"])
+    channel = _stored_channel(item.key)
+    for field_name, value in values.items():
+        setattr(channel, field_name, value)
+    alert_channel_save(channel=channel, secret=secret if "secret" in _changed(item) else "")

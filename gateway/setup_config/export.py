@@ -6,7 +6,8 @@ by `apply`, which needs the stored secrets themselves to tell whether one
 changed.
 
 Left out, as not the file's to hold: API keys and everything set on one key
-(keys are secrets kept only hashed), the ledger, the providers and models a
+(keys are secrets kept only hashed), tenants' people (their admins invite and
+remove them in the portal), the ledger, the providers and models a
 model-list source makes (its refresh makes them again) and the source
 PORTICO_MODEL_LIST_URL configures (the environment does). Rows come in a fixed
 order (names, then priorities and times), so two databases with the same setup
@@ -23,6 +24,7 @@ from django.db.models import Prefetch, QuerySet
 from billing.models import Budget, DeploymentPrice, Price, RateLimit
 from gateway.setup_config.files import dump, reference
 from gateway.setup_config.schema import (
+    ALERT_CHANNEL,
     BUDGET,
     DEPLOYMENT,
     MODEL,
@@ -39,6 +41,7 @@ from gateway.setup_config.schema import (
     document_raw,
     number_repeats,
 )
+from notifications.models import AlertChannel, AlertEvent
 from providers.credentials import CredentialUnreadable, decrypt_credential, decrypt_headers
 from providers.facade import CAPABILITIES
 from providers.model_lists.services import SETTINGS_SOURCE
@@ -48,6 +51,7 @@ from tenants.models import Tenant
 # Stands for a stored secret this process cannot decrypt (PORTICO_CREDENTIAL_KEY changed): equal to no value
 # a file can give, so applying a file sets the secret again.
 UNREADABLE = "\x00unreadable"
+ALERT_EVENTS = tuple(AlertEvent.values)  # a channel's events are written in this order, as a file's are read
 
 HEADER = """\
 # Portico's setup, as `portico config export` wrote it. `portico config apply` makes a database match it
@@ -70,8 +74,25 @@ def read_setup() -> Document:
             "model_list_sources": [_entry(SOURCE, _source_values(s)) for s in _sources()],
             "models": [_model(model) for model in models_in_setup()],
             "tenants": [_tenant(tenant) for tenant in _tenants()],
+            "alert_channels": number_repeats(
+                [_entry(ALERT_CHANNEL, _channel_values(c)) for c in alert_channels()], ALERT_CHANNEL
+            ),
         }
     )
+
+
+def alert_channels() -> QuerySet[AlertChannel]:
+    """In the order their keys are numbered: by name, the oldest first ("ops", "ops #2")."""
+    return AlertChannel.objects.select_related("tenant").order_by("name", "pk")
+
+
+def _channel_values(channel: AlertChannel) -> dict[str, Any]:
+    values = _fields(channel, ALERT_CHANNEL, "tenant", "emails", "events", "secret")
+    values["tenant"] = channel.tenant.slug if channel.tenant is not None else None
+    values["emails"] = sorted(channel.emails)
+    values["events"] = [event for event in ALERT_EVENTS if event in channel.events]
+    values["secret"] = _secret(channel.secret_encrypted, decrypt_credential) if channel.secret_encrypted else ""
+    return values
 
 
 def models_in_setup() -> QuerySet[PublicModel]:
@@ -202,6 +223,8 @@ class SecretNames:
             ]
         if section == "model_list_sources":
             return [(f"PORTICO_MODEL_LIST_{_variable_part(entry.key)}_CREDENTIAL", (section, entry.key, "credential"))]
+        if section == "alert_channels":
+            return [(f"PORTICO_ALERT_{_variable_part(entry.key)}_SECRET", (section, entry.key, "secret"))]
         return []
 
     def reference(self, section: str, entry: Entry, spec: Field) -> Any:

@@ -6,6 +6,8 @@
     models:              by public_id  prices (by effective_from), deployments (by provider/upstream_model)
                                        and each deployment's costs (by effective_from)
     tenants:             by slug       rate limits (by model; "" is every model) and one budget
+    alert_channels:      by name       the webhook's signing secret is a secret; a tenant's by its slug,
+                                       the operators' with none
 
 A section left out of a file is not the file's to manage: applying it changes
 nothing there. In an entry, a field left out takes the value a new row gets, so
@@ -14,6 +16,8 @@ a file says all there is to say about what it lists. A problem names its place:
 
 API keys and the ledger are not part of a setup (keys are secrets Portico keeps
 only hashed), so neither are the rate limits and budgets set on single keys.
+Nor are the people of a tenant (users and their memberships): a tenant's admins
+invite and remove them in the portal, which a file applied later would undo.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ from gateway.setup_config.values import (
     text,
     whole,
 )
+from notifications.models import AlertChannel, AlertEvent
+from notifications.services import SECRET_MIN_LENGTH, alert_channel_problems
 from providers.adapters import ADAPTERS, kind_choices
 from providers.adapters.kind_options import InvalidOptions
 from providers.facade import CAPABILITIES
@@ -282,12 +288,53 @@ TENANT = Shape(
     retire="deactivate",
 )
 
-# In the order they are written and applied: providers before the models they serve, models before tenants.
+
+def _slug_or_none(value: Any) -> str | None:
+    return None if value is None else name(value)
+
+
+def _channel_problems(values: Mapping[str, Any]) -> list[str]:
+    """The rules the console and the API check a channel by (notifications.services)."""
+    secret = values["secret"]
+    problems = alert_channel_problems(
+        kind=values["kind"],
+        emails=values["emails"],
+        url=values["url"],
+        events=values["events"],
+        tenant_id=None if values["tenant"] is None else 0,  # only whether it has one matters
+        has_secret=bool(secret),
+    )
+    if secret and len(secret) < SECRET_MIN_LENGTH:
+        problems["secret"] = f"A signing secret has at least {SECRET_MIN_LENGTH} characters."
+    return [f"{field_name}: {message}" for field_name, message in problems.items()]
+
+
+ALERT_CHANNEL = Shape(
+    "alert channel",
+    (
+        Field("name", name),
+        Field("tenant", _slug_or_none, _none),
+        Field("kind", choice(AlertChannel.Kind.values)),
+        Field("emails", names(ordered=False), list),
+        Field("url", text, lambda: ""),
+        Field("secret", text, lambda: "", secret=True),
+        Field("events", names(choices=AlertEvent.values, ordered=False)),
+        Field("active", flag, _default(AlertChannel, "active")),
+    ),
+    key=lambda values: values["name"],
+    retire="deactivate",
+    repeats=True,  # names need not be unique: the second "ops" is "ops #2", in the order they were made
+    check=_channel_problems,
+)
+
+# In the order they are written and applied: providers before the models they serve, models before tenants,
+# tenants before the alert channels that name them.
 SECTIONS: dict[str, Shape] = {
     "providers": PROVIDER,
     "model_list_sources": SOURCE,
     "models": MODEL,
     "tenants": TENANT,
+    "alert_channels": ALERT_CHANNEL,
 }
 
 

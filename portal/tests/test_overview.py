@@ -46,7 +46,7 @@ def test_budgets_show_their_spend_what_remains_and_how_full_they_are(
         25,
     )
     assert (key_line.progress.spent, key_line.remaining, key_line.filled) == (Decimal("2.5"), Decimal(0), 100)
-    assert b"$7.5000" in page
+    assert b"$7.50" in page
     assert b'<progress max="100" value="25">' in page
     assert b"$999" not in page
 

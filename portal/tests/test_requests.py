@@ -90,5 +90,5 @@ def test_a_row_s_page_shows_what_it_cost_but_not_who_served_it(signed_in: Signed
     page = signed_in(TenantRole.VIEWER).get(f"/portal/acme/requests/{row.pk}/").content
 
     assert row.request_id.encode() in page
-    assert b"$0.0123000000" in page
+    assert b'<data value="0.0123000000">$0.01</data>' in page
     assert b"secret-upstream-provider" not in page

@@ -116,6 +116,7 @@ def test_the_export_holds_the_tenant_s_rows_without_what_providers_charge(
         "prompt_tokens",
         "completion_tokens",
         "cached_tokens",
+        "cache_creation_tokens",
         "reasoning_tokens",
         "cost",
     ]

@@ -5,7 +5,8 @@ tenant's admin, and a key. A program calls with that key through the official
 SDK. The call then shows in the tenant's usage report and on the dashboard,
 and the report's CSV export says the same. The tenant's admin signs in to the
 portal, makes a key and revokes it, and sees only their tenant; someone of
-another tenant gets 404s for it.
+another tenant gets 404s for it. The ledger's list shows its nine columns at
+1280 px without scrolling sideways.
 
 Every page the browser opens must load without a console or JavaScript error
 (tests/browser.py). With PORTICO_SCREENSHOTS set to a directory, the walk saves
@@ -19,13 +20,14 @@ import io
 import os
 import re
 import time
+from collections.abc import Collection
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
 from openai import OpenAI
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, expect
 
 from billing.models import Price, UsageRecord
 from billing.rollups import usage_rollups_update
@@ -174,6 +176,28 @@ def test_an_operator_sets_up_a_tenant_whose_usage_reaches_the_reports_and_the_po
     expect(page.locator("#content")).to_contain_text(tenant_name)
     screenshot(page, "dashboard")
 
+    # The ledger's list, narrowed to the tenant: every column on screen at the console's width.
+    page.goto(portico.url(f"/admin/billing/usagerecord/?tenant={slug}"))
+    headers = page.locator("#result_list thead th")
+    expect(headers).to_have_count(len(LEDGER_COLUMNS))
+    assert [text.strip().lower() for text in headers.all_inner_texts()] == list(LEDGER_COLUMNS)
+    filters = page.locator("#changelist-filter").bounding_box()
+    assert filters is not None
+    for index in range(len(LEDGER_COLUMNS)):
+        expect(headers.nth(index)).to_be_in_viewport()
+        box = headers.nth(index).bounding_box()
+        assert box is not None
+        assert box["x"] + box["width"] <= filters["x"], f"{LEDGER_COLUMNS[index]} runs under the filters"
+    # Neither the page nor the list's own box scrolls sideways.
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    assert page.locator("#changelist .results").evaluate("box => box.scrollWidth <= box.clientWidth")
+    expect(page.locator("#result_list tbody tr")).to_have_count(len(served))
+
+    # Another tenant, whose name the first tenant's admin must never see.
+    outsider_tenant = make_tenant(slug=f"other-{tag}")
+    outsider_tenant.name = f"Globex {tag}"
+    outsider_tenant.save(update_fields=["name"])
+
     # --- the tenant's admin, in the portal ---
     admin_context = browser.new_context(viewport={"width": 1280, "height": 800})
     watch(admin_context, browser_errors)
@@ -182,6 +206,7 @@ def test_an_operator_sets_up_a_tenant_whose_usage_reaches_the_reports_and_the_po
         portal_sign_in(portal, portico, admin_name, ADMIN_PASSWORD)
         portal.goto(portico.url(f"/portal/{slug}/"))
         expect(portal.locator("body")).to_contain_text(tenant_name)
+        expect(portal.locator("body")).not_to_contain_text(outsider_tenant.name)
 
         portal.goto(portico.url(f"/portal/{slug}/requests/"))
         expect(portal.locator("body")).to_contain_text(model)
@@ -207,27 +232,47 @@ def test_an_operator_sets_up_a_tenant_whose_usage_reaches_the_reports_and_the_po
         # The portal lists this tenant and no other.
         portal.goto(portico.url("/portal/"))
         expect(portal.locator("body")).to_contain_text(tenant_name)
+        expect(portal.locator("body")).not_to_contain_text(outsider_tenant.name)
+        expect(portal.locator(f'a[href^="/portal/{outsider_tenant.slug}/"]')).to_have_count(0)
     finally:
         admin_context.close()
 
     # --- someone of another tenant ---
-    outsider_tenant = make_tenant(slug=f"other-{tag}")
     outsider = get_user_model().objects.create_user(username=f"outsider-{tag}", password=ADMIN_PASSWORD)
     membership_create(tenant=outsider_tenant, user=outsider, role=TenantRole.ADMIN)
+    first_key = ApiKey.objects.filter(tenant=tenant).order_by("pk").first()
+    assert first_key is not None
+    refused = [f"/portal/{slug}/", f"/portal/{slug}/usage/", f"/portal/{slug}/keys/{first_key.pk}/"]
     outsider_context = browser.new_context(viewport={"width": 1280, "height": 800})
+    # The browser reports each 404 it is meant to get as a console error; any other error fails the walk.
+    watch(outsider_context, browser_errors, expected_404s={portico.url(path) for path in refused})
     try:
         other = outsider_context.new_page()
         portal_sign_in(other, portico, outsider.username, ADMIN_PASSWORD)
-        first_key = ApiKey.objects.filter(tenant=tenant).order_by("pk").first()
-        assert first_key is not None
-        for path in (f"/portal/{slug}/", f"/portal/{slug}/usage/", f"/portal/{slug}/keys/{first_key.pk}/"):
+        other.goto(portico.url("/portal/"))
+        expect(other.locator("body")).to_contain_text(outsider_tenant.name)
+        expect(other.locator("body")).not_to_contain_text(tenant_name)
+        for path in refused:
             response = other.goto(portico.url(path))
             assert response is not None
             assert response.status == 404, path
+            expect(other.locator("body")).not_to_contain_text(tenant_name)
     finally:
         outsider_context.close()
 
 
-def watch(context: BrowserContext, errors: BrowserErrors) -> None:
-    context.on("console", errors.console)
+# The ledger list's columns, as its header reads them.
+LEDGER_COLUMNS = ("time", "tenant", "key prefix", "model", "provider", "status", "tokens in → out", "cost", "latency")
+
+
+def watch(context: BrowserContext, errors: BrowserErrors, *, expected_404s: Collection[str] = ()) -> None:
+    """Report the context's console errors and uncaught exceptions, but for the 404s of `expected_404s`."""
+
+    def console(message: ConsoleMessage) -> None:
+        page = message.page.url if message.page else ""
+        if message.type == "error" and page in expected_404s and "404" in message.text:
+            return
+        errors.console(message)
+
+    context.on("console", console)
     context.on("weberror", lambda web_error: errors.uncaught(web_error.error))
