@@ -17,7 +17,7 @@ from django.db import DatabaseError, transaction
 from django.db.models import Q
 
 from billing.models import Budget, BudgetAlert
-from billing.money import usd
+from billing.money import format_money, usd
 from billing.periods import period_bounds
 from billing.selectors import budgets_with_spend
 from notifications.models import AlertEvent
@@ -64,20 +64,20 @@ def _announce(alert: BudgetAlert) -> None:
     tenant = key.tenant if key is not None else budget.tenant
     assert tenant is not None  # a budget has one owner (a check constraint)
     owner = f"key {key.name} ({key.prefix}) of {tenant.name}" if key is not None else f"tenant {tenant.name}"
-    amount, spent = usd(budget.amount, cents=True), usd(alert.spent.quantize(Decimal("0.0001")), cents=True)
+    amount, spent = format_money(budget.amount), format_money(alert.spent)
     period = "lifetime" if budget.period == Budget.Period.NONE else budget.period
     if alert.level == "hard":
-        subject = f"Portico: {owner} has reached its {period} budget of {amount} USD"
+        subject = f"Portico: {owner} has reached its {period} budget of {amount}"
         consequence = "Its requests are refused (429 insufficient_quota) until the period ends or the budget is raised."
     else:
         subject = f"Portico: {owner} has spent {budget.soft_limit_percent} % of its {period} budget"
-        consequence = f"Requests will be refused once spend reaches {amount} USD."
+        consequence = f"Requests will be refused once spend reaches {amount}."
     notify(
         event=AlertEvent.BUDGET_HARD if alert.level == "hard" else AlertEvent.BUDGET_SOFT,
         tenant_id=tenant.pk,
         key=f"budget:{budget.pk}:{alert.period}:{alert.level}",
         subject=subject,
-        text=f"Spent {spent} USD of {amount} USD in period {alert.period}. {consequence}",
+        text=f"Spent {spent} of {amount} in period {alert.period}. {consequence}",
         payload={
             "level": alert.level,
             "period": alert.period,

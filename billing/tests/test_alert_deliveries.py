@@ -93,8 +93,8 @@ def test_the_message_names_the_owner_the_spend_and_what_happens_next(tenant: Ten
 
     hard = AlertDelivery.objects.get(event="budget_hard")
     prefix = owner.api_key.prefix
-    assert hard.subject == f"Portico: key owner ({prefix}) of Acme has reached its monthly budget of 10.00 USD"
-    assert hard.text.startswith("Spent 10.25 USD of 10.00 USD in period 2026-11. Its requests are refused")
+    assert hard.subject == f"Portico: key owner ({prefix}) of Acme has reached its monthly budget of $10.00"
+    assert hard.text.startswith("Spent $10.25 of $10.00 in period 2026-11. Its requests are refused")
     assert hard.payload == {
         "level": "hard",
         "period": "2026-11",
