@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -124,75 +124,6 @@ def bounds() -> Bounds:
         ),
         busy=_answer(busy.status, busy.to_json(), b"retry-after: %d\r\n" % BUSY_RETRY_AFTER),
     )
-
-
-class _HeadHolder:
-    """Stands in for the connection while uvicorn writes an answer's head, and keeps the head instead."""
-
-    __slots__ = ("head",)
-
-    def __init__(self) -> None:
-        self.head = b""
-
-    def write(self, data: bytes) -> None:
-        self.head = data
-
-
-class _HeadFirst:
-    """Stands in for the connection while the first part of the body is written: head and body in one write."""
-
-    __slots__ = ("head", "transport")
-
-    def __init__(self, transport: Transport, head: bytes) -> None:
-        self.transport, self.head = transport, head
-
-    def write(self, data: bytes) -> None:
-        self.transport.writelines((self.head, data))
-
-    def close(self) -> None:
-        self.transport.close()
-
-
-class OneWriteCycle(RequestResponseCycle):
-    """A request's cycle whose whole answer (head and body, sized by content-length) is one write.
-
-    uvicorn writes the head when the answer starts and the body when it comes: two system calls and two
-    packets for every non-streamed answer, where the body follows at once. A streamed answer (no
-    content-length) has its head written at once, as before, so a client sees it before the first event.
-    """
-
-    _held_head: bytes | None = None
-
-    async def send(self, message: Any) -> None:
-        if (
-            message["type"] == "http.response.start"
-            and not self.response_started
-            and self.scope["method"] != "HEAD"  # a HEAD answer has no body to carry its head
-            and _sized(message)
-        ):
-            transport, holder = self.transport, _HeadHolder()
-            self.transport = holder  # type: ignore[assignment]
-            try:
-                await super().send(message)
-            finally:
-                self.transport = transport
-            self._held_head = holder.head
-            return
-        head = self._held_head
-        if head is None:
-            await super().send(message)
-            return
-        self._held_head = None
-        transport = self.transport
-        self.transport = _HeadFirst(transport, head)  # type: ignore[assignment]
-        try:
-            await super().send(message)
-        finally:
-            self.transport = transport
-
-
-def _sized(message: Any) -> bool:
-    return any(name.lower() == b"content-length" for name, _ in message.get("headers", ()))
 
 
 class BoundedProtocol(HttpToolsProtocol):
@@ -293,8 +224,6 @@ class BoundedProtocol(HttpToolsProtocol):
             self._header_timer.cancel()
             self._header_timer = None
         super().on_headers_complete()
-        if type(self.cycle) is RequestResponseCycle:
-            self.cycle.__class__ = OneWriteCycle  # its task has not run yet: every send it makes is ours
 
     def on_message_complete(self) -> None:
         self._in_body = False
