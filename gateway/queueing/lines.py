@@ -224,6 +224,9 @@ class Lines:
 
     async def aclose(self) -> None:
         """Let go of the Redis connection of shared lines (the process, or a test's event loop, is ending)."""
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            await publisher.aclose()
         client, self._redis = self._redis, None
         if client is not None:
             await client.aclose()

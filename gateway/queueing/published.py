@@ -46,6 +46,13 @@ class Publisher:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="portico-queue waiting")
 
+    async def aclose(self) -> None:
+        """Stop publishing (the loop is ending): a write left pending would open a connection nobody closes."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
     async def _run(self) -> None:
         try:
             while True:

@@ -140,3 +140,18 @@ async def test_with_redis_the_summary_adds_up_every_processs_requests_waiting_in
     await redis.aclose()
     await lines.aclose()
     assert (rows[busy.pk].in_line, rows[quiet.pk].in_line) == (1, 1)  # the other process's only
+
+
+async def test_closing_the_lines_stops_their_publisher_before_it_can_open_another_connection(prefix: str) -> None:
+    lines, slots = Lines(), Slots()
+    waits = await _wait_in_line(lines, slots, 1, 2)  # tenants need not exist to be counted and published
+    await _all_served(lines, slots, waits)
+    publisher = lines._publisher
+    assert publisher is not None
+    assert publisher._task is not None  # still to write that nobody waits
+
+    await lines.aclose()
+    await asyncio.sleep(0.3)  # past MIN_GAP: a publisher left running would have written by now
+
+    assert publisher._task is None
+    assert lines._redis is None  # no client made again behind the closed one
