@@ -33,7 +33,7 @@ def chunk_is_exact(chunk: dict[str, Any]) -> bool:
     Parsing with orjson and looking at a few keys costs less than the dozen substring searches a check of the
     raw bytes needs; what it saves is writing the chunk again, which an exact one never is.
     """
-    if type(chunk.get("id")) is not str or type(chunk.get("created")) is not int or type(chunk.get("model")) is not str:
+    if not _head_is_exact(chunk):
         return False
     if chunk.get("object") != "chat.completion.chunk" or chunk.get("usage") is not None:
         return False
@@ -62,7 +62,7 @@ def completion_is_exact(body: dict[str, Any]) -> bool:
     An exact answer then only has its model renamed in its bytes, not written again; like `chunk_is_exact`,
     the check may send an exact answer down the slow path, never a wrong one past it.
     """
-    if type(body.get("id")) is not str or type(body.get("created")) is not int or type(body.get("model")) is not str:
+    if not _head_is_exact(body):
         return False
     if body.get("object") != "chat.completion" or body.get("system_fingerprint", "") is None:
         return False
@@ -86,11 +86,25 @@ def completion_is_exact(body: dict[str, Any]) -> bool:
     return True
 
 
+def _head_is_exact(body: dict[str, Any]) -> bool:
+    """An id and a creation time the shapers would keep: an empty id or a zero time is replaced."""
+    identifier, created = body.get("id"), body.get("created")
+    return (
+        type(identifier) is str
+        and bool(identifier)
+        and type(created) is int
+        and created > 0
+        and type(body.get("model")) is str
+    )
+
+
 def _usage_is_exact(usage: Any) -> bool:
     if type(usage) is not dict:
         return False
     if any(type(usage.get(name)) is not int for name in ("prompt_tokens", "completion_tokens", "total_tokens")):
         return False
+    if usage["total_tokens"] == 0 and usage["prompt_tokens"] + usage["completion_tokens"] > 0:
+        return False  # shape_usage puts in the sum
     for name in ("prompt_tokens_details", "completion_tokens_details"):
         details = usage.get(name, {})
         if type(details) is not dict or any(type(value) is not int for value in details.values()):

@@ -169,6 +169,9 @@ def test_an_exact_whole_answer_keeps_its_bytes_but_for_the_model() -> None:
         lambda body: body.update(usage=None),
         lambda body: body["usage"].update(prompt_tokens_details=None),
         lambda body: body.pop("created"),
+        lambda body: body.update(created=0),
+        lambda body: body.update(id=""),
+        lambda body: body["usage"].update(total_tokens=0),
     ],
 )
 def test_a_whole_answer_with_any_deviation_is_not_taken_for_exact(loosen: Any) -> None:
@@ -177,3 +180,11 @@ def test_a_whole_answer_with_any_deviation_is_not_taken_for_exact(loosen: Any) -
 
     assert not completion_is_exact(body)
     assert completion_is_exact(shape_completion(body, MODEL))
+
+
+@pytest.mark.parametrize("field", [{"id": ""}, {"created": 0}])
+def test_a_chunk_with_an_empty_id_or_no_time_is_not_taken_for_exact(field: dict[str, Any]) -> None:
+    loose = chunk(**field)
+
+    assert not chunk_is_exact(loose)
+    assert chunk_is_exact(shaped(loose))
