@@ -31,6 +31,7 @@ from gateway.relay import Whole, answer, attempt_upload
 from gateway.routing_outcome import Trail, headers_of
 from gateway.snapshot import Snapshot
 from gateway.uploads import Upload
+from gateway.validation import refuse_stream
 from providers.facade import RouteInfo
 
 _NO_WISHES = Extensions()
@@ -42,6 +43,8 @@ async def serve_upload(call: Call, snapshot: Snapshot, upload: Upload) -> HttpRe
     limit_headers = await session.admit()
     try:
         await upload.receive()
+        # `stream` may come after the file, so it is read once the whole body is in; the SDKs send it as text.
+        refuse_stream(upload.fields.get("stream", "").strip().lower() == "true")
         trail, seconds, send = Trail(), call.model.timeout, _sender(upload)
         if seconds is None:
             result, _ = await routing._run(call, snapshot, _NO_WISHES, trail, send)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.errors import InvalidRequest
 
 if TYPE_CHECKING:
-    from providers.facade import ModelInfo
+    pass
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 _TYPE_NAMES = {str: "a string", bool: "a boolean", dict: "an object", list: "an array"}
@@ -364,7 +364,12 @@ def validate_completion_request(body: dict[str, Any]) -> None:
 
 
 def _no_stream(body: dict[str, Any]) -> None:
-    if body.get("stream"):
+    refuse_stream(bool(body.get("stream")))
+
+
+def refuse_stream(stream: bool) -> None:
+    """Endpoints Portico answers whole: `stream: true` is refused, never ignored."""
+    if stream:
         raise InvalidRequest("This endpoint does not stream; leave 'stream' out.", param="stream", code="invalid_value")
 
 
@@ -389,31 +394,9 @@ def validate_moderation_request(body: dict[str, Any]) -> None:
         raise _type_error("input", "one of a string, array of strings, or array of objects", value)
 
 
-# The provider kinds that can stream each operation OpenAI streams but Portico relays whole: none so far. A kind
-# added here must also relay the stream (gateway.routing); until then `stream: true` is refused, not ignored.
-STREAMING_KINDS: dict[str, frozenset[str]] = {"images": frozenset(), "transcriptions": frozenset()}
-
-
-def _unstreamed(operation: str) -> InvalidRequest:
-    return InvalidRequest(
-        f"Streaming is not supported for this provider: {operation} are answered whole. "
-        "Leave 'stream' out or set it to false.",
-        param="stream",
-        code="invalid_value",
-    )
-
-
-def refuse_unstreamed(model: ModelInfo, operation: str, stream: bool) -> None:
-    """Refuse `stream: true` unless a deployment of `model` is of a provider kind that streams `operation`."""
-    kinds = STREAMING_KINDS[operation]
-    if stream and not any(route.provider.kind in kinds for route in model.routes):
-        raise _unstreamed(operation)
-
-
 def validate_image_request(body: dict[str, Any]) -> None:
     _typed(body, "stream", bool)
-    if body.get("stream") and not STREAMING_KINDS["images"]:
-        raise _unstreamed("images")  # no kind streams them: refused before a model is looked for
+    _no_stream(body)
     _model(body, required=False)
     prompt = body.get("prompt")
     if prompt is None:

@@ -13,7 +13,6 @@ from gateway.routers.openapi import TRANSCRIPTION_REQUEST, documented
 from gateway.routing_uploads import serve_upload
 from gateway.snapshot import store
 from gateway.uploads import read_upload, receive_chunks
-from gateway.validation import refuse_unstreamed
 
 router = Router(tags=["audio"])
 
@@ -38,10 +37,6 @@ async def create_transcription(request: HttpRequest) -> HttpResponse:
         snapshot = await store.get()
         model = find_model(snapshot, grant_of(request), upload.fields["model"])
         require_operation(model, "transcriptions")
-        # `stream` may come after the file: the whole body is received (and spooled, as serve_upload would) first.
-        # Like a JSON body, it is then read before admission. A form field: the SDKs send the boolean as text.
-        await upload.receive()
-        refuse_unstreamed(model, "transcriptions", upload.fields.get("stream", "").strip().lower() == "true")
         call = new_call(request, model, "transcriptions", dict(upload.fields))
         return await serve_upload(call, snapshot, upload)
     finally:

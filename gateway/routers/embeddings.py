@@ -18,7 +18,6 @@ from gateway.routers.openapi import EMBEDDING_REQUEST, IMAGE_REQUEST, MODERATION
 from gateway.routing import serve
 from gateway.sse import EventStream
 from gateway.validation import (
-    refuse_unstreamed,
     validate_embedding_request,
     validate_image_request,
     validate_moderation_request,
@@ -43,6 +42,4 @@ async def create_moderation(request: HttpRequest) -> HttpResponse | EventStream:
 
 @router.post("/images/generations", summary="Create images", openapi_extra=documented(IMAGE_REQUEST))
 async def create_image(request: HttpRequest) -> HttpResponse | EventStream:
-    call, snapshot, ext = await json_call(request, "images", validate_image_request)
-    refuse_unstreamed(call.model, "images", call.body.get("stream") is True)
-    return await serve(call, snapshot, ext)
+    return await serve(*await json_call(request, "images", validate_image_request))

@@ -65,7 +65,7 @@ def test_a_streamed_image_request_is_refused_and_never_reaches_the_upstream(
 
     status, kind, param, message = _refusal(caught)
     assert (status, kind, param) == (400, "invalid_request_error", "stream")
-    assert message.startswith("Streaming is not supported for this provider")
+    assert message == "This endpoint does not stream; leave 'stream' out."
     assert upstream.received(image_route.upstream_model) == []
 
 
@@ -89,7 +89,7 @@ def test_a_streamed_transcription_is_refused_and_never_reaches_the_upstream(
 
     status, kind, param, message = _refusal(caught)
     assert (status, kind, param) == (400, "invalid_request_error", "stream")
-    assert message.startswith("Streaming is not supported for this provider")
+    assert message == "This endpoint does not stream; leave 'stream' out."
     assert upstream.received(whisper_route.upstream_model) == []
     with audio.open("rb") as file:
         assert client.audio.transcriptions.create(model=whisper_route.public_id, file=file).text == "a transcript"
