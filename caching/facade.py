@@ -26,7 +26,6 @@ class CacheRule:
 
     enabled: bool
     ttl: int  # seconds
-    charge: str  # full, free or percent
     percent: int = 100  # the share of the price a hit is charged, 0 to 100
 
     @property
@@ -55,7 +54,7 @@ def rule_of(policy: CachePolicy) -> CacheRule:
         percent = min(policy.charge_percent or 0, 100)
     else:
         percent = 100
-    return CacheRule(enabled=policy.enabled, ttl=policy.ttl_seconds, charge=policy.charge, percent=percent)
+    return CacheRule(enabled=policy.enabled, ttl=policy.ttl_seconds, percent=percent)
 
 
 def load_cache_policies() -> CachePolicies:

@@ -31,7 +31,3 @@ def cache_policy_set(
     policy.full_clean(validate_constraints=False)
     policy.save()
     return policy
-
-
-def cache_policy_delete(*, policy: CachePolicy) -> None:
-    policy.delete()

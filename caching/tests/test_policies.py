@@ -49,7 +49,7 @@ def test_a_model_policy_caches_that_model_for_every_tenant(
 
     policies = load_cache_policies()
 
-    assert policies.rule_for(tenant.pk, model.public_id) == CacheRule(enabled=True, ttl=120, charge="full")
+    assert policies.rule_for(tenant.pk, model.public_id) == CacheRule(enabled=True, ttl=120)
     assert policies.rule_for(outsider.pk, model.public_id) is not None
     assert policies.rule_for(tenant.pk, other_model.public_id) is None
 
@@ -64,7 +64,7 @@ def test_a_tenant_policy_wins_over_the_models(
     policies = load_cache_policies()
 
     assert policies.rule_for(tenant.pk, model.public_id) is None  # its opt-out beats the model's opt-in
-    assert policies.rule_for(outsider.pk, model.public_id) == CacheRule(enabled=True, ttl=30, charge="free", percent=0)
+    assert policies.rule_for(outsider.pk, model.public_id) == CacheRule(enabled=True, ttl=30, percent=0)
     assert policies.rule_for(outsider.pk, other_model.public_id) is not None  # every model of that tenant
 
 
@@ -75,9 +75,7 @@ def test_the_policy_for_the_pair_wins_over_both(tenant: Tenant, outsider: Tenant
 
     policies = load_cache_policies()
 
-    assert policies.rule_for(tenant.pk, model.public_id) == CacheRule(
-        enabled=True, ttl=60, charge="percent", percent=25
-    )
+    assert policies.rule_for(tenant.pk, model.public_id) == CacheRule(enabled=True, ttl=60, percent=25)
     assert policies.rule_for(outsider.pk, model.public_id) is None
 
 
@@ -86,9 +84,7 @@ def test_setting_a_scope_again_replaces_its_policy(tenant: Tenant, model: Public
     cache_policy_set(model=model, tenant=tenant, ttl_seconds=90, charge="free")
 
     assert CachePolicy.objects.count() == 1
-    assert load_cache_policies().rule_for(tenant.pk, model.public_id) == CacheRule(
-        enabled=True, ttl=90, charge="free", percent=0
-    )
+    assert load_cache_policies().rule_for(tenant.pk, model.public_id) == CacheRule(enabled=True, ttl=90, percent=0)
 
 
 def test_a_policy_needs_a_scope_and_a_percent_when_charged_by_percent(model: PublicModel) -> None:

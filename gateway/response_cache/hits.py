@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -32,7 +31,6 @@ from gateway.sse import STREAM_CONTENT_TYPE, STREAM_HEADERS
 # The prices a hit is charged at, per (public model, percent): the snapshot's billing they were derived from, and
 # that billing with the model's price scaled. Rebuilt when the snapshot is; bounded by the policies there are.
 _scaled: dict[tuple[str, int], tuple[BillingSnapshot, BillingSnapshot]] = {}
-_HUNDRED = Decimal(100)
 
 
 def hit_billing(billing: BillingSnapshot, public_id: str, rule: CacheRule) -> BillingSnapshot:
@@ -45,7 +43,7 @@ def hit_billing(billing: BillingSnapshot, public_id: str, rule: CacheRule) -> Bi
     prices = dict(billing.prices)
     schedule = prices.pop(public_id, None)
     if schedule is not None and rule.percent > 0:
-        factor = Decimal(rule.percent) / _HUNDRED
+        factor = rule.price_factor
         prices[public_id] = dataclasses.replace(
             schedule,
             prices=tuple(

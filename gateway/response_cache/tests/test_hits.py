@@ -23,22 +23,22 @@ def charged(snapshot: BillingSnapshot, model: str = "gpt-cached") -> Decimal:
     return price.input + price.output if price else Decimal(0)
 
 
-def rule(charge: str, percent: int) -> CacheRule:
-    return CacheRule(enabled=True, ttl=60, charge=charge, percent=percent)
+def rule(percent: int) -> CacheRule:
+    return CacheRule(enabled=True, ttl=60, percent=percent)
 
 
 def test_a_full_price_hit_is_charged_as_a_miss() -> None:
     snapshot = billing()
 
-    assert hit_billing(snapshot, "gpt-cached", rule("full", 100)) is snapshot
+    assert hit_billing(snapshot, "gpt-cached", rule(100)) is snapshot
 
 
 def test_a_free_hit_costs_nothing() -> None:
-    assert charged(hit_billing(billing(), "gpt-cached", rule("free", 0))) == 0
+    assert charged(hit_billing(billing(), "gpt-cached", rule(0))) == 0
 
 
 def test_a_percent_hit_costs_that_share_of_the_price_of_its_model_only() -> None:
-    scaled = hit_billing(billing(), "gpt-cached", rule("percent", 25))
+    scaled = hit_billing(billing(), "gpt-cached", rule(25))
 
     assert charged(scaled) == Decimal("12.5") * Decimal("0.25")
     assert charged(scaled, "gpt-other") == Decimal("12.5")
@@ -47,7 +47,7 @@ def test_a_percent_hit_costs_that_share_of_the_price_of_its_model_only() -> None
 def test_the_scaled_prices_are_derived_once_per_snapshot() -> None:
     first, second = billing(), billing()
 
-    once = hit_billing(first, "gpt-cached", rule("percent", 50))
+    once = hit_billing(first, "gpt-cached", rule(50))
 
-    assert hit_billing(first, "gpt-cached", rule("percent", 50)) is once
-    assert hit_billing(second, "gpt-cached", rule("percent", 50)) is not once
+    assert hit_billing(first, "gpt-cached", rule(50)) is once
+    assert hit_billing(second, "gpt-cached", rule(50)) is not once
