@@ -288,3 +288,9 @@ def test_the_last_chunk_maps_the_stop_reason(stop_reason: str, finish_reason: st
         "logprobs": None,
         "finish_reason": finish_reason,
     }
+
+
+@pytest.mark.parametrize("payload", [b"[]", b"[1, 2]", b'"message_stop"', b"42", b"null"])
+def test_an_event_that_is_not_an_object_is_malformed(payload: bytes) -> None:
+    with pytest.raises(ValueError, match="not an Anthropic stream event"):
+        translator().feed(payload)

@@ -8,6 +8,7 @@ import pytest
 from providers.adapters import ADAPTERS, adapter_for
 from providers.adapters.base import Adapter, BaseAdapter, Target, UnsupportedOperation
 from providers.adapters.framing import EventSplitter, LineSplitter
+from providers.adapters.replicate.stream import NamedEventSplitter
 from providers.tests.factories import make_provider_info
 
 
@@ -37,21 +38,29 @@ def test_a_bare_kind_maps_failures_as_openai_does_and_uses_the_network() -> None
     assert ADAPTER.clean_options({}) == {}
 
 
-@pytest.mark.parametrize(
-    ("kind", "splitter"),
-    [
-        ("openai", EventSplitter),
-        ("azure", EventSplitter),
-        ("anthropic", EventSplitter),
-        ("ollama", LineSplitter),
-        ("mock", EventSplitter),
-    ],
-)
+SPLITTERS: dict[str, type] = {
+    "openai": EventSplitter,
+    "azure": EventSplitter,
+    "anthropic": EventSplitter,
+    "ollama": LineSplitter,
+    "mock": EventSplitter,
+    "cohere": EventSplitter,
+    "gemini": EventSplitter,
+    "replicate": NamedEventSplitter,
+}
+
+
+@pytest.mark.parametrize(("kind", "splitter"), SPLITTERS.items())
 def test_each_kind_splits_its_streams_in_its_own_framing(kind: str, splitter: type) -> None:
     first, second = adapter_for(kind).splitter(), adapter_for(kind).splitter()
 
     assert type(first) is splitter
     assert first is not second  # one per stream: a splitter holds the bytes of an unfinished event
+
+
+def test_the_framing_of_every_registered_kind_is_tested() -> None:
+    # A new kind fails here until its framing is added above.
+    assert set(SPLITTERS) == set(ADAPTERS)
 
 
 def test_every_registered_kind_is_an_adapter_with_its_own_label() -> None:

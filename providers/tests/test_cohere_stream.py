@@ -191,3 +191,9 @@ def test_secrets_quoted_in_events_are_redacted() -> None:
 
     assert b"sk-secret-123" not in b"".join(orjson.dumps(chunk) for chunk in chunks)
     assert "bad" in chunks[-1]["error"]["message"]
+
+
+@pytest.mark.parametrize("payload", [b"[]", b"[1, 2]", b'"message-end"', b"42", b"null"])
+def test_an_event_that_is_not_an_object_is_malformed(payload: bytes) -> None:
+    with pytest.raises(ValueError, match="not a Cohere stream event"):
+        run([start(), payload])

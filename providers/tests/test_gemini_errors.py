@@ -29,6 +29,8 @@ CASES = [
     pytest.param(404, "NOT_FOUND", 404, "invalid_request_error", "model_not_found", id="not-found"),
     pytest.param(429, "RESOURCE_EXHAUSTED", 429, "requests", "rate_limit_exceeded", id="resource-exhausted"),
     pytest.param(500, "INTERNAL", 502, "api_error", None, id="internal"),
+    # Gemini gave up on the request itself: the client did nothing wrong, so it is not a 4xx.
+    pytest.param(499, "CANCELLED", 502, "api_error", None, id="cancelled"),
     pytest.param(503, "UNAVAILABLE", 503, "api_error", None, id="unavailable"),
     pytest.param(504, "DEADLINE_EXCEEDED", 504, "api_error", None, id="deadline-exceeded"),
     # A proxy between Portico and Google may change the HTTP status: Google's own status name decides.

@@ -243,6 +243,23 @@ REFUSALS = [
         id="arguments-not-an-object",
     ),
     pytest.param({"messages": [{"role": "function", "content": "x"}]}, "messages[0].role", "not supported", id="role"),
+    pytest.param(
+        {
+            "messages": [
+                {
+                    "role": "system",
+                    "content": [
+                        {"type": "text", "text": "Describe what you see."},
+                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+                    ],
+                },
+                USER,
+            ]
+        },
+        "messages[0].content[1]",
+        "only text parts",
+        id="image-in-a-system-message",
+    ),
 ]
 
 

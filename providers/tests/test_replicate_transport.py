@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -187,20 +187,23 @@ async def test_a_poll_url_on_another_address_is_not_followed() -> None:
     assert "no URL on its own service" in orjson.loads(body)["detail"]
 
 
-async def test_a_stream_closed_before_it_ended_cancels_the_prediction() -> None:
-    async def endless() -> Any:
-        yield b"event: output\ndata: Hi\n\n"
+class Endless(httpx.AsyncByteStream):
+    """An upstream stream that sends its chunks and then keeps the connection open without a word."""
+
+    def __init__(self, *chunks: bytes) -> None:
+        self.chunks = chunks
+
+    async def __aiter__(self) -> Any:
+        for chunk in self.chunks:
+            yield chunk
         await asyncio.Event().wait()
 
-    class Endless(httpx.AsyncByteStream):
-        async def __aiter__(self) -> Any:
-            async for part in endless():
-                yield part
 
+async def test_a_stream_closed_before_it_ended_cancels_the_prediction() -> None:
     network = Network(
         {
             ("POST", CREATE): [json(201, prediction("starting"))],
-            ("GET", URLS["stream"]): [httpx.Response(200, stream=Endless())],
+            ("GET", URLS["stream"]): [httpx.Response(200, stream=Endless(b"event: output\ndata: Hi\n\n"))],
             ("POST", URLS["cancel"]): [json(200, prediction("canceled"))],
         }
     )
@@ -214,20 +217,50 @@ async def test_a_stream_closed_before_it_ended_cancels_the_prediction() -> None:
     assert network.calls()[-1] == ("POST", URLS["cancel"])
 
 
-async def test_a_stream_that_ended_is_not_canceled() -> None:
+@pytest.mark.parametrize("done", [b"event: done\ndata: {}\n\n", b"event:done\ndata: {}\n\n"])
+async def test_a_stream_closed_once_its_done_event_is_in_is_not_canceled(done: bytes) -> None:
+    # Replicate may keep the connection open after `done`: the relay closes the stream there, not at its end.
     network = Network(
         {
             ("POST", CREATE): [json(201, prediction("starting"))],
-            ("GET", URLS["stream"]): [httpx.Response(200, content=EVENTS)],
+            ("GET", URLS["stream"]): [httpx.Response(200, stream=Endless(b"event: output\ndata: Hi\n\n", done))],
+            ("POST", URLS["cancel"]): [json(200, prediction("canceled"))],
         }
     )
-    answer = await transport(network).handle_async_request(creation(stream=True))
+    predictions = transport(network)
+    answer = await predictions.handle_async_request(creation(stream=True))
+    read = [chunk async for chunk in _until_done(answer)]
+
+    await answer.aclose()
+    await predictions.aclose()  # lets any cancellation on its way reach the network
+
+    assert read[-1] == done
+    assert ("POST", URLS["cancel"]) not in network.calls()
+
+
+async def test_a_stream_read_to_its_end_is_not_canceled() -> None:
+    network = Network(
+        {
+            ("POST", CREATE): [json(201, prediction("starting"))],
+            ("GET", URLS["stream"]): [httpx.Response(200, content=b"event: output\ndata: Hi\n\n")],
+            ("POST", URLS["cancel"]): [json(200, prediction("canceled"))],
+        }
+    )
+    predictions = transport(network)
+    answer = await predictions.handle_async_request(creation(stream=True))
 
     await answer.aread()
     await answer.aclose()
-    await asyncio.sleep(0.01)
+    await predictions.aclose()
 
     assert ("POST", URLS["cancel"]) not in network.calls()
+
+
+async def _until_done(answer: httpx.Response) -> AsyncIterator[bytes]:
+    async for chunk in answer.aiter_raw():
+        yield chunk
+        if b"done" in chunk:
+            return
 
 
 async def test_polling_given_up_on_cancels_the_prediction() -> None:

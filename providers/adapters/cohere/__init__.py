@@ -29,8 +29,8 @@ from providers.adapters.cohere.errors import cohere_failure
 from providers.adapters.cohere.options import OPTIONS, clean_cohere_options
 from providers.adapters.cohere.requests import chat_body, embed_body
 from providers.adapters.cohere.stream import CohereStream
-from providers.adapters.headers import with_credential
 from providers.adapters.kind_options import OptionField
+from providers.adapters.openai import headers_for
 from providers.redaction import NO_SECRETS, Redactor
 from providers.values import ProviderInfo
 
@@ -39,13 +39,6 @@ __all__ = ["CohereAdapter", "CohereStream", "UnsupportedParameter"]
 _PATHS: dict[Operation, str] = {"chat": "/v2/chat", "embeddings": "/v2/embed"}
 # Cohere pages its model list, 20 by default; one page of the maximum holds every model it serves.
 _MODELS_PAGE = 1000
-
-
-def headers_for(provider: ProviderInfo, *, content_type: str | None = "application/json") -> dict[str, str]:
-    headers = {"accept-encoding": "identity"}
-    if content_type:
-        headers["content-type"] = content_type
-    return with_credential(headers, provider, default_header="authorization")
 
 
 class CohereAdapter(BaseAdapter):

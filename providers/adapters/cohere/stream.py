@@ -62,6 +62,8 @@ class CohereStream:
     def feed(self, event: bytes) -> Iterable[bytes]:
         # Text and tool arguments may quote a secret as errors can: it is redacted before it is parsed.
         data = orjson.loads(self.redactor.bytes(event))
+        if not isinstance(data, dict):
+            raise ValueError("not a Cohere stream event")  # the relay ends a stream on ValueError
         kind = data.get("type")
         # In rough order of frequency: almost every event is a delta.
         if kind in ("content-delta", "content-start"):

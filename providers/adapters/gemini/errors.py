@@ -9,7 +9,7 @@ stream. The canonical `status` decides, whatever HTTP status a proxy in between 
     INVALID_ARGUMENT with reason API_KEY_INVALID          502 upstream_auth_error (Gemini's answer to a bad key)
     NOT_FOUND                                             404 model_not_found
     RESOURCE_EXHAUSTED                                    429 rate_limit_exceeded, retry-after from RetryInfo
-    INTERNAL, UNKNOWN                                     502 api_error
+    INTERNAL, UNKNOWN, CANCELLED                          502 api_error
     UNAVAILABLE                                           503 api_error
     DEADLINE_EXCEEDED                                     504 api_error
 """
@@ -38,7 +38,8 @@ STATUS_CODES = {
     "ALREADY_EXISTS": 409,
     "ABORTED": 409,
     "RESOURCE_EXHAUSTED": 429,
-    "CANCELLED": 499,
+    # The request was canceled upstream, not by Portico's client: an upstream failure, not a 499.
+    "CANCELLED": 502,
     "INTERNAL": 500,
     "UNKNOWN": 500,
     "DATA_LOSS": 500,

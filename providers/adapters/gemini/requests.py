@@ -151,7 +151,7 @@ def _conversation(messages: list[dict[str, Any]]) -> tuple[list[str], list[dict[
         where = f"messages[{index}]"
         role = message.get("role")
         if role in ("system", "developer"):
-            system.extend(part["text"] for part in _parts(message.get("content"), f"{where}.content"))
+            system.extend(_system_texts(message.get("content"), f"{where}.content"))
             continue
         if role == "user":
             gemini_role, parts = "user", _parts(message.get("content"), f"{where}.content")
@@ -169,6 +169,21 @@ def _conversation(messages: list[dict[str, Any]]) -> tuple[list[str], list[dict[
         else:
             turns.append({"role": gemini_role, "parts": parts})
     return system, turns
+
+
+def _system_texts(content: Any, param: str) -> list[str]:
+    """A system message's texts: Gemini's system instruction is read as text, so other parts are refused."""
+    if content is None or isinstance(content, str):
+        return [part["text"] for part in _parts(content, param)]
+    texts = []
+    for index, item in enumerate(content):
+        part = _part(item, f"{param}[{index}]")
+        if part is None:
+            continue
+        if "text" not in part:
+            raise UnsupportedParameter("System messages may hold only text parts.", f"{param}[{index}]")
+        texts.append(part["text"])
+    return texts
 
 
 def _parts(content: Any, param: str) -> list[dict[str, Any]]:

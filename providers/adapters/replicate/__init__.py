@@ -30,8 +30,8 @@ from providers.adapters.base import (
     UpstreamFailure,
     UpstreamRequest,
 )
-from providers.adapters.headers import with_credential
 from providers.adapters.kind_options import with_defaults
+from providers.adapters.openai import headers_for
 from providers.adapters.replicate.answers import chat_completion, prediction, prediction_id
 from providers.adapters.replicate.errors import replicate_failure
 from providers.adapters.replicate.inputs import prediction_input
@@ -44,13 +44,6 @@ from providers.values import ProviderInfo
 __all__ = ["DEFAULT_BASE_URL", "ReplicateAdapter"]
 
 DEFAULT_BASE_URL = "https://api.replicate.com"
-
-
-def headers_for(provider: ProviderInfo, *, content_type: str | None = "application/json") -> dict[str, str]:
-    headers = {"accept-encoding": "identity"}
-    if content_type:
-        headers["content-type"] = content_type
-    return with_credential(headers, provider, default_header="authorization")
 
 
 def api_root(provider: ProviderInfo) -> str:
