@@ -24,10 +24,6 @@ class PriceInEffect(Exception):
     """The row has started: it is history, kept as it is."""
 
 
-def price_in_effect(*, row: Price | DeploymentPrice, now: datetime | None = None) -> bool:
-    return row.effective_from <= (now or timezone.now())
-
-
 def price_withdraw(*, price: Price, now: datetime | None = None) -> None:
     """Delete a tenant price that has not started; PriceInEffect for one that has."""
     _withdraw(price, now)

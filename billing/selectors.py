@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from functools import reduce
 
+from django.conf import settings
 from django.db.models import (
     BigIntegerField,
     Case,
@@ -35,8 +36,10 @@ from django.db.models import (
     When,
 )
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from billing.models import USD, Budget, DailyUsageRollup, RateLimit, UsageRecord, UsageRollupCursor
+from billing.partitions import add_months, month_start
 from billing.periods import period_bounds
 from billing.rollups import CURSOR_ID
 from tenants.models import ApiKey, Tenant
@@ -171,11 +174,17 @@ def rolled_usage_sums(
     `start` and `end` must be UTC midnights (the rollups' days). One statement reads the rollups and the
     ledger rows they have not counted yet, so its cost is that of a few rollup rows a day, whatever the
     ledger holds.
+
+    Under a ledger retention the start is never before the first kept month: the rollups outlive the months
+    pruned from the ledger, and counting them would promise rows (pages of a request log) that are gone.
     """
     assert all(
         bound is None or bound == bound.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         for bound in (start, end)
     ), "the rollups' buckets are UTC days"
+    kept_since = _first_kept_month()
+    if kept_since is not None and (start is None or start < kept_since):
+        start = kept_since
     rolled = DailyUsageRollup.objects.all()
     recent = UsageRecord.objects.all()
     if tenant_id is not None:
@@ -203,6 +212,17 @@ def rolled_usage_sums(
         )
     # An aggregate answers one row even when no rollup row matches.
     return UsageSums(**rolled.order_by().aggregate(**sums))
+
+
+def _first_kept_month() -> datetime | None:
+    """The first month the ledger still holds under PORTICO_LEDGER_RETENTION_MONTHS (None: it keeps them all).
+
+    The same cutoff as billing.partitions.ledger_partitions_prune: this month and the `keep_months` before it.
+    """
+    keep_months = settings.PORTICO_LEDGER_RETENTION_MONTHS
+    if keep_months <= 0:
+        return None
+    return add_months(month_start(timezone.now()), -keep_months)
 
 
 def _not_rolled_up(rows: QuerySet[UsageRecord]) -> QuerySet[UsageRecord]:

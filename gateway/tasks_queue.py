@@ -26,15 +26,12 @@ from gateway.background import enqueue
 from gateway.queueing import runner
 from gateway.queueing.deferral import TASK
 from gateway.tasks_base import portico_task
-from queueing.services import queued_jobs_handed_over_again, queued_jobs_prune
+from queueing.services import LOST_AFTER, STALE_AFTER, queued_jobs_handed_over_again, queued_jobs_prune
 
 logger = logging.getLogger(__name__)
 
-# A queued job not taken this long after its hand-over was lost on the way (as gateway.routers.queue judges on
-# a poll); one past its deadline should have had its last run by then; a running one past its lease lost its worker.
-STALE_AFTER = 60.0
+# A queued job this long past its deadline should have had its last run by then.
 OVERDUE_AFTER = 5.0
-LOST_AFTER = 2.0
 _SWEEP_LIMIT = 500  # jobs handed over, and finished jobs deleted, per sweep; the next sweep takes the rest
 
 

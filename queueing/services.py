@@ -9,7 +9,7 @@ and removes finished jobs past their retention.
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.db.models import Q
@@ -18,6 +18,12 @@ from django.utils import timezone
 from queueing.facade import FINAL, JobClaim, JobInfo, Outcome
 from queueing.models import QueuedJob
 from queueing.selectors import job_info
+
+# A queued job not taken this long (s) after its hand-over was lost on the way (a broker, a server that stopped);
+# a running one past its lease this long after its hand-over lost its worker. A poll (gateway.routers.queue) and
+# the sweep (gateway.tasks_queue) judge by these same times.
+STALE_AFTER = 60.0
+LOST_AFTER = 2.0
 
 
 def queued_job_create(
@@ -137,15 +143,21 @@ def queued_job_requeue_stale(*, job: JobInfo, stale_after: float, lost_after: fl
     for `lost_after` seconds. The claim keeps a second delivery from running the job twice; the guard on
     `enqueued_at` keeps concurrent readers from handing it over more than once.
     """
-    now = datetime.now(UTC)
-    if job.status == "queued":
-        threshold = now - timedelta(seconds=stale_after)
-    elif job.status == "running" and job.lease_until is not None and job.lease_until < now.timestamp():
-        threshold = now - timedelta(seconds=lost_after)
-    else:
-        return False
-    rows = QueuedJob.objects.filter(pk=job.id, status=job.status, enqueued_at__lt=threshold)
-    return rows.update(enqueued_at=now) == 1
+    now = timezone.now()
+    under_lease = job.status == "running" and (job.lease_until is None or job.lease_until >= now.timestamp())
+    if job.status in FINAL or under_lease:
+        return False  # the poll's read already rules a hand-over out: no statement
+    # The row, not the poll's read, decides: a lease renewed since then keeps the job where it is.
+    rows = QueuedJob.objects.filter(_hand_over_lost(now=now, stale_after=stale_after, lost_after=lost_after))
+    return rows.filter(pk=job.id, status=job.status).update(enqueued_at=now) == 1
+
+
+def _hand_over_lost(*, now: datetime, stale_after: float, lost_after: float) -> Q:
+    """Jobs queued and not taken `stale_after` s after their hand-over, or running past their lease and not
+    handed over for `lost_after` s."""
+    stale = Q(status=QueuedJob.Status.QUEUED, enqueued_at__lt=now - timedelta(seconds=stale_after))
+    lost = Q(status=QueuedJob.Status.RUNNING, lease_until__lt=now, enqueued_at__lt=now - timedelta(seconds=lost_after))
+    return stale | lost
 
 
 def queued_jobs_handed_over_again(
@@ -164,12 +176,10 @@ def queued_jobs_handed_over_again(
     running it twice.
     """
     now = timezone.now()
-    queued, running = QueuedJob.Status.QUEUED, QueuedJob.Status.RUNNING
-    stale = Q(status=queued, enqueued_at__lt=now - timedelta(seconds=stale_after))
     overdue_since = now - timedelta(seconds=overdue_after)
-    overdue = Q(status=queued, deadline__lt=overdue_since, enqueued_at__lt=overdue_since)
-    lost = Q(status=running, lease_until__lt=now, enqueued_at__lt=now - timedelta(seconds=lost_after))
-    found = QueuedJob.objects.filter(stale | overdue | lost).order_by("enqueued_at")
+    overdue = Q(status=QueuedJob.Status.QUEUED, deadline__lt=overdue_since, enqueued_at__lt=overdue_since)
+    lost = _hand_over_lost(now=now, stale_after=stale_after, lost_after=lost_after)
+    found = QueuedJob.objects.filter(lost | overdue).order_by("enqueued_at")
     handed: list[str] = []
     for job_id, status, enqueued_at in found.values_list("pk", "status", "enqueued_at")[:limit]:
         if QueuedJob.objects.filter(pk=job_id, status=status, enqueued_at=enqueued_at).update(enqueued_at=now):

@@ -29,14 +29,10 @@ from gateway.queueing.deferral import TASK, expired, location
 from gateway.routers.openapi import documented
 from queueing.facade import FINAL, JobInfo
 from queueing.selectors import queued_job_get
-from queueing.services import queued_job_requeue_stale
+from queueing.services import LOST_AFTER, STALE_AFTER, queued_job_requeue_stale
 
 router = Router(tags=["queue"])
 
-# A job not taken this long after its hand-over was lost on the way (a broker, a server that stopped): handed
-# over again when its client asks. A running one past its lease lost its worker: handed over a few seconds on.
-STALE_AFTER = 60.0
-LOST_AFTER = 2.0
 JOB_ID = re.compile(r"qjob_[0-9a-f]{24}")
 
 

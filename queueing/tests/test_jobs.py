@@ -127,6 +127,23 @@ def test_a_job_waiting_a_short_while_or_running_under_its_lease_is_left_alone(ow
     assert not queued_job_requeue_stale(job=running, stale_after=60, lost_after=2)
 
 
+def test_a_lease_renewed_since_the_poll_read_the_job_keeps_it_with_its_run(owner: IssuedKey) -> None:
+    job_id = accept(owner)
+    claim = queued_job_claim(job_id=job_id, lease_seconds=30)
+    assert claim is not None
+    long_ago = timezone.now() - timedelta(seconds=120)
+    QueuedJob.objects.filter(pk=job_id).update(enqueued_at=long_ago, lease_until=long_ago)
+    read = queued_job_get(tenant_id=owner.api_key.tenant_id, job_id=job_id)
+    assert read is not None
+
+    assert queued_job_renew(job_id=job_id, token=claim.token, lease_seconds=30)
+    assert not queued_job_requeue_stale(job=read, stale_after=60, lost_after=2)
+    assert QueuedJob.objects.get(pk=job_id).enqueued_at == long_ago
+
+    QueuedJob.objects.filter(pk=job_id).update(lease_until=long_ago)  # its run died after all
+    assert queued_job_requeue_stale(job=read, stale_after=60, lost_after=2)
+
+
 def test_a_job_is_found_only_within_its_tenant(owner: IssuedKey, teammate: IssuedKey, outsider: IssuedKey) -> None:
     job_id = accept(owner)
 
