@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from types import SimpleNamespace
 
 import orjson
@@ -26,6 +27,12 @@ def observed_clock(request_id: str, seconds: float) -> RequestClock:
     return clock
 
 
+def own_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """The lines this test's drain wrote: the process-wide hand-off thread may drain other tests' calls meanwhile."""
+    here = threading.get_ident()
+    return [record for record in caplog.records if record.name == "portico.requests" and record.thread == here]
+
+
 @pytest.fixture
 def hand_off() -> HandOff:
     return HandOff(Metrics(CollectorRegistry(), tenant_labels=False), interval=60.0)
@@ -38,7 +45,7 @@ def test_each_call_is_one_line_with_its_figures(hand_off: HandOff, caplog: pytes
     with caplog.at_level(logging.INFO, logger="portico.requests"):
         assert hand_off.drain() == 2
 
-    lines = [record for record in caplog.records if record.name == "portico.requests"]
+    lines = own_lines(caplog)
     assert [line.request["request_id"] for line in lines] == ["req_a", "req_b"]  # type: ignore[attr-defined]
     first, second = (line.request for line in lines)  # type: ignore[attr-defined]
     assert first["tenant"] == "acme"
@@ -58,7 +65,7 @@ def test_a_call_of_another_request_does_not_take_its_clock(hand_off: HandOff, ca
     with caplog.at_level(logging.INFO, logger="portico.requests"):
         hand_off.drain()
 
-    (line,) = [record.request for record in caplog.records if record.name == "portico.requests"]  # type: ignore[attr-defined]
+    (line,) = [record.request for record in own_lines(caplog)]  # type: ignore[attr-defined]
     assert line["overhead_s"] is None
     assert line["tenant"] == "7"
 
@@ -69,7 +76,7 @@ def test_the_json_format_is_one_object_per_line_without_the_key(
     hand_off.call(row(request_id="req_json", first_token_ms=80, streamed=True), observed_clock("req_json", 0.0004))
     with caplog.at_level(logging.INFO, logger="portico.requests"):
         hand_off.drain()
-    (record,) = [record for record in caplog.records if record.name == "portico.requests"]
+    (record,) = own_lines(caplog)
 
     text = JsonFormatter().format(record)
 
@@ -94,7 +101,7 @@ def test_answers_without_a_call_are_logged_with_their_status(
     with caplog.at_level(logging.INFO, logger="portico.requests"):
         hand_off.drain()
 
-    (line,) = [record.request for record in caplog.records if record.name == "portico.requests"]  # type: ignore[attr-defined]
+    (line,) = [record.request for record in own_lines(caplog)]  # type: ignore[attr-defined]
     assert line == {"path": "/v1/chat/completions", "status": 401, "overhead_ms": 0}
 
 
@@ -112,7 +119,7 @@ def test_the_lines_can_be_turned_off(hand_off: HandOff, caplog: pytest.LogCaptur
     with caplog.at_level(logging.CRITICAL, logger="portico.requests"):
         hand_off.drain()
 
-    assert [record for record in caplog.records if record.name == "portico.requests"] == []
+    assert own_lines(caplog) == []
     assert (
         hand_off.metrics.registry.get_sample_value(
             "portico_requests_total",
