@@ -130,11 +130,15 @@ def test_the_lines_can_be_turned_off(hand_off: HandOff, caplog: pytest.LogCaptur
 
 
 class CountingStream:
+    """Keeps the writes of the thread that made it: the process-wide hand-off thread writes other tests' lines."""
+
     def __init__(self) -> None:
         self.writes: list[str] = []
+        self.owner = threading.get_ident()
 
     def write(self, text: str) -> None:
-        self.writes.append(text)
+        if threading.get_ident() == self.owner:
+            self.writes.append(text)
 
     def flush(self) -> None:
         pass
