@@ -23,7 +23,7 @@ mkdir -p "$BENCH_TMP"
 export DATABASE_URL=postgres://postgres@127.0.0.1:5432/portico_profile REDIS_URL=redis://127.0.0.1:6379/0
 export PORTICO_REDIS_PREFIX=portico-profile PORTICO_DATA_DIR=$BENCH_TMP/data PORTICO_LOG_LEVEL=WARNING
 export SECRET_KEY=portico-bench-secret-key-not-for-production-use-0123456789 DJANGO_SETTINGS_MODULE=gateway.settings
-export PORTICO_USAGE_LEDGER=$([ "$KEY" = plain ] && echo false || echo true) PORTICO_HTTP_TRANSPORT=aiohttp
+export PORTICO_USAGE_LEDGER=$([ "$KEY" = plain ] && echo false || echo true) PORTICO_HTTP_TRANSPORT=${PORTICO_HTTP_TRANSPORT:-http1}
 
 portico_pid=
 cleanup() {

@@ -4,7 +4,7 @@
 # bare Python proxy floor, all in one sitting. See bench/README.md.
 #
 #   bench/run.sh
-#   DURATION=3s WARMUP=1s ROUNDS=1 MODES="uvicorn:aiohttp granian:aiohttp" bench/run.sh
+#   DURATION=3s WARMUP=1s ROUNDS=1 MODES="uvicorn:http1 uvicorn:aiohttp" bench/run.sh
 #
 # Environment:
 #   MODES     Portico configurations to compare, as SERVER:TRANSPORT[:VARIANT] words. With no
@@ -17,9 +17,9 @@
 #                          upstream (127.0.0.1:18084), fails every other call with a 500, and
 #                          Portico moves those calls on to the fast upstream
 #             (default "$SERVER:$PORTICO_HTTP_TRANSPORT $SERVER:$PORTICO_HTTP_TRANSPORT:plain
-#             $SERVER:$PORTICO_HTTP_TRANSPORT:anthropic", i.e. uvicorn:aiohttp in the three variants)
+#             $SERVER:$PORTICO_HTTP_TRANSPORT:anthropic", i.e. uvicorn:http1 in the three variants)
 #   SERVER    uvicorn | granian            (default uvicorn; used when MODES is unset)
-#   PORTICO_HTTP_TRANSPORT aiohttp | httpx (default aiohttp; used when MODES is unset)
+#   PORTICO_HTTP_TRANSPORT http1 | aiohttp | httpx (default http1; used when MODES is unset)
 #   WORKERS   server worker processes      (default 1)
 #   ROUNDS    rounds of every target       (default 2)
 #   DURATION, WARMUP, CASES                passed to the harness's run.sh
@@ -51,7 +51,7 @@ PY=$PROJECT/.venv/bin/python
 export BENCH_TMP=${BENCH_TMP:-/tmp/portico-bench}
 ROUNDS=${ROUNDS:-2}
 WORKERS=${WORKERS:-1}
-BASE_MODE=${SERVER:-uvicorn}:${PORTICO_HTTP_TRANSPORT:-aiohttp}
+BASE_MODE=${SERVER:-uvicorn}:${PORTICO_HTTP_TRANSPORT:-http1}
 MODES=${MODES:-$BASE_MODE $BASE_MODE:plain $BASE_MODE:anthropic}
 MODEL=bench-model
 CLAUDE_MODEL=bench-claude
@@ -65,13 +65,13 @@ DB=portico_bench
 
 for mode in $MODES; do
     case $mode in
-    uvicorn:aiohttp | uvicorn:httpx | granian:aiohttp | granian:httpx) ;;
-    uvicorn:aiohttp:* | uvicorn:httpx:* | granian:aiohttp:* | granian:httpx:*)
+    uvicorn:http1 | uvicorn:aiohttp | uvicorn:httpx | granian:http1 | granian:aiohttp | granian:httpx) ;;
+    uvicorn:http1:* | uvicorn:aiohttp:* | uvicorn:httpx:* | granian:http1:* | granian:aiohttp:* | granian:httpx:*)
         case ${mode##*:} in
         django | plain | anthropic | failover) ;;
         *) die "unknown variant in '$mode': use django, plain, anthropic or failover" ;;
         esac ;;
-    *) die "unknown mode '$mode' in MODES: use SERVER:TRANSPORT[:VARIANT], SERVER uvicorn|granian, TRANSPORT aiohttp|httpx" ;;
+    *) die "unknown mode '$mode' in MODES: use SERVER:TRANSPORT[:VARIANT], SERVER uvicorn|granian, TRANSPORT http1|aiohttp|httpx" ;;
     esac
 done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"

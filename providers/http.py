@@ -1,4 +1,4 @@
-"""Outbound HTTP: this module and providers/transport.py are the only ones that open connections
+"""Outbound HTTP: this module, providers/http1.py and providers/transport.py are the only ones that open connections
 (ruff's banned-api enforces it). Besides the upstreams of the hot path, `fetch_document` reads one
 document synchronously, bounded in size and time, for background work (model-list sources), and
 `post_body` sends one (alert webhooks).
@@ -6,13 +6,15 @@ document synchronously, bounded in size and time, for background work (model-lis
 Each provider gets one pooled, keep-alive `Upstream`, shared by every request
 of this process, with the provider's connect, read and total timeouts:
 
-* `AiohttpUpstream` (providers/transport.py), the default: aiohttp's pool,
-  called directly — the fastest choice measured (bench/README.md);
+* `Http1Upstream` (providers/http1.py), the default: Portico's own HTTP/1.1
+  client on httptools' parser, the least CPU per request measured (bench/README.md);
+* `AiohttpUpstream` (providers/transport.py), PORTICO_HTTP_TRANSPORT=aiohttp:
+  aiohttp's pool, called directly;
 * `HttpxUpstream`: an httpx transport — httpx's own pool when
   PORTICO_HTTP_TRANSPORT=httpx, or the in-process transport of a kind that
   answers without a network (the mock).
 
-Both raise httpx's exceptions, the one vocabulary the relay handles. Neither
+All raise httpx's exceptions, the one vocabulary the relay handles. Neither
 keeps cookies: one tenant's upstream cookies must never reach another's
 request. A provider whose settings change gets a new upstream; the old one is
 closed once requests still streaming through it are done.
@@ -32,6 +34,7 @@ from django.conf import settings
 
 from providers.adapters.base import UpstreamRequest
 from providers.facade import ProviderInfo
+from providers.http1 import Http1Upstream
 from providers.transport import AiohttpUpstream
 
 # Replaced upstreams linger this much longer than their total timeout, for streams still flowing through them.
@@ -129,6 +132,8 @@ def open_upstream(provider: ProviderInfo) -> Upstream:
     if own is not None:
         return HttpxUpstream(provider, own)
     limit = settings.PORTICO_UPSTREAM_MAX_CONNECTIONS
+    if settings.PORTICO_HTTP_TRANSPORT == "http1":
+        return Http1Upstream(provider, max_connections=limit)
     if settings.PORTICO_HTTP_TRANSPORT == "aiohttp":
         return AiohttpUpstream(provider, max_connections=limit)
     limits = httpx.Limits(max_connections=limit, max_keepalive_connections=limit)

@@ -20,6 +20,7 @@ from providers.adapters.base import UpstreamRequest
 from providers.adapters.mock import MOCK_BASE_URL
 from providers.adapters.openai import OpenAIAdapter
 from providers.http import HttpxUpstream, Upstreams, open_upstream, probe_models
+from providers.http1 import Http1Upstream
 from providers.tests.factories import UPSTREAM_CREDENTIAL, make_provider_info
 from providers.transport import AiohttpUpstream
 
@@ -217,10 +218,12 @@ async def test_a_body_still_arriving_after_the_total_timeout_is_a_read_timeout()
 @pytest.mark.parametrize(
     ("kind", "setting", "expected", "transport"),
     [
+        ("openai", "http1", Http1Upstream, None),
         ("openai", "aiohttp", AiohttpUpstream, None),
         ("openai", "httpx", HttpxUpstream, httpx.AsyncHTTPTransport),
         ("mock", "aiohttp", HttpxUpstream, httpx.MockTransport),
         ("mock", "httpx", HttpxUpstream, httpx.MockTransport),
+        ("mock", "http1", HttpxUpstream, httpx.MockTransport),
     ],
 )
 async def test_it_picks_the_upstream_by_kind_and_setting(
@@ -244,7 +247,7 @@ async def test_probing_the_mock_provider_lists_its_models() -> None:
     assert result.summary == "OK: 1 model(s)"
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("transport", ["http1", "aiohttp", "httpx"])
 async def test_probing_a_refused_port_is_not_ok(settings: Settings, transport: str) -> None:
     settings.PORTICO_HTTP_TRANSPORT = transport
     port = refused_port()

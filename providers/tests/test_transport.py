@@ -1,4 +1,5 @@
-"""AiohttpUpstream against a real aiohttp server on 127.0.0.1, run in the test's own event loop.
+"""Both upstream clients (providers/http1.py, providers/transport.py) against a real aiohttp server on 127.0.0.1,
+run in the test's own event loop.
 
 The server holds its answers on events the test controls, so "the upstream has
 not sent the rest yet" and "the upstream saw the client leave" are facts the
@@ -20,8 +21,10 @@ import pytest
 from aiohttp import web
 
 from providers.adapters.base import UpstreamRequest
+from providers.http import Upstream, UpstreamResponse
+from providers.http1 import Http1Upstream
 from providers.tests.factories import make_provider_info
-from providers.transport import AiohttpResponse, AiohttpUpstream
+from providers.transport import AiohttpUpstream
 
 # Long enough never to fire on a healthy loopback answer, short enough to keep the suite quick.
 SHORT_READ = 0.2
@@ -150,13 +153,22 @@ async def server() -> AsyncIterator[FakeUpstream]:
         await runner.cleanup()
 
 
-def loopback(**changes: Any) -> AiohttpUpstream:
-    return AiohttpUpstream(dataclasses.replace(PROVIDER, **changes), max_connections=4)
+CLIENTS: dict[str, Any] = {"http1": Http1Upstream, "aiohttp": AiohttpUpstream}
+
+
+@pytest.fixture(params=sorted(CLIENTS))
+def client(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def loopback(client: str, **changes: Any) -> Upstream:
+    upstream: Upstream = CLIENTS[client](dataclasses.replace(PROVIDER, **changes), max_connections=4)
+    return upstream
 
 
 @pytest.fixture
-async def upstream() -> AsyncIterator[AiohttpUpstream]:
-    async with aclosing(loopback()) as opened:
+async def upstream(client: str) -> AsyncIterator[Upstream]:
+    async with aclosing(loopback(client)) as opened:
         yield opened
 
 
@@ -164,7 +176,7 @@ def get(url: str) -> UpstreamRequest:
     return UpstreamRequest("GET", url, {})
 
 
-async def read(response: AiohttpResponse) -> bytes:
+async def read(response: UpstreamResponse) -> bytes:
     try:
         return await response.aread()
     finally:
@@ -178,7 +190,7 @@ def refused_port() -> int:
         return sock.getsockname()[1]
 
 
-async def test_it_sends_the_request_and_returns_the_answer(server: FakeUpstream, upstream: AiohttpUpstream) -> None:
+async def test_it_sends_the_request_and_returns_the_answer(server: FakeUpstream, upstream: Upstream) -> None:
     headers = {"Content-Type": "application/json", "X-Portico-Test": "yes"}
 
     response = await upstream.send(UpstreamRequest("POST", f"{server.url}/echo?x=1", headers, b'{"model":"m"}'))
@@ -191,9 +203,7 @@ async def test_it_sends_the_request_and_returns_the_answer(server: FakeUpstream,
     assert echoed["headers"]["content-length"] == "13"
 
 
-async def test_it_passes_an_error_answer_and_its_headers_through(
-    server: FakeUpstream, upstream: AiohttpUpstream
-) -> None:
+async def test_it_passes_an_error_answer_and_its_headers_through(server: FakeUpstream, upstream: Upstream) -> None:
     response = await upstream.send(get(f"{server.url}/limited"))
 
     assert response.status_code == 429
@@ -201,7 +211,7 @@ async def test_it_passes_an_error_answer_and_its_headers_through(
     assert orjson.loads(await read(response))["error"]["code"] == "rate_limit_exceeded"
 
 
-async def test_it_reuses_a_connection_once_an_answer_is_read(server: FakeUpstream, upstream: AiohttpUpstream) -> None:
+async def test_it_reuses_a_connection_once_an_answer_is_read(server: FakeUpstream, upstream: Upstream) -> None:
     await read(await upstream.send(get(f"{server.url}/echo")))
     await read(await upstream.send(get(f"{server.url}/echo")))
 
@@ -209,7 +219,7 @@ async def test_it_reuses_a_connection_once_an_answer_is_read(server: FakeUpstrea
     assert server.peers[0] == server.peers[1]
 
 
-async def test_it_sends_no_cookie_the_upstream_set_earlier(server: FakeUpstream, upstream: AiohttpUpstream) -> None:
+async def test_it_sends_no_cookie_the_upstream_set_earlier(server: FakeUpstream, upstream: Upstream) -> None:
     # By name, not IP: aiohttp's default jar ignores cookies from IP hosts, which would hide a shared jar.
     base = f"http://localhost:{server.port}"
     first = await upstream.send(get(f"{base}/set-cookie"))
@@ -221,7 +231,7 @@ async def test_it_sends_no_cookie_the_upstream_set_earlier(server: FakeUpstream,
     assert "cookie" not in echoed["headers"]
 
 
-async def test_it_hands_out_a_stream_as_it_arrives(server: FakeUpstream, upstream: AiohttpUpstream) -> None:
+async def test_it_hands_out_a_stream_as_it_arrives(server: FakeUpstream, upstream: Upstream) -> None:
     response = await upstream.send(get(f"{server.url}/stream"))
     try:
         chunks = response.aiter_raw()
@@ -237,9 +247,7 @@ async def test_it_hands_out_a_stream_as_it_arrives(server: FakeUpstream, upstrea
     assert rest == b"data: second\n\n"
 
 
-async def test_closing_a_half_read_answer_closes_its_connection(
-    server: FakeUpstream, upstream: AiohttpUpstream
-) -> None:
+async def test_closing_a_half_read_answer_closes_its_connection(server: FakeUpstream, upstream: Upstream) -> None:
     response = await upstream.send(get(f"{server.url}/stream"))
     chunks = response.aiter_raw()
     assert await anext(chunks) == b"data: first\n\n"
@@ -253,21 +261,17 @@ async def test_closing_a_half_read_answer_closes_its_connection(
     assert server.peers[-1] != server.peers[0]  # and the next request needed a new connection
 
 
-async def test_a_refused_connection_is_a_connect_error(upstream: AiohttpUpstream) -> None:
+async def test_a_refused_connection_is_a_connect_error(upstream: Upstream) -> None:
     with pytest.raises(httpx.ConnectError):
         await upstream.send(get(f"http://127.0.0.1:{refused_port()}/v1/models"))
 
 
-async def test_an_upstream_that_never_answers_is_a_read_timeout(
-    server: FakeUpstream, upstream: AiohttpUpstream
-) -> None:
+async def test_an_upstream_that_never_answers_is_a_read_timeout(server: FakeUpstream, upstream: Upstream) -> None:
     with pytest.raises(httpx.ReadTimeout):
         await upstream.send(get(f"{server.url}/hang-before-headers"))
 
 
-async def test_an_upstream_that_stalls_mid_body_is_a_read_timeout(
-    server: FakeUpstream, upstream: AiohttpUpstream
-) -> None:
+async def test_an_upstream_that_stalls_mid_body_is_a_read_timeout(server: FakeUpstream, upstream: Upstream) -> None:
     response = await upstream.send(get(f"{server.url}/hang-mid-body"))
     try:
         assert response.status_code == 200
@@ -279,10 +283,12 @@ async def test_an_upstream_that_stalls_mid_body_is_a_read_timeout(
         await response.aclose()
 
 
-async def test_an_upstream_that_trickles_past_the_total_timeout_is_a_read_timeout(server: FakeUpstream) -> None:
+async def test_an_upstream_that_trickles_past_the_total_timeout_is_a_read_timeout(
+    server: FakeUpstream, client: str
+) -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
-    async with aclosing(loopback(total_timeout=SHORT_TOTAL)) as upstream:
+    async with aclosing(loopback(client, total_timeout=SHORT_TOTAL)) as upstream:
         response = await upstream.send(get(f"{server.url}/trickle"))
         try:
             # The guard only turns a missing total timeout into a failure instead of a hang.
@@ -299,7 +305,7 @@ async def test_an_upstream_that_trickles_past_the_total_timeout_is_a_read_timeou
 
 @pytest.mark.parametrize("path", ["/drop-mid-body", "/drop-mid-chunk"], ids=["content-length", "chunked"])
 async def test_an_upstream_that_drops_mid_body_is_a_transport_error(
-    server: FakeUpstream, upstream: AiohttpUpstream, path: str
+    server: FakeUpstream, upstream: Upstream, path: str
 ) -> None:
     response = await upstream.send(get(f"{server.url}{path}"))
     try:
