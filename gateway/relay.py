@@ -40,6 +40,7 @@ from gateway.uploads import Upload
 from providers.adapters import bridge, wire
 from providers.adapters.base import Operation, StreamTranslator, Target, UnsupportedParameter, UpstreamRequest
 from providers.adapters.embeddings import encode_embeddings
+from providers.adapters.failures import FailedAnswer
 from providers.adapters.framing import Splitter
 from providers.facade import RouteInfo
 from providers.http import UpstreamResponse, Upstreams
@@ -188,8 +189,11 @@ async def attempt(
     finally:
         if clock is not None:
             clock.wait_ends()
-    content = route.provider.adapter.response(operation, target, payload)
     call.upstream_id = wire.upstream_id(route.provider.adapter, payload)
+    try:
+        content = route.provider.adapter.response(operation, target, payload)
+    except FailedAnswer as exc:
+        raise UpstreamError.from_failure(exc.failure) from None
     if _bridged(call, route):
         content = bridge.completion_from_chat(content)
     return Whole(content, "application/json", rest)

@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol
 
 import httpx
 
-from providers.adapters.failures import UpstreamFailure
+from providers.adapters.failures import FailedAnswer, UpstreamFailure
 from providers.adapters.framing import EventSplitter, Splitter
 from providers.adapters.kind_options import NO_OPTIONS, OptionField, clean_options
 from providers.adapters.wire import openai_failure
@@ -31,6 +31,7 @@ __all__ = [
     "OPERATIONS",
     "Adapter",
     "BaseAdapter",
+    "FailedAnswer",
     "Operation",
     "StreamTranslator",
     "Target",
@@ -119,7 +120,11 @@ class Adapter(Protocol):
         ...
 
     def response(self, operation: Operation, target: Target, payload: bytes) -> bytes:
-        """The upstream's whole answer to `operation`, as OpenAI's JSON body."""
+        """The upstream's whole answer to `operation`, as OpenAI's JSON body.
+
+        Raises ValueError for a payload that is not an answer, and `FailedAnswer` for one that says the
+        upstream failed (the relay answers it as the upstream's error).
+        """
         ...
 
     def stream_translator(

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from providers.adapters.base import Target
+from providers.adapters.base import FailedAnswer, Target
 from providers.adapters.cohere import CohereAdapter
 from providers.redaction import Redactor
 from providers.tests.factories import make_provider_info
@@ -87,6 +87,26 @@ def test_usage_comes_from_tokens_else_billed_units(usage: Any, expected: tuple[i
 def test_an_answer_that_is_not_coheres_raises_value_error() -> None:
     with pytest.raises(ValueError, match="not a Cohere chat answer"):
         ADAPTER.response("chat", TARGET, b'{"text": "a v1 answer"}')
+
+
+@pytest.mark.parametrize("reason", ["ERROR", "TIMEOUT"])
+def test_an_answer_whose_generation_failed_is_the_upstreams_failure_not_an_answer(reason: str) -> None:
+    payload = answer({"role": "assistant", "content": [{"type": "text", "text": "partial"}]}, finish_reason=reason)
+
+    with pytest.raises(FailedAnswer) as caught:
+        ADAPTER.response("chat", TARGET, payload)
+
+    failure = caught.value.failure
+    assert (failure.status, failure.type, failure.code) == (502, "api_error", None)
+    assert failure.message == f"The upstream provider failed: the generation ended with {reason}."
+
+
+def test_a_failed_answer_passes_on_coheres_own_words_for_it() -> None:
+    payload = orjson.loads(answer({"role": "assistant", "content": []}, finish_reason="ERROR"))
+    payload["error"] = "internal model failure"
+
+    with pytest.raises(FailedAnswer, match="The upstream provider failed: internal model failure"):
+        ADAPTER.response("chat", TARGET, orjson.dumps(payload))
 
 
 def test_embeddings_become_an_openai_list() -> None:

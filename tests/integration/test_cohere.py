@@ -547,6 +547,30 @@ def test_a_stream_that_breaks_midway_raises_an_api_error_after_the_text_so_far(
     assert (caught.value.type, caught.value.code) == ("api_error", code)
 
 
+@pytest.mark.parametrize("reason", ["ERROR", "TIMEOUT"])
+def test_a_whole_answer_whose_generation_failed_is_a_502_and_a_failed_call(
+    client: OpenAI, route: ModelRoute, script: Callable[[Any], None], reason: str
+) -> None:
+    script(Reply(ANSWER, finish_reason=reason))
+    request_id = new_request_id()
+
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.chat.completions.create(model=route.public_id, messages=ASK, extra_headers={"x-request-id": request_id})
+
+    body = caught.value.response.json()
+    assert body == {
+        "error": {
+            "message": f"The upstream provider failed: the generation ended with {reason}.",
+            "type": "api_error",
+            "param": None,
+            "code": None,
+        }
+    }
+    assert caught.value.status_code == 502
+    [row] = ledger_rows([request_id])
+    assert (row.status, row.error_type, row.upstream_id) == (502, "upstream_error", ANSWER_ID)
+
+
 # --- embeddings ---
 
 

@@ -1,7 +1,8 @@
 """Cohere API v2 answers as OpenAI's: chat completions, embedding lists, model names.
 
 Cohere gives its own answer id, which the ledger keeps; the client gets an OpenAI-style one.
-A payload that is not the answer expected raises ValueError.
+A payload that is not the answer expected raises ValueError; a chat answer whose generation failed
+(finish reason ERROR or TIMEOUT) raises `FailedAnswer`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from typing import Any
 
 import orjson
 
+from providers.adapters.cohere.errors import failed_generation
+from providers.adapters.failures import FailedAnswer
 from providers.adapters.shapes import new_completion_id
 
 # Cohere's finish reasons, as OpenAI's. ERROR and TIMEOUT are failures, not ends (see `FAILED`).
@@ -89,6 +92,9 @@ def chat_completion(payload: bytes, public_model: str, *, created: int) -> dict[
     message = answer.get("message")
     if not isinstance(message, dict):
         raise ValueError("not a Cohere chat answer")
+    reason = answer.get("finish_reason")
+    if isinstance(reason, str) and reason in FAILED:
+        raise FailedAnswer(failed_generation(reason, answer.get("error")))
     texts = [part.get("text") or "" for part in message.get("content") or () if part.get("type") == "text"]
     text = "".join(texts) or message.get("tool_plan") or None
     calls = tool_calls(message.get("tool_calls"))
@@ -99,7 +105,7 @@ def chat_completion(payload: bytes, public_model: str, *, created: int) -> dict[
         "index": 0,
         "message": reply,
         "logprobs": None,
-        "finish_reason": finish_reason(answer.get("finish_reason"), called_tools=bool(calls)),
+        "finish_reason": finish_reason(reason, called_tools=bool(calls)),
     }
     return {
         "id": new_completion_id(),

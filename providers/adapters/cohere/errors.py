@@ -2,14 +2,15 @@
 
 Cohere answers errors as `{"message": "…"}` (sometimes with an `id`), with the meaning in the
 HTTP status. Besides the usual statuses it has 498 (the key is invalid), 499 (the request was
-cancelled) and 402 (the account cannot pay). Mid-stream, a failure is a `message-end` event whose
-finish reason is ERROR or TIMEOUT.
+cancelled) and 402 (the account cannot pay). A generation can also fail after a 200: a whole answer,
+or a stream's `message-end` event, whose finish reason is ERROR or TIMEOUT (`failed_generation`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from typing import Any
 
 import orjson
 
@@ -46,7 +47,13 @@ def cohere_failure(
     return failure
 
 
-def stream_error(message: str, *, redactor: Redactor = NO_SECRETS) -> bytes:
+def failed_generation(reason: str, detail: Any, *, redactor: Redactor = NO_SECRETS) -> UpstreamFailure:
+    """A generation Cohere ended with a failed finish reason (ERROR, TIMEOUT): the upstream's fault, so a 502."""
+    said = detail if isinstance(detail, str) and detail else f"the generation ended with {reason}."
+    return UpstreamFailure(status=502, message=redactor.text(f"The upstream provider failed: {said}"), type="api_error")
+
+
+def stream_error(failure: UpstreamFailure) -> bytes:
     """OpenAI's error payload for a stream Cohere ended with a failure."""
-    text = redactor.text(f"The upstream provider failed: {message}")
-    return orjson.dumps({"error": {"message": text, "type": "api_error", "param": None, "code": None}})
+    error = {"message": failure.message, "type": failure.type, "param": failure.param, "code": failure.code}
+    return orjson.dumps({"error": error})

@@ -13,12 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import orjson
-
 from providers.adapters.cohere.answers import FAILED, finish_reason, openai_usage, safe_id
-from providers.adapters.cohere.errors import stream_error
-from providers.adapters.shapes import new_completion_id
-from providers.adapters.wire import usage_is_plausible
+from providers.adapters.cohere.errors import failed_generation, stream_error
+from providers.adapters.translated_stream import TranslatedStream
 from providers.redaction import NO_SECRETS, Redactor
 
 
@@ -27,43 +24,21 @@ def _message_delta(data: dict[str, Any]) -> dict[str, Any]:
     return message if isinstance(message, dict) else {}
 
 
-class CohereStream:
-    __slots__ = (
-        "_head",
-        "_tool_calls",
-        "_wrote",
-        "done",
-        "failed",
-        "include_usage",
-        "redactor",
-        "upstream_id",
-        "usage",
-    )
+class CohereStream(TranslatedStream):
+    __slots__ = ("_tool_calls",)
+
+    malformed = "not a Cohere stream event"
+    null_usage_on_chunks = True
 
     def __init__(
         self, public_model: str, *, created: int, include_usage: bool, redactor: Redactor = NO_SECRETS
     ) -> None:
-        self.done = False
-        self.failed = False
-        self.usage: dict[str, Any] | None = None
-        self.include_usage = include_usage
-        self.redactor = redactor
-        self.upstream_id = ""  # Cohere's id for the answer, kept for the ledger
-        self._wrote = False  # some text or a tool call was relayed
-        self._head: dict[str, Any] = {
-            "id": new_completion_id(),
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": public_model,
-        }
+        super().__init__(public_model, created=created, include_usage=include_usage, redactor=redactor)
         # Cohere's tool call index -> the OpenAI tool call index.
         self._tool_calls: dict[int, int] = {}
 
     def feed(self, event: bytes) -> Iterable[bytes]:
-        # Text and tool arguments may quote a secret as errors can: it is redacted before it is parsed.
-        data = orjson.loads(self.redactor.bytes(event))
-        if not isinstance(data, dict):
-            raise ValueError("not a Cohere stream event")  # the relay ends a stream on ValueError
+        data = self._event(event)
         kind = data.get("type")
         # In rough order of frequency: almost every event is a delta.
         if kind in ("content-delta", "content-start"):
@@ -80,16 +55,6 @@ class CohereStream:
         if kind == "message-end":
             return self._end(data.get("delta") or {})
         return ()  # content-end, tool-call-end, citations, and event types added after this was written
-
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return self._dump([choice])
-
-    def _dump(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> bytes:
-        chunk = {**self._head, "choices": choices}
-        if self.include_usage:
-            chunk["usage"] = usage  # as OpenAI does once usage is asked for: null on every chunk but the last
-        return orjson.dumps(chunk)
 
     def _text(self, content: Any) -> Iterable[bytes]:
         # A reasoning model's thinking comes in parts with `thinking` rather than `text`.
@@ -122,13 +87,7 @@ class CohereStream:
         reason = delta.get("finish_reason")
         if reason in FAILED:
             self.failed = True
-            detail = delta.get("error") if isinstance(delta.get("error"), str) else ""
-            return (stream_error(detail or f"the generation ended with {reason}.", redactor=self.redactor),)
+            return (stream_error(failed_generation(reason, delta.get("error"), redactor=self.redactor)),)
         self.done = True
-        usage = openai_usage(delta.get("usage"))
-        # A stream without counts: the gateway counts the tokens, and sends its own usage chunk if asked.
-        self.usage = usage if usage_is_plausible(usage, wrote_output=self._wrote) else None
-        out = [self._chunk({}, finish_reason(reason, called_tools=bool(self._tool_calls)))]
-        if self.include_usage and self.usage is not None:
-            out.append(self._dump([], self.usage))
-        return out
+        self._keep_usage(openai_usage(delta.get("usage")))
+        return [self._chunk({}, finish_reason(reason, called_tools=bool(self._tool_calls))), *self._usage_chunks()]
