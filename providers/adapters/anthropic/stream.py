@@ -12,57 +12,28 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import orjson
-
 from providers.adapters.anthropic.errors import stream_error
 from providers.adapters.anthropic.responses import finish_reason, openai_usage, safe_id
-from providers.adapters.shapes import new_completion_id
-from providers.adapters.wire import client_usage, usage_is_plausible
+from providers.adapters.translated_stream import TranslatedStream
 from providers.redaction import NO_SECRETS, Redactor
 
 
-class AnthropicStream:
-    __slots__ = (
-        "_anthropic_usage",
-        "_head",
-        "_stop_reason",
-        "_tool_calls",
-        "_wrote",
-        "done",
-        "failed",
-        "include_usage",
-        "redactor",
-        "upstream_id",
-        "usage",
-    )
+class AnthropicStream(TranslatedStream):
+    __slots__ = ("_anthropic_usage", "_stop_reason", "_tool_calls")
+
+    malformed = "not an Anthropic stream event"
 
     def __init__(
         self, public_model: str, *, created: int, include_usage: bool, redactor: Redactor = NO_SECRETS
     ) -> None:
-        self.done = False
-        # True once the upstream ended the stream with an error event (already relayed as an error payload).
-        self.failed = False
-        self.usage: dict[str, Any] | None = None
-        self.include_usage = include_usage
-        self.redactor = redactor
-        self.upstream_id = ""  # Anthropic's id for the message, kept for the ledger
-        self._wrote = False  # some text or a tool call was relayed
-        self._head: dict[str, Any] = {
-            "id": new_completion_id(),
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": public_model,
-        }
+        super().__init__(public_model, created=created, include_usage=include_usage, redactor=redactor)
         self._anthropic_usage: dict[str, Any] = {}
         self._stop_reason: str | None = None
         # Anthropic's block index -> the OpenAI tool call index of that tool_use block.
         self._tool_calls: dict[int, int] = {}
 
     def feed(self, event: bytes) -> Iterable[bytes]:
-        # Text and tool arguments may quote a secret as errors can: it is redacted before it is parsed.
-        data = orjson.loads(self.redactor.bytes(event))
-        if not isinstance(data, dict):
-            raise ValueError("not an Anthropic stream event")  # the relay ends a stream on ValueError
+        data = self._event(event)
         kind = data.get("type")
         # In rough order of frequency: almost every event is a delta.
         if kind == "content_block_delta":
@@ -81,10 +52,6 @@ class AnthropicStream:
             self.failed = True
             return (stream_error(data.get("error"), redactor=self.redactor),)
         return ()  # ping, content_block_stop, and event types added after this was written
-
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return orjson.dumps({**self._head, "choices": [choice]})
 
     def _message_start(self, message: dict[str, Any]) -> Iterable[bytes]:
         self.upstream_id = safe_id(message.get("id"))
@@ -128,9 +95,5 @@ class AnthropicStream:
         self.done = True
         if self.usage is None:
             self._count(None)
-        if not usage_is_plausible(self.usage, wrote_output=self._wrote):
-            self.usage = None  # the gateway counts the tokens, and sends its own usage chunk if asked
-        out = [self._chunk({}, finish_reason(self._stop_reason))]
-        if self.include_usage and self.usage is not None:
-            out.append(orjson.dumps({**self._head, "choices": [], "usage": client_usage(self.usage)}))
-        return out
+        self._keep_usage(self.usage)
+        return [self._chunk({}, finish_reason(self._stop_reason)), *self._usage_chunks()]

@@ -16,8 +16,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import orjson
-
 from providers.adapters.gemini.errors import stream_error
 from providers.adapters.gemini.responses import (
     answer_parts,
@@ -27,52 +25,26 @@ from providers.adapters.gemini.responses import (
     response_id,
     tool_call,
 )
-from providers.adapters.shapes import new_completion_id
-from providers.adapters.wire import client_usage, usage_is_plausible
+from providers.adapters.translated_stream import TranslatedStream
 from providers.redaction import NO_SECRETS, Redactor
 
 
-class GeminiStream:
-    __slots__ = (
-        "_calls",
-        "_finished",
-        "_head",
-        "_metadata",
-        "_wrote",
-        "done",
-        "failed",
-        "include_usage",
-        "redactor",
-        "upstream_id",
-        "usage",
-    )
+class GeminiStream(TranslatedStream):
+    __slots__ = ("_calls", "_finished", "_metadata")
+
+    malformed = "not a Gemini stream event"
 
     def __init__(
         self, public_model: str, *, created: int, include_usage: bool, redactor: Redactor = NO_SECRETS
     ) -> None:
-        self.done = False
-        self.failed = False
-        self.usage: dict[str, Any] | None = None
-        self.include_usage = include_usage
-        self.redactor = redactor
-        self.upstream_id = ""
-        self._head: dict[str, Any] = {
-            "id": new_completion_id(),
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": public_model,
-        }
+        super().__init__(public_model, created=created, include_usage=include_usage, redactor=redactor)
         self._metadata: dict[str, Any] = {}
         # Candidate index -> the number of tool calls it made so far (the key: its opening chunk is out).
         self._calls: dict[int, int] = {}
         self._finished: set[int] = set()
-        self._wrote = False  # some text or a tool call was relayed
 
     def feed(self, event: bytes) -> Iterable[bytes]:
-        # Text and arguments may quote a secret as errors can: redacted before it is parsed.
-        data = orjson.loads(self.redactor.bytes(event))
-        if not isinstance(data, dict):
-            raise ValueError("not a Gemini stream event")
+        data = self._event(event)
         if "error" in data:
             self.failed = True
             return (stream_error(data["error"], redactor=self.redactor),)
@@ -94,39 +66,31 @@ class GeminiStream:
         out = []
         if index not in self._calls:
             self._calls[index] = 0
-            out.append(self._chunk(index, {"role": "assistant", "content": ""}))
+            out.append(self._chunk({"role": "assistant", "content": ""}, index=index))
         texts, call_parts = answer_parts(candidate)
         text = "".join(texts)
         if text:
             self._wrote = True
-            out.append(self._chunk(index, {"content": text}))
+            out.append(self._chunk({"content": text}, index=index))
         for part in call_parts:
             self._wrote = True
             call = {"index": self._calls[index], **tool_call(part)}
             self._calls[index] += 1
-            out.append(self._chunk(index, {"tool_calls": [call]}))
+            out.append(self._chunk({"tool_calls": [call]}, index=index))
         reason = candidate.get("finishReason")
         if reason and index not in self._finished:
             self._finished.add(index)
-            out.append(self._chunk(index, {}, finish_reason(reason, called_tools=bool(self._calls[index]))))
+            out.append(self._chunk({}, finish_reason(reason, called_tools=bool(self._calls[index])), index=index))
         return out
 
     def _blocked(self) -> list[bytes]:
         """A prompt refused outright: an empty answer stopped by the content filter."""
         self._calls.setdefault(0, 0)
         self._finished.add(0)
-        opening = self._chunk(0, {"role": "assistant", "content": ""})
-        return [opening, self._chunk(0, {}, "content_filter"), *self._end()]
+        opening = self._chunk({"role": "assistant", "content": ""})
+        return [opening, self._chunk({}, "content_filter"), *self._end()]
 
     def _end(self) -> list[bytes]:
         self.done = True
-        usage = openai_usage(self._metadata)
-        # An implausible count (none at all, say) is left to the gateway, which counts and sends its own.
-        self.usage = usage if usage_is_plausible(usage, wrote_output=self._wrote) else None
-        if self.include_usage and self.usage is not None:
-            return [orjson.dumps({**self._head, "choices": [], "usage": client_usage(self.usage)})]
-        return []
-
-    def _chunk(self, index: int, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return orjson.dumps({**self._head, "choices": [choice]})
+        self._keep_usage(openai_usage(self._metadata))
+        return self._usage_chunks()
