@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -76,6 +76,7 @@ class Received:
     headers: dict[str, str]
     body: dict[str, Any] = field(default_factory=dict)
     model: str = ""
+    peer: str = ""  # the client's address and port: one per connection it opened
 
 
 @dataclass
@@ -164,7 +165,9 @@ class FakeReplicate(ScriptedServer["Behaviour", "Received"]):
     async def _note(self, request: web.Request, model: str = "") -> tuple[dict[str, Any], Received]:
         body = orjson.loads(await request.read()) if request.can_read_body else {}
         headers = {name.lower(): value for name, value in request.headers.items()}
-        record = Received(request.method, request.path, headers, body if isinstance(body, dict) else {}, model)
+        peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+        body = body if isinstance(body, dict) else {}
+        record = Received(request.method, request.path, headers, body, model, f"{peer[0]}:{peer[1]}" if peer else "")
         with self._lock:
             self.log.append(record)
         return record.body, record
@@ -184,7 +187,7 @@ class FakeReplicate(ScriptedServer["Behaviour", "Received"]):
     async def _create(self, request: web.Request) -> web.Response:
         body, record = await self._note(request)
         model = self._model_of(request, body)
-        record = Received(record.method, record.path, record.headers, record.body, model)
+        record = replace(record, model=model)
         with self._lock:
             self._received.append(record)
             behaviour = self._scripts.get(model, Reply())

@@ -37,7 +37,7 @@ from providers.adapters.replicate.errors import replicate_failure
 from providers.adapters.replicate.inputs import prediction_input
 from providers.adapters.replicate.options import MAX_SYNC_WAIT, OPTIONS, check_options
 from providers.adapters.replicate.stream import NamedEventSplitter, ReplicateStream
-from providers.adapters.replicate.transport import PredictionTransport
+from providers.adapters.replicate.transport import NetworkPool, PredictionTransport
 from providers.redaction import NO_SECRETS, Redactor
 from providers.values import ProviderInfo
 
@@ -127,9 +127,8 @@ class ReplicateAdapter(BaseAdapter):
         return replicate_failure(status, payload, headers, redactor=redactor)
 
     def transport(self) -> httpx.AsyncBaseTransport:
-        limit = settings.PORTICO_UPSTREAM_MAX_CONNECTIONS
-        network = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit))
-        return PredictionTransport(network)
+        # The pool opens with the first request: asking for a transport costs nothing (see NetworkPool).
+        return PredictionTransport(NetworkPool(settings.PORTICO_UPSTREAM_MAX_CONNECTIONS))
 
     def _chat_only(self, operation: Operation) -> None:
         if operation != "chat":

@@ -75,6 +75,32 @@ class _CancelOnEarlyClose(httpx.AsyncByteStream):
         await self._stream.aclose()
 
 
+class NetworkPool(httpx.AsyncBaseTransport):
+    """httpx's connection pool for one provider, opened by its first request.
+
+    The gateway keeps one transport per provider for as long as the provider's settings hold
+    (`providers.http.Upstreams`), and other callers ask for one only to look at it (the admin asks each
+    kind whether it runs in process): opening the pool, and loading the trust store, on the first
+    request rather than when the transport is made leaves those costing nothing.
+    """
+
+    def __init__(self, max_connections: int) -> None:
+        self.max_connections = max_connections
+        self._pool: httpx.AsyncHTTPTransport | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._pool is None:
+            limit = self.max_connections
+            limits = httpx.Limits(max_connections=limit, max_keepalive_connections=limit)
+            self._pool = httpx.AsyncHTTPTransport(limits=limits)
+        return await self._pool.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.aclose()
+
+
 class PredictionTransport(httpx.AsyncBaseTransport):
     def __init__(
         self,
