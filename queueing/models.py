@@ -53,7 +53,9 @@ class QueuedJob(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     deadline = models.DateTimeField(help_text="When it expires if it has not been admitted by then.")
-    enqueued_at = models.DateTimeField(default=timezone.now, help_text="When it was last handed to the workers.")
+    enqueued_at = models.DateTimeField(
+        default=timezone.now, help_text="When it was last handed to the workers (after a pause: when the pause ends)."
+    )
     started_at = models.DateTimeField(null=True, blank=True, help_text="When a run first took it.")
     finished_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0, help_text="Runs that took it.")

@@ -110,13 +110,17 @@ def queued_job_mark_sent(*, job_id: str, token: str) -> bool:
     return marked == 1
 
 
-def queued_job_release(*, job_id: str, token: str) -> bool:
-    """The run found no room within its slice: the job waits again (to be handed to the workers anew).
+def queued_job_release(*, job_id: str, token: str, pause: float) -> bool:
+    """The run found no room within its slice: the job waits again, to be handed to the workers anew after
+    `pause` seconds.
 
-    Its upstream attempts, if it made any, all had their answer (errors it may retry): it is unsent again.
+    Its upstream attempts, if it made any, all had their answer (errors it may retry): it is unsent again. Its
+    hand-over is due when the pause ends, so that is when it counts as handed over: a job waiting out its pause
+    is not one whose hand-over was lost.
     """
+    due = timezone.now() + timedelta(seconds=pause)
     released = QueuedJob.objects.filter(pk=job_id, run_token=token, status=QueuedJob.Status.RUNNING).update(
-        status=QueuedJob.Status.QUEUED, run_token="", lease_until=None, sent_at=None, enqueued_at=timezone.now()
+        status=QueuedJob.Status.QUEUED, run_token="", lease_until=None, sent_at=None, enqueued_at=due
     )
     return released == 1
 
@@ -153,8 +157,8 @@ def queued_job_requeue_stale(*, job: JobInfo, stale_after: float, lost_after: fl
 
 
 def _hand_over_lost(*, now: datetime, stale_after: float, lost_after: float) -> Q:
-    """Jobs queued and not taken `stale_after` s after their hand-over, or running past their lease and not
-    handed over for `lost_after` s."""
+    """Jobs queued and not taken `stale_after` s after their hand-over (a released job's is due when its pause
+    ends), or running past their lease and not handed over for `lost_after` s."""
     stale = Q(status=QueuedJob.Status.QUEUED, enqueued_at__lt=now - timedelta(seconds=stale_after))
     lost = Q(status=QueuedJob.Status.RUNNING, lease_until__lt=now, enqueued_at__lt=now - timedelta(seconds=lost_after))
     return stale | lost

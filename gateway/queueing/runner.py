@@ -123,7 +123,7 @@ async def run_job(job_id: str) -> float | None:
     finally:
         keeper.cancel()
     if isinstance(result, float):
-        await _db(queued_job_release, job_id=job.id, token=claim.token)
+        await _db(queued_job_release, job_id=job.id, token=claim.token, pause=result)
         return result
     await _db(queued_job_finish, job_id=job.id, token=claim.token, outcome=result)
     return None

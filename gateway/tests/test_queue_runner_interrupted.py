@@ -87,7 +87,7 @@ def test_only_the_run_holding_a_job_may_mark_it_sent_and_a_released_job_is_unsen
     assert queued_job_mark_sent(job_id=job_id, token=token)
     assert QueuedJob.objects.get(pk=job_id).sent_at is not None
     # Its attempts all answered (errors) and it found no room after them: it waits again, as never sent.
-    assert queued_job_release(job_id=job_id, token=token)
+    assert queued_job_release(job_id=job_id, token=token, pause=1.0)
     assert QueuedJob.objects.get(pk=job_id).sent_at is None
     claim = queued_job_claim(job_id=job_id, lease_seconds=30)
     assert claim is not None

@@ -83,7 +83,7 @@ def test_a_run_that_found_no_room_gives_the_job_back_and_the_next_run_takes_it_a
     first = queued_job_claim(job_id=job_id, lease_seconds=30)
     assert first is not None
 
-    assert queued_job_release(job_id=job_id, token=first.token)
+    assert queued_job_release(job_id=job_id, token=first.token, pause=1.0)
 
     second = queued_job_claim(job_id=job_id, lease_seconds=30)
     assert second is not None

@@ -7,14 +7,18 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import time_machine
 from django.utils import timezone
 
 from queueing.facade import Outcome
 from queueing.models import QueuedJob
+from queueing.selectors import queued_job_get
 from queueing.services import (
     queued_job_claim,
     queued_job_create,
     queued_job_finish,
+    queued_job_release,
+    queued_job_requeue_stale,
     queued_jobs_handed_over_again,
     queued_jobs_prune,
 )
@@ -128,6 +132,26 @@ def test_the_sweep_hands_over_at_most_its_limit_oldest_first(owner: IssuedKey) -
 
     assert queued_jobs_handed_over_again(**{**SWEEP, "limit": 2}) == jobs[:2]
     assert queued_jobs_handed_over_again(**SWEEP) == jobs[2:]
+
+
+def test_a_job_released_for_a_long_pause_is_handed_over_again_only_a_while_after_its_pause(owner: IssuedKey) -> None:
+    job_id = accept(owner, wait_seconds=600)
+    claim = queued_job_claim(job_id=job_id, lease_seconds=30)
+    assert claim is not None
+    released_at = timezone.now()
+    assert queued_job_release(job_id=job_id, token=claim.token, pause=120)
+
+    with time_machine.travel(released_at + timedelta(seconds=100), tick=False):  # its pause runs on
+        assert queued_jobs_handed_over_again(**SWEEP) == []
+        read = queued_job_get(tenant_id=owner.api_key.tenant_id, job_id=job_id)
+        assert read is not None
+        assert not queued_job_requeue_stale(job=read, stale_after=60, lost_after=2)
+
+    with time_machine.travel(released_at + timedelta(seconds=170), tick=False):  # taken in time after it
+        assert queued_jobs_handed_over_again(**SWEEP) == []
+
+    with time_machine.travel(released_at + timedelta(seconds=190), tick=False):  # never taken after it
+        assert queued_jobs_handed_over_again(**SWEEP) == [job_id]
 
 
 # --- retention ----------------------------------------------------------------------------------------------------
