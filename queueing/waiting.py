@@ -21,9 +21,10 @@ import threading
 from collections import Counter
 from typing import cast
 
-import redis
 from django.conf import settings
 from redis.exceptions import RedisError
+
+from billing.limits.clients import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -77,12 +78,7 @@ def waiting_in_line() -> dict[int, int]:
 
 
 def _published() -> dict[int, int]:
-    url = settings.REDIS_URL
-    if settings.PORTICO_REDIS_CLUSTER:
-        # Typed as the single-node client: redis-py types the two apart; SCAN visits every primary on both.
-        client = cast(redis.Redis, redis.RedisCluster.from_url(url, socket_timeout=2, socket_connect_timeout=2))
-    else:
-        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    client = redis_client(settings.REDIS_URL, timeout=2, cluster=settings.PORTICO_REDIS_CLUSTER, blocking=True)
     totals: Counter[int] = Counter()
     with client:
         for name in client.scan_iter(match=waiting_key(settings.PORTICO_REDIS_PREFIX, "*"), count=200):

@@ -1,4 +1,5 @@
-"""The connections `RedisLimiter` can send its scripts over: the hand-written one, or redis-py's.
+"""Connections to Redis: those `RedisLimiter` can send its scripts over (the hand-written one, or redis-py's), and
+redis-py's client of one Redis or of a Redis Cluster, which every other user of Redis gets from `redis_client`.
 
     single Redis (the default)   RespClient (resp.py): one pipelined socket, the cheapest per call
     Redis Cluster                RedisPyClient around redis.asyncio.cluster.RedisCluster, which knows
@@ -20,8 +21,9 @@ buys more than it costs.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, cast, overload
 
+import redis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
@@ -60,5 +62,28 @@ class RedisPyClient:
 def limiter_client(url: str, *, timeout: float, cluster: bool) -> LimiterClient:
     """The connection for the Redis (or, with `cluster`, the Redis Cluster seed node) at `url`."""
     if cluster:
-        return RedisPyClient(RedisCluster.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout))
+        return RedisPyClient(redis_client(url, timeout=timeout, cluster=True))
     return RespClient(url, timeout=timeout)
+
+
+@overload
+def redis_client(url: str, *, timeout: float, cluster: bool, blocking: Literal[False] = False) -> Redis: ...
+
+
+@overload
+def redis_client(url: str, *, timeout: float, cluster: bool, blocking: Literal[True]) -> redis.Redis: ...
+
+
+def redis_client(url: str, *, timeout: float, cluster: bool, blocking: bool = False) -> Redis | redis.Redis:
+    """redis-py's client of the Redis at `url`, or with `cluster` of the Redis Cluster it is a node of: asyncio's,
+    or with `blocking` the one for a thread (an operator's page, a summary). `timeout` bounds the connect and each
+    reply.
+
+    Typed as the single-node client: redis-py types the two apart, though they share every command Portico sends
+    (a cluster client routes each by its keys, and SCRIPT LOAD and SCAN to every primary).
+    """
+    if blocking:
+        threaded = redis.RedisCluster if cluster else redis.Redis
+        return cast(redis.Redis, threaded.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout))
+    kind = RedisCluster if cluster else Redis
+    return cast(Redis, kind.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout))

@@ -40,6 +40,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from billing.limits.clients import redis_client
 from gateway.breakers.rules import (
     CLOSED,
     OPEN,
@@ -101,7 +102,8 @@ class RedisBreakers:
         self._history = history
         self._poll_every = poll
         self._success_flush = success_flush
-        self._client = _async_client(url, cluster=cluster, timeout=socket_timeout)
+        # Untyped, as `aioredis.from_url` always was: redis-py types every command's reply as sync or async alike.
+        self._client: Any = redis_client(url, timeout=socket_timeout, cluster=cluster)
         self._scripts = {name: self._client.register_script(source) for name, source in _SOURCES.items()}
         self._latency = LatencyWatch(rules.latency_multiple, rules.latency_floor)
         self._open: dict[int, float] = {}  # deployments not closed -> until when open (0: half-open)
@@ -311,10 +313,7 @@ class RedisBreakers:
     # --- helpers ------------------------------------------------------------------------------------------
 
     def _operator_client(self) -> redis.Redis:
-        if self._cluster:
-            # Typed as the single-node client: redis-py types the two apart, and what is used here both have.
-            return cast(redis.Redis, redis.RedisCluster.from_url(self._url, socket_timeout=2, socket_connect_timeout=2))
-        return redis.Redis.from_url(self._url, socket_timeout=2, socket_connect_timeout=2)
+        return redis_client(self._url, timeout=2, cluster=self._cluster, blocking=True)
 
     def _keys(self, route_id: int, count: int) -> list[str]:
         stem = f"{self._prefix}:breaker:{{{route_id}}}"
@@ -352,13 +351,6 @@ class RedisBreakers:
         if now - self._alarmed_at >= ALARM_INTERVAL:
             self._alarmed_at = now
             logger.error("circuit breakers cannot use Redis (%s); every deployment counts as closed meanwhile", exc)
-
-
-def _async_client(url: str, *, cluster: bool, timeout: float) -> Any:
-    """redis-py's client of one node or of a cluster. Untyped, as `aioredis.from_url` always was: redis-py types
-    every command's reply as sync or async alike, and the two clients apart, though they share what is used here."""
-    kind = aioredis.RedisCluster if cluster else aioredis.Redis
-    return kind.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
 
 
 _SOURCES = {"record": RECORD, "open": OPEN_SCRIPT, "probe": PROBE, "reset": RESET}

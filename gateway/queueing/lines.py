@@ -27,11 +27,12 @@ import os
 import socket
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from django.conf import settings
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import Redis
 
+from billing.limits.clients import redis_client
 from gateway.queueing.orders import LocalOrder, Order, SharedOrder
 from gateway.queueing.published import Publisher
 from queueing.waiting import Tally, tally, waiting_key
@@ -233,13 +234,7 @@ class Lines:
 
     def _client(self) -> Redis:
         if self._redis is None:
-            url = settings.REDIS_URL
-            if settings.PORTICO_REDIS_CLUSTER:
-                # Typed as the single-node client: redis-py types the two apart, and the scripts run on both.
-                cluster = RedisCluster.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
-                self._redis = cast(Redis, cluster)
-            else:
-                self._redis = Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
+            self._redis = redis_client(settings.REDIS_URL, timeout=0.25, cluster=settings.PORTICO_REDIS_CLUSTER)
         return self._redis
 
     def _same_loop(self) -> None:

@@ -33,6 +33,8 @@ import redis.asyncio as aioredis
 from django.conf import settings
 from redis.exceptions import RedisError
 
+from billing.limits.clients import redis_client
+
 logger = logging.getLogger(__name__)
 
 # A cache read must cost less than what it saves: Redis that does not answer this fast is treated as a miss.
@@ -102,13 +104,12 @@ class RedisStore:
         self.prefix = f"{prefix}:response-cache:"
         self.clock = clock
         self.cluster = cluster
-        self._client: aioredis.Redis | aioredis.RedisCluster | None = None
+        self._client: aioredis.Redis | None = None
 
-    def _redis(self) -> aioredis.Redis | aioredis.RedisCluster:
+    def _redis(self) -> aioredis.Redis:
         # Made on first use, inside the server's event loop, which its connections then belong to.
         if self._client is None:
-            kind = aioredis.RedisCluster if self.cluster else aioredis.Redis
-            self._client = kind.from_url(self.url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
+            self._client = redis_client(self.url, timeout=REDIS_TIMEOUT, cluster=self.cluster)
         return self._client
 
     async def read(self, key: str) -> tuple[bytes, float] | None:
