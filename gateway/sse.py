@@ -6,11 +6,6 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from django.http import StreamingHttpResponse
 
-# Re-exported: the gateway's own SSE readers (passthroughs, the response cache) split with the same class.
-from providers.adapters.framing import EventSplitter, LineSplitter
-
-__all__ = ["DONE", "STREAM_CONTENT_TYPE", "STREAM_HEADERS", "EventSplitter", "EventStream", "LineSplitter", "frame"]
-
 DONE = b"data: [DONE]\n\n"
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 STREAM_CONTENT_TYPE = "text/event-stream; charset=utf-8"

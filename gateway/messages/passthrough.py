@@ -29,10 +29,10 @@ from gateway.accounting import Call
 from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from gateway.recovery import NEVER, StallWatch, stall_error
 from gateway.relay import Opened, Whole, cool_down_of, read_whole, send, translate, transport_error
-from gateway.sse import EventSplitter
 from providers.adapters.anthropic import headers_for
 from providers.adapters.anthropic.responses import openai_usage
 from providers.adapters.base import UpstreamRequest
+from providers.adapters.framing import EventSplitter
 from providers.facade import RouteInfo
 from providers.http import UpstreamResponse
 from providers.redaction import Redactor

@@ -14,7 +14,8 @@ from typing import Any
 import orjson
 
 from gateway.accounting import Call
-from gateway.sse import EventSplitter, EventStream
+from gateway.sse import EventStream
+from providers.adapters.framing import EventSplitter
 
 # The fields of a usage object a client is shown; anything else an upstream reports stays in the ledger.
 _USAGE_FIELDS = (

@@ -22,8 +22,8 @@ from gateway.accounting import Call
 from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from gateway.relay import Opened, Whole, cool_down_of, read_whole, send, translate, transport_error
 from gateway.responses.answers import usage_for_chat
-from gateway.sse import EventSplitter
 from providers.adapters.base import UpstreamRequest
+from providers.adapters.framing import EventSplitter
 from providers.adapters.openai import error_event, headers_for
 from providers.adapters.wire import model_rewriter, rewrite_model
 from providers.facade import ProviderInfo, RouteInfo

@@ -19,8 +19,8 @@ from gateway.errors import (
     UpstreamUnreachable,
     error_response,
 )
-from gateway.sse import EventSplitter
 from providers.adapters.base import UpstreamFailure
+from providers.adapters.framing import EventSplitter
 
 # (class, status, type, code) of every error raised without overrides.
 TREE = [

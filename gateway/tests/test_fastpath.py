@@ -22,7 +22,7 @@ from pytest_django import Settings
 
 from gateway.asgi import Portico, application
 from gateway.snapshot import store
-from gateway.sse import EventSplitter
+from providers.adapters.framing import EventSplitter
 from providers.models import ModelRoute
 from providers.tests.factories import make_route
 from tenants.services import tenant_set_models

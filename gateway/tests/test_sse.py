@@ -6,7 +6,8 @@ from collections.abc import AsyncGenerator
 
 import pytest
 
-from gateway.sse import DONE, EventSplitter, EventStream, LineSplitter, frame
+from gateway.sse import DONE, EventStream, frame
+from providers.adapters.framing import EventSplitter, LineSplitter
 
 STREAM = (
     b'data: {"id":"1","choices":[{"delta":{"content":"Hel"}}]}\n\n'

@@ -10,9 +10,9 @@ import httpx
 import orjson
 import pytest
 
-from gateway.sse import EventSplitter
 from providers.adapters.anthropic import AnthropicAdapter
 from providers.adapters.base import Target, UpstreamRequest
+from providers.adapters.framing import EventSplitter
 from providers.tests.factories import UPSTREAM_CREDENTIAL as CREDENTIAL
 from providers.tests.factories import make_provider_info
 from tests.fakes.anthropic_upstream import Fail, FakeAnthropic, Replay, Reply, recording_events
