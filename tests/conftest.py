@@ -21,7 +21,6 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -54,7 +53,7 @@ from tests.browser import browser, browser_context, browser_errors, page  # noqa
 from tests.celery_processes import celery_env, start_beat, start_worker  # noqa: F401 - fixtures for every test
 from tests.fakes.fleet import FakeFleet
 from tests.fakes.openai_upstream import FakeUpstream
-from tests.servers import MAX_BODY_BYTES, PorticoServer, Settle, configured_database_name, database_url_for
+from tests.servers import MAX_BODY_BYTES, PorticoServer, Settle, configured_database_name, database_url_for, serving
 
 SERVER_REDIS_PREFIX = f"{settings.PORTICO_REDIS_PREFIX}-e2e"
 # How long a change committed here may take to reach a server's snapshot before a test gives up.
@@ -109,25 +108,15 @@ def server_env(test_database: str) -> dict[str, str]:
     }
 
 
-def _serve(env: dict[str, str], log_path: Path) -> Iterator[PorticoServer]:
-    server = PorticoServer(env=env, log_path=log_path)
-    try:
-        server.start()
-        yield server
-    finally:
-        # Stopped before the test database is dropped, which cannot happen while they are connected.
-        server.stop()
-
-
 @pytest.fixture(scope="session")
 def portico(server_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[PorticoServer]:
-    yield from _serve(server_env, tmp_path_factory.mktemp("portico") / "server.log")
+    yield from serving(server_env, tmp_path_factory.mktemp("portico") / "server.log")
 
 
 @pytest.fixture(scope="session")
 def second_portico(server_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[PorticoServer]:
     """Another worker process of the same deployment, for what must hold across processes."""
-    yield from _serve(server_env, tmp_path_factory.mktemp("portico-2") / "server.log")
+    yield from serving(server_env, tmp_path_factory.mktemp("portico-2") / "server.log")
 
 
 @pytest.fixture

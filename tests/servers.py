@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -173,3 +173,16 @@ class PorticoServer:
             if time.monotonic() > deadline:
                 raise ServerFailed(f"a request with the key did not get {status} in time")
             time.sleep(0.01)
+
+
+def serving(env: Mapping[str, str], log_path: Path) -> Iterator[PorticoServer]:
+    """A started server for a fixture to yield from, stopped when the fixture ends (or the generator is closed).
+
+    Servers are stopped before the test database is dropped, which cannot happen while they are connected.
+    """
+    server = PorticoServer(env=env, log_path=log_path)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()

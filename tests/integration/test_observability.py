@@ -26,9 +26,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from billing.models import UsageRecord
 from providers.models import ModelRoute
 from tenants.tests.factories import IssuedKey
-from tests.conftest import _serve
 from tests.fakes.openai_upstream import FakeUpstream, Reply
-from tests.servers import PROJECT_ROOT, START_TIMEOUT, PorticoServer, Settle, free_port
+from tests.servers import PROJECT_ROOT, START_TIMEOUT, PorticoServer, Settle, free_port, serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("committed_db")]
 
@@ -49,12 +48,12 @@ def observed_env(server_env: dict[str, str], tmp_path_factory: pytest.TempPathFa
 
 @pytest.fixture(scope="module")
 def first(observed_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[PorticoServer]:
-    yield from _serve(observed_env, tmp_path_factory.mktemp("observed-1") / "server.log")
+    yield from serving(observed_env, tmp_path_factory.mktemp("observed-1") / "server.log")
 
 
 @pytest.fixture(scope="module")
 def second(observed_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[PorticoServer]:
-    yield from _serve(observed_env, tmp_path_factory.mktemp("observed-2") / "server.log")
+    yield from serving(observed_env, tmp_path_factory.mktemp("observed-2") / "server.log")
 
 
 def samples(text: str) -> Samples:

@@ -19,11 +19,11 @@ from billing.models import RateLimit
 from providers.models import ModelRoute
 from tenants.services import api_key_revoke
 from tenants.tests.factories import IssuedKey
-from tests.conftest import SERVER_REDIS_PREFIX, _serve
+from tests.conftest import SERVER_REDIS_PREFIX
 from tests.integration.test_rate_limits import PER_MINUTE, hammer
 from tests.integration.test_rate_limits import route as route  # noqa: F401 - the fixture, scripted usage
 from tests.redis_cluster import ClusterNodes, running_cluster
-from tests.servers import PorticoServer, Settle
+from tests.servers import PorticoServer, Settle, serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("committed_db")]
 
@@ -42,7 +42,7 @@ def on_cluster(
 ) -> Iterator[list[PorticoServer]]:
     env = {**server_env, "REDIS_URL": cluster.url, "PORTICO_REDIS_CLUSTER": "true", "PORTICO_DB_POOL_SIZE": "2"}
     logs: Path = tmp_path_factory.mktemp("cluster-servers")
-    lifetimes = [_serve(env, logs / f"server-{index}.log") for index in range(2)]
+    lifetimes = [serving(env, logs / f"server-{index}.log") for index in range(2)]
     try:
         yield [next(lifetime) for lifetime in lifetimes]
     finally:
