@@ -6,7 +6,6 @@ matches a request decides (see caching.facade). Without any, nothing is cached.
 
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -62,12 +61,16 @@ class CachePolicy(models.Model):
         verbose_name_plural = "cache policies"
         ordering = ["tenant_id", "model_id"]
         constraints = [
+            # Their messages are what a form (the admin's, or full_clean in caching.services) shows.
             models.CheckConstraint(
-                condition=Q(model__isnull=False) | Q(tenant__isnull=False), name="cache_policy_has_a_scope"
+                condition=Q(model__isnull=False) | Q(tenant__isnull=False),
+                name="cache_policy_has_a_scope",
+                violation_error_message="A policy applies to a public model, a tenant, or both: choose at least one.",
             ),
             models.CheckConstraint(
                 condition=~Q(charge="percent") | Q(charge_percent__isnull=False, charge_percent__lte=100),
                 name="cache_policy_percent_is_given",
+                violation_error_message="Give the percent of the price a hit costs.",
             ),
             models.UniqueConstraint(
                 fields=["model", "tenant"],
@@ -86,9 +89,3 @@ class CachePolicy(models.Model):
         model = self.model.public_id if self.model_id else "every model"  # type: ignore[union-attr]
         tenant = self.tenant.slug if self.tenant_id else "every tenant"  # type: ignore[union-attr]
         return f"{model} for {tenant}: {'on' if self.enabled else 'off'}"
-
-    def clean(self) -> None:
-        if self.model_id is None and self.tenant_id is None:
-            raise ValidationError("A policy applies to a public model, a tenant, or both: choose at least one.")
-        if self.charge == self.Charge.PERCENT and self.charge_percent is None:
-            raise ValidationError({"charge_percent": "Give the percent of the price a hit costs."})

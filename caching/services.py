@@ -28,6 +28,6 @@ def cache_policy_set(
     policy = CachePolicy.objects.filter(model=model, tenant=tenant).first() or CachePolicy(model=model, tenant=tenant)
     for name, value in fields.items():
         setattr(policy, name, value)
-    policy.full_clean(validate_constraints=False)
+    policy.full_clean()
     policy.save()
     return policy
