@@ -84,17 +84,18 @@ class _Target:
 
 
 def _head(method: str, target: _Target, headers: dict[str, str], framing: str) -> bytes:
-    lines = [f"{method} {target.path} HTTP/1.1\r\nHost: {target.host_header}\r\n"]
-    for name, value in headers.items():
-        if name.lower() in _FRAMING:
-            continue
-        if "\n" in value or "\r" in value or "\n" in name or "\r" in name or ":" in name:
-            raise httpx.LocalProtocolError(f"the upstream header {name!r} holds a line break or a colon")
-        lines.append(f"{name}: {value}\r\n")
-    if target.authorization and not any(name.lower() == "authorization" for name in headers):
-        lines.append(f"Authorization: {target.authorization}\r\n")
-    lines.append(framing)
-    return "".join(lines).encode("latin-1")
+    if not _FRAMING.isdisjoint(map(str.lower, headers)):
+        headers = {name: value for name, value in headers.items() if name.lower() not in _FRAMING}
+    block = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+    # Each header line ends in the one CR LF written here: any other is a line break inside a name or a value.
+    if block.count("\n") != len(headers) or block.count("\r") != len(headers):
+        raise httpx.LocalProtocolError("an upstream header's name or value holds a line break")
+    if target.authorization and "authorization" not in map(str.lower, headers):
+        block += f"Authorization: {target.authorization}\r\n"
+    try:
+        return f"{method} {target.path} HTTP/1.1\r\nHost: {target.host_header}\r\n{block}{framing}".encode("latin-1")
+    except UnicodeEncodeError:
+        raise httpx.LocalProtocolError("an upstream header holds a character HTTP/1.1 cannot carry") from None
 
 
 class _Connection(asyncio.Protocol):
@@ -264,6 +265,16 @@ class _Pool:
         self._prune_handle: asyncio.TimerHandle | None = None
         self.closed = False
 
+    def take_idle(self, key: Key) -> _Connection | None:
+        """A kept-alive connection to `key`, if one is idle and fit for use."""
+        idle = self.idle.get(key)
+        while idle:
+            connection = idle.pop()
+            if not connection.closed and connection.loop.time() - connection.idle_since < KEEPALIVE:
+                return connection
+            self._close(connection)
+        return None
+
     async def acquire(self, key: Key, deadline: float, *, fresh: bool = False) -> tuple[_Connection, bool]:
         """A connection to `key` (a new one if `fresh`) and whether it was used before.
 
@@ -272,12 +283,8 @@ class _Pool:
         loop = asyncio.get_running_loop()
         give_up = min(loop.time() + self.connect_timeout, deadline)
         while True:
-            idle = self.idle.get(key)
-            while idle and not fresh:
-                connection = idle.pop()
-                if not connection.closed and loop.time() - connection.idle_since < KEEPALIVE:
-                    return connection, True
-                self._close(connection)
+            if not fresh and (connection := self.take_idle(key)) is not None:
+                return connection, True
             if self.open < self.limit or self._evict_idle():
                 break
             await self._wait_for_slot(give_up)
@@ -454,7 +461,10 @@ class Http1Upstream:
         target = self._target(request.url)
         deadline = asyncio.get_running_loop().time() + self.total_timeout
         content = request.content
-        connection, reused = await self._pool.acquire(target.key, deadline)
+        connection = self._pool.take_idle(target.key)  # the common case, without a coroutine
+        reused = connection is not None
+        if connection is None:
+            connection, reused = await self._pool.acquire(target.key, deadline)
         try:
             try:
                 await self._exchange(connection, request.method, target, request.headers, content, deadline)

@@ -167,8 +167,18 @@ async def test_an_answer_that_is_not_http_is_a_protocol_error(
             await client.send(UpstreamRequest("GET", server.url, {}))
 
 
-async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent(
-    raw_server: Callable[[Handler], Awaitable[RawServer]],
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Authorization": "Bearer x\r\nX-Evil: 1"},
+        {"Authorization": "Bearer x\nX-Evil: 1"},
+        {"X-Evil: 1\r\nX-Name": "v"},
+        {"X-Evil": "1", "X-Key": "caf\u00e9 \u2603"},
+    ],
+    ids=["crlf-in-value", "lf-in-value", "crlf-in-name", "not-latin-1"],
+)
+async def test_a_header_http_cannot_carry_is_refused_before_anything_is_sent(
+    raw_server: Callable[[Handler], Awaitable[RawServer]], headers: dict[str, str]
 ) -> None:
     received: list[bytes] = []
 
@@ -178,7 +188,7 @@ async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent(
     server = await raw_server(record)
     async with aclosing(upstream()) as client:
         with pytest.raises(httpx.LocalProtocolError):
-            await client.send(UpstreamRequest("GET", server.url, {"Authorization": "Bearer x\r\nX-Evil: 1"}))
+            await client.send(UpstreamRequest("GET", server.url, headers))
 
     await asyncio.sleep(0.05)
     assert b"X-Evil" not in b"".join(received)
