@@ -26,7 +26,10 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("auth", ("gateway/auth.py", "gateway/snapshot.py", "gateway/refresh.py")),
     ("validation", ("gateway/intake.py", "gateway/validation.py", "gateway/extensions.py", "json/")),
     ("relay: adapter", ("providers/adapters/",)),
-    ("relay: upstream HTTP", ("aiohttp/", "providers/transport.py", "yarl/", "multidict/", "httpx/", "httpcore/")),
+    (
+        "relay: upstream HTTP",
+        ("providers/http1.py", "aiohttp/", "providers/transport.py", "yarl/", "multidict/", "httpx/", "httpcore/"),
+    ),
     ("routing", ("gateway/routing", "gateway/strategies.py", "gateway/breakers/")),
     ("relay", ("gateway/relay.py", "gateway/streaming.py", "gateway/sse.py")),
     ("answer cache check", ("gateway/response_cache/",)),
