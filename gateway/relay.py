@@ -119,7 +119,10 @@ async def _failure(route: RouteInfo, response: UpstreamResponse) -> UpstreamErro
         # An upstream's message names its own model ("model 'llama3.2' not found"); the client knows the public one.
         failure = dataclasses.replace(failure, message=failure.message.replace(route.upstream_model, route.public_id))
     error = UpstreamError.from_failure(failure)
-    error.cool_down = cool_down_of(response.status_code, response.headers)
+    # Some kinds say when to come back in the body (Gemini's RetryInfo): the adapter put it in the failure's headers.
+    error.cool_down = max(
+        cool_down_of(response.status_code, response.headers), cool_down_of(response.status_code, failure.headers)
+    )
     return error
 
 

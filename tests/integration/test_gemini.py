@@ -18,6 +18,7 @@ from providers.http import probe_models
 from providers.models import ModelRoute, Provider
 from providers.tests.factories import make_provider, make_route
 from tenants.tests.factories import IssuedKey
+from tests.fakes.fleet import FakeFleet
 from tests.fakes.gemini_upstream import (
     DEFAULT_CALLS,
     Blocked,
@@ -404,6 +405,34 @@ def test_resource_exhausted_is_openais_rate_limit_with_geminis_retry_delay(
     assert "exceeded your current quota" in error["message"]
     assert caught.value.response.headers["retry-after"] == "17"  # RetryInfo's 16.5s, rounded up
     assert set(error) == {"message", "type", "param", "code"}
+
+
+def test_a_deployment_whose_body_said_retry_delay_is_left_alone_until_then(
+    client: OpenAI,
+    gemini_route: ModelRoute,
+    gemini_upstream: FakeGemini,
+    upstreams: FakeFleet,
+    upstream_credential: str,
+    key: IssuedKey,
+    settle: Settle,
+    tag: str,
+) -> None:
+    # Gemini says when to come back in the body (RetryInfo), not in a header: the deployment must still rest.
+    gemini_upstream.script(gemini_route.upstream_model, Fail(429, "Quota exceeded."))
+    fallback = make_provider(
+        kind="openai", name=f"fallback-{tag}", base_url=upstreams[1].base_url, credential=upstream_credential
+    )
+    make_route(provider=fallback, public_id=gemini_route.public_id, upstream_model=f"fo-{tag}", priority=1)
+    settle()
+
+    attempts = []
+    for _ in range(2):
+        raw = client.chat.completions.with_raw_response.create(model=gemini_route.public_id, messages=ASK)
+        assert raw.parse().choices[0].message.content == "served by fake-2"
+        attempts.append(raw.headers["x-portico-attempts"])
+
+    assert attempts == ["2", "1"]
+    assert len(gemini_upstream.received(gemini_route.upstream_model)) == 1
 
 
 @pytest.mark.parametrize(
