@@ -129,6 +129,17 @@ GENERATION_CASES = [
         },
         id="json-schema-without-refused-keys",
     ),
+    pytest.param({"reasoning_effort": "none"}, {"thinkingConfig": {"thinkingBudget": 0}}, id="effort-none-is-off"),
+    pytest.param({"reasoning_effort": "minimal"}, {"thinkingConfig": {"thinkingBudget": 1024}}, id="effort-minimal"),
+    pytest.param({"reasoning_effort": "low"}, {"thinkingConfig": {"thinkingBudget": 1024}}, id="effort-low"),
+    pytest.param({"reasoning_effort": "medium"}, {"thinkingConfig": {"thinkingBudget": 8192}}, id="effort-medium"),
+    pytest.param({"reasoning_effort": "high"}, {"thinkingConfig": {"thinkingBudget": 24576}}, id="effort-high"),
+    pytest.param({"reasoning_effort": "xhigh"}, {"thinkingConfig": {"thinkingBudget": 24576}}, id="effort-xhigh"),
+    pytest.param(
+        {"reasoning_effort": "high", "max_completion_tokens": 30000, "temperature": 0.5},
+        {"thinkingConfig": {"thinkingBudget": 24576}, "maxOutputTokens": 30000, "temperature": 0.5},
+        id="effort-beside-other-settings",
+    ),
 ]
 
 
@@ -243,6 +254,12 @@ REFUSALS = [
         id="arguments-not-an-object",
     ),
     pytest.param({"messages": [{"role": "function", "content": "x"}]}, "messages[0].role", "not supported", id="role"),
+    pytest.param({"messages": [USER], "reasoning_effort": "max"}, "reasoning_effort", "'high'", id="effort-unknown"),
+    pytest.param({"messages": [USER], "reasoning_effort": "HIGH"}, "reasoning_effort", "'none'", id="effort-case"),
+    pytest.param({"messages": [USER], "reasoning_effort": 3}, "reasoning_effort", "must be one of", id="effort-number"),
+    pytest.param(
+        {"messages": [USER], "reasoning_effort": ["low"]}, "reasoning_effort", "must be one of", id="effort-list"
+    ),
     pytest.param(
         {
             "messages": [

@@ -12,9 +12,12 @@ Where the two APIs differ, Portico settles it here:
 - Gemini reads a subset of OpenAPI's schema. Keys it refuses (`$schema`, `additionalProperties`) are
   left out of tool parameters and response schemas, and a function without parameters declares none,
   since Gemini refuses an object schema with no properties.
+- `reasoning_effort` becomes a thinking budget in tokens, as Google's own OpenAI-compatible endpoint
+  sets it; `none` turns thinking off.
 
 What has no Gemini equivalent and would change the answer (logprobs, audio output, the legacy
-`functions`) is refused with `UnsupportedParameter`. Any other OpenAI field is dropped.
+`functions`, a reasoning effort without a budget) is refused with `UnsupportedParameter`. Any other
+OpenAI field is dropped.
 """
 
 from __future__ import annotations
@@ -32,6 +35,13 @@ _REFUSED_SCHEMA_KEYS = frozenset({"$schema", "additionalProperties"})
 # OpenAI's audio formats as the MIME types Gemini reads.
 _AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mp3"}
 THOUGHT_SIGNATURE = "thought_signature"
+# OpenAI's reasoning efforts as Gemini thinking budgets (tokens), the ones Google's OpenAI-compatible
+# endpoint uses. Google lists no budget for "minimal", which OpenAI takes on some models: it gets the
+# smallest one rather than none, since OpenAI's "minimal" still reasons a little and a model that cannot
+# stop thinking (2.5 Pro) refuses a budget of 0, so "off" would break requests that work as "low". Nor does
+# it list "xhigh", OpenAI's effort above "high": that gets "high"'s budget, the most every Flash model takes,
+# so a client written for OpenAI's newest models is served rather than refused.
+_THINKING_BUDGETS = {"none": 0, "minimal": 1024, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 24576}
 
 
 def generate_body(body: dict[str, Any]) -> dict[str, Any]:
@@ -81,7 +91,22 @@ def generation_config(body: dict[str, Any]) -> dict[str, Any]:
     if (body.get("n") or 1) > 1:
         config["candidateCount"] = body["n"]
     config.update(_response_format(body.get("response_format")))
+    thinking = _thinking(body.get("reasoning_effort"))
+    if thinking:
+        # A thinkingConfig may carry other settings (includeThoughts): the budget joins them, never replaces them.
+        config.setdefault("thinkingConfig", {}).update(thinking)
     return config
+
+
+def _thinking(effort: Any) -> dict[str, Any]:
+    """The `thinkingConfig` fields for OpenAI's `reasoning_effort`, an effort without a budget refused."""
+    if effort is None:
+        return {}
+    if not isinstance(effort, str) or effort not in _THINKING_BUDGETS:
+        # The gateway passes the field through unchecked; guessing a budget would change the answer.
+        allowed = ", ".join(f"'{name}'" for name in _THINKING_BUDGETS)
+        raise UnsupportedParameter(f"'reasoning_effort' must be one of {allowed} for this model.", "reasoning_effort")
+    return {"thinkingBudget": _THINKING_BUDGETS[effort]}
 
 
 def _response_format(response_format: Any) -> dict[str, Any]:
