@@ -107,6 +107,7 @@ class _Connection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.in_use = True  # made for a request; False while it waits in the pool
         self.idle_since = 0.0
         self.waiter: asyncio.Future[None] | None = None
         self.write_paused = False
@@ -134,6 +135,9 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport subclasses
 
     def data_received(self, data: bytes) -> None:
+        if not self.in_use:  # bytes nobody asked for would be read as the next request's answer
+            self._fail(httpx.RemoteProtocolError("the upstream sent bytes on an idle connection"))
+            return
         self.received = True
         try:
             self.parser.feed_data(data)
@@ -271,6 +275,7 @@ class _Pool:
         while idle:
             connection = idle.pop()
             if not connection.closed and connection.loop.time() - connection.idle_since < KEEPALIVE:
+                connection.in_use = True
                 return connection
             self._close(connection)
         return None
@@ -346,6 +351,7 @@ class _Pool:
     def release(self, connection: _Connection, reusable: bool) -> None:
         if reusable and not connection.closed and not self.closed:
             connection.reset()
+            connection.in_use = False
             connection.idle_since = connection.loop.time()
             self.idle.setdefault(connection.key, deque()).append(connection)
             if self._slot_waiters:
@@ -466,16 +472,19 @@ class Http1Upstream:
         if connection is None:
             connection, reused = await self._pool.acquire(target.key, deadline)
         try:
+            await self._exchange(connection, request.method, target, request.headers, content, deadline)
+        except httpx.RemoteProtocolError:
+            self._pool.release(connection, False)
+            # A kept-alive connection the upstream closed as it was reused: nothing of this request was
+            # answered (or read), so it goes once more on a new connection, as browsers do.
+            if not (reused and not connection.received and isinstance(content, bytes)):
+                raise
+            connection, _ = await self._pool.acquire(target.key, deadline, fresh=True)
             try:
                 await self._exchange(connection, request.method, target, request.headers, content, deadline)
-            except httpx.RemoteProtocolError:
-                # A kept-alive connection the upstream closed as it was reused: nothing of this request was
-                # answered (or read), so it goes once more on a new connection, as browsers do.
-                if not (reused and not connection.received and isinstance(content, bytes)):
-                    raise
+            except BaseException:
                 self._pool.release(connection, False)
-                connection, reused = await self._pool.acquire(target.key, deadline, fresh=True)
-                await self._exchange(connection, request.method, target, request.headers, content, deadline)
+                raise
         except BaseException:
             self._pool.release(connection, False)
             raise

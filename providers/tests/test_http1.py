@@ -32,6 +32,7 @@ from providers.http1 import Http1Upstream
 from providers.tests.test_transport import PROVIDER
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+listening: dict[str, asyncio.Server] = {}  # each raw server by its URL, for a test that stops one accepting
 
 
 @dataclasses.dataclass
@@ -70,6 +71,7 @@ async def raw_server() -> AsyncIterator[Callable[[Handler], Awaitable[RawServer]
         server = await asyncio.start_server(counted, "127.0.0.1", 0)
         servers.append(server)
         seen.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        listening[seen.url] = server
         return seen
 
     yield start
@@ -102,6 +104,50 @@ async def test_a_kept_alive_connection_the_upstream_closed_is_retried_once_on_a_
     async with aclosing(upstream()) as client:
         assert await read(await client.send(UpstreamRequest("POST", server.url, {}, b"{}"))) == b"ok"
         assert await read(await client.send(UpstreamRequest("POST", server.url, {}, b"{}"))) == b"ok"
+
+    assert server.connections == 2
+
+
+async def test_a_retry_that_cannot_connect_leaves_no_connection_counted(
+    raw_server: Callable[[Handler], Awaitable[RawServer]],
+) -> None:
+    served = asyncio.Event()
+
+    async def answer_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        served.set()
+        await read_request(reader)
+
+    server = await raw_server(answer_once)
+    async with aclosing(upstream()) as client:
+        assert await read(await client.send(UpstreamRequest("POST", server.url, {}, b"{}"))) == b"ok"
+        await served.wait()
+        listening[server.url].close()  # no new connections from here: the retry is refused
+        with pytest.raises(httpx.ConnectError):
+            await client.send(UpstreamRequest("POST", server.url, {}, b"{}"))
+        assert client._pool.open == 0
+
+
+async def test_bytes_sent_on_an_idle_connection_are_never_read_as_the_next_answer(
+    raw_server: Callable[[Handler], Awaitable[RawServer]],
+) -> None:
+    async def stray(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if await read_request(reader) == b"":
+            return
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray")  # an answer to nothing
+        await writer.drain()
+        await read_request(reader)
+
+    server = await raw_server(stray)
+    async with aclosing(upstream()) as client:
+        assert await read(await client.send(UpstreamRequest("GET", server.url, {}))) == b"first"
+        await asyncio.sleep(0.2)
+        assert await read(await client.send(UpstreamRequest("GET", server.url, {}))) == b"first"
 
     assert server.connections == 2
 
