@@ -22,6 +22,10 @@ import orjson
 
 FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
 
+# A token count above this is no count at all: JSON readers take integers up to 2**53 exactly, and a sum of a
+# few such counts stays well within the 64 bits orjson writes.
+COUNT_LIMIT = 2**53
+
 # Keys OpenAI leaves out rather than send as null; `content`, `refusal`, `logprobs`, `finish_reason`
 # (in chunks), `usage` (in chunks), `service_tier` and `audio` may be null and are not listed.
 _OMITTED_WHEN_NULL = frozenset({"tool_calls", "function_call", "annotations", "system_fingerprint"})
@@ -179,6 +183,13 @@ def shape_usage(usage: dict[str, Any]) -> dict[str, Any]:
         elif name in usage:
             del usage[name]
     return usage
+
+
+def token_count(value: Any) -> int | None:
+    """An upstream's token count, or None for what is not one (a float, a boolean, a negative or absurd number)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < COUNT_LIMIT:
+        return value
+    return None
 
 
 def new_completion_id() -> str:

@@ -53,6 +53,21 @@ class TranslatedStream:
             raise ValueError(self.malformed)  # the relay ends a stream on ValueError
         return data
 
+    def _part(self, value: Any) -> dict[str, Any]:
+        """An object inside an event, {} if it is missing; ValueError if the event holds something else there."""
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ValueError(self.malformed)
+        return value
+
+    def _index(self, data: dict[str, Any]) -> int:
+        """An event's block or call index (-1 if it has none); ValueError if it is not a number."""
+        index = data.get("index", -1)
+        if not isinstance(index, int):
+            raise ValueError(self.malformed)
+        return index
+
     def _chunk(self, delta: dict[str, Any], finish: str | None = None, *, index: int = 0) -> bytes:
         choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
         chunk: dict[str, Any] = {**self._head, "choices": [choice]}

@@ -7,7 +7,10 @@ from typing import Any
 import orjson
 
 from providers.adapters.base import Target
-from providers.adapters.shapes import new_completion_id
+from providers.adapters.shapes import new_completion_id, token_count
+
+# The ValueError for a whole answer that is not a Messages answer; the relay ends the call on it.
+MALFORMED = "not an Anthropic answer"
 
 # Anthropic's stop reasons, as OpenAI's finish reasons; anything new reads as a plain stop.
 FINISH_REASONS = {
@@ -22,17 +25,19 @@ FINISH_REASONS = {
 }
 
 
-def finish_reason(stop_reason: str | None) -> str:
-    return FINISH_REASONS.get(stop_reason or "", "stop")
+def finish_reason(stop_reason: Any) -> str:
+    return FINISH_REASONS.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
 
 
-def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
+def openai_usage(usage: Any) -> dict[str, Any]:
     """OpenAI's usage object. Anthropic counts cached prompt tokens apart from `input_tokens`; OpenAI counts
-    them in `prompt_tokens` and details them, so they are added back in (billing prices the whole prompt)."""
-    cache_read = usage.get("cache_read_input_tokens") or 0
-    cache_creation = usage.get("cache_creation_input_tokens") or 0
-    prompt = (usage.get("input_tokens") or 0) + cache_read + cache_creation
-    completion = usage.get("output_tokens") or 0
+    them in `prompt_tokens` and details them, so they are added back in (billing prices the whole prompt).
+    A count that is not one reads as none."""
+    usage = usage if isinstance(usage, dict) else {}
+    cache_read = _count(usage, "cache_read_input_tokens")
+    cache_creation = _count(usage, "cache_creation_input_tokens")
+    prompt = _count(usage, "input_tokens") + cache_read + cache_creation
+    completion = _count(usage, "output_tokens")
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -41,6 +46,10 @@ def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
         # Anthropic counts thinking in `output_tokens` and does not break it out.
         "completion_tokens_details": {"reasoning_tokens": 0},
     }
+
+
+def _count(usage: dict[str, Any], name: str) -> int:
+    return token_count(usage.get(name)) or 0
 
 
 def answer_id(payload: bytes) -> str:
@@ -59,15 +68,33 @@ def safe_id(value: Any) -> str:
 
 
 def tool_call(block: dict[str, Any]) -> dict[str, Any]:
+    call_id, name = block.get("id"), block.get("name")
+    if not isinstance(call_id, str) or not isinstance(name, str):
+        raise ValueError(MALFORMED)
     arguments = orjson.dumps(block.get("input") or {}).decode()
-    return {"id": block["id"], "type": "function", "function": {"name": block["name"], "arguments": arguments}}
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def _text(block: dict[str, Any]) -> str:
+    text = block.get("text")
+    return text if isinstance(text, str) else ""
+
+
+def content_blocks(message: Any) -> list[dict[str, Any]]:
+    """A message's content blocks; ValueError for a message, or content, that is not one."""
+    if not isinstance(message, dict):
+        raise ValueError(MALFORMED)
+    blocks = message.get("content") or []
+    if not isinstance(blocks, list) or not all(isinstance(block, dict) for block in blocks):
+        raise ValueError(MALFORMED)
+    return blocks
 
 
 def chat_completion(target: Target, payload: bytes, *, created: int) -> bytes:
     """The chat completion for a whole Messages answer. Thinking blocks are the model's, not the answer's."""
     message = orjson.loads(payload)
-    blocks = message.get("content") or []
-    texts = [block.get("text") or "" for block in blocks if block.get("type") == "text"]
+    blocks = content_blocks(message)
+    texts = [_text(block) for block in blocks if block.get("type") == "text"]
     calls = [tool_call(block) for block in blocks if block.get("type") == "tool_use"]
     answer: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None, "refusal": None}
     if calls:
@@ -87,6 +114,6 @@ def chat_completion(target: Target, payload: bytes, *, created: int) -> bytes:
                     "finish_reason": finish_reason(message.get("stop_reason")),
                 }
             ],
-            "usage": openai_usage(message.get("usage") or {}),
+            "usage": openai_usage(message.get("usage")),
         }
     )

@@ -18,6 +18,11 @@ from providers.adapters.translated_stream import TranslatedStream
 from providers.redaction import NO_SECRETS, Redactor
 
 
+def _filled(value: Any) -> bool:
+    """Whether a text or a JSON fragment is there to relay: a string that is not empty."""
+    return isinstance(value, str) and bool(value)
+
+
 class AnthropicStream(TranslatedStream):
     __slots__ = ("_anthropic_usage", "_stop_reason", "_tool_calls")
 
@@ -41,9 +46,9 @@ class AnthropicStream(TranslatedStream):
         if kind == "content_block_start":
             return self._block_start(data)
         if kind == "message_start":
-            return self._message_start(data.get("message") or {})
+            return self._message_start(self._part(data.get("message")))
         if kind == "message_delta":
-            self._stop_reason = (data.get("delta") or {}).get("stop_reason") or self._stop_reason
+            self._stop_reason = self._part(data.get("delta")).get("stop_reason") or self._stop_reason
             self._count(data.get("usage"))
             return ()
         if kind == "message_stop":
@@ -55,31 +60,34 @@ class AnthropicStream(TranslatedStream):
 
     def _message_start(self, message: dict[str, Any]) -> Iterable[bytes]:
         self.upstream_id = safe_id(message.get("id"))
-        self._anthropic_usage = dict(message.get("usage") or {})
+        self._anthropic_usage = dict(self._part(message.get("usage")))
         return (self._chunk({"role": "assistant", "content": ""}),)
 
     def _block_start(self, data: dict[str, Any]) -> Iterable[bytes]:
-        block = data.get("content_block") or {}
+        block = self._part(data.get("content_block"))
         kind = block.get("type")
-        if kind == "text" and block.get("text"):
+        if kind == "text" and _filled(block.get("text")):
             self._wrote = True
             return (self._chunk({"content": block["text"]}),)
         if kind == "tool_use":
+            call_id, name = block.get("id"), block.get("name")
+            if not isinstance(call_id, str) or not isinstance(name, str):
+                raise ValueError(self.malformed)
             self._wrote = True
-            index = self._tool_calls[data.get("index", -1)] = len(self._tool_calls)
-            call = {"index": index, "id": block.get("id"), "type": "function"}
-            call["function"] = {"name": block.get("name"), "arguments": ""}
+            index = self._tool_calls[self._index(data)] = len(self._tool_calls)
+            call = {"index": index, "id": call_id, "type": "function"}
+            call["function"] = {"name": name, "arguments": ""}
             return (self._chunk({"tool_calls": [call]}),)
         return ()
 
     def _delta(self, data: dict[str, Any]) -> Iterable[bytes]:
-        delta = data.get("delta") or {}
+        delta = self._part(data.get("delta"))
         kind = delta.get("type")
-        if kind == "text_delta" and delta.get("text"):
+        if kind == "text_delta" and _filled(delta.get("text")):
             self._wrote = True
             return (self._chunk({"content": delta["text"]}),)
-        if kind == "input_json_delta" and delta.get("partial_json"):
-            index = self._tool_calls.get(data.get("index", -1))
+        if kind == "input_json_delta" and _filled(delta.get("partial_json")):
+            index = self._tool_calls.get(self._index(data))
             if index is not None:
                 call = {"index": index, "function": {"arguments": delta["partial_json"]}}
                 return (self._chunk({"tool_calls": [call]}),)

@@ -13,7 +13,7 @@ import orjson
 
 from providers.adapters.cohere.errors import failed_generation
 from providers.adapters.failures import FailedAnswer
-from providers.adapters.shapes import new_completion_id
+from providers.adapters.shapes import new_completion_id, token_count
 
 # Cohere's finish reasons, as OpenAI's. ERROR and TIMEOUT are failures, not ends (see `FAILED`).
 FINISH_REASONS = {
@@ -34,10 +34,20 @@ def finish_reason(reason: Any, *, called_tools: bool) -> str:
 def openai_usage(usage: Any) -> dict[str, int]:
     """OpenAI's usage from Cohere's: the model's own counts (`tokens`), else the billed ones (`billed_units`)."""
     usage = usage if isinstance(usage, dict) else {}
-    counts = usage.get("tokens") or usage.get("billed_units") or {}
-    prompt = int(counts.get("input_tokens") or 0)
-    completion = int(counts.get("output_tokens") or 0)
+    tokens, billed = usage.get("tokens"), usage.get("billed_units")
+    counts = tokens if _filled(tokens) else billed if _filled(billed) else {}
+    prompt = token_count(counts.get("input_tokens")) or 0
+    completion = token_count(counts.get("output_tokens")) or 0
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _named(call_id: Any, name: Any) -> bool:
+    """Whether a tool call has the id and the name OpenAI's clients need to answer it."""
+    return isinstance(call_id, str) and isinstance(name, str)
+
+
+def _filled(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value)
 
 
 def safe_id(value: Any) -> str:
@@ -59,15 +69,17 @@ def tool_calls(calls: Any) -> list[dict[str, Any]]:
     """Cohere's tool calls in OpenAI's form; both give the arguments as JSON text."""
     translated = []
     for call in calls if isinstance(calls, list) else ():
-        function = call.get("function") or {}
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not _named(call.get("id"), function.get("name")):
+            raise ValueError("not a Cohere chat answer")
         arguments = function.get("arguments")
         if not isinstance(arguments, str):
             arguments = orjson.dumps(arguments if arguments is not None else {}).decode()
         translated.append(
             {
-                "id": call.get("id"),
+                "id": call["id"],
                 "type": "function",
-                "function": {"name": function.get("name"), "arguments": arguments},
+                "function": {"name": function["name"], "arguments": arguments},
             }
         )
     return translated
@@ -83,6 +95,17 @@ def _object(payload: bytes, what: str) -> dict[str, Any]:
     return body
 
 
+def _parts(content: Any) -> list[dict[str, Any]]:
+    parts = content or []
+    if not isinstance(parts, list) or not all(isinstance(part, dict) for part in parts):
+        raise ValueError("not a Cohere chat answer")
+    return parts
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
 def chat_completion(payload: bytes, public_model: str, *, created: int) -> dict[str, Any]:
     """The chat completion for a whole `/v2/chat` answer. Thinking parts are the model's, not the answer's.
 
@@ -95,8 +118,8 @@ def chat_completion(payload: bytes, public_model: str, *, created: int) -> dict[
     reason = answer.get("finish_reason")
     if isinstance(reason, str) and reason in FAILED:
         raise FailedAnswer(failed_generation(reason, answer.get("error")))
-    texts = [part.get("text") or "" for part in message.get("content") or () if part.get("type") == "text"]
-    text = "".join(texts) or message.get("tool_plan") or None
+    texts = [_text(part.get("text")) for part in _parts(message.get("content")) if part.get("type") == "text"]
+    text = "".join(texts) or _text(message.get("tool_plan")) or None
     calls = tool_calls(message.get("tool_calls"))
     reply: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
     if calls:
@@ -122,8 +145,9 @@ def embedding_list(payload: bytes, public_model: str) -> dict[str, Any]:
     vectors = (answer.get("embeddings") or {}).get("float") if isinstance(answer.get("embeddings"), dict) else None
     if not isinstance(vectors, list):
         raise ValueError("not a Cohere embeddings answer")
-    billed = (answer.get("meta") or {}).get("billed_units") or {}
-    tokens = int(billed.get("input_tokens") or 0)
+    meta = answer.get("meta")
+    billed = meta.get("billed_units") if isinstance(meta, dict) else None
+    tokens = (token_count(billed.get("input_tokens")) or 0) if isinstance(billed, dict) else 0
     return {
         "object": "list",
         "data": [{"object": "embedding", "index": index, "embedding": vector} for index, vector in enumerate(vectors)],

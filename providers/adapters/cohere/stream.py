@@ -19,11 +19,6 @@ from providers.adapters.translated_stream import TranslatedStream
 from providers.redaction import NO_SECRETS, Redactor
 
 
-def _message_delta(data: dict[str, Any]) -> dict[str, Any]:
-    message = (data.get("delta") or {}).get("message")
-    return message if isinstance(message, dict) else {}
-
-
 class CohereStream(TranslatedStream):
     __slots__ = ("_tool_calls",)
 
@@ -42,9 +37,9 @@ class CohereStream(TranslatedStream):
         kind = data.get("type")
         # In rough order of frequency: almost every event is a delta.
         if kind in ("content-delta", "content-start"):
-            return self._text(_message_delta(data).get("content"))
+            return self._text(self._message(data).get("content"))
         if kind == "tool-plan-delta":
-            return self._plain(_message_delta(data).get("tool_plan"))
+            return self._plain(self._message(data).get("tool_plan"))
         if kind == "tool-call-delta":
             return self._arguments(data)
         if kind == "tool-call-start":
@@ -53,8 +48,12 @@ class CohereStream(TranslatedStream):
             self.upstream_id = safe_id(data.get("id"))
             return (self._chunk({"role": "assistant", "content": ""}),)
         if kind == "message-end":
-            return self._end(data.get("delta") or {})
+            return self._end(self._part(data.get("delta")))
         return ()  # content-end, tool-call-end, citations, and event types added after this was written
+
+    def _message(self, data: dict[str, Any]) -> dict[str, Any]:
+        message = self._part(data.get("delta")).get("message")
+        return message if isinstance(message, dict) else {}
 
     def _text(self, content: Any) -> Iterable[bytes]:
         # A reasoning model's thinking comes in parts with `thinking` rather than `text`.
@@ -67,17 +66,20 @@ class CohereStream(TranslatedStream):
         return (self._chunk({"content": text}),)
 
     def _call_start(self, data: dict[str, Any]) -> Iterable[bytes]:
-        call = _message_delta(data).get("tool_calls") or {}
-        function = call.get("function") or {}
+        call = self._part(self._message(data).get("tool_calls"))
+        function = self._part(call.get("function"))
+        call_id, name, arguments = call.get("id"), function.get("name"), function.get("arguments") or ""
+        if not isinstance(call_id, str) or not isinstance(name, str) or not isinstance(arguments, str):
+            raise ValueError(self.malformed)
         self._wrote = True
-        index = self._tool_calls[data.get("index", -1)] = len(self._tool_calls)
-        opened = {"index": index, "id": call.get("id"), "type": "function"}
-        opened["function"] = {"name": function.get("name"), "arguments": function.get("arguments") or ""}
+        index = self._tool_calls[self._index(data)] = len(self._tool_calls)
+        opened = {"index": index, "id": call_id, "type": "function"}
+        opened["function"] = {"name": name, "arguments": arguments}
         return (self._chunk({"tool_calls": [opened]}),)
 
     def _arguments(self, data: dict[str, Any]) -> Iterable[bytes]:
-        function = (_message_delta(data).get("tool_calls") or {}).get("function") or {}
-        index = self._tool_calls.get(data.get("index", -1))
+        function = self._part(self._part(self._message(data).get("tool_calls")).get("function"))
+        index = self._tool_calls.get(self._index(data))
         fragment = function.get("arguments")
         if index is None or not isinstance(fragment, str) or not fragment:
             return ()
@@ -85,7 +87,7 @@ class CohereStream(TranslatedStream):
 
     def _end(self, delta: dict[str, Any]) -> Iterable[bytes]:
         reason = delta.get("finish_reason")
-        if reason in FAILED:
+        if isinstance(reason, str) and reason in FAILED:
             self.failed = True
             return (stream_error(failed_generation(reason, delta.get("error"), redactor=self.redactor)),)
         self.done = True

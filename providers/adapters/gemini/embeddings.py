@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from providers.adapters.base import UnsupportedParameter
+from providers.adapters.shapes import token_count
 
 
 def texts_of(body: dict[str, Any]) -> list[str] | str:
@@ -54,7 +55,8 @@ def embedding_list(payload: bytes, public_model: str) -> dict[str, Any]:
         for index, item in enumerate(items)
     ]
     out: dict[str, Any] = {"object": "list", "data": data, "model": public_model}
-    tokens = (answer.get("usageMetadata") or {}).get("promptTokenCount")
-    if isinstance(tokens, int) and tokens > 0:
+    metadata = answer.get("usageMetadata")
+    tokens = token_count(metadata.get("promptTokenCount")) if isinstance(metadata, dict) else None
+    if tokens:
         out["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
     return out

@@ -14,7 +14,10 @@ from typing import Any
 import orjson
 
 from providers.adapters.gemini.requests import THOUGHT_SIGNATURE
-from providers.adapters.shapes import new_completion_id
+from providers.adapters.shapes import new_completion_id, token_count
+
+# The ValueError for a payload that is not a `GenerateContentResponse`; the relay ends the call on it.
+MALFORMED = "not a Gemini answer"
 
 # Gemini's finish reasons, as OpenAI's; anything new reads as a plain stop.
 FINISH_REASONS = {
@@ -57,7 +60,7 @@ def openai_usage(metadata: Any) -> dict[str, Any]:
 
 
 def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    return token_count(value) or 0
 
 
 def new_call_id() -> str:
@@ -80,16 +83,36 @@ def tool_call(part: dict[str, Any]) -> dict[str, Any]:
 
 
 def answer_parts(candidate: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
-    """A candidate's answer texts and its function-call parts, thoughts left out."""
-    parts = (candidate.get("content") or {}).get("parts") or []
+    """A candidate's answer texts and its function-call parts, thoughts left out; ValueError if it has no parts
+    list where they go. A part that is not an object is nothing Portico can relay, and is left out too."""
+    content = candidate.get("content") or {}
+    parts = (content.get("parts") or []) if isinstance(content, dict) else None
+    if not isinstance(parts, list):
+        raise ValueError(MALFORMED)
+    parts = [part for part in parts if isinstance(part, dict)]
     texts = [part["text"] for part in parts if isinstance(part.get("text"), str) and not part.get("thought")]
     calls = [part for part in parts if isinstance(part.get("functionCall"), dict)]
     return texts, calls
 
 
+def candidate_index(candidate: dict[str, Any], position: int) -> int:
+    """The candidate's own index, else its place in the list."""
+    index = candidate.get("index")
+    return index if isinstance(index, int) and not isinstance(index, bool) else position
+
+
+def candidate_list(response: dict[str, Any]) -> list[Any]:
+    """The response's candidates, none if it has none; ValueError if it holds something else there."""
+    candidates = response.get("candidates") or []
+    if not isinstance(candidates, list):
+        raise ValueError(MALFORMED)
+    return candidates
+
+
 def blocked(response: dict[str, Any]) -> bool:
     """True for a prompt Gemini refused outright: no candidates, and the reason in `promptFeedback`."""
-    return not response.get("candidates") and bool((response.get("promptFeedback") or {}).get("blockReason"))
+    feedback = response.get("promptFeedback")
+    return not response.get("candidates") and isinstance(feedback, dict) and bool(feedback.get("blockReason"))
 
 
 def response_id(response: Any) -> str:
@@ -106,9 +129,8 @@ def _choice(candidate: dict[str, Any], position: int) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None, "refusal": None}
     if calls:
         message["tool_calls"] = calls
-    index = candidate.get("index")
     return {
-        "index": index if isinstance(index, int) else position,
+        "index": candidate_index(candidate, position),
         "message": message,
         "logprobs": None,
         "finish_reason": finish_reason(candidate.get("finishReason"), called_tools=bool(calls)),
@@ -120,10 +142,10 @@ def chat_completion(payload: bytes, public_model: str, *, created: int) -> dict[
     try:
         response = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
-        raise ValueError("not a Gemini answer") from exc
+        raise ValueError(MALFORMED) from exc
     if not isinstance(response, dict):
-        raise ValueError("not a Gemini answer")
-    candidates = [candidate for candidate in response.get("candidates") or () if isinstance(candidate, dict)]
+        raise ValueError(MALFORMED)
+    candidates = [candidate for candidate in candidate_list(response) if isinstance(candidate, dict)]
     choices = [_choice(candidate, position) for position, candidate in enumerate(candidates)]
     if not choices and blocked(response):
         message = {"role": "assistant", "content": None, "refusal": None}

@@ -20,6 +20,8 @@ from providers.adapters.gemini.errors import stream_error
 from providers.adapters.gemini.responses import (
     answer_parts,
     blocked,
+    candidate_index,
+    candidate_list,
     finish_reason,
     openai_usage,
     response_id,
@@ -54,10 +56,9 @@ class GeminiStream(TranslatedStream):
         if blocked(data):
             return self._blocked()
         out: list[bytes] = []
-        for position, candidate in enumerate(data.get("candidates") or ()):
+        for position, candidate in enumerate(candidate_list(data)):
             if isinstance(candidate, dict):
-                index = candidate.get("index")
-                out.extend(self._candidate(index if isinstance(index, int) else position, candidate))
+                out.extend(self._candidate(candidate_index(candidate, position), candidate))
         if self._calls and self._finished >= self._calls.keys() and not self.done:
             out.extend(self._end())
         return out

@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from providers.adapters.shapes import token_count
+
 Clock = Callable[[], float]
 
 
@@ -48,22 +50,37 @@ def created(answer: dict[str, Any], clock: Clock) -> int:
     return int(clock())
 
 
-def openai_tool_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Ollama's tool calls (arguments as an object) in OpenAI's form (arguments as a JSON string)."""
+def openai_tool_calls(calls: Any) -> list[dict[str, Any]]:
+    """Ollama's tool calls (arguments as an object) in OpenAI's form (arguments as a JSON string).
+
+    ValueError for calls that are not a list of calls, each with its function object.
+    """
+    if not isinstance(calls, list):
+        raise ValueError("not Ollama tool calls")
     translated = []
     for call in calls:
-        function = call.get("function") or {}
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            raise ValueError("not Ollama tool calls")
+        name, call_id = function.get("name") or "", call.get("id")
+        if not isinstance(name, str):
+            raise ValueError("not Ollama tool calls")
         arguments = function.get("arguments")
         if not isinstance(arguments, str):
             arguments = orjson.dumps(arguments if arguments is not None else {}).decode()
         translated.append(
             {
-                "id": call.get("id") or _new_call_id(),
+                "id": call_id if isinstance(call_id, str) and call_id else _new_call_id(),
                 "type": "function",
-                "function": {"name": function.get("name") or "", "arguments": arguments},
+                "function": {"name": name, "arguments": arguments},
             }
         )
     return translated
+
+
+def text(value: Any) -> str:
+    """A message's content; what is not text is none."""
+    return value if isinstance(value, str) else ""
 
 
 def finish_reason(done_reason: Any, *, called_tools: bool) -> str:
@@ -74,8 +91,8 @@ def finish_reason(done_reason: Any, *, called_tools: bool) -> str:
 
 def usage(answer: dict[str, Any]) -> dict[str, int]:
     # Ollama leaves a count out when it is zero (a prompt served wholly from its cache, say).
-    prompt = int(answer.get("prompt_eval_count") or 0)
-    completion = int(answer.get("eval_count") or 0)
+    prompt = token_count(answer.get("prompt_eval_count")) or 0
+    completion = token_count(answer.get("eval_count")) or 0
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
@@ -87,7 +104,7 @@ def chat_completion(
     if not isinstance(message, dict):
         raise ValueError("not an Ollama chat answer")
     calls = openai_tool_calls(message.get("tool_calls") or [])
-    content = message.get("content") or ""
+    content = text(message.get("content"))
     reply: dict[str, Any] = {"role": "assistant", "content": content or (None if calls else ""), "refusal": None}
     if calls:
         reply["tool_calls"] = calls
@@ -112,7 +129,7 @@ def embedding_list(payload: bytes, public_model: str) -> dict[str, Any]:
     vectors = answer.get("embeddings")
     if not isinstance(vectors, list):
         raise ValueError("not an Ollama embeddings answer")
-    tokens = int(answer.get("prompt_eval_count") or 0)
+    tokens = token_count(answer.get("prompt_eval_count")) or 0
     return {
         "object": "list",
         "data": [{"object": "embedding", "index": index, "embedding": vector} for index, vector in enumerate(vectors)],

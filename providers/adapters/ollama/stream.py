@@ -21,6 +21,7 @@ from providers.adapters.ollama.answers import (
     finish_reason,
     new_completion_id,
     openai_tool_calls,
+    text,
     usage,
 )
 from providers.adapters.wire import usage_is_plausible
@@ -87,10 +88,13 @@ class OllamaChatStream:
             self.created = created(line, self.clock)
             chunks.append(self._chunk({"role": "assistant", "content": ""}))
         message = line.get("message") or {}
-        if message.get("content") or message.get("tool_calls"):
+        if not isinstance(message, dict):
+            raise ValueError("not an Ollama stream line")
+        content = text(message.get("content"))
+        if content or message.get("tool_calls"):
             self.wrote = True
-        if message.get("content"):
-            chunks.append(self._chunk({"content": message["content"]}))
+        if content:
+            chunks.append(self._chunk({"content": content}))
         for call in openai_tool_calls(message.get("tool_calls") or []):
             chunks.append(self._chunk({"tool_calls": [{"index": self.called_tools, **call}]}))
             self.called_tools += 1

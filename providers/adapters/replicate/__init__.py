@@ -32,7 +32,7 @@ from providers.adapters.base import (
 )
 from providers.adapters.kind_options import with_defaults
 from providers.adapters.openai import headers_for
-from providers.adapters.replicate.answers import chat_completion, prediction, prediction_id
+from providers.adapters.replicate.answers import asked_cap, chat_completion, prediction, prediction_id
 from providers.adapters.replicate.errors import replicate_failure
 from providers.adapters.replicate.inputs import prediction_input
 from providers.adapters.replicate.options import MAX_SYNC_WAIT, OPTIONS, check_options
@@ -93,9 +93,8 @@ class ReplicateAdapter(BaseAdapter):
     def response(self, operation: Operation, target: Target, payload: bytes) -> bytes:
         self._chat_only(operation)
         options = with_defaults(OPTIONS, target.provider.options)
-        # The prediction repeats its input: the cap asked for, to tell an answer cut short from a finished one.
-        cap = (prediction(payload).get("input") or {}).get(options["max_tokens_input"])
-        cap = cap if isinstance(cap, int) and not isinstance(cap, bool) else None
+        # The cap asked for, to tell an answer cut short from a finished one.
+        cap = asked_cap(prediction(payload), options["max_tokens_input"])
         return orjson.dumps(chat_completion(payload, target.public_model, cap=cap))
 
     def upstream_id(self, payload: bytes) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from providers.adapters.shapes import new_completion_id
+from providers.adapters.shapes import new_completion_id, token_count
 
 
 def prediction(payload: bytes) -> dict[str, Any]:
@@ -42,7 +42,7 @@ def usage(metrics: Any) -> dict[str, int] | None:
     """OpenAI's usage from the prediction's metrics, or None when they do not count both sides."""
     if not isinstance(metrics, dict):
         return None
-    prompt, completion = _count(metrics.get("input_token_count")), _count(metrics.get("output_token_count"))
+    prompt, completion = token_count(metrics.get("input_token_count")), token_count(metrics.get("output_token_count"))
     if prompt is None or completion is None:
         return None
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
@@ -95,5 +95,8 @@ def prediction_id(payload: bytes) -> str:
     return value[:200]
 
 
-def _count(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+def asked_cap(answer: dict[str, Any], name: str) -> int | None:
+    """The output cap the prediction's input asked for (the prediction repeats its input), if it names one."""
+    inputs = answer.get("input")
+    cap = inputs.get(name) if isinstance(inputs, dict) else None
+    return cap if isinstance(cap, int) and not isinstance(cap, bool) else None
