@@ -14,7 +14,7 @@ of this process, with the provider's connect, read and total timeouts:
   PORTICO_HTTP_TRANSPORT=httpx, or the in-process transport of a kind that
   answers without a network (the mock).
 
-All raise httpx's exceptions, the one vocabulary the relay handles. Neither
+All raise httpx's exceptions, the one vocabulary the relay handles. None
 keeps cookies: one tenant's upstream cookies must never reach another's
 request. A provider whose settings change gets a new upstream; the old one is
 closed once requests still streaming through it are done.

@@ -32,13 +32,13 @@ from providers.http1 import Http1Upstream
 from providers.tests.test_transport import PROVIDER
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-listening: dict[str, asyncio.Server] = {}  # each raw server by its URL, for a test that stops one accepting
 
 
 @dataclasses.dataclass
 class RawServer:
     url: str
     connections: int = 0
+    server: asyncio.Server | None = None  # a test may stop it accepting
 
 
 async def read_request(reader: asyncio.StreamReader) -> bytes:
@@ -71,7 +71,7 @@ async def raw_server() -> AsyncIterator[Callable[[Handler], Awaitable[RawServer]
         server = await asyncio.start_server(counted, "127.0.0.1", 0)
         servers.append(server)
         seen.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-        listening[seen.url] = server
+        seen.server = server
         return seen
 
     yield start
@@ -124,7 +124,8 @@ async def test_a_retry_that_cannot_connect_leaves_no_connection_counted(
     async with aclosing(upstream()) as client:
         assert await read(await client.send(UpstreamRequest("POST", server.url, {}, b"{}"))) == b"ok"
         await served.wait()
-        listening[server.url].close()  # no new connections from here: the retry is refused
+        assert server.server is not None
+        server.server.close()  # no new connections from here: the retry is refused
         with pytest.raises(httpx.ConnectError):
             await client.send(UpstreamRequest("POST", server.url, {}, b"{}"))
         assert client._pool.open == 0
