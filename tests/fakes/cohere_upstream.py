@@ -42,6 +42,7 @@ class Reply:
     input_tokens: int = 12  # billed; the model's own count adds TEMPLATE_TOKENS
     finish_reason: str = "COMPLETE"
     billed_only: bool = False  # usage with `billed_units` only, as some deployments answer
+    error: str = ""  # the detail Cohere may give with an ERROR or TIMEOUT finish
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,8 @@ def reply_events(reply: Reply) -> list[dict[str, Any]]:
             "usage": usage(reply.input_tokens, len(words), billed_only=reply.billed_only),
         },
     }
+    if reply.error:
+        end["delta"]["error"] = reply.error
     return [
         _start(),
         opened,
@@ -173,7 +176,10 @@ def whole_answer(events: list[dict[str, Any]]) -> dict[str, Any]:
         answer["content"] = [{"type": "text", "text": text}]
     if calls:
         answer["tool_plan"], answer["tool_calls"] = plan, calls
-    return {"id": ANSWER_ID, "message": answer, "finish_reason": end["finish_reason"], "usage": end["usage"]}
+    whole = {"id": ANSWER_ID, "message": answer, "finish_reason": end["finish_reason"], "usage": end["usage"]}
+    if "error" in end:
+        whole["error"] = end["error"]
+    return whole
 
 
 def vector(text: str) -> list[float]:

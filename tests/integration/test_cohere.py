@@ -571,6 +571,20 @@ def test_a_whole_answer_whose_generation_failed_is_a_502_and_a_failed_call(
     assert (row.status, row.error_type, row.upstream_id) == (502, "upstream_error", ANSWER_ID)
 
 
+def test_a_failed_generations_detail_reaches_the_client_without_the_credential(
+    client: OpenAI, route: ModelRoute, script: Callable[[Any], None], cohere_credential: str
+) -> None:
+    script(Reply(ANSWER, finish_reason="ERROR", error=f"the key {cohere_credential} hit an internal fault"))
+
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.chat.completions.create(model=route.public_id, messages=ASK)
+
+    message = caught.value.response.json()["error"]["message"]
+    assert message.startswith("The upstream provider failed: the key ")
+    assert message.endswith(" hit an internal fault")
+    assert cohere_credential not in message
+
+
 # --- embeddings ---
 
 
