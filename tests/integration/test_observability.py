@@ -254,8 +254,20 @@ def test_serve_with_two_workers_adds_up_both_in_a_fresh_directory(
         assert not (metrics_dir / "counter_1.db").exists()
         assert len({path.name for path in metrics_dir.glob("counter_*.db")}) == 2  # one per worker
     finally:
-        process.terminate()
+        _stop(process, log)
+
+
+def _stop(process: subprocess.Popen[bytes], log: Path) -> None:
+    """SIGTERM, as an orchestrator stops it; a server still up 20 s later is killed, so it cannot hold the test
+    database for the tests after this one, and the failure shows what its log said."""
+    process.terminate()
+    try:
         process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+        tail = log.read_text(errors="replace")[-4000:]
+        pytest.fail(f"`portico serve --workers 2` did not stop within 20 s of SIGTERM; its log ends:\n{tail}")
 
 
 def _wait_for(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
