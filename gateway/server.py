@@ -292,20 +292,29 @@ def run_server(app: str, *, host: str, port: int, workers: int, access_log: bool
     import uvicorn
     from django.conf import settings
 
+    from gateway.supervisor import BoundedMultiprocess
+
     raise_descriptor_limit()
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        workers=workers,
-        loop="uvloop",
-        http=BoundedProtocol,
-        lifespan="on",
-        access_log=access_log,
-        log_level=log_level,
-        proxy_headers=True,
-        timeout_keep_alive=settings.PORTICO_KEEPALIVE_TIMEOUT,
-    )
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "loop": "uvloop",
+        "http": BoundedProtocol,
+        "lifespan": "on",
+        "access_log": access_log,
+        "log_level": log_level,
+        "proxy_headers": True,
+        "timeout_keep_alive": settings.PORTICO_KEEPALIVE_TIMEOUT,
+    }
+    if workers == 1:
+        uvicorn.run(app, **options)
+        return 0
+    # uvicorn.run's own branch for several workers, with a supervisor whose stop is bounded.
+    config = uvicorn.Config(app, **options)
+    supervisor = BoundedMultiprocess(config, sockets=[config.bind_socket()])
+    supervisor.grace = settings.PORTICO_SHUTDOWN_GRACE
+    supervisor.run()
     return 0
 
 
@@ -317,9 +326,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--log-level", default=None)
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway.settings")
-    return run_server(APP, host=args.host, port=args.port, workers=1, access_log=False, log_level=args.log_level)
+    return run_server(
+        APP, host=args.host, port=args.port, workers=args.workers, access_log=False, log_level=args.log_level
+    )
 
 
 if __name__ == "__main__":

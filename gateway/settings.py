@@ -197,6 +197,8 @@ PORTICO_HEADER_TIMEOUT = env_float("PORTICO_HEADER_TIMEOUT", 10.0, minimum=0.1)
 PORTICO_BODY_TIMEOUT = env_float("PORTICO_BODY_TIMEOUT", 120.0, minimum=0.1)
 # Seconds a connection may sit idle, before its first request or between requests, before it is closed.
 PORTICO_KEEPALIVE_TIMEOUT = env_int("PORTICO_KEEPALIVE_TIMEOUT", 5, minimum=1)
+# Seconds `portico serve --workers N` waits for its workers after SIGTERM before it kills those still running.
+PORTICO_SHUTDOWN_GRACE = env_float("PORTICO_SHUTDOWN_GRACE", 30.0, minimum=1.0)
 # Client connections per process past which requests get 503; 0 derives it from the open files limit.
 PORTICO_MAX_CONNECTIONS = env_int("PORTICO_MAX_CONNECTIONS", 0, minimum=0)
 

@@ -60,13 +60,22 @@ class ServerExited(ServerFailed):
 class PorticoServer:
     """One Portico server process on a free port, started as production starts it (gateway.server).
 
-    `preexec_fn` runs in the child before it starts, e.g. to lower its open files limit.
+    `preexec_fn` runs in the child before it starts, e.g. to lower its open files limit. With `workers` over 1
+    the child is the supervisor of that many worker processes.
     """
 
-    def __init__(self, *, env: Mapping[str, str], log_path: Path, preexec_fn: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        env: Mapping[str, str],
+        log_path: Path,
+        preexec_fn: Callable[[], None] | None = None,
+        workers: int = 1,
+    ) -> None:
         self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self.log_path = log_path
         self.preexec_fn = preexec_fn
+        self.workers = workers
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
         self._http: httpx.Client | None = None
@@ -75,6 +84,11 @@ class PorticoServer:
     def pid(self) -> int:
         assert self._process is not None, "the server is not started"
         return self._process.pid
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        assert self._process is not None, "the server is not started"
+        return self._process
 
     @property
     def base_url(self) -> str:
@@ -103,7 +117,7 @@ class PorticoServer:
     def _spawn(self, port: int) -> None:
         self.port = port
         command = [sys.executable, "-m", "gateway.server", "--host", "127.0.0.1", "--port", str(port)]
-        command += ["--log-level", "warning"]
+        command += ["--log-level", "warning", "--workers", str(self.workers)]
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
                 command,
