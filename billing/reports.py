@@ -151,6 +151,8 @@ class _Tally:
 
 
 def _day_start(day: date) -> datetime:
+    """A daily rollup's bucket. Ranges end on the last day's bucket, not before the next day's, which for the
+    last date Python has would not exist."""
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
@@ -163,7 +165,7 @@ def tenant_report(*, tenant_id: int, start: date, end: date, now: datetime | Non
         raise ValueError("the end of a report comes on or after its start")
     now = (now or timezone.now()).astimezone(UTC)
     rows = DailyUsageRollup.objects.filter(
-        tenant_id=tenant_id, bucket__gte=_day_start(start), bucket__lt=_day_start(end + timedelta(days=1))
+        tenant_id=tenant_id, bucket__gte=_day_start(start), bucket__lte=_day_start(end)
     ).order_by()
     per_day: Iterable[Mapping[str, Any]] = (
         rows.values("bucket", "model").annotate(**_sums(("requests", *_TOKENS, "cost"))).order_by("bucket", "model")
@@ -397,9 +399,7 @@ def _report_rows(grouped: QuerySet[DailyUsageRollup, dict[str, Any]]) -> Iterato
 def _daily(
     start: date, end: date, *, tenant_id: int | None, tenant_ids: Collection[int] | None
 ) -> QuerySet[DailyUsageRollup]:
-    rows = DailyUsageRollup.objects.filter(
-        bucket__gte=_day_start(start), bucket__lt=_day_start(end + timedelta(days=1))
-    ).order_by()
+    rows = DailyUsageRollup.objects.filter(bucket__gte=_day_start(start), bucket__lte=_day_start(end)).order_by()
     if tenant_id is not None:
         rows = rows.filter(tenant_id=tenant_id)
     if tenant_ids is not None:

@@ -123,6 +123,14 @@ def test_an_export_of_a_quiet_period_is_empty(client, operator):
     assert json.loads(_body(client.get(f"{URL}?{NOVEMBER}&format=json", headers=operator))) == []
 
 
+@pytest.mark.usefixtures("ledger")
+def test_a_period_up_to_the_last_day_a_date_can_name_is_exported(client, operator):
+    rows = _csv(client.get(f"{URL}?group_by=day&from=2026-11-19&to=9999-12-31", headers=operator))
+
+    assert [row["day"] for row in rows] == ["2026-11-19", "2026-11-20"]  # the ledger's last two days
+    assert _csv(client.get(f"{URL}?from=9999-12-31&to=9999-12-31", headers=operator)) == []
+
+
 def test_a_database_away_before_the_first_row_is_a_json_503_not_a_cut_short_200(client, operator, monkeypatch):
     def unreachable(**_: object) -> Iterator[object]:
         raise OperationalError("connection refused")

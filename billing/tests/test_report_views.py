@@ -88,6 +88,12 @@ def test_the_period_is_the_month_so_far_unless_asked(operator, ledger, tenant):
     assert len(table(html, "day-totals")) == 15
 
 
+def test_the_last_day_a_date_can_name_is_a_period_like_any_other(operator, ledger, tenant):
+    response = operator.get(_url(tenant.pk, "from=9999-12-31&to=9999-12-31"))
+
+    assert response.status_code == 200
+
+
 @pytest.mark.parametrize(
     ("query", "message"),
     [

@@ -173,6 +173,16 @@ def test_a_bad_export_is_refused_with_its_reason(
     assert response.content.decode() == message
 
 
+def test_the_last_day_a_date_can_name_reads_and_exports_like_any_other(
+    frozen: None, signed_in: SignedIn, acme: Tenancy
+) -> None:
+    client = signed_in(TenantRole.VIEWER)
+    period = "from=9999-12-31&to=9999-12-31"
+
+    assert client.get(f"/portal/acme/usage/?{period}").status_code == 200
+    assert client.get(f"/portal/acme/usage/export/?{period}").status_code == 200
+
+
 def test_a_bad_period_on_the_page_is_refused_with_its_reason(frozen: None, signed_in: SignedIn, acme: Tenancy) -> None:
     response = signed_in(TenantRole.VIEWER).get("/portal/acme/usage/?from=2026-11-12&to=2026-11-07")
 
