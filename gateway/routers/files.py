@@ -188,7 +188,8 @@ def _expiry(fields: dict[str, str], now: datetime) -> datetime | None:
             code="invalid_value",
         )
     low, high = _EXPIRY_SECONDS
-    if seconds is None or not seconds.isdigit() or not low <= int(seconds) <= high:
+    # isdigit() alone takes "²" and other Unicode digits, which int() refuses.
+    if seconds is None or not (seconds.isascii() and seconds.isdigit()) or not low <= int(seconds) <= high:
         raise InvalidRequest(
             f"Invalid value for 'expires_after[seconds]': expected an integer between {low} and {high}.",
             param="expires_after[seconds]",

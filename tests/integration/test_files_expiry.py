@@ -90,6 +90,7 @@ def test_with_the_setting_at_0_a_file_is_kept_until_deleted_unless_the_client_as
         ({"anchor": "created_at", "seconds": 3599}, "expires_after[seconds]"),  # under OpenAI's hour
         ({"anchor": "created_at", "seconds": 30 * DAY + 1}, "expires_after[seconds]"),  # over its 30 days
         ({"anchor": "last_active_at", "seconds": 3600}, "expires_after[anchor]"),
+        ({"anchor": "created_at", "seconds": "²"}, "expires_after[seconds]"),  # a digit to isdigit(), not to int()
     ],
 )
 def test_an_expiry_outside_openais_bounds_is_refused_and_nothing_kept(
