@@ -117,9 +117,9 @@ async def test_with_redis_the_summary_adds_up_every_processs_requests_waiting_in
     await redis.pexpire(elsewhere, 5000)
     lines, slots = Lines(), Slots()
     waits = await _wait_in_line(lines, slots, busy.pk, quiet.pk)
-    mine = [name async for name in redis.scan_iter(match=waiting_key(prefix, "*")) if name.decode() != elsewhere]
-
-    for _ in range(40):  # published within MIN_GAP of the last join
+    mine: list[bytes] = []
+    for _ in range(40):  # published within MIN_GAP of the last join, and perhaps not yet at the first look
+        mine = [name async for name in redis.scan_iter(match=waiting_key(prefix, "*")) if name.decode() != elsewhere]
         if mine and await redis.hget(mine[0], str(busy.pk)) == b"2":
             break
         await asyncio.sleep(0.05)
