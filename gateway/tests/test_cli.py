@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import queue
 import re
@@ -306,6 +307,74 @@ def test_quickstart_serves_the_demo_it_prints(tmp_path, run_portico):
     assert reply.model == "mock-echo"
     css = httpx.get(f"http://127.0.0.1:{port}/static/admin/css/base.css")
     assert css.status_code == 200
+
+
+# A tenant of one request a minute whose second request may become a job, which expires 2 s later.
+_JOBS_TENANT = """\
+tenants:
+- slug: jobs
+  name: Jobs
+  allowed_models: [mock-echo]
+  queue_mode: async
+  queue_max_wait: 2
+  rate_limits:
+  - model: ''
+    requests_per_minute: 1
+"""
+
+
+@pytest.mark.integration
+def test_quickstart_runs_batches_and_queued_jobs_in_process_without_a_broker(tmp_path, run_portico):
+    from openai import OpenAI
+
+    port = _free_port()
+    env = _embedded_env(tmp_path / "data")
+    server = run_portico(["quickstart", "--port", str(port)], env, tmp_path)
+    key = KEY.search(server.wait_for("Application startup complete")).group()
+    base = f"http://127.0.0.1:{port}/v1"
+    client = OpenAI(base_url=base, api_key=key, max_retries=0, timeout=10)
+
+    lines = "".join(
+        json.dumps(
+            {
+                "custom_id": f"line-{n}",
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {"model": "mock-echo", "messages": [{"role": "user", "content": f"line {n}"}]},
+            }
+        )
+        + "\n"
+        for n in range(3)
+    )
+    upload = client.files.create(file=("lines.jsonl", lines.encode()), purpose="batch")
+    batch = client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h")
+    deadline = time.monotonic() + 30
+    while (batch := client.batches.retrieve(batch.id)).status not in {"completed", "failed", "expired", "cancelled"}:
+        assert time.monotonic() < deadline, f"the batch is still {batch.status}"
+        time.sleep(0.2)
+    assert batch.status == "completed", batch
+    assert batch.output_file_id is not None
+    rows = [json.loads(line) for line in client.files.content(batch.output_file_id).text.splitlines()]
+    answers = {row["custom_id"]: row["response"]["body"]["choices"][0]["message"]["content"] for row in rows}
+    assert answers == {f"line-{n}": f"line {n}" for n in range(3)}
+
+    portico = {"env": env, "cwd": tmp_path, "capture_output": True, "text": True, "check": True}
+    subprocess.run([str(PORTICO), "config", "apply", "-"], input=_JOBS_TENANT, **portico)  # noqa: S603
+    created = subprocess.run([str(PORTICO), "createkey", "--tenant", "jobs", "--name", "app"], **portico)  # noqa: S603
+    jobs_key = KEY.search(created.stdout).group()
+    ask = {"model": "mock-echo", "messages": [{"role": "user", "content": "Hello"}]}
+    headers = {"Authorization": f"Bearer {jobs_key}", "Prefer": "respond-async"}
+    first = httpx.post(f"{base}/chat/completions", json=ask, headers=headers, timeout=10)
+    assert first.status_code == 200, first.text  # served at once: a job only when it would be refused
+    second = httpx.post(f"{base}/chat/completions", json=ask, headers=headers, timeout=10)
+    assert second.status_code == 202, second.text
+    job = f"http://127.0.0.1:{port}{second.headers['location']}"
+    deadline = time.monotonic() + 30
+    while (polled := httpx.get(job, headers=headers, timeout=10)).status_code == 202:
+        assert time.monotonic() < deadline, polled.text
+        time.sleep(0.2)
+    assert polled.status_code == 429, polled.text  # its one request a minute is spent: it expires, run in-process
+    assert polled.json()["error"]["code"] == "queue_expired"
 
 
 @pytest.mark.integration
