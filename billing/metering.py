@@ -141,6 +141,7 @@ class Meter:
         self._spool: Spool | None = None
         self.writer: LedgerWriter | None = None
         self.ledger_on = True
+        self.batch_share = 1.0  # the part of its limits a batch line may fill (PORTICO_BATCH_LIMIT_SHARE, at start)
         # Told of every recorded call, with its ledger row: the gateway's metrics and request log. It must only
         # hand the row over (it runs on the request path), and must not change it.
         self.recorded: Callable[[dict[str, Any]], None] | None = None
@@ -156,6 +157,7 @@ class Meter:
     def start(self) -> None:
         """Choose the limiter and start the ledger writer thread."""
         self.ledger_on = settings.PORTICO_USAGE_LEDGER
+        self.batch_share = settings.PORTICO_BATCH_LIMIT_SHARE
         self.limiter = limits.LocalLimiter()
         if settings.REDIS_URL:
             self.limiter = limits.RedisLimiter(
@@ -214,6 +216,8 @@ class Meter:
             cost=cost,
             # On a Redis Cluster every key of the call sits in its tenant's slot, whichever limits it has today.
             shard=f"tenant:{ask.tenant_id}",
+            # A batch line fills only part of its key's and tenant's limits, leaving the tenant's live calls the rest.
+            share=self.batch_share if ask.batch_id else 1.0,
         )
         try:
             verdict = await self.limiter.acquire(request)

@@ -11,12 +11,15 @@ pending lines, PORTICO_BATCH_CONCURRENCY at a time, for PORTICO_BATCH_CHUNK_SECO
 
     claim (committed: the line is running) -> serve -> record (answer, done/failed, count: one transaction)
 
-A line the tenant's limits refuse, or that finds every deployment of its model
-at its caps, is released (pending again; nothing was sent and no ledger row
-written) and the batch waits: the Retry-After it was given, doubled while
-refusals go on, up to PORTICO_BATCH_RETRY_MAX_SECONDS. Batch lines never wait
-in a model's line as interactive calls do: a slot that frees goes to those
-first, which is what keeps a batch below live traffic.
+A line fills at most PORTICO_BATCH_LIMIT_SHARE of each of its key's and
+tenant's rate limits (billing.metering), which leaves the tenant's interactive
+requests the rest. A line the tenant's limits refuse (that share of them
+included), or that finds every deployment of its model at its caps, is released
+(pending again; nothing was sent and no ledger row written) and the batch
+waits: the Retry-After it was given, doubled while refusals go on, up to
+PORTICO_BATCH_RETRY_MAX_SECONDS. Batch lines never wait in a model's line as
+interactive calls do: a slot that frees goes to those first, which is what
+keeps a batch below live traffic.
 
 Exactly once, and where it stops. A line is sent only after its claim is
 committed, and a claimed line is never sent again. A runner that dies (SIGKILL,

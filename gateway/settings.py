@@ -315,6 +315,13 @@ PORTICO_BATCH_LEASE_SECONDS = env_float("PORTICO_BATCH_LEASE_SECONDS", 60.0, min
 # The longest wait before lines refused by the tenant's limits are tried again (the limiter's Retry-After,
 # doubled while refusals go on).
 PORTICO_BATCH_RETRY_MAX_SECONDS = env_float("PORTICO_BATCH_RETRY_MAX_SECONDS", 60.0, minimum=0.1)
+# The part of each of its key's and tenant's rate limits (RPM, TPM, requests in flight) a batch line may fill, so
+# that a batch leaves the tenant's interactive requests the rest; 1 lets batches take all of them.
+PORTICO_BATCH_LIMIT_SHARE = env_float("PORTICO_BATCH_LIMIT_SHARE", 0.8, minimum=0.0)
+if not 0 < PORTICO_BATCH_LIMIT_SHARE <= 1:
+    raise ImproperlyConfigured(
+        f"PORTICO_BATCH_LIMIT_SHARE must be above 0 and at most 1, got {PORTICO_BATCH_LIMIT_SHARE}"
+    )
 
 # --- Overflow queueing: asynchronous jobs (gateway/queueing/, queueing/, docs/queueing.md) ------------------
 # Seconds one run of a queued job waits in line before handing the job back to the workers, and seconds its claim

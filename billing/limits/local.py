@@ -27,6 +27,7 @@ from billing.limits.verdicts import (
     Ticket,
     Verdict,
     bounded,
+    ceiling,
     clamp,
     in_flight_lease,
     nothing_to_check,
@@ -117,7 +118,9 @@ class LocalLimiter:
                     wait = NEVER
                 else:
                     after = base + amount * (MINUTE_MS / limit)
-                    late = after - now - MINUTE_MS
+                    most = ceiling(limit, ask.share, amount=amount)
+                    span = most * (MINUTE_MS / limit) if most < limit else MINUTE_MS
+                    late = after - now - span
                     if late > SLACK_MS:
                         wait = math.ceil(late)
                 ok = ok and wait == 0
@@ -127,7 +130,7 @@ class LocalLimiter:
                 held = self._flights.setdefault(window.scope, {})
                 for member in [member for member, end in held.items() if end <= now]:
                     del held[member]
-                ok = ok and len(held) < window.concurrency
+                ok = ok and len(held) < ceiling(window.concurrency, ask.share)
                 reply.append(len(held))
                 flights.append(held)
         for budget in ask.budgets:

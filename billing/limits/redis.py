@@ -56,6 +56,7 @@ from billing.limits.verdicts import (
     Ticket,
     Verdict,
     bounded,
+    ceiling,
     clamp,
     in_flight_lease,
     nothing_to_check,
@@ -258,7 +259,8 @@ class RedisLimiter:
                 keys.append(window_key(start, window.scope, "tok"))
             if window.concurrency is not None:
                 keys.append(window_key(start, window.scope, "cc"))
-            args += (_limit(window.rpm), _limit(window.tpm), _limit(window.concurrency))
+            args += (_limit(window.rpm), _limit(window.tpm), _most(window.concurrency, ask.share))
+            args += (_most(window.rpm, ask.share), _most(window.tpm, ask.share, amount=ask.tokens))
         for budget in ask.budgets:
             keys.append(budget_key(start, budget.scope, budget.period))
             args += (budget.limit, budget.spent, budget.ttl)
@@ -359,3 +361,7 @@ def is_outage(exc: ResponseError) -> bool:
 
 def _limit(value: int | None) -> int:
     return -1 if value is None else value
+
+
+def _most(limit: int | None, share: float, *, amount: int = 1) -> int:
+    return -1 if limit is None else ceiling(limit, share, amount=amount)

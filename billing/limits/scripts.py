@@ -7,8 +7,13 @@ every case against both.
 Rate limits are token buckets kept as one number each, the time at which the
 bucket will be full again (a "theoretical arrival time", GCRA): taking n of a
 per-minute limit L pushes it n × 60000/L ms later, and a request passes while
-that point stays within a minute from now. A bucket in debt (a request used
-more tokens than it reserved) is simply one whose point lies further out.
+that point stays within a minute from now. A call that may fill only part of
+a limit (`Ask.share`: a batch line) is given the most it may fill (`most`, at
+least what it takes): it passes while the point stays within that part of a
+minute, and what it takes still pushes the point by the whole limit's rate, so
+every process sees one bucket and interactive calls find the rest of it free.
+A bucket in debt (a request used more tokens than it reserved) is simply one
+whose point lies further out.
 Times are Unix milliseconds, from Redis's clock unless the caller passes one.
 A bucket's debt is capped (MAX_DEBT, about 35 years), so its expiry stays an
 integer Redis takes. A slot in flight is a member of its scope's sorted set,
@@ -35,7 +40,8 @@ local MAX_DEBT = 1099511627776  -- DEBT_MAX_MS of verdicts.py
 
 # KEYS: for each window, the keys of its limits that are set (rpm, tpm, concurrency), then one per budget.
 # ARGV: now_ms or '', request id, tokens, cost, lease_ms, #windows, #budgets,
-#       then rpm, tpm, concurrency per window (-1 = none), then limit, spent, ttl per budget.
+#       then rpm, tpm, concurrency, rpm's most, tpm's most per window (-1 = none; concurrency is already the most
+#       the call may fill), then limit, spent, ttl per budget.
 ACQUIRE_SOURCE = (
     _CLOCK
     + """
@@ -46,7 +52,7 @@ local ok = true
 local key_at, arg_at = 0, 7
 local buckets, flights, counters = {}, {}, {}
 
-local function bucket(limit, amount)
+local function bucket(limit, most, amount)
   key_at = key_at + 1
   local b = {key = KEYS[key_at], limit = limit, slot = #reply + 1}
   b.base = tonumber(redis.call('GET', b.key)) or now
@@ -57,7 +63,9 @@ local function bucket(limit, amount)
     wait = -1
   else
     b.after = b.base + amount * (MINUTE / limit)
-    local late = b.after - now - MINUTE
+    local span = MINUTE
+    if most < limit then span = most * (MINUTE / limit) end
+    local late = b.after - now - span
     if late > SLACK then wait = math.ceil(late) end
   end
   if wait ~= 0 then ok = false end
@@ -95,9 +103,10 @@ end
 
 for _ = 1, tonumber(ARGV[6]) do
   local rpm, tpm, cap = tonumber(ARGV[arg_at + 1]), tonumber(ARGV[arg_at + 2]), tonumber(ARGV[arg_at + 3])
-  arg_at = arg_at + 3
-  if rpm >= 0 then bucket(rpm, 1) end
-  if tpm >= 0 then bucket(tpm, tokens) end
+  local rpm_most, tpm_most = tonumber(ARGV[arg_at + 4]), tonumber(ARGV[arg_at + 5])
+  arg_at = arg_at + 5
+  if rpm >= 0 then bucket(rpm, rpm_most, 1) end
+  if tpm >= 0 then bucket(tpm, tpm_most, tokens) end
   if cap >= 0 then flight(cap) end
 end
 for _ = 1, tonumber(ARGV[7]) do

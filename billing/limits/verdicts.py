@@ -91,6 +91,9 @@ class Ask:
     cost: int  # reserved for budgets: the worst-case cost in nano-USD
     # On a Redis Cluster, the hash tag that keeps every key of this call in one slot (keys.py); "" = derived.
     shard: str = ""
+    # The part of each limit the call may fill (`ceiling`): below 1 for a batch line (PORTICO_BATCH_LIMIT_SHARE,
+    # set by billing.metering), so that interactive calls keep room; what it takes counts at the whole limit's rate.
+    share: float = 1.0
 
 
 # Held weakly while its slots in flight are renewed (billing.limits.leases).
@@ -164,6 +167,18 @@ def clamp(amount: int, most: int = RESERVATION_MAX) -> int:
     return min(max(amount, 0), most)
 
 
+def ceiling(limit: int, share: float, *, amount: int = 1) -> int:
+    """How full a window of `limit` may be after admitting a call that may fill `share` of it and takes `amount`.
+
+    Never more than the limit; never less than the call's own amount (a line as large as most of a TPM limit still
+    passes, once the window is that empty), nor than 1 (a limit of 1 still admits the call when nothing else holds
+    it). The rounding is down, and the tiny epsilon keeps 0.29 × 100 at 29 rather than 28.
+    """
+    if share >= 1 or limit <= 0:
+        return limit
+    return min(limit, max(amount, 1, math.floor(limit * share + 1e-9)))
+
+
 def bounded(ask: Ask) -> Ask:
     """`ask` with its reservation clamped to what both limiters can count exactly."""
     if 0 <= ask.tokens <= RESERVATION_MAX and 0 <= ask.cost <= RESERVATION_MAX:
@@ -219,9 +234,10 @@ def verdict_from_reply(ask: Ask, reply: Sequence[int], *, local: bool) -> Verdic
         if window.concurrency is not None:
             in_flight = reply[at]
             at += 1
-            if in_flight >= window.concurrency:
+            cap = ceiling(window.concurrency, ask.share)
+            if in_flight >= cap:
                 message = (
-                    f"Too many concurrent requests on {window.label}: Limit {window.concurrency}, "
+                    f"Too many concurrent requests on {window.label}: Limit {cap}, "
                     f"In flight {in_flight}. Please try again in {format_reset(CONCURRENCY_RETRY)}."
                 )
                 refusals.append((2, CONCURRENCY_RETRY, "concurrency", message))

@@ -236,6 +236,23 @@ async def test_it_builds_one_window_per_limit_of_the_key_and_its_tenant_on_this_
     assert (ask.budgets, ask.cost) == ((), 0)
 
 
+async def test_a_batch_line_asks_for_the_share_of_its_limits_a_started_meter_was_set_and_a_live_call_for_all(
+    meter: Meter, limiter: RecordingLimiter
+) -> None:
+    limits = {("key", KEY, ""): rpm(10), ("tenant", TENANT, ""): rpm(100)}
+    with override_settings(PORTICO_BATCH_LIMIT_SHARE=0.6):
+        meter.start()
+    started, meter.limiter = meter.limiter, limiter
+    try:
+        await meter.admit(new_ask(batch_id="batch_1"), snapshot(limits=limits))
+        await meter.admit(new_ask(), snapshot(limits=limits))
+    finally:
+        meter.limiter = started
+        await meter.stop()
+
+    assert [ask.share for ask in limiter.asks] == [0.6, 1.0]
+
+
 async def test_a_window_carries_all_three_limits(meter: Meter, limiter: RecordingLimiter) -> None:
     limits = {("key", KEY, ""): LimitInfo(requests_per_minute=60, tokens_per_minute=90_000, max_concurrent=4)}
 
