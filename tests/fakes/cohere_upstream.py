@@ -42,6 +42,7 @@ class Reply:
     input_tokens: int = 12  # billed; the model's own count adds TEMPLATE_TOKENS
     finish_reason: str = "COMPLETE"
     billed_only: bool = False  # usage with `billed_units` only, as some deployments answer
+    template_tokens: int = TEMPLATE_TOKENS  # what the model's own count adds to `input_tokens`
     error: str = ""  # the detail Cohere may give with an ERROR or TIMEOUT finish
 
 
@@ -88,11 +89,13 @@ class Received:
     body: dict[str, Any] = field(default_factory=dict)
 
 
-def usage(billed_input: int, output: int, *, billed_only: bool = False) -> dict[str, Any]:
+def usage(
+    billed_input: int, output: int, *, billed_only: bool = False, template_tokens: int = TEMPLATE_TOKENS
+) -> dict[str, Any]:
     billed = {"input_tokens": billed_input, "output_tokens": output}
     if billed_only:
         return {"billed_units": billed}
-    return {"billed_units": billed, "tokens": {"input_tokens": billed_input + TEMPLATE_TOKENS, "output_tokens": output}}
+    return {"billed_units": billed, "tokens": {"input_tokens": billed_input + template_tokens, "output_tokens": output}}
 
 
 def _event(data: dict[str, Any]) -> bytes:
@@ -119,7 +122,9 @@ def reply_events(reply: Reply) -> list[dict[str, Any]]:
         "type": "message-end",
         "delta": {
             "finish_reason": reply.finish_reason,
-            "usage": usage(reply.input_tokens, len(words), billed_only=reply.billed_only),
+            "usage": usage(
+                reply.input_tokens, len(words), billed_only=reply.billed_only, template_tokens=reply.template_tokens
+            ),
         },
     }
     if reply.error:
