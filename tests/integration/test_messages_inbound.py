@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import anthropic
@@ -20,14 +22,17 @@ from anthropic import Anthropic
 from openai import OpenAI
 
 from billing import tokens
-from billing.models import RateLimit
+from billing.models import Budget, RateLimit
+from billing.tests.factories import make_usage
 from gateway.messages.requests import chat_request
 from providers.models import ModelRoute
 from providers.tests.factories import make_provider, make_route
 from tenants.tests.factories import IssuedKey, make_key, make_tenant
+from tests.conftest import Deploy
 from tests.fakes.anthropic_upstream import Fail as AnthropicFail
 from tests.fakes.anthropic_upstream import FakeAnthropic, Replay, recording_events
 from tests.fakes.anthropic_upstream import Reply as AnthropicReply
+from tests.fakes.fleet import FakeFleet, refused_base_url
 from tests.fakes.openai_upstream import Fail as OpenAIFail
 from tests.fakes.openai_upstream import FailMidStream, FakeUpstream, Reply, completion, stream_events
 from tests.integration.conftest import Personas
@@ -564,6 +569,80 @@ def _chat(client: OpenAI, route: ModelRoute, request_id: str) -> None:
         max_tokens=10,
         extra_headers={"x-request-id": request_id},  # type: ignore[arg-type]
     )
+
+
+# --- budgets and failover, as for chat completions ---
+
+
+def test_a_spent_tenant_budget_is_anthropics_rate_limit_error_and_no_upstream_is_called(
+    portico: PorticoServer, people: Personas, gpt: ModelRoute, tooling_upstream: ToolingUpstream, settle: Settle
+) -> None:
+    Budget.objects.create(tenant=people.owner.api_key.tenant, amount=Decimal("1.00"))
+    make_usage(api_key=people.owner.api_key, cost="1.00")  # spent by the owner, refused to the teammate too
+    settle()
+
+    with _sdk(portico, people.teammate) as client, pytest.raises(anthropic.RateLimitError) as refused:
+        client.messages.create(model=gpt.public_id, max_tokens=10, messages=ASK)
+
+    month = datetime.now(UTC).strftime("%Y-%m")
+    assert refused.value.status_code == 429
+    assert refused.value.body == {
+        "type": "error",
+        "error": {
+            "type": "rate_limit_error",
+            "message": "You exceeded your current quota, please check your plan and billing details. "
+            f"Budget of your organization for {month}: Limit $1.00, Used $1.00.",
+        },
+    }
+    assert int(refused.value.response.headers["retry-after"]) >= 1
+    assert tooling_upstream.received(gpt.upstream_model) == []
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("trouble", ["500", "refused connection"])
+def test_the_next_deployment_answers_a_message_when_the_first_fails(
+    portico: PorticoServer,
+    key: IssuedKey,
+    deploy: Deploy,
+    upstreams: FakeFleet,
+    settle: Settle,
+    tag: str,
+    trouble: str,
+    streamed: bool,
+) -> None:
+    upstream_model = f"msgs-fo-{tag}"
+    urls = [upstreams[0].base_url, upstreams[1].base_url]
+    if trouble == "500":
+        upstreams[0].script(upstream_model, OpenAIFail(500, "upstream exploded", type="server_error"))
+    else:
+        urls[0] = refused_base_url()
+    routes = deploy(f"gpt-msgs-fo-{tag}", upstream_model, urls=urls)
+    settle()
+    request_id = new_request_id()
+
+    with _sdk(portico, key) as client:
+        raw = client.messages.with_raw_response.create(
+            model=routes[0].public_id,
+            max_tokens=10,
+            messages=ASK,
+            stream=streamed,
+            extra_headers={"x-request-id": request_id},
+        )
+        if streamed:
+            text = "".join(
+                event.delta.text
+                for event in raw.parse()
+                if event.type == "content_block_delta" and event.delta.type == "text_delta"
+            )
+        else:
+            [block] = raw.parse().content
+            text = block.text if block.type == "text" else ""
+
+    assert text == "served by fake-2"
+    assert (raw.headers["x-portico-attempts"], raw.headers["x-portico-provider"]) == ("2", f"fake-2-{tag}")
+    [row] = ledger_rows([request_id])
+    assert (row.status, row.model, row.deployment_id, row.attempts) == (200, routes[0].public_id, routes[1].pk, 2)
+    assert len(upstreams[0].received(upstream_model)) == (1 if trouble == "500" else 0)
 
 
 # --- count_tokens ---

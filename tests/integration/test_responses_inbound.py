@@ -10,17 +10,22 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
 
 import openai
 import pytest
 from openai import OpenAI
 
-from billing.models import UsageRecord
+from billing.models import Budget, UsageRecord
+from billing.tests.factories import make_usage
 from gateway.models import StoredResponse
 from providers.models import ModelRoute, Provider
 from providers.tests.factories import make_provider, make_route
 from tenants.tests.factories import IssuedKey, make_key, make_tenant
+from tests.conftest import Deploy
 from tests.fakes.anthropic_upstream import FakeAnthropic, Replay
+from tests.fakes.fleet import FakeFleet, refused_base_url
 from tests.fakes.openai_upstream import Fail, FakeUpstream, Reply
 from tests.fakes.responses_upstream import RESPONSE_ID, FakeResponsesUpstream
 from tests.servers import PorticoServer, Settle
@@ -219,6 +224,63 @@ def test_errors_have_openais_shape(client: OpenAI, upstream: FakeUpstream, route
         client.responses.create(model=route.public_id, input="Hi")
     assert failed.value.status_code == 503
     assert set(failed.value.body) == {"message", "type", "param", "code"}  # type: ignore[arg-type]
+
+
+# --- budgets and failover, as for chat completions ---
+
+
+def test_a_spent_tenant_budget_is_openais_insufficient_quota_and_no_upstream_is_called(
+    portico: PorticoServer, key: IssuedKey, upstream: FakeUpstream, route: ModelRoute, settle: Settle
+) -> None:
+    Budget.objects.create(tenant=key.api_key.tenant, amount=Decimal("1.00"))
+    make_usage(api_key=key.api_key, cost="1.00")
+    teammate = make_key(tenant=key.api_key.tenant, name="teammate")  # the tenant's budget is every key's
+    settle()
+
+    with portico.client(teammate.plaintext) as client, pytest.raises(openai.RateLimitError) as refused:
+        client.responses.create(model=route.public_id, input="Say hello.")
+
+    month = datetime.now(UTC).strftime("%Y-%m")
+    assert refused.value.status_code == 429
+    assert refused.value.body == {
+        "message": "You exceeded your current quota, please check your plan and billing details. "
+        f"Budget of your organization for {month}: Limit $1.00, Used $1.00.",
+        "type": "insufficient_quota",
+        "param": None,
+        "code": "insufficient_quota",
+    }
+    assert int(refused.value.response.headers["retry-after"]) >= 1
+    assert upstream.received(route.upstream_model) == []
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("trouble", ["500", "refused connection"])
+def test_the_next_deployment_answers_a_response_when_the_first_fails(
+    client: OpenAI, deploy: Deploy, upstreams: FakeFleet, settle: Settle, tag: str, trouble: str, streamed: bool
+) -> None:
+    upstream_model = f"resp-fo-{tag}"
+    urls = [upstreams[0].base_url, upstreams[1].base_url]
+    if trouble == "500":
+        upstreams[0].script(upstream_model, Fail(500, "upstream exploded", type="server_error"))
+    else:
+        urls[0] = refused_base_url()
+    routes = deploy(f"gpt-resp-fo-{tag}", upstream_model, urls=urls)
+    settle()
+    request_id = f"resp-fo-{tag}"
+
+    raw = client.responses.with_raw_response.create(
+        model=routes[0].public_id, input="Say hello.", stream=streamed, extra_headers={"x-request-id": request_id}
+    )
+    if streamed:
+        text = "".join(event.delta for event in raw.parse() if event.type == "response.output_text.delta")
+    else:
+        text = raw.parse().output_text
+
+    assert text == "served by fake-2"
+    assert (raw.headers["x-portico-attempts"], raw.headers["x-portico-provider"]) == ("2", f"fake-2-{tag}")
+    row = ledger_row(request_id)
+    assert (row.status, row.model, row.deployment_id, row.attempts) == (200, routes[0].public_id, routes[1].pk, 2)
+    assert len(upstreams[0].received(upstream_model)) == (1 if trouble == "500" else 0)
 
 
 # --- function tools, bridged onto an Anthropic-kind deployment ---
