@@ -14,16 +14,21 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from providers.adapters import needs_base_url
 from providers.credentials import CredentialUnreadable, decrypt_headers
 from providers.facade import CAPABILITIES
 from providers.model_lists.handles import validate_handle_kinds
-from providers.models import HEADER_NAME, ModelListRefresh, ModelListSource, ModelRoute, Provider, PublicModel
+from providers.models import ModelListRefresh, ModelListSource, ModelRoute, Provider, PublicModel
 from providers.options import RETRY_CLASSES
+from providers.services import model_route_check, provider_check, public_model_check
 
-# Seconds; a day is far beyond any sensible wait, and keeps timers away from float overflow.
-_TIMEOUT = {"min_value": 0.1, "max_value": 86_400.0}
+# The range is checked by the rules in providers.services, with the console's words; this is for the reader.
+_TIMEOUT_HELP = "Seconds, from 0.1 to 86400."
+_PROVIDER_TIMEOUTS = ("connect_timeout", "read_timeout", "total_timeout")
 _TIMEOUTS = ("timeout", "first_byte_timeout", "stall_timeout")
+
+
+def _given(attrs: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: attrs[name] for name in names if name in attrs}
 
 
 class ProviderSerializer(serializers.ModelSerializer):
@@ -43,9 +48,9 @@ class ProviderSerializer(serializers.ModelSerializer):
     )
     has_credential = serializers.BooleanField(read_only=True)
     extra_header_names = serializers.SerializerMethodField(help_text="The names of the stored extra headers.")
-    connect_timeout = serializers.FloatField(required=False, **_TIMEOUT)
-    read_timeout = serializers.FloatField(required=False, **_TIMEOUT)
-    total_timeout = serializers.FloatField(required=False, **_TIMEOUT)
+    connect_timeout = serializers.FloatField(required=False, help_text=_TIMEOUT_HELP)
+    read_timeout = serializers.FloatField(required=False, help_text=_TIMEOUT_HELP)
+    total_timeout = serializers.FloatField(required=False, help_text=_TIMEOUT_HELP)
 
     class Meta:
         model = Provider
@@ -80,20 +85,14 @@ class ProviderSerializer(serializers.ModelSerializer):
         except CredentialUnreadable:
             return []
 
-    def validate_extra_headers(self, headers: dict[str, str]) -> dict[str, str]:
-        for name in headers:
-            try:
-                HEADER_NAME(name)
-            except DjangoValidationError:
-                # The message names the header, never its value.
-                raise serializers.ValidationError(f"{name!r} is not a valid HTTP header name.") from None
-        return headers
-
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        kind = attrs.get("kind", getattr(self.instance, "kind", "openai"))
-        base_url = attrs.get("base_url", getattr(self.instance, "base_url", ""))
-        if not base_url and needs_base_url(kind):
-            raise serializers.ValidationError({"base_url": "This kind of provider needs a base URL."})
+        # A change is checked as it would leave the provider: what it does not give stays as stored.
+        provider_check(
+            kind=attrs.get("kind", getattr(self.instance, "kind", "openai")),
+            base_url=attrs.get("base_url", getattr(self.instance, "base_url", "")),
+            extra_headers=attrs.get("extra_headers"),
+            timeouts=_given(attrs, _PROVIDER_TIMEOUTS),
+        )
         return attrs
 
 
@@ -116,7 +115,12 @@ class DeploymentSerializer(serializers.ModelSerializer):
             "max_in_flight",
             "active",
         ]
-        extra_kwargs = {"priority": {"min_value": -1_000_000, "max_value": 1_000_000}}
+        # No bounds of the column's here: model_route_check, which the console runs too, alone says the range.
+        extra_kwargs = {"priority": {"min_value": None, "max_value": None}}
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        model_route_check(priority=attrs.get("priority"))
+        return attrs
 
 
 @extend_schema_field(serializers.ListField(child=serializers.ChoiceField(choices=CAPABILITIES)))
@@ -170,9 +174,9 @@ class PublicModelSerializer(serializers.ModelSerializer):
     deployments = DeploymentSerializer(
         many=True, required=False, help_text="The whole set: those left out of a change are deleted."
     )
-    timeout = serializers.FloatField(required=False, allow_null=True, **_TIMEOUT)
-    first_byte_timeout = serializers.FloatField(required=False, allow_null=True, **_TIMEOUT)
-    stall_timeout = serializers.FloatField(required=False, allow_null=True, **_TIMEOUT)
+    timeout = serializers.FloatField(required=False, allow_null=True, help_text=_TIMEOUT_HELP)
+    first_byte_timeout = serializers.FloatField(required=False, allow_null=True, help_text=_TIMEOUT_HELP)
+    stall_timeout = serializers.FloatField(required=False, allow_null=True, help_text=_TIMEOUT_HELP)
 
     class Meta:
         model = PublicModel
@@ -194,6 +198,10 @@ class PublicModelSerializer(serializers.ModelSerializer):
         if strangers:
             raise serializers.ValidationError(f"Not deployments of this model: {', '.join(map(str, strangers))}.")
         return deployments
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        public_model_check(timeouts=_given(attrs, _TIMEOUTS))
+        return attrs
 
 
 class ModelListSourceSerializer(serializers.ModelSerializer):

@@ -1,6 +1,7 @@
 """The operator's console for the providers app, one module per subject:
 
     providers.py    providers (write-only secrets, test connection, discover), public models, deployments
+    forms.py        their forms, which keep the management API's rules (providers.services)
     model_lists.py  model-list sources and their refreshes
     health.py       discovered models, and the deployments' health checks
 

@@ -3,32 +3,43 @@
 A provider's credential and extra headers are write-only here: the form takes
 new ones or a request to clear them, and no page ever renders a stored value,
 encrypted or not. Only the names of the extra headers are shown.
+
+Every save goes through the same services as the management API's
+(`providers.services`), after the same rules (`providers.admin.forms`).
 """
 
 from __future__ import annotations
 
-import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import httpx
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import display_for_value
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
+from django.forms.formsets import DELETION_FIELD_NAME
+from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
 from django.views.decorators.http import require_POST
 
-from providers.adapters import ADAPTERS, adapter_for, needs_base_url
-from providers.credentials import CredentialUnreadable, decrypt_headers
+from providers.adapters import ADAPTERS
+from providers.admin.forms import DeploymentForm, ProviderForm, PublicModelForm, form_values, runs_in_process
 from providers.discovery import DISCOVERABLE_KINDS, discovery_run
 from providers.facade import CAPABILITIES
 from providers.http import ProbeResult
-from providers.models import HEADER_NAME, ModelRoute, Provider, PublicModel
-from providers.options import RETRY_CLASSES, default_retry_on
-from providers.services import provider_set_credential, provider_set_extra_headers, provider_test_connection
+from providers.models import ModelRoute, Provider, PublicModel
+from providers.services import (
+    model_route_add,
+    model_route_update,
+    provider_create,
+    provider_test_connection,
+    provider_update,
+    public_model_create,
+    public_model_set_deployments,
+    public_model_update,
+)
 
 CAPABILITY_FIELDS = [f"supports_{name}" for name in CAPABILITIES]
 
@@ -52,126 +63,14 @@ if TYPE_CHECKING:
 _LISTED_MODELS = 20
 
 
-def runs_in_process(kind: str) -> bool:
-    """Kinds whose transport answers in-process (the mock) call no server and need no credential. A kind's own
-    transport may still call its server (Replicate's follows its predictions): such a kind needs one."""
-    return isinstance(adapter_for(kind).transport(), httpx.MockTransport)
-
-
-def _base_url_help() -> str:
-    """The model's example, then each kind with a public address of its own, listed from the adapters."""
-    own = [
-        f"{adapter.label}: {adapter.default_base_url}"
-        for kind, adapter in ADAPTERS.items()
-        if adapter.default_base_url and not runs_in_process(kind)
-    ]
-    text = str(Provider._meta.get_field("base_url").help_text)
-    return f"{text}. Blank for a kind's own address ({'; '.join(own)})." if own else text
-
-
 def listed_ids(ids: list[str] | tuple[str, ...]) -> str:
     shown = ", ".join(ids[:_LISTED_MODELS])
     return shown + (f" and {len(ids) - _LISTED_MODELS} more" if len(ids) > _LISTED_MODELS else "")
 
 
-class WriteOnlyTextarea(forms.Textarea):
-    """A textarea that never renders a value, not even the one a refused form was sent with."""
-
-    def format_value(self, value: Any) -> None:
-        return None
-
-
-def _header_names(provider: Provider) -> str:
-    try:
-        names = sorted(decrypt_headers(provider.extra_headers_encrypted))
-    except CredentialUnreadable:
-        return "unreadable with this PORTICO_CREDENTIAL_KEY"
-    return ", ".join(names) or "none"
-
-
-class ProviderForm(forms.ModelForm):
-    # Declared to choose the scheme a bare host gets (Django 6 makes https the default; say so now).
-    base_url = forms.URLField(
-        required=False,
-        max_length=500,
-        assume_scheme="https",
-        help_text=_base_url_help(),
-    )
-    credential = forms.CharField(
-        required=False,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text="The provider's API key. Leave blank to keep the current credential. Stored encrypted.",
-    )
-    clear_credential = forms.BooleanField(required=False, help_text="Remove the stored credential.")
-    extra_headers = forms.CharField(
-        required=False,
-        widget=WriteOnlyTextarea(attrs={"rows": 3, "autocomplete": "off"}),
-        help_text='Sent on every upstream call, as JSON: {"OpenAI-Organization": "org-…"}. Every value is '
-        "treated as a secret: stored encrypted, never shown again, redacted from answers. "
-        "Leave blank to keep the current headers; a new set replaces them all.",
-    )
-    clear_extra_headers = forms.BooleanField(required=False, help_text="Remove the stored extra headers.")
-
-    class Meta:
-        model = Provider
-        fields = [
-            "name",
-            "kind",
-            "base_url",
-            "connect_timeout",
-            "read_timeout",
-            "total_timeout",
-            "credential_header",
-            "api_version",
-            "accepts_stream_options",
-            "accepts_max_completion_tokens",
-            "serves_completions",
-            "exact_shapes",
-            "options",
-            "active",
-        ]
-        # The model's texts predate the kinds that added their own header and version; the form names them all.
-        help_texts = {
-            "credential_header": "The header that carries the credential; blank for the kind's own (Authorization: "
-            "Bearer, x-api-key for Anthropic, api-key for Azure, x-goog-api-key for Gemini).",
-            "api_version": "Azure OpenAI: the api-version query parameter, e.g. 2024-10-21. Gemini: the API version "
-            "in the path, v1beta when blank.",
-        }
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if self.instance.pk and self.instance.extra_headers_encrypted:
-            field = self.fields["extra_headers"]
-            field.help_text = f"{field.help_text} Current headers: {_header_names(self.instance)}."
-
-    def clean_extra_headers(self) -> dict[str, str] | None:
-        text = self.cleaned_data.get("extra_headers") or ""
-        if not text.strip():
-            return None
-        try:
-            headers = json.loads(text)
-        except ValueError:
-            raise forms.ValidationError("Enter a JSON object of header names and values.") from None
-        if not isinstance(headers, dict) or not all(isinstance(v, str | int | float) for v in headers.values()):
-            raise forms.ValidationError("Enter a JSON object of header names and values.")
-        for name in headers:
-            try:
-                HEADER_NAME(name)
-            except ValidationError:
-                # The message names the header, never its value.
-                raise forms.ValidationError(f"{name!r} is not a valid HTTP header name.") from None
-        return {str(name): str(value) for name, value in headers.items()}
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean() or {}
-        if cleaned.get("credential") and cleaned.get("clear_credential"):
-            raise forms.ValidationError("Enter a new credential or clear the current one, not both.")
-        if cleaned.get("extra_headers") and cleaned.get("clear_extra_headers"):
-            raise forms.ValidationError("Enter new extra headers or clear the current ones, not both.")
-        kind = cleaned.get("kind")
-        if kind and not cleaned.get("base_url") and needs_base_url(kind):
-            self.add_error("base_url", "This kind of provider needs a base URL.")
-        return cleaned
+def _take_row(obj: Provider | PublicModel | ModelRoute, saved: Provider | PublicModel | ModelRoute) -> None:
+    """The admin's instance becomes the row a service added, for the inlines, message and redirect that follow."""
+    obj.pk, obj._state.adding = saved.pk, False
 
 
 def _probe_message(provider: Provider, result: ProbeResult) -> str:
@@ -235,15 +134,14 @@ class ProviderAdmin(admin.ModelAdmin):
         return display_for_value(provider.has_credential, "", boolean=True)
 
     def save_model(self, request: HttpRequest, obj: Provider, form: forms.ModelForm, change: bool) -> None:
-        if form.cleaned_data.get("clear_credential"):
-            provider_set_credential(provider=obj, credential="")
-        elif form.cleaned_data.get("credential"):
-            provider_set_credential(provider=obj, credential=form.cleaned_data["credential"])
-        if form.cleaned_data.get("clear_extra_headers"):
-            provider_set_extra_headers(provider=obj, headers={})
-        elif form.cleaned_data.get("extra_headers"):
-            provider_set_extra_headers(provider=obj, headers=form.cleaned_data["extra_headers"])
-        super().save_model(request, obj, form, change)
+        secrets = form.secrets()  # type: ignore[attr-defined]
+        if change:
+            provider_update(provider=obj, fields=form_values(form), **secrets)
+            return
+        created = provider_create(
+            **form_values(form), credential=secrets["credential"] or "", extra_headers=secrets["extra_headers"]
+        )
+        _take_row(obj, created)
 
     @admin.action(description="Test connection (calls the provider's models endpoint)", permissions=["change"])
     def test_connection(self, request: HttpRequest, queryset: QuerySet[Provider]) -> None:
@@ -280,36 +178,40 @@ class ProviderAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:providers_provider_change", args=[provider.pk]))
 
 
-class PublicIdsField(forms.CharField):
-    """An ordered list of public model ids, typed as one line: 'gpt-4o, gpt-4o-mini'."""
+def _deployment_set(formset: BaseInlineFormSet) -> list[dict[str, object]]:
+    """The public model's deployments as the inline leaves them, in the form public_model_set_deployments takes:
+    the rows shown and kept (with their ids), the new rows filled in, and any row added elsewhere since the page
+    was read, kept as it is. Only the rows marked for deletion are left out."""
+    shown = {form.instance.pk for form in formset.initial_forms}
+    given: list[dict[str, object]] = [
+        {"id": pk} for pk in formset.instance.deployments.values_list("pk", flat=True) if pk not in shown
+    ]
+    for form in formset.forms:
+        added = form.instance.pk is None
+        if form.cleaned_data.get(DELETION_FIELD_NAME) or (added and not form.has_changed()):
+            continue
+        values = {name: value for name, value in form_values(form).items() if name != formset.fk.name}
+        given.append(values if added else {"id": form.instance.pk, **values})
+    return given
 
-    def prepare_value(self, value: Any) -> Any:
-        return ", ".join(value) if isinstance(value, list) else value
 
-    def to_python(self, value: Any) -> list[str]:
-        text = super().to_python(value) or ""
-        return [name for name in (part.strip() for part in text.replace("\n", ",").split(",")) if name]
-
-
-class PublicModelForm(forms.ModelForm):
-    fallbacks = PublicIdsField(
-        required=False, help_text=PublicModel._meta.get_field("fallbacks").help_text + " Separate them with commas."
-    )
-    retry_on = forms.MultipleChoiceField(
-        required=False,
-        choices=[(name, name) for name in RETRY_CLASSES],
-        widget=forms.CheckboxSelectMultiple,
-        initial=default_retry_on,
-        help_text=PublicModel._meta.get_field("retry_on").help_text,
-    )
-
-    class Meta:
-        model = PublicModel
-        fields = "__all__"
+def _save_deployments(model: PublicModel, formset: BaseInlineFormSet) -> None:
+    """Write the inline through the service, as the API writes its deployments; then note on the formset what
+    changed, as its own save() would, for the admin's history message."""
+    given = _deployment_set(formset)
+    kept = public_model_set_deployments(model=model, deployments=given)
+    formset.new_objects = [route for route, values in zip(kept, given, strict=True) if "id" not in values]
+    formset.changed_objects = [
+        (form.instance, form.changed_data)
+        for form in formset.initial_forms
+        if form.has_changed() and form not in formset.deleted_forms
+    ]
+    formset.deleted_objects = [form.instance for form in formset.deleted_forms if form.instance.pk is not None]
 
 
 class DeploymentInline(admin.TabularInline):
     model = ModelRoute
+    form = DeploymentForm
     fields = [
         "provider",
         "upstream_model",
@@ -345,6 +247,20 @@ class PublicModelAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[PublicModel]:
         return super().get_queryset(request).annotate(deployment_total=Count("deployments"))
 
+    def save_model(self, request: HttpRequest, obj: PublicModel, form: forms.ModelForm, change: bool) -> None:
+        if change:
+            public_model_update(model=obj, fields=form_values(form))
+        else:
+            _take_row(obj, public_model_create(**form_values(form)))
+
+    def save_formset(
+        self, request: HttpRequest, form: forms.ModelForm, formset: BaseInlineFormSet, change: bool
+    ) -> None:
+        if formset.model is ModelRoute:
+            _save_deployments(form.instance, formset)
+        else:
+            super().save_formset(request, form, formset, change)
+
     @admin.display(description="deployments", ordering="deployment_total")
     def deployment_count(self, model: PublicModel) -> int:
         return model.deployment_total  # type: ignore[attr-defined]
@@ -358,6 +274,7 @@ class PublicModelAdmin(admin.ModelAdmin):
 class ModelRouteAdmin(admin.ModelAdmin):
     """One deployment on its own page: where its provider costs are kept."""
 
+    form = DeploymentForm
     list_display = ["__str__", "provider", "upstream_model", "priority", "weight", "active"]
     list_filter = ["provider", "provider__kind", "active", "model__strategy"]
     list_select_related = ["model", "provider"]
@@ -370,3 +287,9 @@ class ModelRouteAdmin(admin.ModelAdmin):
         ("Order", {"fields": ["priority", "weight"]}),
         ("Caps", {"fields": ["max_requests_per_minute", "max_tokens_per_minute", "max_in_flight"]}),
     ]
+
+    def save_model(self, request: HttpRequest, obj: ModelRoute, form: forms.ModelForm, change: bool) -> None:
+        if change:
+            model_route_update(route=obj, fields=form_values(form))
+        else:
+            _take_row(obj, model_route_add(**form_values(form)))
