@@ -175,7 +175,7 @@ async def attempt(
         if first_byte is None:  # no timer to arm, and one coroutine less: the common case
             sent = await send(route, request)
             if call.streamed:
-                return await _open(call, route, target, operation, sent, stall=stall, continuation=continuation)
+                return await open_stream(call, route, target, operation, sent, stall=stall, continuation=continuation)
             response: UpstreamResponse | Opened = sent
         else:
             try:
@@ -195,10 +195,13 @@ async def attempt(
     call.upstream_id = wire.upstream_id(route.provider.adapter, payload)
     try:
         content = route.provider.adapter.response(operation, target, payload)
+        if _bridged(call, route):
+            content = bridge.completion_from_chat(content)
     except FailedAnswer as exc:
         raise UpstreamError.from_failure(exc.failure) from None
-    if _bridged(call, route):
-        content = bridge.completion_from_chat(content)
+    except ValueError:
+        # Not the answer asked for (see the adapters' `response`): the upstream's fault, which another may make good.
+        raise UpstreamError(f"The upstream provider '{route.provider.name}' sent a malformed answer.") from None
     return Whole(content, "application/json", rest)
 
 
@@ -214,7 +217,7 @@ async def _begin(
     """Up to the first byte: the answer's headers, or a stream's first event."""
     response = await send(route, request)
     if call.streamed:
-        return await _open(call, route, target, operation, response, stall=stall, continuation=continuation)
+        return await open_stream(call, route, target, operation, response, stall=stall, continuation=continuation)
     return response
 
 
@@ -265,7 +268,7 @@ async def read_whole(route: RouteInfo, response: UpstreamResponse) -> bytes:
         await response.aclose()
 
 
-async def _open(
+async def open_stream(
     call: Call,
     route: RouteInfo,
     target: Target,
@@ -316,7 +319,12 @@ async def _open(
         raise
     finally:
         watch.close()
-    if tail := translate(splitter.flush(), translator, call.outputs.append):
+    try:
+        tail = translate(splitter.flush(), translator, call.outputs.append)
+    except ValueError:
+        await response.aclose()
+        raise UpstreamError(f"The upstream provider '{provider}' sent a malformed stream.") from None
+    if tail:
         return Opened(response, chunks, translator, splitter, tail, stall=stall)
     await response.aclose()
     raise UpstreamUnreachable(f"The upstream provider '{provider}' ended the stream before it began.")

@@ -4,6 +4,8 @@ The object carries every field OpenAI's `Response` requires: what the request
 asked for (instructions, tools, tool choice, sampling, text format, metadata)
 is echoed back, and the answer becomes output items: a `message` with
 `output_text` (or `refusal`) content, then one `function_call` per tool call.
+Fields the spec gives a type but not null (`user`, `usage`) are left out, not
+sent as null, while they have no value.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from __future__ import annotations
 import secrets
 import time
 from typing import Any
+
+from providers.adapters.shapes import token_count
+from providers.adapters.wire import cache_creation
 
 # Chat's finish reasons that leave a response incomplete, and the reason it then gives.
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
@@ -21,18 +26,21 @@ def new_id(prefix: str) -> str:
 
 
 def usage_from_chat(usage: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Chat's usage (prompt and completion tokens) in the Responses API's words (input and output tokens)."""
+    """Chat's usage (prompt and completion tokens) in the Responses API's words (input and output tokens).
+
+    Cache writes are chat's `cache_creation_tokens`, which only some kinds report (see `wire.cache_creation`).
+    """
     if not isinstance(usage, dict):
         return None
-    prompt, completion = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-    reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
+    prompt, completion = _count(usage, "prompt_tokens"), _count(usage, "completion_tokens")
+    cached = _count(usage.get("prompt_tokens_details"), "cached_tokens")
+    reasoning = _count(usage.get("completion_tokens_details"), "reasoning_tokens")
     return {
         "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": int(cached)},
+        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": cache_creation(usage) or 0},
         "output_tokens": completion,
-        "output_tokens_details": {"reasoning_tokens": int(reasoning)},
-        "total_tokens": int(usage.get("total_tokens") or prompt + completion),
+        "output_tokens_details": {"reasoning_tokens": reasoning},
+        "total_tokens": _count(usage, "total_tokens") or prompt + completion,
     }
 
 
@@ -40,16 +48,21 @@ def usage_for_chat(usage: dict[str, Any] | None) -> dict[str, Any] | None:
     """A Responses API usage as chat's, which is what the ledger and the limits read."""
     if not isinstance(usage, dict):
         return None
-    prompt, completion = int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
-    cached = (usage.get("input_tokens_details") or {}).get("cached_tokens") or 0
-    reasoning = (usage.get("output_tokens_details") or {}).get("reasoning_tokens") or 0
+    prompt, completion = _count(usage, "input_tokens"), _count(usage, "output_tokens")
+    cached = _count(usage.get("input_tokens_details"), "cached_tokens")
+    reasoning = _count(usage.get("output_tokens_details"), "reasoning_tokens")
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
-        "total_tokens": int(usage.get("total_tokens") or prompt + completion),
-        "prompt_tokens_details": {"cached_tokens": int(cached)},
-        "completion_tokens_details": {"reasoning_tokens": int(reasoning)},
+        "total_tokens": _count(usage, "total_tokens") or prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
     }
+
+
+def _count(counts: Any, name: str) -> int:
+    """A count from a usage report, 0 if it is none (an upstream's own report may hold anything)."""
+    return (token_count(counts.get(name)) or 0) if isinstance(counts, dict) else 0
 
 
 def message_item(item_id: str, text: str, *, status: str = "completed", refusal: bool = False) -> dict[str, Any]:
@@ -121,7 +134,7 @@ def response_object(
     error: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A `response` object for `request` (the client's Responses request) in the state given."""
-    return {
+    response = {
         "id": response_id,
         "object": "response",
         "created_at": created_at,
@@ -143,10 +156,13 @@ def response_object(
         "tools": echoed_tools(request),
         "top_p": request.get("top_p", 1.0),
         "truncation": request.get("truncation") or "disabled",
-        "usage": usage,
-        "user": request.get("user"),
         "metadata": request.get("metadata") or {},
     }
+    if usage is not None:
+        response["usage"] = usage
+    if isinstance(request.get("user"), str):
+        response["user"] = request["user"]
+    return response
 
 
 def response_from_chat(

@@ -33,6 +33,10 @@ from gateway.responses.answers import (
 
 _TYPE = re.compile(rb'"type"\s*:\s*"([^"\\]+)"')
 
+# The codes OpenAI's `response.failed` may carry (ResponseErrorCode) that a relayed failure can have;
+# any other (Portico's and upstreams' own) is a `server_error` there, and stays as it was in the `error` event.
+_FAILED_CODES = frozenset({"server_error", "rate_limit_exceeded", "invalid_prompt"})
+
 
 def event_frame(payload: bytes) -> bytes:
     """An SSE frame named for the event's `type` (its first `type` member: the top-level one in OpenAI's events)."""
@@ -213,7 +217,8 @@ class ChatToEvents:
     def fail(self, error: dict[str, Any]) -> bytes:
         """The end of a broken stream: response.failed, then the `error` event OpenAI's clients raise on."""
         code, message = error.get("code") or error.get("type") or "server_error", error.get("message") or ""
-        failed = self._snapshot("failed", error={"code": code, "message": message})
+        failed_code = code if isinstance(code, str) and code in _FAILED_CODES else "server_error"
+        failed = self._snapshot("failed", error={"code": failed_code, "message": message})
         return self._event("response.failed", response=failed) + self._event(
             "error", code=code, message=message, param=error.get("param")
         )

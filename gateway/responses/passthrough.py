@@ -60,13 +60,17 @@ class ResponsesPassThrough:
         if event == b"[DONE]":
             return ()
         event = self.redactor.bytes(event)
-        kind = orjson.loads(event).get("type", "").encode() if event[:1] == b"{" else b""
-        if kind in (b"error", b"response.failed"):
+        parsed = orjson.loads(event)  # not JSON: orjson.JSONDecodeError, a ValueError, which ends the stream
+        kind = parsed.get("type") if isinstance(parsed, dict) else None
+        if not isinstance(kind, str):
+            raise ValueError("not a Responses stream event")
+        if kind in ("error", "response.failed"):
             self.failed = True
             return (error_event(event, self.redactor),)
-        if kind in _FINAL:
+        if kind.encode() in _FINAL:
             self.done = True
-            self.usage = usage_for_chat((orjson.loads(event).get("response") or {}).get("usage"))
+            response = parsed.get("response")
+            self.usage = usage_for_chat(response.get("usage") if isinstance(response, dict) else None)
         return (self.rewrite(event),)
 
 

@@ -100,9 +100,11 @@ def _answer(
     try:
         payload = orjson.loads(whole.content)
     except orjson.JSONDecodeError:
+        payload = None
+    if not isinstance(payload, dict):
         error = UpstreamError(f"The upstream provider '{call.route.provider.name}' sent a malformed answer.")
         session.fail(error)
-        raise error from None
+        raise error
     if passed:
         response = payload
         call.usage = usage_for_chat(payload.get("usage"))

@@ -43,6 +43,7 @@ __all__ = [
 
 Operation = Literal["chat", "completions", "embeddings", "moderations", "images", "transcriptions"]
 OPERATIONS: tuple[Operation, ...] = ("chat", "completions", "embeddings", "moderations", "images", "transcriptions")
+CHAT_STREAMED: frozenset[Operation] = frozenset({"chat", "completions"})
 # The path of each operation under an OpenAI-style base URL.
 OPENAI_PATHS: dict[Operation, str] = {
     "chat": "/chat/completions",
@@ -77,7 +78,8 @@ class UpstreamRequest:
 
 
 class StreamTranslator(Protocol):
-    """Turns one upstream stream into OpenAI `chat.completion.chunk` (or `text_completion`) payloads.
+    """Turns one upstream stream into OpenAI `chat.completion.chunk` (or `text_completion`) payloads, or
+    relays OpenAI's typed events of images and transcriptions (providers.adapters.openai.events).
 
     The relay splits the upstream bytes into events with the kind's `splitter()` (SSE `data`
     payloads, NDJSON lines) and feeds them in order.
@@ -104,6 +106,9 @@ class Adapter(Protocol):
     operations: frozenset[Operation]
     # The kind's own settings, kept in `Provider.options` (see kind_options.py).
     option_fields: Mapping[str, OptionField]
+
+    # The operations this kind answers as a stream when asked to; `stream: true` on another is refused.
+    streamed: frozenset[Operation]
 
     def clean_options(self, options: Any) -> dict[str, Any]:
         """The options as stored; raises `InvalidOptions` for an unknown key or a value of the wrong type."""
@@ -167,6 +172,9 @@ class BaseAdapter:
     default_base_url: str = ""
     operations: frozenset[Operation] = frozenset()
     option_fields: Mapping[str, OptionField] = NO_OPTIONS
+
+    # Every kind streams chat (and legacy completions, bridged or not); images and transcriptions only where said.
+    streamed: frozenset[Operation] = CHAT_STREAMED
 
     def clean_options(self, options: Any) -> dict[str, Any]:
         return clean_options(self.option_fields, options, label=self.label)

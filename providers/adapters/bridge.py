@@ -83,8 +83,16 @@ def _text_completion(chat: dict[str, Any], choices: list[dict[str, Any]]) -> dic
 
 
 def completion_from_chat(payload: bytes) -> bytes:
-    """A chat.completion body as a text_completion body."""
+    """A chat.completion body as a text_completion body; ValueError for a body that is no chat completion.
+
+    An `exact_shapes` provider's answer reaches here unchecked, so its shape is not taken on trust.
+    """
     chat = orjson.loads(payload)
+    listed = chat.get("choices") if isinstance(chat, dict) else False
+    if not isinstance(listed, list | None) or not all(
+        isinstance(choice, dict) and isinstance(choice.get("message") or {}, dict) for choice in listed or []
+    ):
+        raise ValueError("not a chat completion")
     choices = [
         {
             "text": (choice.get("message") or {}).get("content") or "",
@@ -92,7 +100,7 @@ def completion_from_chat(payload: bytes) -> bytes:
             "logprobs": None,
             "finish_reason": choice.get("finish_reason"),
         }
-        for index, choice in enumerate(chat.get("choices") or [])
+        for index, choice in enumerate(listed or [])
     ]
     return orjson.dumps(_text_completion(chat, choices))
 

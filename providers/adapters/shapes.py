@@ -5,7 +5,9 @@ choice without `logprobs`, a message without `refusal`, `"tool_calls": null` whe
 leaves the key out, `"system_fingerprint": null`, usage details set to null, a finish
 reason OpenAI does not have. The functions here bring a whole answer
 (CreateChatCompletionResponse) or a stream chunk (CreateChatCompletionStreamResponse) to
-the shape OpenAI's spec gives, changing nothing else.
+the shape OpenAI's spec gives, changing nothing else. What no shaping can make right (choices or
+tool calls that are not lists, a content that is a number, logprobs that are not OpenAI's object)
+raises ValueError, which the relay answers as the upstream's failure, not as a success.
 
 Streams are the hot part: a chunk is parsed (orjson) and `chunk_is_exact` looks at a few of
 its keys; an exact chunk goes on as the bytes it came as, and only the others are shaped and
@@ -26,6 +28,10 @@ FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "f
 # few such counts stays well within the 64 bits orjson writes.
 COUNT_LIMIT = 2**53
 
+# What OpenAI's text fields (`content`, `refusal`, `system_fingerprint`) may hold, and the lists in `logprobs`.
+_TEXT_OR_NULL = (str, type(None))
+_LIST_OR_NULL = (list, type(None))
+
 # Keys OpenAI leaves out rather than send as null; `content`, `refusal`, `logprobs`, `finish_reason`
 # (in chunks), `usage` (in chunks), `service_tier` and `audio` may be null and are not listed.
 _OMITTED_WHEN_NULL = frozenset({"tool_calls", "function_call", "annotations", "system_fingerprint"})
@@ -41,21 +47,21 @@ def chunk_is_exact(chunk: dict[str, Any]) -> bool:
         return False
     if chunk.get("object") != "chat.completion.chunk" or chunk.get("usage") is not None:
         return False
-    if chunk.get("system_fingerprint", "") is None:
+    if type(chunk.get("system_fingerprint", "")) is not str:
         return False
     choices = chunk.get("choices")
     if type(choices) is not list:
         return False
     for choice in choices:
-        if type(choice) is not dict or "logprobs" not in choice or type(choice.get("index")) is not int:
+        if type(choice) is not dict or type(choice.get("index")) is not int or not _has_logprobs(choice):
             return False
         reason = choice.get("finish_reason", False)
-        if reason is not None and reason not in FINISH_REASONS:
+        if reason is not None and not _is_finish_reason(reason):
             return False
         delta = choice.get("delta")
         if type(delta) is not dict or "tool_calls" in delta or "function_call" in delta:
             return False
-        if delta.get("role", "") is None:
+        if delta.get("role", "assistant") != "assistant" or type(delta.get("content")) not in _TEXT_OR_NULL:
             return False
     return True
 
@@ -68,7 +74,7 @@ def completion_is_exact(body: dict[str, Any]) -> bool:
     """
     if not _head_is_exact(body):
         return False
-    if body.get("object") != "chat.completion" or body.get("system_fingerprint", "") is None:
+    if body.get("object") != "chat.completion" or type(body.get("system_fingerprint", "")) is not str:
         return False
     if "usage" in body and not _usage_is_exact(body["usage"]):
         return False
@@ -76,14 +82,16 @@ def completion_is_exact(body: dict[str, Any]) -> bool:
     if type(choices) is not list:
         return False
     for choice in choices:
-        if type(choice) is not dict or "logprobs" not in choice or type(choice.get("index")) is not int:
+        if type(choice) is not dict or type(choice.get("index")) is not int or not _has_logprobs(choice):
             return False
-        if choice.get("finish_reason") not in FINISH_REASONS:
+        if not _is_finish_reason(choice.get("finish_reason")):
             return False
         message = choice.get("message")
         if type(message) is not dict or message.get("role") != "assistant":
             return False
         if "content" not in message or "refusal" not in message:
+            return False
+        if type(message["content"]) not in _TEXT_OR_NULL or type(message["refusal"]) not in _TEXT_OR_NULL:
             return False
         if "tool_calls" in message or "function_call" in message or message.get("annotations", "") is None:
             return False
@@ -102,18 +110,31 @@ def _head_is_exact(body: dict[str, Any]) -> bool:
     )
 
 
+def _has_logprobs(choice: dict[str, Any]) -> bool:
+    """Logprobs of null: a choice that has some (rarely asked for) is shaped, not checked here."""
+    return "logprobs" in choice and choice["logprobs"] is None
+
+
+def _is_finish_reason(reason: Any) -> bool:
+    return type(reason) is str and reason in FINISH_REASONS
+
+
 def _usage_is_exact(usage: Any) -> bool:
     if type(usage) is not dict:
         return False
-    if any(type(usage.get(name)) is not int for name in ("prompt_tokens", "completion_tokens", "total_tokens")):
+    if any(_count(usage.get(name)) is None for name in ("prompt_tokens", "completion_tokens", "total_tokens")):
         return False
     if usage["total_tokens"] == 0 and usage["prompt_tokens"] + usage["completion_tokens"] > 0:
         return False  # shape_usage puts in the sum
     for name in ("prompt_tokens_details", "completion_tokens_details"):
         details = usage.get(name, {})
-        if type(details) is not dict or any(type(value) is not int for value in details.values()):
+        if type(details) is not dict or any(_count(value) is None for value in details.values()):
             return False
     return True
+
+
+def _count(value: Any) -> int | None:
+    return value if type(value) is int and 0 <= value < COUNT_LIMIT else None
 
 
 class ChunkShaper:
@@ -128,12 +149,9 @@ class ChunkShaper:
 
     def shape(self, event: bytes) -> bytes:
         """The chunk as OpenAI's exact shape: the very same bytes if it already was, else shaped and written again."""
-        try:
-            chunk = orjson.loads(event)
-        except orjson.JSONDecodeError:
-            return event  # not JSON: nothing to shape, and the stream's own checks judge it
+        chunk = orjson.loads(event)  # not JSON: orjson.JSONDecodeError, a ValueError, which ends the stream
         if not isinstance(chunk, dict):
-            return event
+            raise ValueError("not a chat completion chunk")
         if chunk_is_exact(chunk):
             if not self.id:  # the stream's first chunk: its id and time, for later chunks that lack them
                 self.id, self.created = chunk["id"], chunk["created"]
@@ -146,7 +164,10 @@ class ChunkShaper:
         chunk["id"], chunk["created"], chunk["model"] = self.id, self.created, self.model
         chunk["object"] = "chat.completion.chunk"
         _drop_nulls(chunk, ("system_fingerprint",))
+        _check_text(chunk, "system_fingerprint")
         choices = chunk.get("choices")
+        if choices is not None and not isinstance(choices, list):
+            raise ValueError("not a chat completion chunk: its choices are not a list")
         chunk["choices"] = [_chunk_choice(choice, i) for i, choice in enumerate(_dicts(choices))]
         if isinstance(chunk.get("usage"), dict):
             chunk["usage"] = shape_usage(chunk["usage"])
@@ -156,12 +177,18 @@ class ChunkShaper:
 
 
 def shape_completion(body: dict[str, Any], public_model: str) -> dict[str, Any]:
-    """A whole chat completion in OpenAI's exact shape (changed in place, and returned)."""
+    """A whole chat completion in OpenAI's exact shape (changed in place, and returned).
+
+    Raises ValueError for what no shaping makes an answer: choices, or a message's tool calls, that are not lists.
+    """
+    if not isinstance(body.get("choices"), list):
+        raise ValueError("not a chat completion: its choices are not a list")
     body["id"] = _text(body.get("id")) or new_completion_id()
     body["object"] = "chat.completion"
     body["created"] = _integer(body.get("created")) or int(time.time())
     body["model"] = public_model
     _drop_nulls(body, ("system_fingerprint", "usage"))
+    _check_text(body, "system_fingerprint")
     body["choices"] = [_answer_choice(choice, i) for i, choice in enumerate(_dicts(body.get("choices")))]
     if "usage" in body:
         body["usage"] = shape_usage(body["usage"]) if isinstance(body["usage"], dict) else None
@@ -171,15 +198,18 @@ def shape_completion(body: dict[str, Any], public_model: str) -> dict[str, Any]:
 
 
 def shape_usage(usage: dict[str, Any]) -> dict[str, Any]:
-    """OpenAI's usage object: the three counts as integers, details objects only when they hold counts."""
-    prompt = _integer(usage.get("prompt_tokens"))
-    completion = _integer(usage.get("completion_tokens"))
+    """OpenAI's usage object: the three counts as integers, details objects only when they hold counts.
+
+    A count that is no count (a string, a negative number) becomes 0, which the gateway then counts itself.
+    """
+    prompt = token_count(usage.get("prompt_tokens")) or 0
+    completion = token_count(usage.get("completion_tokens")) or 0
     usage["prompt_tokens"], usage["completion_tokens"] = prompt, completion
-    usage["total_tokens"] = _integer(usage.get("total_tokens")) or prompt + completion
+    usage["total_tokens"] = token_count(usage.get("total_tokens")) or prompt + completion
     for name in ("prompt_tokens_details", "completion_tokens_details"):
         details = usage.get(name)
         if isinstance(details, dict):
-            usage[name] = {key: value for key, value in details.items() if isinstance(value, int)}
+            usage[name] = {key: value for key, value in details.items() if token_count(value) is not None}
         elif name in usage:
             del usage[name]
     return usage
@@ -201,12 +231,17 @@ def _chunk_choice(choice: dict[str, Any], position: int) -> dict[str, Any]:
     delta = choice.get("delta")
     delta = delta if isinstance(delta, dict) else {}
     _drop_nulls(delta, ("tool_calls", "function_call", "role"))
-    if isinstance(delta.get("tool_calls"), list):
-        delta["tool_calls"] = [_tool_call_chunk(call, i) for i, call in enumerate(_dicts(delta["tool_calls"]))]
+    if "role" in delta:
+        delta["role"] = "assistant"  # what an answer's role can only be, as in a whole answer
+    _check_text(delta, "content")
+    _check_text(delta, "refusal")
+    if "tool_calls" in delta:
+        delta["tool_calls"] = [_tool_call_chunk(call, i) for i, call in enumerate(_listed_calls(delta["tool_calls"]))]
     choice["delta"] = delta
     reason = choice.get("finish_reason")
     choice["finish_reason"] = None if not reason else _finish_reason(reason)
     choice.setdefault("logprobs", None)
+    _check_logprobs(choice)
     return choice
 
 
@@ -217,13 +252,16 @@ def _answer_choice(choice: dict[str, Any], position: int) -> dict[str, Any]:
     message["role"] = "assistant"
     message.setdefault("content", None)
     message.setdefault("refusal", None)
+    _check_text(message, "content")
+    _check_text(message, "refusal")
     _drop_nulls(message, _OMITTED_WHEN_NULL)
-    if isinstance(message.get("tool_calls"), list):
-        message["tool_calls"] = [_tool_call(call) for call in _dicts(message["tool_calls"])]
+    if "tool_calls" in message:
+        message["tool_calls"] = [_tool_call(call) for call in _listed_calls(message["tool_calls"])]
     choice["message"] = message
     # Not nullable in a whole answer: an upstream that gives none stopped for its own reasons.
     choice["finish_reason"] = _finish_reason(choice.get("finish_reason"))
     choice.setdefault("logprobs", None)
+    _check_logprobs(choice)
     return choice
 
 
@@ -243,16 +281,47 @@ def _tool_call(call: dict[str, Any]) -> dict[str, Any]:
 def _tool_call_chunk(call: dict[str, Any], position: int) -> dict[str, Any]:
     call["index"] = _integer(call.get("index"), position)
     _drop_nulls(call, ("id", "type", "function"))
+    _check_text(call, "id")
+    if "type" in call:
+        call["type"] = "function"
     function = call.get("function")
+    if function is not None and not isinstance(function, dict):
+        raise ValueError("not a chat completion chunk: a tool call's function is not an object")
     if isinstance(function, dict):
         _drop_nulls(function, ("name", "arguments"))
+        _check_text(function, "name")
         if "arguments" in function and not isinstance(function["arguments"], str):
             function["arguments"] = orjson.dumps(function["arguments"]).decode()
     return call
 
 
+def _listed_calls(calls: Any) -> list[dict[str, Any]]:
+    """A message's tool calls; raises ValueError for calls that are not a list (a string, an object)."""
+    if not isinstance(calls, list):
+        raise ValueError("not a chat completion: its tool calls are not a list")
+    return _dicts(calls)
+
+
 def _finish_reason(reason: Any) -> str:
-    return reason if reason in FINISH_REASONS else "stop"
+    return reason if _is_finish_reason(reason) else "stop"
+
+
+def _check_text(mapping: dict[str, Any], key: str) -> None:
+    """Raises ValueError if `key` holds what is neither text nor null: no shaping can tell what it meant."""
+    if type(mapping.get(key)) not in _TEXT_OR_NULL:
+        raise ValueError(f"not a chat completion: its {key} is not text")
+
+
+def _check_logprobs(choice: dict[str, Any]) -> None:
+    """Logprobs as OpenAI's object has them: `content` and `refusal`, each a list or null."""
+    logprobs = choice["logprobs"]
+    if logprobs is None:
+        return
+    if not isinstance(logprobs, dict):
+        raise ValueError("not a chat completion: its logprobs are not an object")
+    for key in ("content", "refusal"):
+        if type(logprobs.setdefault(key, None)) not in _LIST_OR_NULL:
+            raise ValueError(f"not a chat completion: its logprobs' {key} is not a list")
 
 
 def _drop_nulls(mapping: dict[str, Any], keys: Any) -> None:

@@ -77,6 +77,16 @@ def test_what_a_chat_model_cannot_do_is_refused_naming_the_parameter(extra: dict
     assert refused.value.param == param
 
 
+@pytest.mark.parametrize(
+    "body",
+    [[], "text", {"choices": "x"}, {"choices": ["x"]}, {"choices": [{"message": "Hi"}]}],
+    ids=["a list", "a string", "choices not a list", "a choice not an object", "a message not an object"],
+)
+def test_what_is_no_chat_completion_is_a_value_error_for_the_relay(body: object) -> None:
+    with pytest.raises(ValueError, match="not a chat completion"):
+        completion_from_chat(orjson.dumps(body))
+
+
 def test_a_chat_answer_becomes_a_text_completion() -> None:
     chat = {
         "id": "chatcmpl-abc",

@@ -1,8 +1,9 @@
-"""Malformed answers in, clean failures out: every translated kind, every field of its answers broken in turn.
+"""Malformed answers in, clean failures out: every kind, every field of its answers broken in turn.
 
 The relay turns a ValueError from an adapter's `response()` or a stream translator's `feed()` into an
 upstream error, and `FailedAnswer` into the upstream's reported failure; anything else would reach the
-client as a 500. So for valid answers and streams of each kind, every field in turn is replaced by
+client as a 500. So for valid answers and streams of each kind (the translated ones, and the OpenAI and
+Azure kinds, whose answers are passed through and shaped), every field in turn is replaced by
 null, a number, a string, a list or an object, or removed, and the mutant is translated: it must fail
 with one of those two, or translate to what Portico can relay and bill: OpenAI's shapes, with usage
 counts that are integers.
@@ -19,16 +20,19 @@ import pytest
 
 from providers.adapters import wire
 from providers.adapters.anthropic import AnthropicAdapter
+from providers.adapters.azure import AzureOpenAIAdapter
 from providers.adapters.base import Target
 from providers.adapters.cohere import CohereAdapter
 from providers.adapters.failures import FailedAnswer
 from providers.adapters.gemini import GeminiAdapter
 from providers.adapters.ollama import OllamaAdapter
+from providers.adapters.openai import OpenAIAdapter
 from providers.adapters.replicate import ReplicateAdapter
 from providers.redaction import Redactor
 from providers.tests.factories import UPSTREAM_CREDENTIAL, make_provider_info
-from tests.fakes import cohere_upstream, gemini_upstream, ollama_upstream
+from tests.fakes import cohere_upstream, gemini_upstream, ollama_upstream, openai_upstream
 from tests.fakes.anthropic_upstream import recording_events, replayed_message
+from tests.fakes.azure_upstream import CONTENT_FILTER_RESULTS, PROMPT_FILTER_RESULTS, prompt_filter_chunk
 from tests.openai_schemas import assert_valid
 
 # What a broken field may hold instead: each JSON type, and numbers a count cannot be.
@@ -117,6 +121,60 @@ def _replicate_kind() -> Kind:
     )
 
 
+def _openai_wire(event: Any) -> bytes:
+    return event if isinstance(event, bytes) else orjson.dumps(event)  # bytes: `[DONE]`, sent as it is
+
+
+def _openai_mutants(event: Any) -> Iterator[tuple[str, Any]]:
+    if not isinstance(event, bytes):
+        yield from mutants(event)
+
+
+def _openai_answers() -> tuple[dict[str, Any], ...]:
+    text = openai_upstream.completion("upstream-model", openai_upstream.Reply("Hi there"), 1)
+    text["usage"]["prompt_tokens_details"] = {"cached_tokens": 2}
+    text["usage"]["completion_tokens_details"] = {"reasoning_tokens": 0}
+    tools = openai_upstream.completion("upstream-model", openai_upstream.Reply(""), 1)
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
+    message = {"role": "assistant", "content": None, "tool_calls": [call]}
+    tools["choices"][0].update(finish_reason="tool_calls", message=message)
+    return text, tools
+
+
+def _openai_streams() -> tuple[tuple[Any, ...], ...]:
+    events = openai_upstream.stream_events("upstream-model", "Hi there", prompt_tokens=5, include_usage=True)
+    text = (*(orjson.loads(event) for event in events), b"[DONE]")
+    base = {"id": "chatcmpl-tools", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": "m"}
+    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}
+    opening = {"index": 0, "delta": {"role": "assistant", "tool_calls": [call]}, "finish_reason": None}
+    tools = (
+        {**base, "choices": [opening]},
+        {**base, "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}}]},
+        # Usage on the last choice chunk, as some servers send it.
+        {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}], "usage": text[-2]["usage"]},
+        b"[DONE]",
+    )
+    failed = (text[0], {"error": {"message": "overloaded", "type": "server_error", "param": None, "code": None}})
+    return text, tools, failed
+
+
+def _azure_kind() -> Kind:
+    answers = tuple(
+        {
+            **answer,
+            "prompt_filter_results": PROMPT_FILTER_RESULTS,
+            "choices": [{**choice, "content_filter_results": CONTENT_FILTER_RESULTS} for choice in answer["choices"]],
+        }
+        for answer in _openai_answers()
+    )
+    text, tools, failed = _openai_streams()
+    opening = orjson.loads(prompt_filter_chunk())
+    streams = ((opening, *text), (opening, *tools), failed)
+    return Kind(
+        "azure", AzureOpenAIAdapter(), _target("azure"), answers, streams, wire=_openai_wire, breaks=_openai_mutants
+    )
+
+
 def _kinds() -> list[Kind]:
     gemini_reply = gemini_upstream.Reply(thoughts_tokens=5, cached_tokens=2)
     gemini_tools = gemini_upstream.CallTools(text="Let me look.", signature="c2lnbmF0dXJl")
@@ -144,6 +202,16 @@ def _kinds() -> list[Kind]:
         _cohere_kind(),
         _ollama_kind(),
         _replicate_kind(),
+        Kind(
+            "openai",
+            OpenAIAdapter(),
+            _target("openai"),
+            _openai_answers(),
+            _openai_streams(),
+            wire=_openai_wire,
+            breaks=_openai_mutants,
+        ),
+        _azure_kind(),
     ]
 
 

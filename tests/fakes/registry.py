@@ -26,19 +26,35 @@ class KindFake:
     upstream_fixture: str | None  # the fixture of its fake upstream; None for a kind that needs none
     reply: Callable[[str], Any] | None = None  # a scripted text answer with this content
     fail: Callable[[int], Any] | None = None  # a scripted error answer with this HTTP status
+    embedding_route_fixture: str | None = None  # a fixture giving an embeddings route; None for a kind that cannot
 
 
 KINDS: dict[str, KindFake] = {
     fake.kind: fake
     for fake in (
-        KindFake("openai", "upstream_route", "upstream", behaviours.Reply, behaviours.Fail),
-        KindFake("azure", "azure_route", "azure_upstream", behaviours.Reply, behaviours.Fail),
+        KindFake("openai", "upstream_route", "upstream", behaviours.Reply, behaviours.Fail, "upstream_embedding_route"),
+        KindFake("azure", "azure_route", "azure_upstream", behaviours.Reply, behaviours.Fail, "azure_embedding_route"),
         KindFake("anthropic", "anthropic_route", "anthropic_upstream", anthropic.Reply, anthropic.Fail),
-        KindFake("ollama", "ollama_route", "ollama_upstream", ollama_upstream.Reply, ollama_upstream.Fail),
-        KindFake("cohere", "cohere_route", "cohere_upstream", cohere_upstream.Reply, cohere_upstream.Fail),
-        KindFake("gemini", "gemini_route", "gemini_upstream", gemini.Reply, gemini.Fail),
+        KindFake(
+            "ollama",
+            "ollama_route",
+            "ollama_upstream",
+            ollama_upstream.Reply,
+            ollama_upstream.Fail,
+            "ollama_embedding_route",
+        ),
+        KindFake(
+            "cohere",
+            "cohere_route",
+            "cohere_upstream",
+            cohere_upstream.Reply,
+            cohere_upstream.Fail,
+            "cohere_embedding_route",
+        ),
+        KindFake("gemini", "gemini_route", "gemini_upstream", gemini.Reply, gemini.Fail, "gemini_embedding_route"),
         KindFake("replicate", "replicate_route", "replicate_upstream", replicate.Reply, replicate.Fail),
         KindFake("mock", "echo_route", None),
     )
 }
 SCRIPTED = [kind for kind, fake in KINDS.items() if fake.upstream_fixture is not None]
+EMBEDDING = [kind for kind, fake in KINDS.items() if fake.embedding_route_fixture is not None]

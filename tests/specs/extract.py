@@ -15,7 +15,15 @@ from typing import Any
 
 import yaml
 
-COMPONENTS = ("CreateChatCompletionResponse", "CreateChatCompletionStreamResponse", "Model")
+COMPONENTS = (
+    "CreateChatCompletionResponse",
+    "CreateChatCompletionStreamResponse",
+    "CreateCompletionResponse",
+    "CreateEmbeddingResponse",
+    "Model",
+    "Response",  # the Responses API's `response` object
+    "ResponseStreamEvent",  # every event of a Responses stream, one component per event type
+)
 PREFIX = "#/components/schemas/"
 
 

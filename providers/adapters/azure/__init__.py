@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import orjson
 
-from providers.adapters.base import OPENAI_PATHS, Operation, Target, UpstreamRequest
+from providers.adapters.base import CHAT_STREAMED, OPENAI_PATHS, Operation, Target, UpstreamRequest
 from providers.adapters.headers import with_credential
 from providers.adapters.kind_options import NO_OPTIONS
 from providers.adapters.openai import OpenAIAdapter, PassThrough, adjust_body, chunk_shaper
@@ -61,7 +61,8 @@ def without_filter_results(payload: bytes) -> bytes | None:
         return payload
     if body.pop("prompt_filter_results", None) is not None and not body.get("choices") and not body.get("usage"):
         return None
-    for choice in body.get("choices") or ():
+    choices = body.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
         if isinstance(choice, dict):
             choice.pop("content_filter_results", None)
     return orjson.dumps(body)
@@ -84,6 +85,8 @@ class AzureOpenAIAdapter(OpenAIAdapter):
     label = "Azure OpenAI"
     option_fields = NO_OPTIONS  # Azure has no /v1/responses pass-through of its own here
     operations: frozenset[Operation] = AZURE_OPERATIONS
+    # Azure's images and transcriptions streams are not relayed (the typed events are OpenAI's translator's).
+    streamed: frozenset[Operation] = CHAT_STREAMED
 
     def url(self, operation: Operation, target: Target) -> str:
         if operation not in self.operations:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import httpx
 
+from providers.adapters.base import CHAT_STREAMED
 from providers.adapters.kind_options import NO_OPTIONS
 from providers.adapters.mock.answers import mock_handler
 from providers.adapters.openai import OpenAIAdapter
@@ -27,6 +28,7 @@ class MockAdapter(OpenAIAdapter):
     option_fields = NO_OPTIONS
     # Chat only: legacy completions reach it through the gateway's completions-to-chat bridge.
     operations = frozenset({"chat"})
+    streamed = CHAT_STREAMED
 
     def transport(self) -> httpx.AsyncBaseTransport | None:
         return httpx.MockTransport(mock_handler)

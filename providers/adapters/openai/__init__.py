@@ -13,8 +13,10 @@ from typing import Any
 
 import orjson
 
-from providers.adapters.base import OPENAI_PATHS, BaseAdapter, Operation, Target, UpstreamRequest
+from providers.adapters.base import CHAT_STREAMED, OPENAI_PATHS, BaseAdapter, Operation, Target, UpstreamRequest
 from providers.adapters.headers import with_credential
+from providers.adapters.openai.answers import ANSWER_LISTS, whole_answer
+from providers.adapters.openai.events import EVENT_STREAMED, TypedEvents
 from providers.adapters.openai.options import OPTIONS
 from providers.adapters.shapes import ChunkShaper, completion_is_exact, shape_completion
 from providers.adapters.wire import (
@@ -27,8 +29,6 @@ from providers.adapters.wire import (
 from providers.redaction import NO_SECRETS, Redactor
 from providers.values import ProviderInfo
 
-_STREAMED = frozenset({"chat", "completions"})
-
 
 def headers_for(provider: ProviderInfo, *, content_type: str | None = "application/json") -> dict[str, str]:
     headers = {"accept-encoding": "identity"}
@@ -39,7 +39,7 @@ def headers_for(provider: ProviderInfo, *, content_type: str | None = "applicati
 
 def adjust_body(operation: Operation, provider: ProviderInfo, body: dict[str, Any]) -> dict[str, Any]:
     """Ask for stream usage (the ledger needs it) and drop what this server is declared not to accept."""
-    if body.get("stream") and operation in _STREAMED:
+    if body.get("stream") and operation in CHAT_STREAMED:
         if provider.accepts_stream_options:
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         else:
@@ -51,12 +51,9 @@ def adjust_body(operation: Operation, provider: ProviderInfo, body: dict[str, An
 
 
 def exact_completion(payload: bytes, public_model: str) -> bytes:
-    """A whole chat completion in OpenAI's exact shape; a body that is not one is left to the gateway's checks."""
-    try:
-        body = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return rewrite_model(payload, public_model)
-    if not isinstance(body, dict) or "error" in body or completion_is_exact(body):
+    """A whole chat completion in OpenAI's exact shape; raises ValueError for a body that is not one."""
+    body = whole_answer("chat", payload)
+    if "error" in body or completion_is_exact(body):
         return rewrite_model(payload, public_model)
     return orjson.dumps(shape_completion(body, public_model))
 
@@ -114,6 +111,11 @@ class PassThrough:
         if event.startswith(b'{"error"'):
             self.failed = True
             return (error_event(event, self.redactor),)
+        if (head := event.lstrip()[:1]) != b"{":
+            if not head:
+                return ()  # an empty event says nothing, and a client would choke on it
+            # A JSON array, number, string or null is no chunk; the relay ends the stream on ValueError.
+            raise ValueError("not an OpenAI stream event")
         if not self.wrote:
             self.wrote = wrote_output(event)
         if b'"usage":{' in event or b'"usage": {' in event:
@@ -125,7 +127,9 @@ class PassThrough:
             event = self.shaper.shape(event)
         return (self.rewrite(event),)
 
-    def _usage_chunk(self, chunk: dict[str, Any]) -> Iterable[bytes]:
+    def _usage_chunk(self, chunk: Any) -> Iterable[bytes]:
+        if not isinstance(chunk, dict) or not isinstance(chunk.get("choices") or [], list):
+            raise ValueError("not an OpenAI stream event")
         usage = chunk.get("usage") or None
         self.usage = usage if usage_is_plausible(usage, wrote_output=self.wrote) else None
         relayed = self.usage is not None and self.include_usage
@@ -148,6 +152,9 @@ class OpenAIAdapter(BaseAdapter):
     option_fields = OPTIONS
     operations: frozenset[Operation] = frozenset(OPENAI_PATHS)
 
+    # OpenAI streams images and transcriptions as typed events too (providers.adapters.openai.events).
+    streamed: frozenset[Operation] = CHAT_STREAMED | EVENT_STREAMED
+
     def url(self, operation: Operation, target: Target) -> str:
         return f"{target.provider.base_url}{OPENAI_PATHS[operation]}"
 
@@ -165,11 +172,15 @@ class OpenAIAdapter(BaseAdapter):
     def response(self, operation: Operation, target: Target, payload: bytes) -> bytes:
         if operation == "chat" and not target.provider.exact_shapes:
             return exact_completion(payload, target.public_model)
+        if operation in ANSWER_LISTS:
+            whole_answer(operation, payload)  # raises ValueError for a body that is not the answer asked for
         return rewrite_model(payload, target.public_model)
 
     def stream_translator(
         self, operation: Operation, target: Target, *, include_usage: bool, redactor: Redactor = NO_SECRETS
-    ) -> PassThrough:
+    ) -> PassThrough | TypedEvents:
+        if operation in EVENT_STREAMED:
+            return TypedEvents(operation, redactor=redactor)
         shaper = chunk_shaper(operation, target)
         return PassThrough(target.public_model, include_usage=include_usage, redactor=redactor, shaper=shaper)
 
