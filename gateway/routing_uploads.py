@@ -14,43 +14,56 @@ every exit.
 Unlike a JSON call's, an upload's attempts have no first-byte timeout: a
 transcription's first byte comes only once the upstream has heard the whole
 file. Nor are ensembles or the routing extensions of a JSON body offered.
+
+`stream=true` is served where every deployment's provider kind streams
+transcriptions (gateway.validation.refuse_unstreamed): each attempt is then
+opened up to its first event, as a chat stream's is, so a deployment that fails
+before it is one the loop moves on from, and the events are relayed to the end
+by gateway.streaming. Elsewhere it gets OpenAI's 400.
 """
 
 from __future__ import annotations
 
 import asyncio
 
+from django.conf import settings
 from django.http import HttpResponse
 
 from gateway import routing
 from gateway.accounting import Call, CallSession
-from gateway.errors import InternalError, PorticoError
+from gateway.errors import InternalError, PorticoError, UpstreamError
 from gateway.extensions import Extensions
 from gateway.fastpath import ClientGone
-from gateway.relay import Whole, answer, attempt_upload
+from gateway.intake import require
+from gateway.observability.clock import current as current_clock
+from gateway.relay import Opened, Whole, answer, attempt_upload, open_stream, send, target_of
 from gateway.routing_outcome import Trail, headers_of
 from gateway.snapshot import Snapshot
+from gateway.sse import EventStream
 from gateway.uploads import Upload
-from gateway.validation import refuse_stream
+from gateway.validation import refuse_unstreamed
 from providers.facade import RouteInfo
 
 _NO_WISHES = Extensions()
 
 
-async def serve_upload(call: Call, snapshot: Snapshot, upload: Upload) -> HttpResponse:
+async def serve_upload(call: Call, snapshot: Snapshot, upload: Upload) -> HttpResponse | EventStream:
     """Admit the call once, receive the rest of its upload, and answer from the first deployment that does."""
     session = CallSession(call, snapshot.billing)
     limit_headers = await session.admit()
     try:
         await upload.receive()
         # `stream` may come after the file, so it is read once the whole body is in; the SDKs send it as text.
-        refuse_stream(upload.fields.get("stream", "").strip().lower() == "true")
-        trail, seconds, send = Trail(), call.model.timeout, _sender(upload)
+        call.streamed = upload.fields.get("stream", "").strip().lower() == "true"
+        if call.streamed:
+            require(call.model, "streaming", "streaming")
+        refuse_unstreamed(call.model, call.operation, call.streamed)
+        trail, seconds, sender = Trail(), call.model.timeout, _sender(upload)
         if seconds is None:
-            result, _ = await routing._run(call, snapshot, _NO_WISHES, trail, send)
+            result, tried = await routing._run(call, snapshot, _NO_WISHES, trail, sender)
         else:
-            result, _ = await routing._run_within(call, snapshot, _NO_WISHES, trail, seconds, send)
-        if not isinstance(result, Whole):  # an upload's answer is never a stream
+            result, tried = await routing._run_within(call, snapshot, _NO_WISHES, trail, seconds, sender)
+        if isinstance(result, Opened) != call.streamed:  # a stream exactly when one was asked for
             raise InternalError("The server had an error while processing your request.")
     except PorticoError as exc:
         exc.headers.update(headers_of(call))
@@ -59,13 +72,41 @@ async def serve_upload(call: Call, snapshot: Snapshot, upload: Upload) -> HttpRe
     except (ClientGone, asyncio.CancelledError):
         session.abandon()
         raise
-    return answer(session, result, {**limit_headers, **headers_of(call)})
+    headers = {**limit_headers, **headers_of(call)}
+    if isinstance(result, Opened):
+        return routing._stream(session, result, tried, headers)
+    return answer(session, result, headers)
 
 
 def _sender(upload: Upload) -> routing.Send:
     """The loop's attempt for an upload: the spooled body, sent whole to one deployment."""
 
-    async def send(call: Call, route: RouteInfo, **_: object) -> Whole:
+    async def attempt(call: Call, route: RouteInfo, *, stall: float | None = None, **_: object) -> Whole | Opened:
+        if call.streamed:
+            return await attempt_streamed_upload(call, route, upload, stall=stall)
         return await attempt_upload(call, route, upload)
 
-    return send
+    return attempt
+
+
+async def attempt_streamed_upload(call: Call, route: RouteInfo, upload: Upload, *, stall: float | None) -> Opened:
+    """Stream the upload to `route` and open its answer's stream up to the first event (gateway.relay.open_stream)."""
+    target = target_of(route)
+    request = route.provider.adapter.upload_request(
+        call.operation, target, upload.body({"model": target.upstream_model}), upload.content_type
+    )
+    clock = current_clock()
+    if clock is not None:
+        clock.wait_begins()  # up to the first event the time is the client's and the upstream's, not Portico's
+    try:
+        response = await send(route, request)
+        stall = stall or settings.PORTICO_STREAM_STALL_TIMEOUT or None
+        return await open_stream(call, route, target, call.operation, response, stall=stall, continuation=None)
+    except UpstreamError:
+        # Reading the client's body failed while it was being sent (too large, malformed, client gone).
+        if upload.error is not None:
+            raise upload.error from None
+        raise
+    finally:
+        if clock is not None:
+            clock.wait_ends()

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 from gateway.errors import InvalidRequest
 
 if TYPE_CHECKING:
-    pass
+    from providers.adapters.base import Operation
+    from providers.facade import ModelInfo
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 _TYPE_NAMES = {str: "a string", bool: "a boolean", dict: "an object", list: "an array"}
@@ -373,6 +374,15 @@ def refuse_stream(stream: bool) -> None:
         raise InvalidRequest("This endpoint does not stream; leave 'stream' out.", param="stream", code="invalid_value")
 
 
+def refuse_unstreamed(model: ModelInfo, operation: Operation, stream: bool) -> None:
+    """Images and transcriptions stream only where every deployment's provider kind streams them (OpenAI's own
+    typed events); elsewhere `stream: true` gets the same 400 as an endpoint that never streams. Every one, not
+    any one: a stream opened on a kind without the events could not be relayed as they are."""
+    if stream:
+        serving = [route.provider.adapter for route in model.routes if operation in route.provider.adapter.operations]
+        refuse_stream(not all(operation in adapter.streamed for adapter in serving))
+
+
 def validate_embedding_request(body: dict[str, Any]) -> None:
     _no_stream(body)
     _model(body)
@@ -395,8 +405,15 @@ def validate_moderation_request(body: dict[str, Any]) -> None:
 
 
 def validate_image_request(body: dict[str, Any]) -> None:
+    """An image request answered whole (a queued job's): `stream` is refused."""
     _typed(body, "stream", bool)
     _no_stream(body)
+    validate_image_fields(body)
+
+
+def validate_image_fields(body: dict[str, Any]) -> None:
+    """An image request's checks but `stream`'s, which waits for its model (`refuse_unstreamed`)."""
+    _typed(body, "stream", bool)
     _model(body, required=False)
     prompt = body.get("prompt")
     if prompt is None:

@@ -1,4 +1,7 @@
-"""POST /v1/audio/transcriptions: the multipart upload is received, then sent to the model's deployments in turn."""
+"""POST /v1/audio/transcriptions: the multipart upload is received, then sent to the model's deployments in turn.
+
+The answer comes whole, or, with `stream=true`, as OpenAI's `transcript.text.*` events (gateway.routing_uploads).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from gateway.intake import find_model, grant_of, new_call, require_operation
 from gateway.routers.openapi import TRANSCRIPTION_REQUEST, documented
 from gateway.routing_uploads import serve_upload
 from gateway.snapshot import store
+from gateway.sse import EventStream
 from gateway.uploads import read_upload, receive_chunks
 
 router = Router(tags=["audio"])
@@ -27,7 +31,7 @@ async def _whole(body: bytes) -> AsyncIterator[bytes]:
     url_name="audio-transcriptions",
     openapi_extra=documented(TRANSCRIPTION_REQUEST, media_type="multipart/form-data"),
 )
-async def create_transcription(request: HttpRequest) -> HttpResponse:
+async def create_transcription(request: HttpRequest) -> HttpResponse | EventStream:
     receive = getattr(request, "asgi_receive", None)
     # The fast path hands over the unread body; Django's own handler (PORTICO_FAST_PATH=false) has read it already.
     chunks = receive_chunks(receive) if receive is not None else _whole(request.body)

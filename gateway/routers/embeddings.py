@@ -1,7 +1,9 @@
-"""POST /v1/embeddings, /v1/moderations and /v1/images/generations: one JSON answer each.
+"""POST /v1/embeddings, /v1/moderations and /v1/images/generations: one JSON answer each, or images' events.
 
-Embeddings and moderations refuse `stream` as they validate; images refuse it
-once the model is known (no provider kind streams images yet). Moderations and
+Embeddings and moderations refuse `stream` as they validate. Images are
+streamed once the model is known, if every deployment's provider kind streams
+them (the openai kind: OpenAI's `image_generation.*` events, relayed as sent);
+otherwise `stream: true` gets OpenAI's 400. Moderations and
 images may leave `model` out, and then get the first such model the key may use.
 Embeddings go through the response cache, which routes them as usual unless a
 cache policy covers the tenant and model (gateway.response_cache).
@@ -18,8 +20,9 @@ from gateway.routers.openapi import EMBEDDING_REQUEST, IMAGE_REQUEST, MODERATION
 from gateway.routing import serve
 from gateway.sse import EventStream
 from gateway.validation import (
+    refuse_unstreamed,
     validate_embedding_request,
-    validate_image_request,
+    validate_image_fields,
     validate_moderation_request,
 )
 
@@ -42,4 +45,6 @@ async def create_moderation(request: HttpRequest) -> HttpResponse | EventStream:
 
 @router.post("/images/generations", summary="Create images", openapi_extra=documented(IMAGE_REQUEST))
 async def create_image(request: HttpRequest) -> HttpResponse | EventStream:
-    return await serve(*await json_call(request, "images", validate_image_request))
+    call, snapshot, ext = await json_call(request, "images", validate_image_fields)
+    refuse_unstreamed(call.model, call.operation, call.streamed)
+    return await serve(call, snapshot, ext)

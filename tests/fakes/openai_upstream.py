@@ -23,7 +23,11 @@ Besides chat it serves every other endpoint Portico relays, each answering as
 OpenAI does: /completions (legacy, whole or streamed), /embeddings (floats, or
 base64 when asked), /moderations, /images/generations and /audio/transcriptions
 (multipart: the text fields are recorded as the body, each file as its size and
-SHA-256; the transcript comes as json, text, srt, vtt or verbose_json). Scripts
+SHA-256; the transcript comes as json, text, srt, vtt or verbose_json). Asked
+to stream, images and transcriptions answer as OpenAI's typed events do (`event:`
+and `data:` lines, no [DONE]): `partial_images` partial images then one
+`image_generation.completed` per image, or one `transcript.text.delta` per word
+then `transcript.text.done`, the final events with usage. Scripts
 apply there too: `Fail`, `Hang` and `CloseBeforeAnswer` everywhere, a `Reply`'s
 content as the completion or the transcript, `Echo` as the prompt.
 
@@ -93,7 +97,11 @@ __all__ = [
     "Stall",
     "completion",
     "embedding",
+    "image_events",
+    "image_usage",
     "stream_events",
+    "transcript_events",
+    "transcript_usage",
 ]
 
 ANY_MODEL = "*"  # the script of every model that has none of its own
@@ -350,6 +358,58 @@ def image_list(body: dict[str, Any]) -> dict[str, Any]:
             image = {"url": f"https://images.fake.invalid/{index}.png"}
         images.append({**image, "revised_prompt": prompt})
     return {"created": CREATED, "data": images}
+
+
+def image_usage(body: dict[str, Any]) -> dict[str, Any]:
+    """A streamed image answer's usage: a token per prompt word, 272 per image (gpt-image-1's low 1024x1024)."""
+    prompt = len(str(body.get("prompt")).split())
+    output = 272 * int(body.get("n") or 1)
+    details = {"text_tokens": prompt, "image_tokens": 0}
+    return {
+        "total_tokens": prompt + output,
+        "input_tokens": prompt,
+        "output_tokens": output,
+        "input_tokens_details": details,
+    }
+
+
+def image_events(body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """A streamed image answer's events (type, payload): `partial_images` partials, then each image completed."""
+    settings = {"size": "1024x1024", "quality": "low", "background": "opaque", "output_format": "png"}
+    partial = "image_generation.partial_image"
+    events: list[tuple[str, dict[str, Any]]] = []
+    for index in range(int(body.get("n") or 1)):
+        for step in range(int(body.get("partial_images") or 0)):
+            image = base64.b64encode(FAKE_PNG + bytes([index, step])).decode()
+            payload = {"type": partial, "b64_json": image, "created_at": CREATED, **settings}
+            events.append((partial, {**payload, "partial_image_index": step}))
+        image = base64.b64encode(FAKE_PNG + bytes([index])).decode()
+        completed = {"type": "image_generation.completed", "b64_json": image, "created_at": CREATED, **settings}
+        events.append((completed["type"], completed))
+    events[-1][1]["usage"] = image_usage(body)
+    return events
+
+
+def transcript_usage(text: str) -> dict[str, Any]:
+    """The usage a streamed transcript reports: 14 audio tokens in, a token per word out."""
+    output = len(text.split())
+    details = {"text_tokens": 0, "audio_tokens": 14}
+    return {
+        "type": "tokens",
+        "input_tokens": 14,
+        "input_token_details": details,
+        "output_tokens": output,
+        "total_tokens": 14 + output,
+    }
+
+
+def transcript_events(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """A streamed transcript's events (type, payload): one delta per word, then the whole text with usage."""
+    words = text.split()
+    delta = "transcript.text.delta"
+    events = [(delta, {"type": delta, "delta": word if i == 0 else " " + word}) for i, word in enumerate(words)]
+    done = {"type": "transcript.text.done", "text": text, "usage": transcript_usage(text)}
+    return [*events, (done["type"], done)]
 
 
 def _values(fields: dict[str, Any], name: str) -> list[str]:
@@ -621,18 +681,24 @@ class FakeUpstream(ScriptedServer["Script", "Received"]):
         return await self._answer_json(request, moderation)
 
     async def _images(self, request: web.Request) -> web.StreamResponse:
-        return await self._answer_json(request, lambda model, body: image_list(body))
+        return await self._answer_json(request, lambda model, body: image_list(body), image_events)
 
     async def _answer_json(
-        self, request: web.Request, answer: Callable[[str, dict[str, Any]], dict[str, Any]]
+        self,
+        request: web.Request,
+        answer: Callable[[str, dict[str, Any]], dict[str, Any]],
+        events: Callable[[dict[str, Any]], list[tuple[str, dict[str, Any]]]] | None = None,
     ) -> web.StreamResponse:
-        """Answer a JSON request with `answer(model, body)` unless its script says otherwise."""
+        """Answer a JSON request with `answer(model, body)` (or, asked to stream, `events(body)`) unless its
+        script says otherwise."""
         body = await request.json()
         behaviour = self._log_request(request, body)
         model = str(body.get("model"))
         if (refusal := await self._refuse(request, model, behaviour)) is not None:
             return refusal
         pace = behaviour if isinstance(behaviour, Reply) else Reply()
+        if events is not None and body.get("stream"):
+            return await self._typed_stream(request, model, events(body), pace)
         return await self._whole(
             request, model, answer(model, body), pace, behaviour if isinstance(behaviour, Stall) else None
         )
@@ -642,7 +708,10 @@ class FakeUpstream(ScriptedServer["Script", "Received"]):
         behaviour = self._log_request(request, fields, files)
         if (refusal := await self._refuse(request, str(fields.get("model")), behaviour)) is not None:
             return refusal
-        status, content, content_type = transcription(self._answering(behaviour, fields.get("prompt")).content, fields)
+        reply = self._answering(behaviour, fields.get("prompt"))
+        if str(fields.get("stream")).lower() == "true":
+            return await self._typed_stream(request, str(fields.get("model")), transcript_events(reply.content), reply)
+        status, content, content_type = transcription(reply.content, fields)
         return web.Response(body=content, status=status, headers={"Content-Type": content_type})
 
     async def _hang(self, model: str) -> web.StreamResponse:
@@ -729,6 +798,29 @@ class FakeUpstream(ScriptedServer["Script", "Received"]):
             # Marked before [DONE] goes out: a client that has read [DONE] must find the stream finished.
             log.finished = True
             await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+        except (asyncio.CancelledError, ConnectionResetError):
+            log.closed_early.set()
+            raise
+        return response
+
+    async def _typed_stream(
+        self, request: web.Request, model: str, events: list[tuple[str, dict[str, Any]]], pace: Reply
+    ) -> web.StreamResponse:
+        """OpenAI's typed events (images', transcriptions'): each named on an `event:` line, and no [DONE]."""
+        log = self._log_answer(model)
+        headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **pace.headers}
+        response = web.StreamResponse(headers=headers)
+        try:
+            if pace.first_byte:
+                await asyncio.sleep(pace.first_byte)
+            await response.prepare(request)
+            for index, (name, payload) in enumerate(events):
+                if index and pace.delay:
+                    await asyncio.sleep(pace.delay)
+                await response.write(f"event: {name}\ndata: {json.dumps(payload)}\n\n".encode())
+                log.sent_at.append(time.monotonic())
+            log.finished = True
             await response.write_eof()
         except (asyncio.CancelledError, ConnectionResetError):
             log.closed_early.set()

@@ -1,4 +1,8 @@
-"""Streams Portico cannot give are refused, not answered whole; a streamed chat names its upstream's id."""
+"""Streams Portico cannot give are refused, not answered whole; a streamed chat names its upstream's id.
+
+Images and transcriptions stream on the openai kind (tests/integration/test_streamed_images_and_transcripts.py);
+Azure, the other kind that serves them, refuses `stream: true` with OpenAI's 400.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from providers.tests.factories import make_route
 from tenants.tests.factories import IssuedKey
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.anthropic_upstream import Reply as AnthropicReply
+from tests.fakes.azure_upstream import FakeAzure
 from tests.fakes.openai_upstream import FakeUpstream, Reply
 from tests.servers import Settle
 
@@ -35,17 +40,30 @@ def image_route(upstream_provider: Provider, tag: str, key: IssuedKey, settle: S
 
 
 @pytest.fixture
+def azure_image_route(azure_provider: Provider, tag: str, key: IssuedKey, settle: Settle) -> ModelRoute:
+    route = make_route(
+        provider=azure_provider,
+        public_id=f"azure-image-{tag}",
+        upstream_model=f"image-deploy-{tag}",
+        supports_chat=False,
+        supports_images=True,
+    )
+    settle()
+    return route
+
+
+@pytest.fixture
 def whisper_route(
-    upstream: FakeUpstream, upstream_provider: Provider, tag: str, key: IssuedKey, settle: Settle
+    azure_upstream: FakeAzure, azure_provider: Provider, tag: str, key: IssuedKey, settle: Settle
 ) -> ModelRoute:
     route = make_route(
-        provider=upstream_provider,
+        provider=azure_provider,
         public_id=f"whisper-{tag}",
         upstream_model=f"whisper-fake-{tag}",
         supports_chat=False,
         supports_transcription=True,
     )
-    upstream.script(route.upstream_model, Reply("a transcript"))
+    azure_upstream.script(route.upstream_model, Reply("a transcript"))
     settle()
     return route
 
@@ -58,15 +76,15 @@ def _refusal(caught: pytest.ExceptionInfo[openai.BadRequestError]) -> tuple[int,
 
 
 def test_a_streamed_image_request_is_refused_and_never_reaches_the_upstream(
-    client: OpenAI, upstream: FakeUpstream, image_route: ModelRoute
+    client: OpenAI, azure_upstream: FakeAzure, azure_image_route: ModelRoute
 ) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
-        client.images.generate(model=image_route.public_id, prompt="An otter", stream=True)
+        client.images.generate(model=azure_image_route.public_id, prompt="An otter", stream=True)
 
     status, kind, param, message = _refusal(caught)
     assert (status, kind, param) == (400, "invalid_request_error", "stream")
     assert message == "This endpoint does not stream; leave 'stream' out."
-    assert upstream.received(image_route.upstream_model) == []
+    assert azure_upstream.received(azure_image_route.upstream_model) == []
 
 
 def test_an_image_request_that_does_not_stream_is_still_served(
@@ -79,7 +97,7 @@ def test_an_image_request_that_does_not_stream_is_still_served(
 
 
 def test_a_streamed_transcription_is_refused_and_never_reaches_the_upstream(
-    client: OpenAI, upstream: FakeUpstream, whisper_route: ModelRoute, tmp_path: Path
+    client: OpenAI, azure_upstream: FakeAzure, whisper_route: ModelRoute, tmp_path: Path
 ) -> None:
     audio = tmp_path / "speech.mp3"
     audio.write_bytes(random.Random(7).randbytes(4000))
@@ -90,7 +108,7 @@ def test_a_streamed_transcription_is_refused_and_never_reaches_the_upstream(
     status, kind, param, message = _refusal(caught)
     assert (status, kind, param) == (400, "invalid_request_error", "stream")
     assert message == "This endpoint does not stream; leave 'stream' out."
-    assert upstream.received(whisper_route.upstream_model) == []
+    assert azure_upstream.received(whisper_route.upstream_model) == []
     with audio.open("rb") as file:
         assert client.audio.transcriptions.create(model=whisper_route.public_id, file=file).text == "a transcript"
 
