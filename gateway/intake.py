@@ -16,7 +16,7 @@ from gateway.extensions import AUTO, Extensions, read_extensions
 from gateway.fastpath import new_request_id
 from gateway.queueing.wish import queue_wish
 from gateway.snapshot import Snapshot, store
-from gateway.validation import validate_output_cap
+from gateway.validation import refuse_unstreamed, validate_output_cap
 from providers.adapters.base import Operation
 from providers.facade import ModelInfo, RouteInfo
 from tenants.facade import KeyGrant
@@ -121,6 +121,8 @@ def check(model: ModelInfo, operation: Operation, body: dict[str, Any]) -> None:
         require_operation(model, operation)
         if body.get("stream"):
             require(model, "streaming", "streaming")
+            # Images stream only where every deployment's kind does; a fallback that cannot is passed over.
+            refuse_unstreamed(model, operation, True)
     if operation in ("chat", "completions"):
         # Before admission: what a request reserves against its limits follows from its output cap.
         validate_output_cap(body, model.max_output_tokens)

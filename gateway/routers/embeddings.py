@@ -20,7 +20,6 @@ from gateway.routers.openapi import EMBEDDING_REQUEST, IMAGE_REQUEST, MODERATION
 from gateway.routing import serve
 from gateway.sse import EventStream
 from gateway.validation import (
-    refuse_unstreamed,
     validate_embedding_request,
     validate_image_fields,
     validate_moderation_request,
@@ -45,6 +44,4 @@ async def create_moderation(request: HttpRequest) -> HttpResponse | EventStream:
 
 @router.post("/images/generations", summary="Create images", openapi_extra=documented(IMAGE_REQUEST))
 async def create_image(request: HttpRequest) -> HttpResponse | EventStream:
-    call, snapshot, ext = await json_call(request, "images", validate_image_fields)
-    refuse_unstreamed(call.model, call.operation, call.streamed)
-    return await serve(call, snapshot, ext)
+    return await serve(*await json_call(request, "images", validate_image_fields))

@@ -22,6 +22,7 @@ from providers.models import ModelRoute, Provider
 from providers.tests.factories import make_route
 from tenants.tests.factories import IssuedKey
 from tests.conftest import Deploy
+from tests.fakes.azure_upstream import FakeAzure
 from tests.fakes.fleet import FakeFleet
 from tests.fakes.openai_upstream import FAKE_PNG, Fail, FakeUpstream, Reply
 from tests.integration.test_ledger import ledger_rows, new_request_id
@@ -221,3 +222,25 @@ def test_a_kind_without_these_streams_still_refuses_them_with_openais_400(
 
     assert _refusal(image_refused) == (400, "stream", REFUSAL)
     assert _refusal(transcript_refused) == (400, "stream", REFUSAL)
+
+
+def test_a_streamed_image_is_never_handed_to_a_fallback_whose_kind_cannot_stream_it(
+    client: OpenAI,
+    image_route: ModelRoute,
+    azure_routes: tuple[ModelRoute, ModelRoute],
+    upstream: FakeUpstream,
+    azure_upstream: FakeAzure,
+    settle: Settle,
+) -> None:
+    azure_image, _ = azure_routes
+    model = image_route.model
+    model.fallbacks = [azure_image.public_id]
+    model.save()
+    upstream.script(image_route.upstream_model, Fail(500, "upstream exploded", type="server_error"))
+    settle()
+
+    with pytest.raises(openai.InternalServerError):
+        client.images.generate(model=image_route.public_id, prompt=PROMPT, stream=True)
+
+    assert len(upstream.received(image_route.upstream_model)) == 1
+    assert not [seen for seen in azure_upstream.received() if azure_image.upstream_model in seen.path]
