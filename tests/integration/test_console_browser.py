@@ -1,4 +1,8 @@
-"""The console in a real browser: an operator signs in and every page they reach renders without errors."""
+"""Signing in to the console in a real browser: an operator's password reaches the dashboard, a wrong one is refused.
+
+Both pages must load without a console or JavaScript error (tests/browser.py). Every other page of the console
+and the portal is opened by tests/integration/test_console_crawl.py.
+"""
 
 from __future__ import annotations
 
