@@ -266,7 +266,8 @@ class RollupSums(models.Model):
     first token every request whose first token arrived; both in the buckets
     of billing/histograms.py (`latency_b00`… and `ttft_b00`…, added below).
     `priced_cost` is the tenant price of the requests whose provider cost is
-    known (not 0): the margin is `priced_cost - provider_cost`.
+    known: not 0, or 0 from a provider cost in effect for the deployment (a
+    self-hosted one). The margin is `priced_cost - provider_cost`.
 
     Ids are plain numbers, as on the ledger: they outlive the tenant, key or
     deployment they name, and 0 stands for none (a call no deployment was

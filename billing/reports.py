@@ -116,9 +116,11 @@ class _Tally:
         )
 
     def margin(self) -> Decimal | None:
-        """The tenants' price less the providers' cost, over the requests whose provider cost is known."""
-        provider_cost = Decimal(self.values["provider_cost"])
-        return Decimal(self.values["priced_cost"]) - provider_cost if provider_cost else None
+        """The tenants' price less the providers' cost, over the requests whose provider cost is known (a known
+        cost may be 0: a self-hosted deployment); None when those add up to nothing either side, or there are none.
+        """
+        provider_cost, priced = Decimal(self.values["provider_cost"]), Decimal(self.values["priced_cost"])
+        return priced - provider_cost if provider_cost or priced else None
 
     def performance(self, name: str, minutes: float) -> Performance:
         totals = self.totals()

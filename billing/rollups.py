@@ -56,6 +56,7 @@ from billing.models import (
     ROLLUP_GROUP,
     DailyDeploymentRollup,
     DailyUsageRollup,
+    DeploymentPrice,
     HourlyDeploymentRollup,
     HourlyUsageRollup,
     UsageRecord,
@@ -121,6 +122,14 @@ _TENANT_KEY = {"tenant_id": "COALESCE(tenant_id, 0)", "api_key_id": "COALESCE(ap
 # Labels of the group's ids, kept as the newest row gave them.
 _DEPLOYMENT_LABEL = {"deployment": "MAX(deployment)"}
 _KEY_LABEL = {"key_prefix": "MAX(key_prefix)"}
+# A row's provider cost is known if it is not 0, or if its deployment had a provider cost in effect when the
+# request arrived: 0 is then that price (a self-hosted deployment), not a missing one. Metering prices a call
+# the same way (billing/metering.py); `_COSTED` gives each deployment the start of its first provider cost.
+_COSTED = (
+    "LEFT JOIN (SELECT deployment_id AS costed_id, MIN(effective_from) AS costed_from "  # noqa: S608 - constants
+    f"FROM {DeploymentPrice._meta.db_table} GROUP BY deployment_id) AS costed ON costed.costed_id = deployment_id"
+)
+_COST_KNOWN = "provider_cost > 0 OR created_at >= costed_from"
 _SUMS = {
     "requests": "COUNT(*)",
     **{name: _count_if(condition) for name, condition in _ERROR_CLASSES.items()},
@@ -131,7 +140,7 @@ _SUMS = {
     "cache_creation_tokens": "SUM(cache_creation_tokens)",
     "cost": "SUM(cost)",
     "provider_cost": "SUM(provider_cost)",
-    "priced_cost": "SUM(CASE WHEN provider_cost > 0 THEN cost ELSE 0 END)",
+    "priced_cost": f"SUM(CASE WHEN {_COST_KNOWN} THEN cost ELSE 0 END)",
     "latency_ms_sum": "SUM(CASE WHEN status < 400 THEN latency_ms ELSE 0 END)",
     "ttft_ms_sum": "COALESCE(SUM(first_token_ms), 0)",
     "ttft_count": "COUNT(first_token_ms)",
@@ -157,7 +166,7 @@ def _upsert(rollup: type[Model], bucket: str) -> str:
     updates += [f"{name} = {table}.{name} + excluded.{name}" for name in _SUMS]
     return (
         f"INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608
-        f"SELECT {', '.join(selected)} FROM {_LEDGER} WHERE id > %s AND id <= %s "
+        f"SELECT {', '.join(selected)} FROM {_LEDGER} {_COSTED} WHERE id > %s AND id <= %s "
         f"GROUP BY {', '.join([bucket, *group.values()])} "
         f"ON CONFLICT ({', '.join(unique)}) DO UPDATE SET {', '.join(updates)}"
     )

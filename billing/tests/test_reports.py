@@ -18,10 +18,11 @@ from django.db import connection
 from django.db.models import Sum
 
 from billing.histograms import BOUNDS_MS, BUCKETS, bucket_of, bucket_range, percentile
-from billing.models import Budget, RateLimit, UsageRecord
+from billing.models import Budget, DeploymentPrice, RateLimit, UsageRecord
 from billing.reports import dashboard, report_rows, tenant_report
 from billing.rollups import usage_rollups_update
 from billing.tests.ledger_rows import error_class, make_ledger
+from providers.tests.factories import make_provider, make_route
 
 START = datetime(2026, 11, 6, 0, 0, tzinfo=UTC)
 NOW = datetime(2026, 11, 15, 12, 30, tzinfo=UTC)
@@ -349,6 +350,48 @@ def test_the_dashboard_shows_spend_and_margin_per_tenant_provider_and_model(ledg
     assert _money(board.margin) == _money(
         sum((r.cost - r.provider_cost for r in ledger if r.provider_cost > 0), Decimal(0))
     )
+
+
+def test_a_deployment_whose_known_provider_cost_is_zero_has_a_margin_and_one_never_costed_has_none(owner):
+    self_hosted = make_route(provider=make_provider(name="self-hosted"), public_id="llama-local")
+    DeploymentPrice.objects.create(deployment=self_hosted, effective_from=START)  # free to run: 0 per million
+    unpriced = make_route(provider=make_provider(name="unpriced"), public_id="llama-elsewhere")
+    served = [
+        *make_ledger(
+            keys=[owner.api_key],
+            rows=20,
+            start=START,
+            hours=24,
+            model="llama-local",
+            provider="self-hosted",
+            deployment_id=self_hosted.pk,
+            provider_cost=Decimal(0),
+        ),
+        *make_ledger(
+            keys=[owner.api_key],
+            rows=20,
+            start=START,
+            hours=24,
+            seed=9,
+            model="llama-elsewhere",
+            provider="unpriced",
+            deployment_id=unpriced.pk,
+            provider_cost=Decimal(0),
+        ),
+    ]
+    usage_rollups_update()
+
+    board = dashboard(window="30d", now=NOW)
+
+    charged = _money(sum((r.cost for r in served if r.deployment_id == self_hosted.pk), Decimal(0)))
+    assert charged > 0
+    by_provider = {line.name: line for line in board.spend_by_provider}
+    assert _money(by_provider["self-hosted"].margin) == charged
+    assert by_provider["self-hosted"].margin_coverage == pytest.approx(1.0)
+    assert by_provider["unpriced"].margin is None
+    assert {line.name: line.margin for line in board.spend_by_model}["llama-elsewhere"] is None
+    assert _money(board.margin) == charged
+    assert _money(board.spend_by_tenant[0].margin) == charged
 
 
 def test_the_dashboard_shows_every_budgets_progress(ledger, tenant, outsider):
