@@ -1,8 +1,7 @@
 """Charts for the report pages, drawn on the server as inline SVG: no script, nothing fetched from elsewhere.
 
     bar_chart(bars)        horizontal bars, one a label: spend per tenant, p95 latency per provider…
-    stacked_bars(stacks)   a column a day, stacked by series: a tenant's daily spend per model
-    line_chart(points)     a line over days: a tenant's daily tokens
+    stacked_bars(stacks)   a column a day, stacked by series: a tenant's daily spend and tokens per model
 
 Each is a pure function: values in, markup out, every label and printed value
 escaped. Colours are SVG presentation attributes, never `style`, so the pages
@@ -30,7 +29,7 @@ FONT = 12
 _LABEL_CHARS = 28
 # bar_chart: label column, printed value column, and each row's height and bar thickness.
 _LABELS, _VALUES, _ROW, _BAR = 200, 110, 22, 14
-# stacked_bars and line_chart: the plot's height, the y axis labels' column, the x labels' row.
+# stacked_bars: the plot's height, the y axis labels' column, the x labels' row.
 _PLOT, _AXIS, _XLABELS, _TOP = 180, 90, 20, 12
 _LEGEND_ITEM, _LEGEND_ROW = 160, 18
 
@@ -54,13 +53,6 @@ class Stack:
     label: str  # under the column
     segments: tuple[Segment, ...]
     shown: str  # the column's total as printed
-
-
-@dataclass(frozen=True, slots=True)
-class Point:
-    label: str
-    value: float
-    shown: str
 
 
 def _n(value: float) -> str:
@@ -188,12 +180,18 @@ def _legend(series: Sequence[str], colours: dict[str, str], y: float) -> SafeStr
     )
 
 
-def stacked_bars(stacks: Sequence[Stack], *, title: str, empty: str = EMPTY) -> SafeString:
-    """A column per stack, its segments piled in series order, each series one colour, with a legend below."""
+def stacked_bars(stacks: Sequence[Stack], *, title: str, empty: str = EMPTY, series: Sequence[str] = ()) -> SafeString:
+    """A column per stack, its segments piled in series order, each series one colour, with a legend below.
+
+    `series` orders the colours, so that charts given the same one colour each series alike; by default the
+    series take them in the order they first appear. The legend names the series drawn, in that order.
+    """
     if not stacks or not any(segment.value > 0 for stack in stacks for segment in stack.segments):
         return _empty(empty)
-    series = _series(stacks)
-    colours = {name: PALETTE[index % len(PALETTE)] for index, name in enumerate(series)}
+    drawn = _series(stacks)
+    ordered = list(dict.fromkeys([*series, *drawn]))
+    colours = {name: PALETTE[index % len(PALETTE)] for index, name in enumerate(ordered)}
+    series = [name for name in ordered if name in drawn]
     totals = [sum(max(segment.value, 0) for segment in stack.segments) for stack in stacks]
     top = max(totals)
     step = (WIDTH - _AXIS) / len(stacks)
@@ -226,30 +224,3 @@ def stacked_bars(stacks: Sequence[Stack], *, title: str, empty: str = EMPTY) -> 
         _legend(series, colours, legend_top),
     )
     return _svg(title, legend_top + legend_rows * _LEGEND_ROW, body, "stacked")
-
-
-def line_chart(points: Sequence[Point], *, title: str, empty: str = EMPTY) -> SafeString:
-    """A line through the points, in the order given, from a zero baseline; each point names its value."""
-    if not points or not any(point.value > 0 for point in points):
-        return _empty(empty)
-    values = [max(point.value, 0) for point in points]
-    top = max(values)
-    step = (WIDTH - _AXIS) / len(points)
-    placed = [
-        (_n(_AXIS + step * (index + 0.5)), _n(_TOP + _PLOT - _length(value, top, _PLOT)))
-        for index, value in enumerate(values)
-    ]
-    dots = format_html_join(
-        "",
-        '<circle class="point" cx="{}" cy="{}" r="3" fill="{}"><title>{}: {}</title></circle>',
-        ((x, y, PALETTE[0], point.label, point.shown) for (x, y), point in zip(placed, points, strict=True)),
-    )
-    body = format_html(
-        '{}<polyline points="{}" fill="none" stroke="{}" stroke-width="2"/>{}{}',
-        _y_axis(points[values.index(top)].shown),
-        " ".join(f"{x},{y}" for x, y in placed),
-        PALETTE[0],
-        dots,
-        _x_labels([point.label for point in points], _AXIS, step),
-    )
-    return _svg(title, _TOP + _PLOT + _XLABELS + 4, body, "line")

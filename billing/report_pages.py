@@ -23,7 +23,7 @@ from typing import Any
 from django import forms
 from django.utils.safestring import SafeString
 
-from billing.charts import PALETTE, Bar, Point, Segment, Stack, bar_chart, line_chart, stacked_bars
+from billing.charts import PALETTE, Bar, Segment, Stack, bar_chart, stacked_bars
 from billing.money import format_money
 from billing.report_values import (
     BudgetUse,
@@ -124,14 +124,18 @@ def _key_label(key: KeyUsage) -> str:
 def tenant_report_page(report: TenantReport, *, export_url: str) -> TenantReportPage:
     """`report` laid out for its page; `export_url` is its export's address and query, less the format."""
     days = _day_totals(report)
+    series, own = _model_series(report)
     return TenantReportPage(
         report=report,
         days=days,
         budgets=_budget_lines(report.statement.budgets),
-        spend_chart=stacked_bars(_spend_stacks(report, days), title="Spend per day, by model"),
-        tokens_chart=line_chart(
-            [Point(_day_label(day.day), day.tokens, f"{day.tokens:,} tokens") for day in days],
-            title="Tokens per day (prompt and completion)",
+        spend_chart=stacked_bars(
+            _spend_stacks(report, days, series, own), title="Spend per day, by model", series=series
+        ),
+        tokens_chart=stacked_bars(
+            _token_stacks(report, days, series, own),
+            title="Tokens per day, by model (prompt and completion)",
+            series=series,
         ),
         keys_chart=bar_chart(
             [Bar(_key_label(key), float(key.totals.cost), format_money(key.totals.cost)) for key in report.keys][
@@ -171,14 +175,22 @@ def _day_totals(report: TenantReport) -> tuple[DayTotal, ...]:
     )
 
 
-def _spend_stacks(report: TenantReport, days: Sequence[DayTotal]) -> list[Stack]:
-    """A column a day; the costliest models each a colour of their own, the rest together as one."""
+def _model_series(report: TenantReport) -> tuple[list[str], set[str]]:
+    """The charts' series, costliest model first (then most tokens): each of the first a colour of its own, the
+    rest together as OTHER_MODELS. Both daily charts use it, so a model has the same colour in each."""
     cost_of: dict[str, Decimal] = defaultdict(Decimal)
+    tokens_of: dict[str, int] = defaultdict(int)
     for line in report.days:
         cost_of[line.model] += line.cost
-    ranked = sorted(cost_of, key=lambda model: (-cost_of[model], model))
+        tokens_of[line.model] += line.prompt_tokens + line.completion_tokens
+    ranked = sorted(cost_of, key=lambda model: (-cost_of[model], -tokens_of[model], model))
     own = set(ranked[: len(PALETTE) - 1]) if len(ranked) > len(PALETTE) else set(ranked)
     series = [model for model in ranked if model in own] + ([OTHER_MODELS] if len(own) < len(ranked) else [])
+    return series, own
+
+
+def _spend_stacks(report: TenantReport, days: Sequence[DayTotal], series: Sequence[str], own: set[str]) -> list[Stack]:
+    """A column a day of each model's cost (`series` and `own` from _model_series)."""
     per_day: dict[date, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
     for line in report.days:
         per_day[line.day][line.model if line.model in own else OTHER_MODELS] += line.cost
@@ -191,6 +203,27 @@ def _spend_stacks(report: TenantReport, days: Sequence[DayTotal]) -> list[Stack]
                 if (amount := per_day[day.day].get(name, Decimal(0)))
             ),
             shown=format_money(day.cost),
+        )
+        for day in days
+    ]
+
+
+def _token_stacks(report: TenantReport, days: Sequence[DayTotal], series: Sequence[str], own: set[str]) -> list[Stack]:
+    """A column a day of each model's tokens, prompt and completion (`series` and `own` from _model_series)."""
+    per_day: dict[date, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for line in report.days:
+        per_day[line.day][line.model if line.model in own else OTHER_MODELS] += (
+            line.prompt_tokens + line.completion_tokens
+        )
+    return [
+        Stack(
+            label=_day_label(day.day),
+            segments=tuple(
+                Segment(name, float(tokens), f"{tokens:,} tokens")
+                for name in series
+                if (tokens := per_day[day.day].get(name, 0))
+            ),
+            shown=f"{day.tokens:,} tokens",
         )
         for day in days
     ]

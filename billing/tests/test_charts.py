@@ -7,7 +7,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-from billing.charts import EMPTY, PALETTE, Bar, Point, Segment, Stack, bar_chart, line_chart, stacked_bars
+from billing.charts import EMPTY, PALETTE, Bar, Segment, Stack, bar_chart, stacked_bars
 
 SVG = "{http://www.w3.org/2000/svg}"
 HOSTILE = '<script>alert("x")</script> & "quotes"'
@@ -59,9 +59,8 @@ def test_a_long_label_is_shortened_on_the_chart_and_kept_whole_in_its_tooltip():
     [
         lambda: bar_chart([Bar(HOSTILE, 1.0, HOSTILE)], title=HOSTILE),
         lambda: stacked_bars([Stack(HOSTILE, (Segment(HOSTILE, 1.0, HOSTILE),), HOSTILE)], title=HOSTILE),
-        lambda: line_chart([Point(HOSTILE, 1.0, HOSTILE)], title=HOSTILE),
     ],
-    ids=["bars", "stacked", "line"],
+    ids=["bars", "stacked"],
 )
 def test_every_label_title_and_value_is_escaped(draw):
     markup = str(draw())
@@ -80,10 +79,8 @@ def test_every_label_title_and_value_is_escaped(draw):
         lambda: stacked_bars(
             [Stack("11-01", (), "$0.00"), Stack("11-02", (Segment("m", 0.0, "$0.00"),), "$0.00")], title="t"
         ),
-        lambda: line_chart([], title="t"),
-        lambda: line_chart([Point("11-01", 0.0, "0")], title="t"),
     ],
-    ids=["bars", "stacked", "stacked-all-zero", "line", "line-all-zero"],
+    ids=["bars", "stacked", "stacked-all-zero"],
 )
 def test_no_data_is_a_sentence_not_an_error(draw):
     assert str(draw()) == f'<p class="chart-empty">{EMPTY}</p>'
@@ -125,23 +122,31 @@ def test_a_long_period_labels_every_few_days_but_draws_every_day():
     assert labels[0] == "d1"
 
 
-def test_a_line_chart_puts_a_point_per_value_and_higher_values_higher():
-    points = [Point("11-01", 10.0, "10"), Point("11-02", 0.0, "0"), Point("11-03", 5.0, "5")]
+def test_charts_given_the_same_series_colour_each_series_alike_and_list_only_those_drawn():
+    series = ["gpt-4o", "mini", "free"]
+    spend = [Stack("11-01", (Segment("gpt-4o", 3.0, "$3.00"), Segment("mini", 1.0, "$1.00")), "$4.00")]
+    tokens = [Stack("11-01", (Segment("free", 9.0, "9"), Segment("mini", 5.0, "5")), "14")]
 
-    svg = _parse(line_chart(points, title="Tokens per day"))
+    charts = [_parse(stacked_bars(stacks, title="t", series=series)) for stacks in (spend, tokens)]
 
-    dots = [circle for circle in svg.iter(f"{SVG}circle") if circle.get("class") == "point"]
-    assert [dot.find(f"{SVG}title").text for dot in dots] == ["11-01: 10", "11-02: 0", "11-03: 5"]
-    heights = [float(dot.get("cy")) for dot in dots]
-    assert heights[0] < heights[2] < heights[1]  # SVG's y grows downwards
-    assert len(svg.find(f"{SVG}polyline").get("points").split()) == 3
+    legends = [
+        {
+            group.find(f"{SVG}text").text: group.find(f"{SVG}rect").get("fill")
+            for group in svg.iter(f"{SVG}g")
+            if group.get("class") == "legend"
+        }
+        for svg in charts
+    ]
+    assert legends == [{"gpt-4o": PALETTE[0], "mini": PALETTE[1]}, {"mini": PALETTE[1], "free": PALETTE[2]}]
+    columns = [group for group in charts[1].iter(f"{SVG}g") if group.get("class") == "column"]
+    drawn = [rect.get("fill") for column in columns for rect in column.iter(f"{SVG}rect")]
+    assert drawn == [PALETTE[2], PALETTE[1]]
 
 
 def test_charts_carry_no_style_attribute_for_the_content_security_policy():
     charts = [
         bar_chart([Bar("a", 1.0, "1")], title="t"),
         stacked_bars([Stack("a", (Segment("s", 1.0, "1"),), "1")], title="t"),
-        line_chart([Point("a", 1.0, "1")], title="t"),
     ]
 
     for chart in charts:

@@ -180,3 +180,28 @@ def test_the_report_keeps_to_the_content_security_policy(operator, ledger, tenan
     assert "script-src 'self'" in response["Content-Security-Policy"]
     assert inline_style_or_script(response.content.decode()) == []
     assert response.content.decode().count('<svg class="chart') == 4
+
+
+def test_the_tokens_chart_stacks_each_day_by_model_as_the_spend_chart_does(operator, ledger, tenant):
+    report = tenant_report(tenant_id=tenant.pk, start=FIRST, end=LAST, now=NOW)
+    assert len({line.model for line in report.days}) > 1
+
+    html = operator.get(_url(tenant.pk, f"from={FIRST}&to={LAST}")).content.decode()
+
+    tokens = html[html.index("<h2>Tokens per day, by model</h2>") :]
+    chart = tokens[: tokens.index("</svg>")]
+    assert 'class="chart chart-stacked"' in chart
+    # Each model's tokens of each day is a segment of that day's column, named in its tooltip.
+    segments = re.findall(r"<title>(\d\d-\d\d) · ([^:<]+): ([\d,]+) tokens</title>", chart)
+    expected = {
+        (line.day.strftime("%m-%d"), line.model, f"{line.prompt_tokens + line.completion_tokens:,}")
+        for line in report.days
+        if line.prompt_tokens + line.completion_tokens
+    }
+    assert set(segments) == expected
+    # A model has the spend chart's colour.
+    spend = html[html.index("<h2>Spend per day, by model</h2>") : html.index("<h2>Tokens per day, by model</h2>")]
+    legend = re.compile(r'<g class="legend"><rect [^>]*fill="(#\w+)"/><text [^>]*>([^<]+)</text></g>')
+    colours = {model: colour for colour, model in legend.findall(chart)}
+    assert colours == {model: colour for colour, model in legend.findall(spend)}
+    assert len(set(colours.values())) == len(colours) > 1
