@@ -221,8 +221,9 @@ async def _begin(
     return response
 
 
-async def attempt_upload(call: Call, route: RouteInfo, upload: Upload) -> Whole:
-    """Stream the upload to `route`; the answer as JSON, or text/srt/vtt as sent."""
+async def attempt_upload(call: Call, route: RouteInfo, upload: Upload, *, stall: float | None = None) -> Whole | Opened:
+    """Stream the upload to `route`; the answer as JSON, or text/srt/vtt as sent, or for a streamed call its
+    events opened up to the first (a break before it is this attempt's failure)."""
     target = target_of(route)
     request = route.provider.adapter.upload_request(
         call.operation, target, upload.body({"model": target.upstream_model}), upload.content_type
@@ -232,6 +233,9 @@ async def attempt_upload(call: Call, route: RouteInfo, upload: Upload) -> Whole:
         clock.wait_begins()  # the upload is read from the client as it is sent: neither is Portico's time
     try:
         response = await send(route, request)
+        if call.streamed:
+            stall = stall or settings.PORTICO_STREAM_STALL_TIMEOUT or None
+            return await open_stream(call, route, target, call.operation, response, stall=stall, continuation=None)
         payload = await read_whole(route, response)
     except UpstreamError:
         # Reading the client's body failed while it was being sent (too large, malformed, client gone).

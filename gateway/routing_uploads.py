@@ -26,17 +26,15 @@ from __future__ import annotations
 
 import asyncio
 
-from django.conf import settings
 from django.http import HttpResponse
 
 from gateway import routing
 from gateway.accounting import Call, CallSession
-from gateway.errors import InternalError, PorticoError, UpstreamError
+from gateway.errors import InternalError, PorticoError
 from gateway.extensions import Extensions
 from gateway.fastpath import ClientGone
 from gateway.intake import require
-from gateway.observability.clock import current as current_clock
-from gateway.relay import Opened, Whole, answer, attempt_upload, open_stream, send, target_of
+from gateway.relay import Opened, Whole, answer, attempt_upload
 from gateway.routing_outcome import Trail, headers_of
 from gateway.snapshot import Snapshot
 from gateway.sse import EventStream
@@ -82,31 +80,6 @@ def _sender(upload: Upload) -> routing.Send:
     """The loop's attempt for an upload: the spooled body, sent whole to one deployment."""
 
     async def attempt(call: Call, route: RouteInfo, *, stall: float | None = None, **_: object) -> Whole | Opened:
-        if call.streamed:
-            return await attempt_streamed_upload(call, route, upload, stall=stall)
-        return await attempt_upload(call, route, upload)
+        return await attempt_upload(call, route, upload, stall=stall)
 
     return attempt
-
-
-async def attempt_streamed_upload(call: Call, route: RouteInfo, upload: Upload, *, stall: float | None) -> Opened:
-    """Stream the upload to `route` and open its answer's stream up to the first event (gateway.relay.open_stream)."""
-    target = target_of(route)
-    request = route.provider.adapter.upload_request(
-        call.operation, target, upload.body({"model": target.upstream_model}), upload.content_type
-    )
-    clock = current_clock()
-    if clock is not None:
-        clock.wait_begins()  # up to the first event the time is the client's and the upstream's, not Portico's
-    try:
-        response = await send(route, request)
-        stall = stall or settings.PORTICO_STREAM_STALL_TIMEOUT or None
-        return await open_stream(call, route, target, call.operation, response, stall=stall, continuation=None)
-    except UpstreamError:
-        # Reading the client's body failed while it was being sent (too large, malformed, client gone).
-        if upload.error is not None:
-            raise upload.error from None
-        raise
-    finally:
-        if clock is not None:
-            clock.wait_ends()
