@@ -19,12 +19,16 @@ from providers.facade import CAPABILITIES
 from providers.model_lists.handles import validate_handle_kinds
 from providers.models import ModelListRefresh, ModelListSource, ModelRoute, Provider, PublicModel
 from providers.options import RETRY_CLASSES
-from providers.services import model_route_check, provider_check, public_model_check
+from providers.services import (
+    MODEL_TIMEOUTS,
+    PROVIDER_TIMEOUTS,
+    model_route_check,
+    provider_check,
+    public_model_check,
+)
 
 # The range is checked by the rules in providers.services, with the console's words; this is for the reader.
 _TIMEOUT_HELP = "Seconds, from 0.1 to 86400."
-_PROVIDER_TIMEOUTS = ("connect_timeout", "read_timeout", "total_timeout")
-_TIMEOUTS = ("timeout", "first_byte_timeout", "stall_timeout")
 
 
 def _given(attrs: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
@@ -91,7 +95,7 @@ class ProviderSerializer(serializers.ModelSerializer):
             kind=attrs.get("kind", getattr(self.instance, "kind", "openai")),
             base_url=attrs.get("base_url", getattr(self.instance, "base_url", "")),
             extra_headers=attrs.get("extra_headers"),
-            timeouts=_given(attrs, _PROVIDER_TIMEOUTS),
+            timeouts=_given(attrs, PROVIDER_TIMEOUTS),
         )
         return attrs
 
@@ -187,7 +191,7 @@ class PublicModelSerializer(serializers.ModelSerializer):
             "retry_on",
             "mid_stream_recovery",
             "ensemble",
-            *_TIMEOUTS,
+            *MODEL_TIMEOUTS,
             "deployments",
         ]
         read_only_fields = ["created_at"]
@@ -200,7 +204,7 @@ class PublicModelSerializer(serializers.ModelSerializer):
         return deployments
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        public_model_check(timeouts=_given(attrs, _TIMEOUTS))
+        public_model_check(timeouts=_given(attrs, MODEL_TIMEOUTS))
         return attrs
 
 

@@ -26,6 +26,9 @@ from providers.models import HEADER_NAME, ModelRoute, Provider, PublicModel
 BASE_URL_NEEDED = "This kind of provider needs a base URL."
 # Seconds; a day is far beyond any sensible wait, and keeps timers away from float overflow.
 TIMEOUT_SECONDS = (0.1, 86_400.0)
+# The timeouts of a provider and of a public model, each checked against TIMEOUT_SECONDS.
+PROVIDER_TIMEOUTS = ("connect_timeout", "read_timeout", "total_timeout")
+MODEL_TIMEOUTS = ("timeout", "first_byte_timeout", "stall_timeout")
 TIMEOUT_OUT_OF_RANGE = "Enter a number of seconds from 0.1 to 86400."
 PRIORITY_RANGE = (-1_000_000, 1_000_000)
 PRIORITY_OUT_OF_RANGE = "Enter a priority from -1000000 to 1000000."

@@ -52,8 +52,13 @@ from providers.facade import CAPABILITIES
 from providers.model_lists.services import SETTINGS_SOURCE, model_list_source_create, model_list_source_update
 from providers.models import ModelListProvider, ModelListSource, ModelRoute, Provider, PublicModel
 from providers.services import (
+    MODEL_TIMEOUTS,
+    PROVIDER_TIMEOUTS,
+    model_route_check,
+    provider_check,
     provider_create,
     provider_update,
+    public_model_check,
     public_model_create,
     public_model_set_deployments,
     public_model_update,
@@ -183,6 +188,13 @@ def _changed(item: ItemPlan) -> set[str]:
 def _provider(item: ItemPlan) -> None:
     values = dict(_desired(item).values)
     name, credential, headers = values.pop("name"), values.pop("credential"), values.pop("extra_headers")
+    # The rules the console and the management API apply (an entry describes the whole provider).
+    provider_check(
+        kind=values.get("kind"),
+        base_url=values.get("base_url"),
+        extra_headers=headers,
+        timeouts={field: values.get(field) for field in PROVIDER_TIMEOUTS},
+    )
     if item.action == "create":
         provider_create(name=name, credential=credential, extra_headers=headers, **values)
         return
@@ -218,6 +230,7 @@ def _model_fields(values: Mapping[str, Any]) -> dict[str, Any]:
 
 def _model(item: ItemPlan, *, prune: bool, now: datetime) -> None:
     entry = _desired(item)
+    public_model_check(timeouts={field: entry.values.get(field) for field in MODEL_TIMEOUTS})
     if item.action == "create":
         model = public_model_create(public_id=entry.key, **_model_fields(entry.values))
     else:
@@ -248,6 +261,8 @@ def _deployments(model: PublicModel, wanted: list[Entry], *, prune: bool, now: d
     stored = {entry.key: route for entry, route in deployment_entries(model)}
     given: list[dict[str, Any]] = []
     for entry in wanted:
+        with _at(entry.path):
+            model_route_check(priority=entry.values.get("priority"))
         fields = {**entry.values, "provider": Provider.objects.get(name=entry.values["provider"])}
         route = stored.pop(entry.key, None)
         given.append({**fields, "id": route.pk} if route is not None else fields)

@@ -218,6 +218,24 @@ def test_an_unset_variable_is_named_and_nothing_is_applied(setup, tmp_path, monk
         ("models:\n- {public_id: listed-model}\n", 'models[0].public_id: "listed-model" is managed by'),
         ("tenants:\n- {slug: not a slug, name: T}\n", "tenants[0].slug: Enter a valid"),
         ("tenants: {}\n", "tenants: expected a list"),
+        # A provider or model the console and the management API would refuse (providers.services).
+        ("providers:\n- {name: p, kind: openai}\n", "providers[0].base_url: This kind of provider needs a base URL."),
+        (
+            "providers:\n- {name: p, kind: mock, read_timeout: 100000}\n",
+            "providers[0].read_timeout: must be between 0.1 and 86400 seconds",
+        ),
+        (
+            "providers:\n- {name: p, kind: mock, extra_headers: {'bad header': x}}\n",
+            "providers[0].extra_headers:",
+        ),
+        (
+            "models:\n- {public_id: a, stall_timeout: 0.01}\n",
+            "models[0].stall_timeout: must be between 0.1 and 86400 seconds",
+        ),
+        (
+            "models:\n- public_id: a\n  deployments: [{provider: mock, upstream_model: x, priority: 5000000000}]\n",
+            "models[0].deployments[0].priority:",
+        ),
         ("colour: red\n", "colour: not a section"),
     ],
 )

@@ -21,10 +21,13 @@ from providers.adapters import ADAPTERS, adapter_for
 from providers.credentials import CredentialUnreadable, decrypt_headers
 from providers.models import ModelRoute, Provider, PublicModel
 from providers.options import RETRY_CLASSES, default_retry_on
-from providers.services import model_route_check, provider_check, public_model_check
-
-PROVIDER_TIMEOUTS = ("connect_timeout", "read_timeout", "total_timeout")
-MODEL_TIMEOUTS = ("timeout", "first_byte_timeout", "stall_timeout")
+from providers.services import (
+    MODEL_TIMEOUTS,
+    PROVIDER_TIMEOUTS,
+    model_route_check,
+    provider_check,
+    public_model_check,
+)
 
 
 def runs_in_process(kind: str) -> bool:
