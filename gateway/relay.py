@@ -38,6 +38,7 @@ from gateway.recovery import NEVER, Continuation, Resumed, StallWatch, stall_err
 from gateway.sse import frame
 from gateway.uploads import Upload
 from providers.adapters import bridge, wire
+from providers.adapters.answers import whole_answer
 from providers.adapters.base import Operation, StreamTranslator, Target, UnsupportedParameter, UpstreamRequest
 from providers.adapters.embeddings import encode_embeddings
 from providers.adapters.failures import FailedAnswer
@@ -58,6 +59,7 @@ class Whole:
     content: bytes
     content_type: str
     cool_down: float = 0.0  # seconds the deployment's rate-limit headers say it is spent for
+    body: dict[str, Any] | None = None  # `content` parsed, where the attempt already did (read once, not twice)
 
 
 @dataclasses.dataclass(slots=True)
@@ -197,12 +199,13 @@ async def attempt(
         content = route.provider.adapter.response(operation, target, payload)
         if _bridged(call, route):
             content = bridge.completion_from_chat(content)
+        body = whole_answer(operation, content)
     except FailedAnswer as exc:
         raise UpstreamError.from_failure(exc.failure) from None
     except ValueError:
         # Not the answer asked for (see the adapters' `response`): the upstream's fault, which another may make good.
         raise UpstreamError(f"The upstream provider '{route.provider.name}' sent a malformed answer.") from None
-    return Whole(content, "application/json", rest)
+    return Whole(content, "application/json", rest, body)
 
 
 async def _begin(
@@ -337,7 +340,9 @@ async def open_stream(
 def answer(session: CallSession, whole: Whole, headers: Mapping[str, str]) -> HttpResponse:
     """A whole answer: usage noted, the call finished, its cost in `x-portico-cost`."""
     call, content, content_type = session.call, whole.content, whole.content_type
-    body = orjson.loads(content) if content[:1] == b"{" and "json" in content_type else None
+    body = whole.body
+    if body is None and content[:1] == b"{" and "json" in content_type:
+        body = orjson.loads(content)
     told = {"x-portico-upstream-id": call.upstream_id} if call.upstream_id else {}
     if isinstance(body, dict):
         call.usage = body.get("usage")

@@ -147,7 +147,8 @@ class _Ensemble:
         _, served, tried = await self._try(route)
         assert isinstance(served, Whole)
         body = served.content
-        usage = orjson.loads(body).get("usage") if body[:1] == b"{" else None
+        parsed = served.body if served.body is not None else orjson.loads(body) if body[:1] == b"{" else None
+        usage = parsed.get("usage") if isinstance(parsed, dict) else None
         ttfb = None if tried.first_byte is None else tried.first_byte - began
         return Outcome(route, 200, body, usage if isinstance(usage, dict) else None, time.monotonic() - began, ttfb)
 

@@ -113,7 +113,7 @@ def _answer(session: CallSession, whole: Whole, headers: Mapping[str, str], exch
     """A whole answer: usage noted, the call finished, its cost in `x-portico-cost`."""
     call, content = session.call, whole.content
     if not exchange.passthrough:  # a pass-through attempt noted its usage already
-        call.usage = orjson.loads(content).get("usage")
+        call.usage = (whole.body if whole.body is not None else orjson.loads(content)).get("usage")
         content = exchange.message(call, content)
     cost = session.close()
     response = HttpResponse(content, content_type="application/json")

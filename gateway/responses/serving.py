@@ -97,10 +97,12 @@ def _answer(
 ) -> HttpResponse:
     """A whole answer as a `response` object: usage noted, the call finished, its cost in `x-portico-cost`."""
     call = session.call
-    try:
-        payload = orjson.loads(whole.content)
-    except orjson.JSONDecodeError:
-        payload = None
+    payload = whole.body
+    if payload is None:
+        try:
+            payload = orjson.loads(whole.content)
+        except orjson.JSONDecodeError:
+            payload = None
     if not isinstance(payload, dict):
         error = UpstreamError(f"The upstream provider '{call.route.provider.name}' sent a malformed answer.")
         session.fail(error)

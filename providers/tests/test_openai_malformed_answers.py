@@ -1,9 +1,9 @@
 """What an OpenAI-compatible server sends that is not an answer: a clean ValueError, never a crash or a relay.
 
-The relay turns a ValueError from `response()` or a stream translator's `feed()` into an upstream error (a 502
-before the first byte, which another deployment may make good; the stream's error event after it). Each case
-runs with the chat shapes enforced and with a server declared exact (`exact_shapes`), whose chunks go through
-unparsed.
+The relay turns a ValueError from `response()`, from its own check of the whole answer that comes out
+(`whole_answer`), or from a stream translator's `feed()` into an upstream error (a 502 before the first byte,
+which another deployment may make good; the stream's error event after it). Each case runs with the chat
+shapes enforced and with a server declared exact (`exact_shapes`), whose answers and chunks go through unparsed.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
+from providers.adapters.answers import whole_answer
 from providers.adapters.azure import AzureOpenAIAdapter
 from providers.adapters.base import Operation, Target
 from providers.adapters.openai import OpenAIAdapter
@@ -52,6 +53,11 @@ ANSWER = {
     ],
     "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
 }
+
+
+def _relayed(kind: str, operation: Operation, target: Target, payload: bytes) -> dict[str, Any]:
+    """A whole answer as gateway.relay's `attempt` reads it: the kind's answer, then its shape checked."""
+    return whole_answer(operation, ADAPTERS[kind].response(operation, target, payload))
 
 
 def _target(kind: str, *, exact_shapes: bool) -> Target:
@@ -119,7 +125,7 @@ def test_a_whole_answer_that_is_not_the_one_asked_for_is_a_value_error(
     operation, body = BROKEN_ANSWERS[case]
 
     with pytest.raises(ValueError, match="not an OpenAI|not a chat completion"):
-        ADAPTERS[kind].response(operation, _target(kind, exact_shapes=exact_shapes), orjson.dumps(body))
+        _relayed(kind, operation, _target(kind, exact_shapes=exact_shapes), orjson.dumps(body))
 
 
 @pytest.mark.parametrize("calls", ["get_weather", {"id": "call_1"}, 3], ids=["text", "an object", "a number"])

@@ -1,9 +1,10 @@
-"""Whole answers of OpenAI-compatible servers, checked before they are relayed.
+"""Whole answers, checked before they are relayed, whatever the kind.
 
 A server that answers 200 with something other than the answer asked for (a JSON array, a number,
 `"choices": "x"`, an embedding list whose items are not objects) must not reach the client as a
 success, nor break the gateway code that reads the answer after the adapter: `whole_answer` raises
 ValueError for it, which the relay turns into an upstream error (and another deployment may answer).
+The relay parses each answer once, here, and reads the usage from what this returns.
 """
 
 from __future__ import annotations
