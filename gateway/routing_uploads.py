@@ -16,7 +16,7 @@ transcription's first byte comes only once the upstream has heard the whole
 file. Nor are ensembles or the routing extensions of a JSON body offered.
 
 `stream=true` is served where every deployment's provider kind streams
-transcriptions (gateway.validation.refuse_unstreamed): each attempt is then
+transcriptions (gateway.intake.check, as for a JSON call): each attempt is then
 opened up to its first event, as a chat stream's is, so a deployment that fails
 before it is one the loop moves on from, and the events are relayed to the end
 by gateway.streaming. Elsewhere it gets OpenAI's 400.
@@ -33,13 +33,12 @@ from gateway.accounting import Call, CallSession
 from gateway.errors import InternalError, PorticoError
 from gateway.extensions import Extensions
 from gateway.fastpath import ClientGone
-from gateway.intake import require
+from gateway.intake import check
 from gateway.relay import Opened, Whole, answer, attempt_upload
 from gateway.routing_outcome import Trail, headers_of
 from gateway.snapshot import Snapshot
 from gateway.sse import EventStream
 from gateway.uploads import Upload
-from gateway.validation import refuse_unstreamed
 from providers.facade import RouteInfo
 
 _NO_WISHES = Extensions()
@@ -53,9 +52,9 @@ async def serve_upload(call: Call, snapshot: Snapshot, upload: Upload) -> HttpRe
         await upload.receive()
         # `stream` may come after the file, so it is read once the whole body is in; the SDKs send it as text.
         call.streamed = upload.fields.get("stream", "").strip().lower() == "true"
-        if call.streamed:
-            require(call.model, "streaming", "streaming")
-        refuse_unstreamed(call.model, call.operation, call.streamed)
+        # As a JSON call's: what its model must do, and what a fallback must do to be tried (routing's `capable`).
+        call.body["stream"] = call.streamed
+        check(call.model, call.operation, call.body)
         trail, seconds, sender = Trail(), call.model.timeout, _sender(upload)
         if seconds is None:
             result, tried = await routing._run(call, snapshot, _NO_WISHES, trail, sender)

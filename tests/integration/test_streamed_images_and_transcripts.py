@@ -244,3 +244,26 @@ def test_a_streamed_image_is_never_handed_to_a_fallback_whose_kind_cannot_stream
 
     assert len(upstream.received(image_route.upstream_model)) == 1
     assert not [seen for seen in azure_upstream.received() if azure_image.upstream_model in seen.path]
+
+
+def test_a_streamed_transcription_is_never_handed_to_a_fallback_whose_kind_cannot_stream_it(
+    client: OpenAI,
+    transcribe_route: ModelRoute,
+    azure_routes: tuple[ModelRoute, ModelRoute],
+    upstream: FakeUpstream,
+    azure_upstream: FakeAzure,
+    settle: Settle,
+    audio: Path,
+) -> None:
+    _, azure_transcribe = azure_routes
+    model = transcribe_route.model
+    model.fallbacks = [azure_transcribe.public_id]
+    model.save()
+    upstream.script(transcribe_route.upstream_model, Fail(500, "upstream exploded", type="server_error"))
+    settle()
+
+    with audio.open("rb") as file, pytest.raises(openai.InternalServerError):
+        client.audio.transcriptions.create(model=transcribe_route.public_id, file=file, stream=True)
+
+    assert len(upstream.received(transcribe_route.upstream_model)) == 1
+    assert not [seen for seen in azure_upstream.received() if azure_transcribe.upstream_model in seen.path]
