@@ -14,7 +14,7 @@ table can run long; the table lists every one.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
@@ -189,44 +189,41 @@ def _model_series(report: TenantReport) -> tuple[list[str], set[str]]:
     return series, own
 
 
-def _spend_stacks(report: TenantReport, days: Sequence[DayTotal], series: Sequence[str], own: set[str]) -> list[Stack]:
-    """A column a day of each model's cost (`series` and `own` from _model_series)."""
-    per_day: dict[date, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+def _daily_stacks(
+    report: TenantReport,
+    days: Sequence[DayTotal],
+    series: Sequence[str],
+    own: set[str],
+    value: Callable[[DayModelUsage | DayTotal], Any],
+    shown: Callable[[Any], str],
+) -> list[Stack]:
+    """A column a day of each model's `value` (`series` and `own` from _model_series), printed by `shown`; the
+    column's total is the day's own."""
+    per_day: dict[date, dict[str, Any]] = defaultdict(dict)
     for line in report.days:
-        per_day[line.day][line.model if line.model in own else OTHER_MODELS] += line.cost
+        named = per_day[line.day]
+        name = line.model if line.model in own else OTHER_MODELS
+        named[name] = named[name] + value(line) if name in named else value(line)  # Decimal or int, as given
     return [
         Stack(
             label=_day_label(day.day),
             segments=tuple(
-                Segment(name, float(amount), format_money(amount))
-                for name in series
-                if (amount := per_day[day.day].get(name, Decimal(0)))
+                Segment(name, float(amount), shown(amount)) for name in series if (amount := per_day[day.day].get(name))
             ),
-            shown=format_money(day.cost),
+            shown=shown(value(day)),
         )
         for day in days
     ]
+
+
+def _spend_stacks(report: TenantReport, days: Sequence[DayTotal], series: Sequence[str], own: set[str]) -> list[Stack]:
+    return _daily_stacks(report, days, series, own, lambda row: row.cost, format_money)
 
 
 def _token_stacks(report: TenantReport, days: Sequence[DayTotal], series: Sequence[str], own: set[str]) -> list[Stack]:
-    """A column a day of each model's tokens, prompt and completion (`series` and `own` from _model_series)."""
-    per_day: dict[date, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for line in report.days:
-        per_day[line.day][line.model if line.model in own else OTHER_MODELS] += (
-            line.prompt_tokens + line.completion_tokens
-        )
-    return [
-        Stack(
-            label=_day_label(day.day),
-            segments=tuple(
-                Segment(name, float(tokens), f"{tokens:,} tokens")
-                for name in series
-                if (tokens := per_day[day.day].get(name, 0))
-            ),
-            shown=f"{day.tokens:,} tokens",
-        )
-        for day in days
-    ]
+    return _daily_stacks(
+        report, days, series, own, lambda row: row.prompt_tokens + row.completion_tokens, lambda n: f"{n:,} tokens"
+    )
 
 
 # --- The operators' dashboard ---------------------------------------------------------------------
