@@ -37,6 +37,7 @@ from gateway.observability import tracing
 from gateway.observability.clock import RequestClock
 from gateway.observability.clock import start as start_clock
 from gateway.observability.handoff import hand_off
+from gateway.server_cycle import BODY_FOLLOWS, DISCONNECT_WATCH, DisconnectWatch
 from gateway.snapshot import store
 from gateway.sse import EventStream
 
@@ -168,7 +169,7 @@ async def send_response(
         headers += ((b"content-encoding", b"gzip"), (b"vary", b"accept-encoding"))
     headers.append(_overhead(clock, response.status_code, scope))
     headers.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+    await send({"type": "http.response.start", "status": response.status_code, "headers": headers, BODY_FOLLOWS: True})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -231,9 +232,21 @@ class FastPath:
             error = NotFound(f"Invalid URL ({scope['method']} {scope['path']})")
             await send_error(error, send, echoed_id, clock, scope)
             return
-        # Served in this task; one watcher cancels it if the client disconnects, which closes the upstream too.
+        # Served in this task, which is cancelled if the client disconnects; that closes the upstream call too.
         task = asyncio.current_task()
         assert task is not None
+        watch: DisconnectWatch | None = scope.get("extensions", {}).get(DISCONNECT_WATCH, {}).get("watch")
+        if watch is not None:  # Portico's own server cancels the task itself when the connection is lost
+            watch.task = task
+            try:
+                await self._serve(scope, body, match, send, request_id, client_request_id, clock)
+            except asyncio.CancelledError:
+                if not watch.gone:
+                    raise  # a shutdown, not a client gone
+                task.uncancel()
+            finally:
+                watch.task = None
+            return
         watcher = asyncio.get_running_loop().create_task(_cancel_on_disconnect(receive, task))
         try:
             await self._serve(scope, body, match, send, request_id, client_request_id, clock)

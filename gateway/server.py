@@ -34,6 +34,8 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from gateway.server_cycle import DISCONNECT_WATCH, DisconnectWatch, OneWriteCycle
+
 logger = logging.getLogger(__name__)
 
 APP = "gateway.asgi:application"
@@ -161,6 +163,9 @@ class BoundedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
+        cycle = self.cycle
+        if isinstance(cycle, OneWriteCycle) and cycle.watch is not None and not cycle.response_complete:
+            cycle.watch.fire()
         if self._admitted:
             BoundedProtocol.admitted -= 1
             self._admitted = False
@@ -223,7 +228,15 @@ class BoundedProtocol(HttpToolsProtocol):
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
+        scope = self.scope
+        watch = DisconnectWatch()
+        scope.setdefault("extensions", {})[DISCONNECT_WATCH] = {"watch": watch}
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is scope:
+            # uvicorn makes its own cycle class; the subclass only adds behaviour, so the object can take it.
+            cycle.__class__ = OneWriteCycle
+            cycle.watch = watch  # type: ignore[attr-defined]
 
     def on_message_complete(self) -> None:
         self._in_body = False

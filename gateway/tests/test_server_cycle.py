@@ -1,0 +1,147 @@
+"""The server protocol's request cycle: a whole answer in one write, and a disconnect that cancels the request.
+
+The protocol is driven as the event loop would drive it, with a transport that
+records what is written; the integration suite serves every request through the
+same protocol over real sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.config import Config
+from uvicorn.server import ServerState
+
+from gateway.server import BoundedProtocol
+from gateway.server_cycle import BODY_FOLLOWS, DISCONNECT_WATCH, DisconnectWatch
+
+REQUEST = b"POST /v1/x HTTP/1.1\r\nHost: portico\r\nContent-Length: 2\r\n\r\n{}"
+
+
+class RecordingTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+        self.reading = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        assert not self.closed, "written after close"
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+
+def serve(app: Any, request: bytes = REQUEST) -> tuple[BoundedProtocol, RecordingTransport]:
+    config = Config(app, lifespan="off", proxy_headers=False)
+    config.load()
+    protocol = BoundedProtocol(config=config, server_state=ServerState(), app_state={})
+    transport = RecordingTransport()
+    protocol.connection_made(transport)
+    protocol.data_received(request)
+    return protocol, transport
+
+
+def whole_answer(*, follows: bool) -> Any:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        start = {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]}
+        if follows:
+            start[BODY_FOLLOWS] = True
+        await send(start)
+        await send({"type": "http.response.body", "body": b"hello"})
+
+    return app
+
+
+async def finish(protocol: BoundedProtocol) -> None:
+    await asyncio.gather(*protocol.tasks)
+
+
+async def test_a_start_whose_body_follows_goes_out_with_the_body_in_one_write() -> None:
+    protocol, transport = serve(whole_answer(follows=True))
+    await finish(protocol)
+    assert len(transport.writes) == 1
+    head, _, body = transport.writes[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"content-length: 5" in head
+    assert body == b"hello"
+    assert protocol.cycle.response_complete
+    assert not transport.closed  # keep-alive: the connection stays for the next request
+
+
+async def test_any_other_start_is_written_at_once() -> None:
+    protocol, transport = serve(whole_answer(follows=False))
+    await finish(protocol)
+    assert len(transport.writes) == 2
+    assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert transport.writes[1] == b"hello"
+
+
+async def test_a_connection_that_closes_after_the_answer_closes_after_the_one_write() -> None:
+    request = REQUEST.replace(b"Host: portico\r\n", b"Host: portico\r\nConnection: close\r\n")
+    protocol, transport = serve(whole_answer(follows=True), request)
+    await finish(protocol)
+    assert len(transport.writes) == 1
+    assert transport.writes[0].endswith(b"hello")
+    assert transport.closed
+
+
+async def test_an_app_that_fails_after_a_held_start_gets_uvicorns_500() -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [], BODY_FOLLOWS: True})
+        raise RuntimeError("lost its body")
+
+    protocol, transport = serve(app)
+    await finish(protocol)
+    answer = b"".join(transport.writes)
+    assert answer.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert b"HTTP/1.1 200" not in answer
+
+
+async def test_a_lost_connection_cancels_the_watched_task() -> None:
+    started = asyncio.Event()
+    outcome: dict[str, Any] = {}
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        watch: DisconnectWatch = scope["extensions"][DISCONNECT_WATCH]["watch"]
+        watch.task = asyncio.current_task()
+        started.set()
+        try:
+            await asyncio.sleep(30)  # an upstream that has not answered yet
+        except asyncio.CancelledError:
+            outcome["gone"] = watch.gone
+            raise
+
+    protocol, transport = serve(app)
+    await started.wait()
+    protocol.connection_lost(None)
+    await asyncio.gather(*protocol.tasks, return_exceptions=True)
+    assert outcome == {"gone": True}
+
+
+async def test_a_lost_connection_leaves_an_unwatched_task_alone() -> None:
+    done = asyncio.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await asyncio.sleep(0.05)  # no task registered with the watch: nothing cancels this
+        done.set()
+
+    protocol, transport = serve(app)
+    await asyncio.sleep(0)
+    protocol.connection_lost(None)
+    await asyncio.wait_for(done.wait(), 5)
