@@ -31,6 +31,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse, HttpResponseBase, HttpResponseNotAllowed
 from django.urls import Resolver404, ResolverMatch, get_resolver
 
+from gateway import operations
 from gateway.cors import allow_origin, grant_allows, preflight_headers, preflight_of, preflight_origins
 from gateway.errors import BodyTooLarge, MethodNotAllowed, NotFound, PorticoError, error_response
 from gateway.observability import tracing
@@ -287,7 +288,11 @@ class FastPath:
         clock: RequestClock,
     ) -> None:
         request = _request(scope, body, match, request_id, client_request_id)
-        response = await match.func(request, *match.args, **match.kwargs)
+        operation = operations.direct(match.func, scope["method"])
+        if operation is not None:
+            response = await operations.run(operation, request)
+        else:
+            response = await match.func(request, *match.args, **match.kwargs)
         await _respond(response, request, scope, send, client_request_id or request_id, clock)
 
 
