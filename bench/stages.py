@@ -33,8 +33,11 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("routing", ("gateway/routing", "gateway/strategies.py", "gateway/breakers/")),
     ("relay", ("gateway/relay.py", "gateway/streaming.py", "gateway/sse.py")),
     ("answer cache check", ("gateway/response_cache/",)),
-    ("Django and Ninja", ("ninja/", "django/")),
-    ("server: HTTP in and out", ("gateway/fastpath.py", "gateway/server.py", "gateway/asgi.py", "uvicorn/")),
+    ("Django and Ninja", ("ninja/", "django/", "gateway/operations.py")),
+    (
+        "server: HTTP in and out",
+        ("gateway/fastpath.py", "gateway/server.py", "gateway/server_cycle.py", "gateway/asgi.py", "uvicorn/"),
+    ),
     ("event loop", ("asyncio/",)),
 ]
 
