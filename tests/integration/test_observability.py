@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -33,6 +34,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("committed_db")]
 
 HELLO = [{"role": "user", "content": "Hello"}]
 WAIT = 10.0  # seconds a figure may take to reach /metrics or the ledger
+BURST = 6  # concurrent calls at a time, so that both workers of a server get some
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
@@ -237,14 +239,24 @@ def test_serve_with_two_workers_adds_up_both_in_a_fresh_directory(
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_for(base, process, log)
-        calls = 12
-        for _ in range(calls):  # a new connection each: the two workers take them as the kernel hands them out
-            response = httpx.post(
+
+        def call(_: int) -> None:
+            response = httpx.post(  # a new connection each: the workers take them as the kernel hands them out
                 f"{base}/v1/chat/completions",
                 json={"model": upstream_route.public_id, "messages": HELLO},
                 headers={"Authorization": f"Bearer {key.plaintext}"},
             )
             assert response.status_code == 200, response.text
+
+        # Which worker accepts a connection is the kernel's choice, and one that answers fast may take them all
+        # one after another: calls go in concurrent bursts until both workers have counted some.
+        calls, deadline = 0, time.monotonic() + WAIT
+        with ThreadPoolExecutor(max_workers=BURST) as pool:
+            while len(list(metrics_dir.glob("counter_*.db"))) < 2:
+                assert time.monotonic() < deadline, f"one worker served all {calls} calls"
+                list(pool.map(call, range(BURST)))
+                calls += BURST
+                time.sleep(0.1)  # the workers' metrics are written every PORTICO_METRICS_INTERVAL
         labels = {"model": upstream_route.public_id, "provider": upstream_route.provider.name}
         ok = {**labels, "status_class": "2xx", "error_class": ""}
         deadline = time.monotonic() + WAIT
