@@ -31,7 +31,10 @@ export PORTICO_USAGE_LEDGER=$([ "$KEY" = plain ] && echo false || echo true) POR
 
 portico_pid=
 cleanup() {
-    [ -n "$portico_pid" ] && kill -9 "$portico_pid" 2>/dev/null || true
+    if [ -n "$portico_pid" ]; then
+        kill -9 "$portico_pid" 2>/dev/null || true
+        wait "$portico_pid" 2>/dev/null || true
+    fi
     "$HARNESS/nginx.sh" stop upstream >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -57,10 +60,17 @@ callgrind_control -i on "$portico_pid" >/dev/null
 sleep 1  # the writer threads' share of these requests: the ledger flushes and the request log
 callgrind_control -i off "$portico_pid" >/dev/null
 callgrind_control -d "$portico_pid" >/dev/null
+# The dump is written once the process next wakes (a request wakes it; counting is off by now), after
+# callgrind_control has returned: its last line says it is whole.
+for _ in $(seq 240); do
+    grep -qs "^totals:" "$out".1 && break
+    curl -s -o /dev/null "http://127.0.0.1:8000/health/ready" || true
+    sleep 0.5
+done
 total=0
 for part in "$out"*; do
     [ -s "$part" ] || continue  # the file callgrind opens at start and fills only at exit
-    count=$(callgrind_annotate "$part" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
+    count=$(callgrind_annotate "$part" 2>/dev/null | awk '/PROGRAM TOTALS/ && !seen {gsub(",", "", $1); print $1; seen = 1}')  # reads to the end: no SIGPIPE
     total=$((total + ${count:-0}))
 done
 echo "instructions per request: $((total / N)) (key $KEY, stream $STREAM, $N requests from $C connections)"
