@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Instructions per request: Portico under valgrind's callgrind, counting only while a fixed number of
-# requests is served. A count, not a time: it repeats within about 1 % whatever else the machine runs,
-# where CPU time per request moves 10-20 % between rounds on a shared 2-core machine.
+# requests is served. A count, not a time: other work on the machine leaves it alone, where CPU time per
+# request moves 10-20 % between rounds on a shared 2-core machine.
 #
 #   bench/instructions.sh                         # the limited key, not streamed, 1,000 requests
 #   KEY=plain STREAM=1 N=500 bench/instructions.sh
