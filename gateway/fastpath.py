@@ -178,12 +178,10 @@ async def send_error(exc: PorticoError, send: Send, request_id: str, clock: Requ
     await send_response(error_response(exc), send, request_id, clock, scope)
 
 
-async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[None]) -> bool:
-    message = await receive()
-    if message["type"] != "http.disconnect":
-        return False
-    task.cancel()
-    return True
+async def _fire_on_disconnect(receive: Receive, watch: DisconnectWatch) -> None:
+    """For a server that does not fire the watch itself: wait for `http.disconnect` on the ASGI channel."""
+    if (await receive())["type"] == "http.disconnect":
+        watch.fire()
 
 
 class FastPath:
@@ -237,26 +235,21 @@ class FastPath:
         task = asyncio.current_task()
         assert task is not None
         watch: DisconnectWatch | None = scope.get("extensions", {}).get(DISCONNECT_WATCH, {}).get("watch")
-        if watch is not None:  # Portico's own server cancels the task itself when the connection is lost
-            watch.task = task
-            try:
-                await self._serve(scope, body, match, send, request_id, client_request_id, clock)
-            except asyncio.CancelledError:
-                if not watch.gone:
-                    raise  # a shutdown, not a client gone
-                task.uncancel()
-            finally:
-                watch.task = None
-            return
-        watcher = asyncio.get_running_loop().create_task(_cancel_on_disconnect(receive, task))
+        watcher = None
+        if watch is None:  # Portico's own server fires the watch when the connection is lost; others need a task
+            watch = DisconnectWatch()
+            watcher = asyncio.get_running_loop().create_task(_fire_on_disconnect(receive, watch))
+        watch.task = task
         try:
             await self._serve(scope, body, match, send, request_id, client_request_id, clock)
         except asyncio.CancelledError:
-            if not (watcher.done() and not watcher.cancelled() and watcher.result()):
+            if not watch.gone:
                 raise  # a shutdown, not a client gone
             task.uncancel()
         finally:
-            watcher.cancel()
+            watch.task = None
+            if watcher is not None:
+                watcher.cancel()
 
     async def _serve_upload(
         self,
