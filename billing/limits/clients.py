@@ -6,8 +6,8 @@ redis-py's client of one Redis or of a Redis Cluster, which every other user of 
                                  which node holds which slot and follows MOVED and ASK replies
 
 The limiter needs three things of a connection: `call` (send a command, await
-its reply), `send_now` (write a command at once, its reply as a future, or None
-when it cannot) and `aclose`. Both kinds raise redis-py's error classes for
+its reply), `send_soon` (write a command once the current step of the event
+loop is done, its reply as a future, or None when it cannot) and `aclose`. Both kinds raise redis-py's error classes for
 reply errors (`ResponseError`, `NoScriptError`), so the limiter tells an outage
 from a bad request the same way on either.
 
@@ -33,7 +33,7 @@ from billing.limits.resp import RespClient
 class LimiterClient(Protocol):
     async def call(self, *args: Any) -> Any: ...
 
-    def send_now(self, *args: Any) -> asyncio.Future[Any] | None: ...
+    def send_soon(self, *args: Any) -> asyncio.Future[Any] | None: ...
 
     async def aclose(self) -> None: ...
 
@@ -51,8 +51,8 @@ class RedisPyClient:
             args = (f"SCRIPT {args[1]}", *args[2:])
         return await self._client.execute_command(*args)
 
-    def send_now(self, *args: Any) -> asyncio.Future[Any] | None:
-        # redis-py has no way to write now and hand back the reply later: the limiter awaits `call` instead.
+    def send_soon(self, *args: Any) -> asyncio.Future[Any] | None:
+        # redis-py has no way to write a command and hand back the reply later: the limiter awaits `call` instead.
         return None
 
     async def aclose(self) -> None:

@@ -172,18 +172,23 @@ class RedisLimiter:
             self._unsettled.append((ticket, tokens, cost))
 
     def settle_soon(self, ticket: Ticket, *, tokens: int, cost: int) -> Awaitable[Any]:
-        """`settle`, written to Redis now, its reply handled by a callback rather than a task of its own.
+        """`settle`, written to Redis at the end of this step, its reply handled by a callback rather than a task.
 
         Every admitted request settles once: a task per settle cost the hot path more than the settle's
-        own work. The returned future completes with the reply; an error in it is dealt with here as
-        `settle` deals with it (logged, or kept to send again), so whoever awaits it may ignore it. The
-        rare paths (a local ticket, Redis away, no connection yet) are `settle` itself, a coroutine.
+        own work. The write waits for the step that finishes the call to end, so the answer it goes on to
+        write reaches the client first (one system call less before it, about 30 µs on one client); it
+        still goes ahead of any acquire made in a later step, the client's next request's included, so a
+        client that waits for its answer before asking again never meets its own concurrency slot.
+
+        The returned future completes with the reply; an error in it is dealt with here as `settle` deals
+        with it (logged, or kept to send again), so whoever awaits it may ignore it. The rare paths
+        (a local ticket, Redis away, no connection yet) are `settle` itself, a coroutine.
         """
         if ticket.local or ticket.empty or self._down:
             return self.settle(ticket, tokens=tokens, cost=cost)
         tokens, cost = clamp(tokens), clamp(cost)
         keys, args = self._settle_call(ticket, tokens, cost)
-        reply = self._client.send_now("EVALSHA", SETTLE.sha, len(keys), *keys, *args)
+        reply = self._client.send_soon("EVALSHA", SETTLE.sha, len(keys), *keys, *args)
         if reply is None:
             return self.settle(ticket, tokens=tokens, cost=cost)
         self.leases.let_go(ticket)

@@ -110,16 +110,21 @@ class _Protocol(asyncio.Protocol):
             self._watch = self.loop.call_at(deadline, self._check)
         return waiter
 
-    def write(self, command: bytes) -> None:
+    def write(self, command: bytes, *, at_once: bool = True) -> None:
         """Send `command` now if it is the first of this turn of the event loop, else with the turn's others.
 
         A write per command was a system call per acquire and per settle. The first command of a turn
         still goes out at once, so a lone request waits for nothing; those that follow it in the same
         turn (under load, the other requests' acquires and settles) share one write at the turn's end.
+        Not `at_once`, a command waits for the turn's end even if it is the first: it is written after
+        whatever the code that made it does next in this turn, and before any later turn's command.
         """
         if self._outbox is None:
-            self.transport.write(command)
-            self._outbox = []
+            if at_once:
+                self.transport.write(command)
+                self._outbox = []
+            else:
+                self._outbox = [command]
             self.loop.call_soon(self._send_outbox)
         else:
             self._outbox.append(command)
@@ -198,13 +203,14 @@ class RespClient:
             protocol = await self._open()
         return await self._send(protocol, args)
 
-    def send_now(self, *args: Any) -> asyncio.Future[Any] | None:
-        """Write a command at once and return the future of its reply; None if no connection is open yet."""
+    def send_soon(self, *args: Any) -> asyncio.Future[Any] | None:
+        """Write a command once the current step of the event loop is done, before any command of a later step;
+        the future of its reply, or None if no connection is open yet."""
         protocol = self._protocol
         if protocol is None or protocol.closed:
             return None
         waiter = protocol.expect()
-        protocol.write(pack(args))
+        protocol.write(pack(args), at_once=False)
         return waiter
 
     async def _send(self, protocol: _Protocol, args: tuple[Any, ...]) -> Any:

@@ -112,12 +112,58 @@ async def test_the_first_command_of_a_turn_goes_out_at_once_and_the_turns_others
         protocol.transport.write = lambda data: (writes.append(data), real_write(data))[1]
 
         replies = await asyncio.gather(*(client.call("ECHO", f"reply {n}") for n in range(20)))
-        settled = client.send_now("ECHO", "settle")
-        assert settled is not None
-        assert await settled == b"settle"
     finally:
         await client.aclose()
 
     assert replies == [f"reply {n}".encode() for n in range(20)]
     first, *others = [pack(("ECHO", f"reply {n}")) for n in range(20)]
-    assert writes == [first, b"".join(others), pack(("ECHO", "settle"))]
+    assert writes == [first, b"".join(others)]
+
+
+async def test_a_command_sent_soon_goes_out_when_the_step_ends_and_ahead_of_a_later_steps_commands() -> None:
+    client = RespClient(REDIS_URL, timeout=1.0)
+    try:
+        await client.call("PING")
+        protocol = client._protocol
+        assert protocol is not None
+        writes: list[bytes] = []
+        real_write = protocol.transport.write
+        protocol.transport.write = lambda data: (writes.append(data), real_write(data))[1]
+
+        settled = client.send_soon("ECHO", "settle")
+        assert settled is not None
+        answer_written_meanwhile = list(writes)  # what the rest of this step does comes first
+        later = asyncio.ensure_future(client.call("ECHO", "next acquire"))  # a step that runs after this one
+        assert await settled == b"settle"
+        assert await later == b"next acquire"
+    finally:
+        await client.aclose()
+
+    assert answer_written_meanwhile == []
+    assert writes == [pack(("ECHO", "settle")), pack(("ECHO", "next acquire"))]
+
+
+async def test_commands_of_the_same_step_as_one_sent_soon_share_its_write_in_the_order_they_were_made() -> None:
+    client = RespClient(REDIS_URL, timeout=1.0)
+    try:
+        await client.call("PING")
+        protocol = client._protocol
+        assert protocol is not None
+        writes: list[bytes] = []
+        real_write = protocol.transport.write
+        protocol.transport.write = lambda data: (writes.append(data), real_write(data))[1]
+
+        settled = client.send_soon("ECHO", "settle")
+        assert settled is not None
+        acquired = protocol.expect()  # a command made later in this step, as `call` makes it
+        protocol.write(pack(("ECHO", "acquire")))
+        assert (await settled, await acquired) == (b"settle", b"acquire")
+    finally:
+        await client.aclose()
+
+    assert writes == [pack(("ECHO", "settle")) + pack(("ECHO", "acquire"))]
+
+
+async def test_nothing_is_sent_soon_before_a_connection_is_open() -> None:
+    client = RespClient(REDIS_URL, timeout=1.0)
+    assert client.send_soon("PING") is None
