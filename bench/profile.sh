@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# CPU per request by stage: Portico under 32 clients of the harness's load, profiled with py-spy.
+# CPU per request by stage: Portico under the harness's load, profiled with py-spy.
 #
 #   bench/profile.sh                 # the limited key, not streamed
 #   KEY=plain STREAM=1 bench/profile.sh
+#   C=1 bench/profile.sh             # one client: what each request pays when nothing shares a turn
 #
 # It starts the harness's fast upstream, seeds its own database (portico_profile),
 # starts `portico serve` as bench/run.sh does, runs wrk for 14 s and records the
@@ -17,6 +18,7 @@ SPY=${PY_SPY:-$(command -v py-spy || echo "$PROJECT/.venv/bin/py-spy")}
 [ -x "$SPY" ] || { echo "profile: py-spy is missing: .venv/bin/pip install py-spy" >&2; exit 2; }
 KEY=${KEY:-limited}
 STREAM=${STREAM:-0}
+C=${C:-32}
 RATE=400
 export BENCH_TMP=${BENCH_TMP:-/tmp/portico-profile}
 mkdir -p "$BENCH_TMP"
@@ -45,7 +47,7 @@ for _ in $(seq 100); do
     sleep 0.2
 done
 load() {  # seconds
-    wrk -t2 -c32 -d"$1" -s "$HARNESS/wrk/chat.lua" http://127.0.0.1:8000/v1/chat/completions -- bench-model "$STREAM" "$key"
+    wrk -t"$((C < 2 ? 1 : 2))" -c"$C" -d"$1" -s "$HARNESS/wrk/chat.lua" http://127.0.0.1:8000/v1/chat/completions -- bench-model "$STREAM" "$key"
 }
 load 3s >/dev/null  # warm up
 ticks() { awk '{print $14 + $15}' "/proc/$portico_pid/stat"; }
@@ -60,5 +62,5 @@ result=$(grep RESULT "$BENCH_TMP/wrk.txt")
 requests=$(sed -E 's/.*requests=([0-9]+).*/\1/' <<<"$result")
 rps=$(sed -E 's/.*rps=([0-9.]+).*/\1/' <<<"$result")
 echo "$result"
-echo "process CPU per request over the whole run: $("$PY" -c "print(f'{($after - $before) * 10000 / $requests:.1f}')") µs (key $KEY, stream $STREAM)"
+echo "process CPU per request over the whole run: $("$PY" -c "print(f'{($after - $before) * 10000 / $requests:.1f}')") µs (key $KEY, stream $STREAM, $C connections)"
 "$PY" bench/stages.py "$BENCH_TMP/profile.txt" "$rps" 10 $RATE
