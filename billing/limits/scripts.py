@@ -1,8 +1,11 @@
 """The three Lua scripts of `RedisLimiter`, kept as Python strings so they ship with the package.
 
-`LocalLimiter` (local.py) is the same algorithm in Python, statement for
-statement: a change here must be made there too, and the shared tests run
-every case against both.
+`LocalLimiter` (local.py) is the same algorithm in Python, giving the same
+answers: a change to what a script decides must be made there too, and the
+shared tests run every case against both. The scripts are written for Redis's
+Lua, where what costs is made on every call (tables, closures, formatted
+numbers, commands): the acquire keeps its buckets in one flat table, inlines
+its checks, and clears slots whose lease ran out only when they would refuse.
 
 Rate limits are token buckets kept as one number each, the time at which the
 bucket will be full again (a "theoretical arrival time", GCRA): taking n of a
@@ -45,73 +48,77 @@ local MAX_DEBT = 1099511627776  -- DEBT_MAX_MS of verdicts.py
 ACQUIRE_SOURCE = (
     _CLOCK
     + """
+local call, floor, ceil, format = redis.call, math.floor, math.ceil, string.format
 local member, tokens, cost, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local SLACK = 0.01
-local reply = {1, math.floor(now)}
+local reply = {1, floor(now)}
 local ok = true
 local key_at, arg_at = 0, 7
+-- Kept flat, five entries a bucket (key, limit, reply slot, base, base after this call), and inline rather
+-- than in helper functions: tables and closures made on every call are most of what a script costs.
 local buckets, flights, counters = {}, {}, {}
 
-local function bucket(limit, most, amount)
-  key_at = key_at + 1
-  local b = {key = KEYS[key_at], limit = limit, slot = #reply + 1}
-  b.base = tonumber(redis.call('GET', b.key)) or now
-  if b.base < now then b.base = now end
-  b.after = b.base
-  local wait = 0
-  if limit <= 0 or amount > limit then
-    wait = -1
-  else
-    b.after = b.base + amount * (MINUTE / limit)
-    local span = MINUTE
-    if most < limit then span = most * (MINUTE / limit) end
-    local late = b.after - now - span
-    if late > SLACK then wait = math.ceil(late) end
+for _ = 1, tonumber(ARGV[6]) do
+  local cap = tonumber(ARGV[arg_at + 3])
+  for part = 1, 2 do
+    local limit, most, amount = tonumber(ARGV[arg_at + part]), tonumber(ARGV[arg_at + 3 + part]), 1
+    if part == 2 then amount = tokens end
+    if limit >= 0 then
+      key_at = key_at + 1
+      local key, slot = KEYS[key_at], #reply + 1
+      local base = tonumber(call('GET', key)) or now
+      if base < now then base = now end
+      local after = base
+      local wait = 0
+      if limit <= 0 or amount > limit then
+        wait = -1
+      else
+        after = base + amount * (MINUTE / limit)
+        local span = MINUTE
+        if most < limit then span = most * (MINUTE / limit) end
+        local late = after - now - span
+        if late > SLACK then wait = ceil(late) end
+      end
+      if wait ~= 0 then ok = false end
+      reply[slot], reply[slot + 1], reply[slot + 2] = wait, 0, 0
+      local at = #buckets
+      buckets[at + 1], buckets[at + 2], buckets[at + 3] = key, limit, slot
+      buckets[at + 4], buckets[at + 5] = base, after
+    end
   end
-  if wait ~= 0 then ok = false end
-  reply[b.slot], reply[b.slot + 1], reply[b.slot + 2] = wait, 0, 0
-  buckets[#buckets + 1] = b
+  arg_at = arg_at + 5
+  if cap >= 0 then
+    key_at = key_at + 1
+    local key = KEYS[key_at]
+    local in_flight = call('ZCARD', key)
+    if in_flight >= cap then
+      -- Slots whose lease ran out (their process died) are only worth removing when they would refuse.
+      call('ZREMRANGEBYSCORE', key, '-inf', format('%.17g', now))
+      in_flight = call('ZCARD', key)
+    end
+    if in_flight >= cap then ok = false end
+    reply[#reply + 1] = in_flight
+    flights[#flights + 1] = key
+  end
 end
-
-local function flight(limit)
+for _ = 1, tonumber(ARGV[7]) do
+  local limit, spent, ttl = tonumber(ARGV[arg_at + 1]), ARGV[arg_at + 2], tonumber(ARGV[arg_at + 3])
+  arg_at = arg_at + 3
   key_at = key_at + 1
   local key = KEYS[key_at]
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%.17g', now))
-  local in_flight = redis.call('ZCARD', key)
-  if in_flight >= limit then ok = false end
-  reply[#reply + 1] = in_flight
-  flights[#flights + 1] = key
-end
-
-local function budget(limit, spent, ttl)
-  key_at = key_at + 1
-  local key = KEYS[key_at]
-  local current = tonumber(redis.call('GET', key))
+  local current = tonumber(call('GET', key))
   local least = tonumber(spent)
   if current == nil then
-    if ttl > 0 then redis.call('SET', key, spent, 'EX', ttl) else redis.call('SET', key, spent) end
+    if ttl > 0 then call('SET', key, spent, 'EX', ttl) else call('SET', key, spent) end
     current = least
   elseif current < least then
     -- The ledger knows of spend this counter missed (it was seeded from an older snapshot).
-    redis.call('SET', key, spent, 'KEEPTTL')
+    call('SET', key, spent, 'KEEPTTL')
     current = least
   end
   if current >= limit then ok = false end
   reply[#reply + 1] = current
   counters[#counters + 1] = key
-end
-
-for _ = 1, tonumber(ARGV[6]) do
-  local rpm, tpm, cap = tonumber(ARGV[arg_at + 1]), tonumber(ARGV[arg_at + 2]), tonumber(ARGV[arg_at + 3])
-  local rpm_most, tpm_most = tonumber(ARGV[arg_at + 4]), tonumber(ARGV[arg_at + 5])
-  arg_at = arg_at + 5
-  if rpm >= 0 then bucket(rpm, rpm_most, 1) end
-  if tpm >= 0 then bucket(tpm, tpm_most, tokens) end
-  if cap >= 0 then flight(cap) end
-end
-for _ = 1, tonumber(ARGV[7]) do
-  budget(tonumber(ARGV[arg_at + 1]), ARGV[arg_at + 2], tonumber(ARGV[arg_at + 3]))
-  arg_at = arg_at + 3
 end
 
 if ok and cost > 0 then
@@ -120,32 +127,34 @@ if ok and cost > 0 then
   for i, key in ipairs(counters) do
     local added = redis.pcall('INCRBY', key, ARGV[4])
     if type(added) == 'table' and added.err then
-      for j = 1, i - 1 do redis.call('DECRBY', counters[j], ARGV[4]) end
+      for j = 1, i - 1 do call('DECRBY', counters[j], ARGV[4]) end
       return redis.error_reply('ERR budget counter ' .. key .. ': ' .. added.err)
     end
   end
 end
 if ok then
+  local ends, keep = format('%.17g', now + lease), ceil(lease + MINUTE)
   for _, key in ipairs(flights) do
-    redis.call('ZADD', key, string.format('%.17g', now + lease), member)
-    redis.call('PEXPIRE', key, math.ceil(lease + MINUTE))
+    call('ZADD', key, ends, member)
+    call('PEXPIRE', key, keep)
   end
 else
   reply[1] = 0
 end
-for _, b in ipairs(buckets) do
-  local state = b.base
-  if ok then state = b.after end
-  if state > b.base then
-    redis.call('SET', b.key, string.format('%.17g', state), 'PX', math.ceil(state - now) + MINUTE)
+for at = 1, #buckets, 5 do
+  local limit, slot, base = buckets[at + 1], buckets[at + 2], buckets[at + 3]
+  local state = base
+  if ok then state = buckets[at + 4] end
+  if state > base then
+    call('SET', buckets[at], format('%.17g', state), 'PX', ceil(state - now) + MINUTE)
   end
-  if b.limit > 0 then
-    reply[b.slot + 1] = math.floor((MINUTE - (state - now)) / (MINUTE / b.limit) + 1e-6)
+  if limit > 0 then
+    reply[slot + 1] = floor((MINUTE - (state - now)) / (MINUTE / limit) + 1e-6)
   end
-  reply[b.slot + 2] = math.ceil(state - now - 1e-6)
+  reply[slot + 2] = ceil(state - now - 1e-6)
 end
--- One string rather than an array: redis-py parses a long array of integers slowly.
-for i = 1, #reply do reply[i] = string.format('%d', reply[i]) end
+-- One string rather than an array: parsing a long array of integers costs the caller more.
+for i = 1, #reply do reply[i] = format('%d', reply[i]) end
 return table.concat(reply, ' ')
 """
 )
