@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from redis.asyncio.connection import Connection
 from redis.exceptions import NoScriptError, ResponseError
 
-from billing.limits.resp import _INCOMPLETE, RespClient, pack, parse
+from billing.limits.resp import _INCOMPLETE, RespClient, _Protocol, pack, parse
 from billing.tests.test_limits import REDIS_URL
 
 
@@ -101,7 +102,9 @@ async def test_callers_behind_a_late_reply_are_told_the_connection_is_gone() -> 
     assert isinstance(results[1], ConnectionError)
 
 
-async def test_the_first_command_of_a_turn_goes_out_at_once_and_the_turns_others_in_one_write() -> None:
+@pytest.fixture
+async def recorded() -> AsyncIterator[tuple[RespClient, _Protocol, list[bytes]]]:
+    """An open client, its connection, and every write made on it from now on."""
     client = RespClient(REDIS_URL, timeout=1.0)
     try:
         await client.call("PING")  # opens the connection
@@ -110,56 +113,46 @@ async def test_the_first_command_of_a_turn_goes_out_at_once_and_the_turns_others
         writes: list[bytes] = []
         real_write = protocol.transport.write
         protocol.transport.write = lambda data: (writes.append(data), real_write(data))[1]
-
-        replies = await asyncio.gather(*(client.call("ECHO", f"reply {n}") for n in range(20)))
+        yield client, protocol, writes
     finally:
         await client.aclose()
+
+
+async def test_the_first_command_of_a_turn_goes_out_at_once_and_the_turns_others_in_one_write(
+    recorded: tuple[RespClient, _Protocol, list[bytes]],
+) -> None:
+    client, _, writes = recorded
+    replies = await asyncio.gather(*(client.call("ECHO", f"reply {n}") for n in range(20)))
 
     assert replies == [f"reply {n}".encode() for n in range(20)]
     first, *others = [pack(("ECHO", f"reply {n}")) for n in range(20)]
     assert writes == [first, b"".join(others)]
 
 
-async def test_a_command_sent_soon_goes_out_when_the_step_ends_and_ahead_of_a_later_steps_commands() -> None:
-    client = RespClient(REDIS_URL, timeout=1.0)
-    try:
-        await client.call("PING")
-        protocol = client._protocol
-        assert protocol is not None
-        writes: list[bytes] = []
-        real_write = protocol.transport.write
-        protocol.transport.write = lambda data: (writes.append(data), real_write(data))[1]
+async def test_a_command_sent_soon_goes_out_when_the_step_ends_and_ahead_of_a_later_steps_commands(
+    recorded: tuple[RespClient, _Protocol, list[bytes]],
+) -> None:
+    client, _, writes = recorded
+    settled = client.send_soon("ECHO", "settle")
+    assert settled is not None
+    written_in_this_step = list(writes)  # what the rest of this step writes (an answer) comes first
+    later = asyncio.ensure_future(client.call("ECHO", "next acquire"))  # a step that runs after this one
+    assert await settled == b"settle"
+    assert await later == b"next acquire"
 
-        settled = client.send_soon("ECHO", "settle")
-        assert settled is not None
-        answer_written_meanwhile = list(writes)  # what the rest of this step does comes first
-        later = asyncio.ensure_future(client.call("ECHO", "next acquire"))  # a step that runs after this one
-        assert await settled == b"settle"
-        assert await later == b"next acquire"
-    finally:
-        await client.aclose()
-
-    assert answer_written_meanwhile == []
+    assert written_in_this_step == []
     assert writes == [pack(("ECHO", "settle")), pack(("ECHO", "next acquire"))]
 
 
-async def test_commands_of_the_same_step_as_one_sent_soon_share_its_write_in_the_order_they_were_made() -> None:
-    client = RespClient(REDIS_URL, timeout=1.0)
-    try:
-        await client.call("PING")
-        protocol = client._protocol
-        assert protocol is not None
-        writes: list[bytes] = []
-        real_write = protocol.transport.write
-        protocol.transport.write = lambda data: (writes.append(data), real_write(data))[1]
-
-        settled = client.send_soon("ECHO", "settle")
-        assert settled is not None
-        acquired = protocol.expect()  # a command made later in this step, as `call` makes it
-        protocol.write(pack(("ECHO", "acquire")))
-        assert (await settled, await acquired) == (b"settle", b"acquire")
-    finally:
-        await client.aclose()
+async def test_commands_of_the_same_step_as_one_sent_soon_share_its_write_in_the_order_they_were_made(
+    recorded: tuple[RespClient, _Protocol, list[bytes]],
+) -> None:
+    client, protocol, writes = recorded
+    settled = client.send_soon("ECHO", "settle")
+    assert settled is not None
+    acquired = protocol.expect()  # a command made later in this step, as `call` makes it
+    protocol.write(pack(("ECHO", "acquire")))
+    assert (await settled, await acquired) == (b"settle", b"acquire")
 
     assert writes == [pack(("ECHO", "settle")) + pack(("ECHO", "acquire"))]
 
