@@ -7,9 +7,10 @@ redis-py's client of one Redis or of a Redis Cluster, which every other user of 
 
 The limiter needs three things of a connection: `call` (send a command, await
 its reply), `send_soon` (write a command once the current step of the event
-loop is done, its reply as a future, or None when it cannot) and `aclose`. Both kinds raise redis-py's error classes for
-reply errors (`ResponseError`, `NoScriptError`), so the limiter tells an outage
-from a bad request the same way on either.
+loop is done, its reply as a future, or None when it cannot) and `aclose`.
+Both kinds raise redis-py's error classes for reply errors (`ResponseError`,
+`NoScriptError`), so the limiter tells an outage from a bad request the same
+way on either.
 
 Why the cluster uses redis-py rather than teaching resp.py slot routing: the
 routing (slot table, MOVED/ASK, failover, refreshing the table) is most of what
