@@ -2,10 +2,10 @@
 
 `LocalLimiter` (local.py) is the same algorithm in Python, giving the same
 answers: a change to what a script decides must be made there too, and the
-shared tests run every case against both. The scripts are written for Redis's
-Lua, where what costs is made on every call (tables, closures, formatted
-numbers, commands): the acquire keeps its buckets in one flat table, inlines
-its checks, and clears slots whose lease ran out only when they would refuse.
+shared tests run every case against both. In Redis's Lua, every table,
+closure, formatted number and command a call makes costs Redis time: the
+acquire keeps its buckets in one flat table, inlines its checks, and clears
+slots whose lease ran out only when they would refuse.
 
 Rate limits are token buckets kept as one number each, the time at which the
 bucket will be full again (a "theoretical arrival time", GCRA): taking n of a
@@ -55,7 +55,7 @@ local reply = {1, floor(now)}
 local ok = true
 local key_at, arg_at = 0, 7
 -- Kept flat, five entries a bucket (key, limit, reply slot, base, base after this call), and inline rather
--- than in helper functions: tables and closures made on every call are most of what a script costs.
+-- than in helper functions: every table and closure a call makes costs Redis time, as much as a command.
 local buckets, flights, counters = {}, {}, {}
 
 for _ = 1, tonumber(ARGV[6]) do
