@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
@@ -56,14 +57,16 @@ def serve(app: Any, request: bytes = REQUEST) -> tuple[BoundedProtocol, Recordin
     return protocol, transport
 
 
-def whole_answer(*, follows: bool) -> Any:
+def whole_answer(
+    *, follows: bool, status: int = 200, headers: list[tuple[bytes, bytes]] | None = None, body: bytes = b"hello"
+) -> Any:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await receive()
-        start = {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]}
+        start = {"type": "http.response.start", "status": status, "headers": headers or [(b"content-length", b"5")]}
         if follows:
             start[BODY_FOLLOWS] = True
         await send(start)
-        await send({"type": "http.response.body", "body": b"hello"})
+        await send({"type": "http.response.body", "body": body})
 
     return app
 
@@ -99,6 +102,70 @@ async def test_a_connection_that_closes_after_the_answer_closes_after_the_one_wr
     assert len(transport.writes) == 1
     assert transport.writes[0].endswith(b"hello")
     assert transport.closed
+
+
+ANSWERS = {
+    "an answer with Portico's headers": (
+        200,
+        [
+            (b"Content-Type", b"application/json"),
+            (b"x-request-id", b"req_0123"),
+            (b"x-portico-overhead-ms", b"0.412"),
+            (b"x-ratelimit-remaining-requests", b"99"),
+            (b"content-length", b"16"),
+        ],
+        b'{"id":"chatcmpl"}'[:16],
+    ),
+    "an error": (429, [(b"retry-after", b"2"), (b"content-length", b"2")], b"{}"),
+    "a value with a tab and text beyond ASCII": (200, [(b"x-note", b"a\tb \xe9"), (b"content-length", b"0")], b""),
+}
+
+
+@pytest.mark.parametrize("request_head", [b"", b"Connection: close\r\n"], ids=["keep-alive", "close"])
+@pytest.mark.parametrize("case", ANSWERS, ids=list(ANSWERS))
+async def test_a_held_answer_is_byte_for_byte_what_uvicorn_writes_in_two(case: str, request_head: bytes) -> None:
+    status, headers, body = ANSWERS[case]
+    request = REQUEST.replace(b"Host: portico\r\n", b"Host: portico\r\n" + request_head)
+    answers, closed = [], []
+    for follows in (True, False):
+        protocol, transport = serve(whole_answer(follows=follows, status=status, headers=headers, body=body), request)
+        protocol.server_state.default_headers = [(b"date", b"Sun, 06 Dec 2026 21:00:00 GMT"), (b"server", b"p")]
+        await finish(protocol)
+        assert len(transport.writes) == (1 if follows else 2)
+        answers.append(b"".join(transport.writes))
+        closed.append(transport.closed)
+        assert protocol.cycle.response_complete
+    assert answers[0] == answers[1]
+    assert closed[0] == closed[1] == bool(request_head)
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        ([(b"content-length", b"5"), (b"x-bad", b"a\r\nset-cookie: x")], b"hello"),  # uvicorn refuses the value
+        ([(b"content-length", b"9")], b"hello"),  # uvicorn refuses a body shorter than its length
+    ],
+    ids=["a value that would split the header", "a length that is not the body's"],
+)
+async def test_a_held_answer_uvicorn_would_refuse_is_refused_as_it_would(
+    headers: list[tuple[bytes, bytes]], body: bytes
+) -> None:
+    written = []
+    for follows in (True, False):
+        protocol, transport = serve(whole_answer(follows=follows, headers=headers, body=body))
+        await finish(protocol)
+        written.append(b"".join(transport.writes))
+    assert written[0] == written[1]
+    assert b"x-bad: a\r\n" not in written[0]
+
+
+async def test_a_head_request_gets_its_headers_and_no_body() -> None:
+    protocol, transport = serve(whole_answer(follows=True), REQUEST.replace(b"POST", b"HEAD", 1))
+    await finish(protocol)
+    answer = b"".join(transport.writes)
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"content-length: 5\r\n" in answer
+    assert answer.endswith(b"\r\n\r\n")
 
 
 async def test_an_app_that_fails_after_a_held_start_gets_uvicorns_500() -> None:
