@@ -291,6 +291,9 @@ class FastPath:
 
 def _request(scope: Scope, body: bytes, match: ResolverMatch, request_id: str, client_request_id: str) -> ASGIRequest:
     request = ASGIRequest(scope, io.BytesIO(body))
+    # The body is read and held to PORTICO_MAX_BODY_BYTES already; Django's `body` would read it again from
+    # the stream, checking its own cap (the same setting) three times through the lazy settings object.
+    request._body = body
     request.resolver_match = match
     request.portico_request_id = request_id  # type: ignore[attr-defined]
     request.client_request_id = client_request_id  # type: ignore[attr-defined]
