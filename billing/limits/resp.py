@@ -29,6 +29,14 @@ from redis.exceptions import NoScriptError, ResponseError
 _INCOMPLETE = object()
 
 
+# Each argument's RESP segment, by value: most of a call's arguments (keys, limits, the script's sha) are the same
+# from one call to the next, and formatting them again was most of the packing. Emptied when full, so a value
+# seen once (a request id, a token count) cannot make it grow without end.
+_STR_SEGMENTS: dict[str, str] = {}
+_INT_SEGMENTS: dict[int, str] = {}
+_SEGMENTS_MAX = 4096
+
+
 def pack(args: tuple[Any, ...]) -> bytes:
     """A command in RESP: str, bytes, int and float arguments (what the limiter sends).
 
@@ -37,11 +45,21 @@ def pack(args: tuple[Any, ...]) -> bytes:
     """
     parts = [f"*{len(args)}\r\n"]
     for arg in args:
-        if arg.__class__ is not str:
-            arg = arg.decode("latin-1") if isinstance(arg, bytes) else str(arg)
-        elif not arg.isascii():
-            arg = arg.encode().decode("latin-1")
-        parts.append(f"${len(arg)}\r\n{arg}\r\n")
+        cls = arg.__class__
+        # Keyed by exact class: 1, 1.0 and True are equal as keys but not as text.
+        known: dict[Any, str] | None = _STR_SEGMENTS if cls is str else _INT_SEGMENTS if cls is int else None
+        if known is None:
+            text = arg.decode("latin-1") if isinstance(arg, bytes) else str(arg)
+            parts.append(f"${len(text)}\r\n{text}\r\n")
+            continue
+        segment = known.get(arg)
+        if segment is None:
+            text = str(arg) if cls is int else arg if arg.isascii() else arg.encode().decode("latin-1")
+            segment = f"${len(text)}\r\n{text}\r\n"
+            if len(known) >= _SEGMENTS_MAX:
+                known.clear()
+            known[arg] = segment
+        parts.append(segment)
     return "".join(parts).encode("latin-1")
 
 

@@ -10,6 +10,7 @@ import pytest
 from redis.asyncio.connection import Connection
 from redis.exceptions import NoScriptError, ResponseError
 
+from billing.limits import resp
 from billing.limits.resp import _INCOMPLETE, RespClient, _Protocol, pack, parse
 from billing.tests.test_limits import REDIS_URL
 
@@ -20,6 +21,20 @@ from billing.tests.test_limits import REDIS_URL
 )
 def test_commands_are_packed_as_redis_py_packs_them(args: tuple[Any, ...]) -> None:
     assert pack(args) == b"".join(Connection().pack_command(*args))
+
+
+def test_equal_values_of_other_kinds_are_packed_apart_each_time() -> None:
+    # 1 and 1.0 are one dict key; remembered segments must not mix them up, nor text beyond ASCII.
+    args = ("EVAL", 1, 1.0, "1", "clé", "clé", 1, 1.0)
+    for _ in range(3):
+        assert pack(args) == b"".join(Connection().pack_command(*args))
+
+
+def test_remembered_segments_stay_bounded() -> None:
+    for n in range(3 * resp._SEGMENTS_MAX):
+        assert pack(("GET", f"req_{n}", n)) == b"".join(Connection().pack_command("GET", f"req_{n}", n))
+    assert len(resp._STR_SEGMENTS) <= resp._SEGMENTS_MAX
+    assert len(resp._INT_SEGMENTS) <= resp._SEGMENTS_MAX
 
 
 @pytest.mark.parametrize(
