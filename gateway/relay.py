@@ -196,16 +196,17 @@ async def attempt(
             clock.wait_ends()
     call.upstream_id = wire.upstream_id(route.provider.adapter, payload)
     try:
-        content = route.provider.adapter.response(operation, target, payload)
+        content, parsed = route.provider.adapter.answer(operation, target, payload)
         if _bridged(call, route):
-            content = bridge.completion_from_chat(content)
-        body = whole_answer(operation, content)
+            content, parsed = bridge.completion_from_chat(content), None
+        if parsed is None:
+            parsed = whole_answer(operation, content)
     except FailedAnswer as exc:
         raise UpstreamError.from_failure(exc.failure) from None
     except ValueError:
         # Not the answer asked for (see the adapters' `response`): the upstream's fault, which another may make good.
         raise UpstreamError(f"The upstream provider '{route.provider.name}' sent a malformed answer.") from None
-    return Whole(content, "application/json", rest, body)
+    return Whole(content, "application/json", rest, parsed)
 
 
 async def _begin(

@@ -132,6 +132,13 @@ class Adapter(Protocol):
         """
         ...
 
+    def answer(self, operation: Operation, target: Target, payload: bytes) -> tuple[bytes, dict[str, Any] | None]:
+        """`response`, and its parse where making it parsed what it returns (None: the caller parses it).
+
+        The relay reads usage from every whole answer: a kind that parsed the answer anyway spares it a second parse.
+        """
+        ...
+
     def stream_translator(
         self, operation: Operation, target: Target, *, include_usage: bool, redactor: Redactor = NO_SECRETS
     ) -> StreamTranslator:
@@ -189,6 +196,9 @@ class BaseAdapter:
 
     def response(self, operation: Operation, target: Target, payload: bytes) -> bytes:
         raise UnsupportedOperation(f"{self.label} does not offer {operation}")
+
+    def answer(self, operation: Operation, target: Target, payload: bytes) -> tuple[bytes, dict[str, Any] | None]:
+        return self.response(operation, target, payload), None
 
     def stream_translator(
         self, operation: Operation, target: Target, *, include_usage: bool, redactor: Redactor = NO_SECRETS

@@ -7,8 +7,12 @@ from typing import Any
 import orjson
 import pytest
 
+from providers.adapters import adapter_for
+from providers.adapters.answers import whole_answer
+from providers.adapters.base import Target
 from providers.adapters.openai import exact_completion
 from providers.adapters.shapes import ChunkShaper, chunk_is_exact, completion_is_exact, shape_completion
+from providers.tests.factories import make_provider_info
 
 MODEL = "house-model"
 EXACT_CHUNKS = [
@@ -154,7 +158,7 @@ def test_an_exact_whole_answer_keeps_its_bytes_but_for_the_model() -> None:
     payload = orjson.dumps(body).replace(b'":', b'": ').replace(b",", b", ")
     assert completion_is_exact(orjson.loads(payload))
 
-    assert exact_completion(payload, MODEL) == payload.replace(b'"gpt-4o-2024-08-06"', b'"house-model"')
+    assert exact_completion(payload, MODEL)[0] == payload.replace(b'"gpt-4o-2024-08-06"', b'"house-model"')
 
 
 @pytest.mark.parametrize(
@@ -188,3 +192,45 @@ def test_a_chunk_with_an_empty_id_or_no_time_is_not_taken_for_exact(field: dict[
 
     assert not chunk_is_exact(loose)
     assert chunk_is_exact(shaped(loose))
+
+
+def _loose() -> dict[str, Any]:
+    body = completion()
+    body["system_fingerprint"] = None
+    del body["choices"][0]["logprobs"]
+    return body
+
+
+def _azure(body: dict[str, Any]) -> dict[str, Any]:
+    verdict = {"hate": {"filtered": False, "severity": "safe"}}
+    body["prompt_filter_results"] = [{"prompt_index": 0, "content_filter_results": verdict}]
+    body["choices"][0]["content_filter_results"] = verdict
+    return body
+
+
+WHOLE_ANSWERS = {
+    "exact, named as the public model": lambda: {**completion(), "model": MODEL},
+    "exact, named otherwise": lambda: {**completion(), "model": "gpt-4o-2024-08-06"},
+    "loose": _loose,
+    "an error sent with a 200": lambda: {"error": {"message": "overloaded", "type": "server_error"}},
+    "exact, from Azure": lambda: _azure({**completion(), "model": MODEL}),
+}
+
+
+@pytest.mark.parametrize("kind", ["openai", "azure"])
+@pytest.mark.parametrize("exact_shapes", [False, True], ids=["checked", "exact_shapes"])
+@pytest.mark.parametrize("case", WHOLE_ANSWERS, ids=list(WHOLE_ANSWERS))
+def test_an_answer_s_parse_is_what_its_bytes_say(case: str, kind: str, exact_shapes: bool) -> None:
+    # The relay reads usage from the parse `answer` hands it, instead of parsing the bytes again: the two must agree.
+    adapter = adapter_for(kind)
+    provider = make_provider_info(kind=kind, exact_shapes=exact_shapes, api_version="2024-06-01", extra_headers={})
+    target = Target(provider, upstream_model="gpt-4o", public_model=MODEL)
+    payload = orjson.dumps(WHOLE_ANSWERS[case]())
+
+    content, body = adapter.answer("chat", target, payload)
+
+    assert content == adapter.response("chat", target, payload)
+    if body is not None:
+        assert body == whole_answer("chat", content)
+    if case.startswith("exact, named as") and kind == "openai" and not exact_shapes:
+        assert body is not None  # the case the second parse is spared for: an exact answer passed on as it came

@@ -108,8 +108,8 @@ class AzureOpenAIAdapter(OpenAIAdapter):
         headers = azure_headers(target.provider, content_type=content_type)
         return UpstreamRequest("POST", self.url(operation, target), headers, content)
 
-    def response(self, operation: Operation, target: Target, payload: bytes) -> bytes:
-        return super().response(operation, target, without_filter_results(payload) or payload)
+    def answer(self, operation: Operation, target: Target, payload: bytes) -> tuple[bytes, dict[str, Any] | None]:
+        return super().answer(operation, target, without_filter_results(payload) or payload)
 
     def stream_translator(
         self, operation: Operation, target: Target, *, include_usage: bool, redactor: Redactor = NO_SECRETS

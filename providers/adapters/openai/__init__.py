@@ -50,12 +50,15 @@ def adjust_body(operation: Operation, provider: ProviderInfo, body: dict[str, An
     return body
 
 
-def exact_completion(payload: bytes, public_model: str) -> bytes:
-    """A whole chat completion in OpenAI's exact shape; raises ValueError for a body that is not one."""
+def exact_completion(payload: bytes, public_model: str) -> tuple[bytes, dict[str, Any] | None]:
+    """A whole chat completion in OpenAI's exact shape, and its parse when that is still what the bytes say
+    (None when renaming the model changed them); raises ValueError for a body that is not one."""
     body = whole_answer("chat", payload)
     if "error" in body or completion_is_exact(body):
-        return rewrite_model(payload, public_model)
-    return orjson.dumps(shape_completion(body, public_model))
+        content = rewrite_model(payload, public_model)
+        return content, body if content is payload else None
+    shaped = shape_completion(body, public_model)
+    return orjson.dumps(shaped), shaped
 
 
 def chunk_shaper(operation: Operation, target: Target) -> ChunkShaper | None:
@@ -170,9 +173,12 @@ class OpenAIAdapter(BaseAdapter):
         return UpstreamRequest("POST", self.url(operation, target), headers, content)
 
     def response(self, operation: Operation, target: Target, payload: bytes) -> bytes:
+        return self.answer(operation, target, payload)[0]
+
+    def answer(self, operation: Operation, target: Target, payload: bytes) -> tuple[bytes, dict[str, Any] | None]:
         if operation == "chat" and not target.provider.exact_shapes:
             return exact_completion(payload, target.public_model)
-        return rewrite_model(payload, target.public_model)  # the relay checks its shape (adapters.answers)
+        return rewrite_model(payload, target.public_model), None  # the relay checks its shape (adapters.answers)
 
     def stream_translator(
         self, operation: Operation, target: Target, *, include_usage: bool, redactor: Redactor = NO_SECRETS
