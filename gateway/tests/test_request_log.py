@@ -15,7 +15,7 @@ from gateway.observability import handoff
 from gateway.observability.clock import RequestClock
 from gateway.observability.handoff import HandOff
 from gateway.observability.metrics import Metrics
-from gateway.observability.request_log import HELD_LINES_MAX, BatchedStreamHandler, JsonFormatter
+from gateway.observability.request_log import HELD_LINES_MAX, BatchedStreamHandler, JsonFormatter, TextFormatter
 from gateway.tests.test_metrics import row
 
 KEY = "pk-abcdefgh" + "S3CRETPART" * 4  # what a client sends; only its prefix may be logged
@@ -189,3 +189,14 @@ def test_a_long_drain_writes_its_held_lines_every_few_hundred(hand_off: HandOff)
         assert [text.count("\n") for text in stream.writes] == [HELD_LINES_MAX, 3]
     finally:
         request_logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize("datefmt", [None, "%H:%M:%S"], ids=["logging's default time", "a datefmt"])
+def test_text_lines_read_as_logging_s_own_whatever_the_second(datefmt: str | None) -> None:
+    fmt = "%(asctime)s %(levelname)s %(name)s %(message)s"
+    ours, theirs = TextFormatter(fmt, datefmt), logging.Formatter(fmt, datefmt)
+    # Several lines within one second, then the next second, a jump of a day, and back: the cached text must follow.
+    for created in (1_765_000_000.001, 1_765_000_000.5, 1_765_000_000.999, 1_765_000_001.0, 1_765_086_400.25, 1.5):
+        record = logging.LogRecord("portico.requests", logging.INFO, __file__, 0, "line %d", (7,), None)
+        record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0
+        assert ours.format(record) == theirs.format(record)
