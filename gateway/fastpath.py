@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import io
 import logging
 import os
 import zlib
@@ -32,6 +31,7 @@ from django.http import HttpResponse, HttpResponseBase, HttpResponseNotAllowed
 from django.urls import Resolver404, ResolverMatch, get_resolver
 
 from gateway import operations
+from gateway.asgi_request import build_request
 from gateway.cors import allow_origin, grant_allows, preflight_headers, preflight_of, preflight_origins
 from gateway.errors import BodyTooLarge, MethodNotAllowed, NotFound, PorticoError, error_response
 from gateway.observability import tracing
@@ -290,10 +290,7 @@ class FastPath:
 
 
 def _request(scope: Scope, body: bytes, match: ResolverMatch, request_id: str, client_request_id: str) -> ASGIRequest:
-    request = ASGIRequest(scope, io.BytesIO(body))
-    # The body is read and held to PORTICO_MAX_BODY_BYTES already; Django's `body` would read it again from
-    # the stream, checking its own cap (the same setting) three times through the lazy settings object.
-    request._body = body
+    request = build_request(scope, body)
     request.resolver_match = match
     request.portico_request_id = request_id  # type: ignore[attr-defined]
     request.client_request_id = client_request_id  # type: ignore[attr-defined]
