@@ -48,6 +48,7 @@ from billing.limits.clients import LimiterClient, limiter_client
 from billing.limits.keys import budget_key, shard_of, stem, window_key
 from billing.limits.leases import LeaseKeeper
 from billing.limits.local import LocalLimiter
+from billing.limits.resp import RespClient, Run
 from billing.limits.scripts import ACQUIRE, RENEW, SETTLE, Script
 from billing.limits.verdicts import (
     Ask,
@@ -69,6 +70,7 @@ logger = logging.getLogger(__name__)
 ALARM_INTERVAL = 30.0  # seconds between two log lines about the same outage
 UNSETTLED_MAX = 10_000  # settles kept for replay; beyond that the oldest are left to their leases
 REPLAY_BATCH = 200
+SHAPES_MAX = 1024  # keys' packed acquires and settles kept; emptied when full
 # Error replies that describe Redis's state rather than the request: every request would get them alike.
 OUTAGE_REPLIES = frozenset(
     {"LOADING", "BUSY", "MASTERDOWN", "READONLY", "OOM", "MISCONF", "NOAUTH", "WRONGPASS", "NOPERM", "TRYAGAIN"}
@@ -118,6 +120,11 @@ class RedisLimiter:
         self._alarmed_at = -math.inf
         self._alarm_open = False
         self._unsettled: deque[tuple[Ticket, int, int]] = deque(maxlen=UNSETTLED_MAX)
+        # Each key's acquire and settle, packed but for what changes from call to call (`_acquire_command`);
+        # only for the hand-written connection, which sends a `Run` as it is.
+        self._shaped = isinstance(self._client, RespClient)
+        self._acquire_shapes: dict[tuple[int, int], tuple[Any, Any, Run, Run]] = {}
+        self._settle_shapes: dict[tuple[Any, ...], tuple[Run, Run]] = {}
         self._retries: set[asyncio.Task[None]] = set()  # settles sent again after a NOSCRIPT reply
 
     async def acquire(self, ask: Ask) -> Verdict:
@@ -128,9 +135,8 @@ class RedisLimiter:
         ask = bounded(ask)
         if self._cluster and not ask.shard:
             ask = replace(ask, shard=shard_of(ask))
-        keys, args = self._acquire_call(ask)
         try:
-            reply: bytes = await self._run(ACQUIRE, keys, args)
+            reply: bytes = await self._run_command(ACQUIRE, self._acquire_command(ask))
         except ResponseError as exc:
             if not is_outage(exc):
                 logger.error("The rate limiter's acquire script failed for request %s: %s", ask.request_id, exc)
@@ -160,7 +166,7 @@ class RedisLimiter:
         # Written at once on the one connection, ahead of any acquire the client's next request makes: a
         # client that waits for its answer before asking again never meets its own concurrency slot.
         try:
-            await self._run(SETTLE, *self._settle_call(ticket, tokens, cost))
+            await self._run_command(SETTLE, self._settle_command(ticket, tokens, cost))
         except ResponseError as exc:
             if is_outage(exc):
                 self._trouble(exc)
@@ -187,8 +193,7 @@ class RedisLimiter:
         if ticket.local or ticket.empty or self._down:
             return self.settle(ticket, tokens=tokens, cost=cost)
         tokens, cost = clamp(tokens), clamp(cost)
-        keys, args = self._settle_call(ticket, tokens, cost)
-        reply = self._client.send_soon("EVALSHA", SETTLE.sha, len(keys), *keys, *args)
+        reply = self._client.send_soon(*self._settle_command(ticket, tokens, cost))
         if reply is None:
             return self.settle(ticket, tokens=tokens, cost=cost)
         self.leases.let_go(ticket)
@@ -271,6 +276,46 @@ class RedisLimiter:
             args += (budget.limit, budget.spent, budget.ttl)
         return keys, args
 
+    def _acquire_command(self, ask: Ask) -> tuple[Any, ...]:
+        """EVALSHA of the acquire script for `ask`: `_acquire_call`'s keys and arguments, most of them packed once.
+
+        Past the first four arguments (the time, the request id, its tokens and cost) an acquire's arguments
+        depend only on its windows and budgets, which the metering hands over as the same tuples call after
+        call, unless a call may fill only a share of its limits (a batch line): its token ceiling depends on
+        its tokens, so it is packed whole.
+        """
+        windows, budgets = ask.windows, ask.budgets
+        if not self._shaped or ask.share < 1:
+            keys, args = self._acquire_call(ask)
+            return ("EVALSHA", ACQUIRE.sha, len(keys), *keys, *args)
+        # By identity: a shape keeps its tuples alive, so no other tuple can take their ids while it is kept.
+        # (On a single Redis, the only kind shapes are kept for, the shard is part of no key.)
+        memo = (id(windows), id(budgets))
+        shape = self._acquire_shapes.get(memo)
+        if shape is None:
+            keys, args = self._acquire_call(ask)
+            shape = (windows, budgets, Run((ACQUIRE.sha, len(keys), *keys)), Run(tuple(args[4:])))
+            if len(self._acquire_shapes) >= SHAPES_MAX:
+                self._acquire_shapes.clear()
+            self._acquire_shapes[memo] = shape
+        return ("EVALSHA", shape[2], self._now_arg(), ask.request_id, ask.tokens, ask.cost, shape[3])
+
+    def _settle_command(self, ticket: Ticket, tokens: int, cost: int) -> tuple[Any, ...]:
+        """EVALSHA of the settle script: `_settle_call`'s keys and arguments, all but the first four packed once."""
+        if not self._shaped:
+            keys, args = self._settle_call(ticket, tokens, cost)
+            return ("EVALSHA", SETTLE.sha, len(keys), *keys, *args)
+        memo = (ticket.token_limits, ticket.concurrency_scopes, ticket.budget_periods)
+        shape = self._settle_shapes.get(memo)
+        if shape is None:
+            keys, args = self._settle_call(ticket, tokens, cost)
+            shape = (Run((SETTLE.sha, len(keys), *keys)), Run(tuple(args[4:])))
+            if len(self._settle_shapes) >= SHAPES_MAX:
+                self._settle_shapes.clear()
+            self._settle_shapes[memo] = shape
+        extra, cost_delta = tokens - ticket.tokens, cost - ticket.cost
+        return ("EVALSHA", shape[0], self._now_arg(), ticket.request_id, extra, cost_delta, shape[1])
+
     def _settle_call(self, ticket: Ticket, tokens: int, cost: int) -> tuple[list[str], Args]:
         start = self._stem(ticket.shard)
         keys = [window_key(start, scope, "tok") for scope, _ in ticket.token_limits]
@@ -308,12 +353,15 @@ class RedisLimiter:
         return stem(self._prefix, shard, cluster=self._cluster)
 
     async def _run(self, script: Script, keys: Sequence[str], args: Args) -> Any:
+        return await self._run_command(script, ("EVALSHA", script.sha, len(keys), *keys, *args))
+
+    async def _run_command(self, script: Script, command: tuple[Any, ...]) -> Any:
         try:
-            return await self._evalsha(script, keys, args)
+            return await self._client.call(*command)
         except NoScriptError:
             # Redis restarted or its script cache was flushed.
             await self._client.call("SCRIPT", "LOAD", script.source)
-            return await self._evalsha(script, keys, args)
+            return await self._client.call(*command)
 
     async def _without_redis(self, ask: Ask, exc: Exception | None) -> Verdict:
         if self._fail_open:

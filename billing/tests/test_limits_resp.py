@@ -11,7 +11,7 @@ from redis.asyncio.connection import Connection
 from redis.exceptions import NoScriptError, ResponseError
 
 from billing.limits import resp
-from billing.limits.resp import _INCOMPLETE, RespClient, _Protocol, pack, parse
+from billing.limits.resp import _INCOMPLETE, RespClient, Run, _Protocol, pack, parse
 from billing.tests.test_limits import REDIS_URL
 
 
@@ -28,6 +28,24 @@ def test_equal_values_of_other_kinds_are_packed_apart_each_time() -> None:
     args = ("EVAL", 1, 1.0, "1", "clé", "clé", 1, 1.0)
     for _ in range(3):
         assert pack(args) == b"".join(Connection().pack_command(*args))
+
+
+@pytest.mark.parametrize(
+    "runs",
+    [
+        (("abc", 2, "k:1", "clé"), (30000.0, -1, b"\x00\r\n")),
+        ((), ("one",)),
+        ((1, 1.0, "1"), (Run(("nested", 2)), "after")),
+    ],
+)
+def test_runs_are_packed_as_their_arguments_would_be(runs: tuple[tuple[Any, ...], tuple[Any, ...]]) -> None:
+    head, tail = runs
+    flat = ("EVALSHA", *head, "", 7, *_flattened(tail))
+    assert pack(("EVALSHA", Run(head), "", 7, Run(tail))) == b"".join(Connection().pack_command(*flat))
+
+
+def _flattened(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(item for arg in args for item in (("nested", 2) if isinstance(arg, Run) else (arg,)))
 
 
 def test_remembered_segments_stay_bounded() -> None:
