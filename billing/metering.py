@@ -93,7 +93,7 @@ class MeterAsk:
     batch_id: str | None = None  # the batch the call is a line of; None for a live request
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # plain slots, as MeterAsk: one per limited call
 class Admission:
     """The limiter's answer: the rate-limit headers, and the reservation to settle (or why there is none)."""
 

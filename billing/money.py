@@ -101,6 +101,8 @@ _MAX_COUNT = 2**31 - 1
 
 def _count(value: Any) -> int:
     """An upstream's token count as the ledger can store it: what is not a count is 0, a huge one the maximum."""
+    if value.__class__ is int and 0 <= value <= _MAX_COUNT:  # what upstreams send, five times per answer
+        return value
     try:
         return min(max(int(value or 0), 0), _MAX_COUNT)
     except (TypeError, ValueError, OverflowError):

@@ -82,7 +82,9 @@ class Budget:
     ends_at: float = 0.0  # Unix time the period ends, for Retry-After; 0 = never
 
 
-@dataclass(frozen=True, slots=True)
+# Built for every limited call: plain slots classes, whose constructors cost half a frozen one's (a frozen
+# dataclass sets each field through object.__setattr__). Nothing changes them once built.
+@dataclass(slots=True)
 class Ask:
     request_id: str
     windows: tuple[Window, ...]
@@ -115,7 +117,7 @@ class Ticket:
         return not (self.token_limits or self.concurrency_scopes or self.budget_periods)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Verdict:
     allowed: bool
     refused: Refusal | None
@@ -193,16 +195,39 @@ def nothing_to_check(ask: Ask) -> bool:
 
 
 def ticket_for(ask: Ask, *, local: bool) -> Ticket:
+    token_limits, concurrency_scopes, budget_periods = _ticket_parts(ask.windows, ask.budgets)
     return Ticket(
         request_id=ask.request_id,
         tokens=ask.tokens,
         cost=ask.cost,
-        token_limits=tuple((window.scope, window.tpm) for window in ask.windows if window.tpm is not None),
-        concurrency_scopes=tuple(window.scope for window in ask.windows if window.concurrency is not None),
-        budget_periods=tuple((budget.scope, budget.period) for budget in ask.budgets),
+        token_limits=token_limits,
+        concurrency_scopes=concurrency_scopes,
+        budget_periods=budget_periods,
         local=local,
         shard=ask.shard,
     )
+
+
+# What a ticket keeps of its call's windows and budgets, by their identity: the metering hands over the same
+# tuples call after call. Each entry holds its tuples, so no other tuple can take their ids while it is kept.
+_TICKET_PARTS: dict[tuple[int, int], tuple[Any, ...]] = {}
+_TICKET_PARTS_MAX = 1024
+
+
+def _ticket_parts(
+    windows: tuple[Window, ...], budgets: tuple[Budget, ...]
+) -> tuple[tuple[tuple[str, int], ...], tuple[str, ...], tuple[tuple[str, str], ...]]:
+    found = _TICKET_PARTS.get((id(windows), id(budgets)))
+    if found is None:
+        parts = (
+            tuple((window.scope, window.tpm) for window in windows if window.tpm is not None),
+            tuple(window.scope for window in windows if window.concurrency is not None),
+            tuple((budget.scope, budget.period) for budget in budgets),
+        )
+        if len(_TICKET_PARTS) >= _TICKET_PARTS_MAX:
+            _TICKET_PARTS.clear()
+        found = _TICKET_PARTS[(id(windows), id(budgets))] = (windows, budgets, *parts)
+    return found[2], found[3], found[4]
 
 
 def unlimited_verdict(ask: Ask, *, local: bool) -> Verdict:

@@ -1,4 +1,4 @@
-"""An acquire or settle packed from its key's kept shape is byte for byte the command built argument by argument."""
+"""What the limiter keeps per key (packed commands, ticket parts) is what it would build call by call."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from billing.limits import Ask, Budget, RedisLimiter, Window
+from billing.limits import Ask, Budget, RedisLimiter, Window, verdicts
 from billing.limits import redis as limiter_module
 from billing.limits.resp import pack
 from billing.limits.scripts import ACQUIRE, SETTLE
@@ -97,3 +97,25 @@ def test_a_cluster_connection_gets_whole_commands() -> None:
     command = limiter._acquire_command(ask)
     keys, args = limiter._acquire_call(ask)
     assert command == ("EVALSHA", ACQUIRE.sha, len(keys), *keys, *args)  # redis-py sends plain arguments only
+
+
+def test_a_ticket_keeps_what_its_windows_and_budgets_say(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(verdicts, "_TICKET_PARTS_MAX", 10)
+    monkeypatch.setattr(verdicts, "_TICKET_PARTS", {})
+    asks = [*ASKS.values()]
+    asks += [
+        replace(ask, windows=(*ask.windows, window(f"extra:{n}", tpm=n, concurrency=1))) for n, ask in enumerate(asks)
+    ]
+    for _ in range(3):
+        for ask in asks * 5:
+            ticket = ticket_for(ask, local=False)
+            assert ticket.token_limits == tuple((w.scope, w.tpm) for w in ask.windows if w.tpm is not None)
+            assert ticket.concurrency_scopes == tuple(w.scope for w in ask.windows if w.concurrency is not None)
+            assert ticket.budget_periods == tuple((b.scope, b.period) for b in ask.budgets)
+            assert (ticket.request_id, ticket.tokens, ticket.cost, ticket.shard) == (
+                ask.request_id,
+                ask.tokens,
+                ask.cost,
+                ask.shard,
+            )
+    assert len(verdicts._TICKET_PARTS) <= 10
