@@ -68,6 +68,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 from django.db import DatabaseError, DataError, IntegrityError, connections, transaction
 
 from billing.alerts import PendingAlerts
@@ -394,8 +395,12 @@ def insert_records(lines: list[bytes]) -> None:
     if connection.vendor == "postgresql":
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(_PG_TURN)
-            cursor.execute(_PG_INSERT, [(b"[" + b",".join(lines) + b"]").decode()])
-            owners = cursor.fetchall()
+            # The batch goes as a bound parameter, not quoted into the statement as Django's client-side
+            # cursors do: quoting a second's rows (a megabyte) cost five times the CPU of sending them.
+            # Same connection, so same transaction; never prepared, for poolers in transaction mode.
+            with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as bound:  # Django's errors
+                bound.execute(_PG_INSERT, [(b"[" + b",".join(lines) + b"]").decode()], prepare=False)
+                owners = bound.fetchall()
     else:
         records = [_record(orjson.loads(line)) for line in lines]
         # SQLite writers take turns already: one that read before another's commit fails to write, and retries.
