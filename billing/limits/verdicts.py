@@ -98,8 +98,8 @@ class Ask:
     share: float = 1.0
 
 
-# Held weakly while its slots in flight are renewed (billing.limits.leases).
-@dataclass(frozen=True, slots=True, weakref_slot=True)
+# Held weakly while its slots in flight are renewed (billing.limits.leases); plain slots, as Ask.
+@dataclass(slots=True, weakref_slot=True)
 class Ticket:
     """What an admitted request reserved, to be settled once it has finished."""
 
@@ -234,6 +234,12 @@ def unlimited_verdict(ask: Ask, *, local: bool) -> Verdict:
     return Verdict(True, None, "", 0.0, {}, ticket_for(ask, local=local))
 
 
+_HEADER_NAMES = {
+    unit: (f"x-ratelimit-limit-{unit}", f"x-ratelimit-remaining-{unit}", f"x-ratelimit-reset-{unit}")
+    for unit in ("requests", "tokens")
+}
+
+
 def verdict_from_reply(ask: Ask, reply: Sequence[int], *, local: bool) -> Verdict:
     # (rank, retry_after, kind, message): budgets first (waiting a minute cannot cure them), then
     # requests that can never pass, then the rate limit that takes longest to clear.
@@ -276,9 +282,10 @@ def verdict_from_reply(ask: Ask, reply: Sequence[int], *, local: bool) -> Verdic
 
     headers: dict[str, str] = {}
     for unit, (limit, remaining, reset_ms) in tightest.items():
-        headers[f"x-ratelimit-limit-{unit}"] = str(limit)
-        headers[f"x-ratelimit-remaining-{unit}"] = str(max(0, remaining))
-        headers[f"x-ratelimit-reset-{unit}"] = format_reset(reset_ms / 1000)
+        limit_name, remaining_name, reset_name = _HEADER_NAMES[unit]
+        headers[limit_name] = str(limit)
+        headers[remaining_name] = str(max(0, remaining))
+        headers[reset_name] = format_reset(reset_ms / 1000)
     if reply[0]:
         return Verdict(True, None, "", 0.0, headers, ticket_for(ask, local=local))
     if not refusals:
