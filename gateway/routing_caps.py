@@ -122,21 +122,37 @@ class CapFull:
     in_flight: bool  # refused for its requests in flight: one may end any moment
 
 
+# Each deployment's window, the same tuple for every attempt while its caps stay the same: the limiter keeps
+# what it packs once per windows tuple (billing.limits.redis), which a new tuple per attempt would defeat.
+_CAP_WINDOWS: dict[tuple[int, int | None, int | None, int | None], tuple[Window]] = {}
+_CAP_WINDOWS_MAX = 1024
+
+
+def _cap_windows(route: RouteInfo) -> tuple[Window]:
+    caps = (route.id, route.max_requests_per_minute, route.max_tokens_per_minute, route.max_in_flight)
+    found = _CAP_WINDOWS.get(caps)
+    if found is None:
+        window = Window(
+            scope=f"deployment:{route.id}",
+            label=f"deployment {route.id}",
+            rpm=caps[1],
+            tpm=caps[2],
+            concurrency=caps[3],
+        )
+        if len(_CAP_WINDOWS) >= _CAP_WINDOWS_MAX:
+            _CAP_WINDOWS.clear()
+        found = _CAP_WINDOWS[caps] = (window,)
+    return found
+
+
 async def cap_acquire(*, route: RouteInfo, call: Call) -> CapHold | CapFull:
     """Reserve one attempt on a capped deployment: the hold to release when it ends, or, when the deployment
     is at its caps, when it has room. Raises the error a client gets if the limiter cannot tell."""
     tpm = route.max_tokens_per_minute
     tokens = _requested(call) if tpm is not None else 0
     scope = f"deployment:{route.id}"
-    window = Window(
-        scope=scope,
-        label=f"deployment {route.id}",
-        rpm=route.max_requests_per_minute,
-        tpm=tpm,
-        concurrency=route.max_in_flight,
-    )
     request_id = f"{call.request_id}:{next(_attempt_ids)}"
-    ask = Ask(request_id=request_id, windows=(window,), budgets=(), tokens=tokens, cost=0)
+    ask = Ask(request_id=request_id, windows=_cap_windows(route), budgets=(), tokens=tokens, cost=0)
     limiter = accounting.accounts.limiter
     try:
         verdict = await limiter.acquire(ask)

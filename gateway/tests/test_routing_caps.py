@@ -191,6 +191,30 @@ async def test_two_processes_share_one_deployments_cap_through_redis(
     assert Counter(fleet.tried) == {1: 3, 2: 5}
 
 
+async def test_a_deployments_attempts_share_one_packed_acquire_until_its_caps_change(
+    fleet: Fleet, breakers: LocalBreakers, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prefix = new_prefix()
+    process = RedisLimiter(REDIS_URL, prefix=prefix, clock=clock)
+    meter_with(process, monkeypatch)
+    try:
+        for _ in range(3):
+            await serve(model(deployment(1, "a", max_requests_per_minute=2), deployment(2, "b")))
+        assert fleet.tried == [1, 1, 2]
+        assert len(process._acquire_shapes) == 1  # one deployment, one window tuple, one shape
+
+        # A snapshot that raises the cap: a new window, and the new limit counts at once. At 3 a minute there is
+        # room again after 20 s; at the old 2 a minute only after 30 s.
+        clock.advance(20)
+        await serve(model(deployment(1, "a", max_requests_per_minute=3), deployment(2, "b")))
+        assert fleet.tried == [1, 1, 2, 1]
+        assert len(process._acquire_shapes) == 2
+        await accounting.accounts.drain()
+    finally:
+        await process.aclose()
+        await drop_keys(prefix)
+
+
 async def test_a_request_in_flight_holds_its_slot_until_its_attempt_ends(
     limiter: Recording, fleet: Fleet, breakers: LocalBreakers
 ) -> None:
