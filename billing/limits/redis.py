@@ -70,7 +70,9 @@ logger = logging.getLogger(__name__)
 ALARM_INTERVAL = 30.0  # seconds between two log lines about the same outage
 UNSETTLED_MAX = 10_000  # settles kept for replay; beyond that the oldest are left to their leases
 REPLAY_BATCH = 200
-SHAPES_MAX = 1024  # keys' packed acquires and settles kept; emptied when full
+# Keys' packed acquires and settles kept, the oldest given up first: each snapshot reload (every few seconds)
+# brings new windows tuples, so old shapes go stale while the active keys' are made again.
+SHAPES_MAX = 4096
 # Error replies that describe Redis's state rather than the request: every request would get them alike.
 OUTAGE_REPLIES = frozenset(
     {"LOADING", "BUSY", "MASTERDOWN", "READONLY", "OOM", "MISCONF", "NOAUTH", "WRONGPASS", "NOPERM", "TRYAGAIN"}
@@ -296,7 +298,7 @@ class RedisLimiter:
             keys, args = self._acquire_call(ask)
             shape = (windows, budgets, Run((ACQUIRE.sha, len(keys), *keys)), Run(tuple(args[4:])))
             if len(self._acquire_shapes) >= SHAPES_MAX:
-                self._acquire_shapes.clear()
+                del self._acquire_shapes[next(iter(self._acquire_shapes))]
             self._acquire_shapes[memo] = shape
         return ("EVALSHA", shape[2], self._now_arg(), ask.request_id, ask.tokens, ask.cost, shape[3])
 
@@ -311,7 +313,7 @@ class RedisLimiter:
             keys, args = self._settle_call(ticket, tokens, cost)
             shape = (Run((SETTLE.sha, len(keys), *keys)), Run(tuple(args[4:])))
             if len(self._settle_shapes) >= SHAPES_MAX:
-                self._settle_shapes.clear()
+                del self._settle_shapes[next(iter(self._settle_shapes))]
             self._settle_shapes[memo] = shape
         extra, cost_delta = tokens - ticket.tokens, cost - ticket.cost
         return ("EVALSHA", shape[0], self._now_arg(), ticket.request_id, extra, cost_delta, shape[1])

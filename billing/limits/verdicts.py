@@ -211,7 +211,7 @@ def ticket_for(ask: Ask, *, local: bool) -> Ticket:
 # What a ticket keeps of its call's windows and budgets, by their identity: the metering hands over the same
 # tuples call after call. Each entry holds its tuples, so no other tuple can take their ids while it is kept.
 _TICKET_PARTS: dict[tuple[int, int], tuple[Any, ...]] = {}
-_TICKET_PARTS_MAX = 1024
+_TICKET_PARTS_MAX = 4096  # the oldest given up first, as the limiter's packed shapes are
 
 
 def _ticket_parts(
@@ -225,7 +225,7 @@ def _ticket_parts(
             tuple((budget.scope, budget.period) for budget in budgets),
         )
         if len(_TICKET_PARTS) >= _TICKET_PARTS_MAX:
-            _TICKET_PARTS.clear()
+            del _TICKET_PARTS[next(iter(_TICKET_PARTS))]
         found = _TICKET_PARTS[(id(windows), id(budgets))] = (windows, budgets, *parts)
     return found[2], found[3], found[4]
 

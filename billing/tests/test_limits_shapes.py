@@ -89,6 +89,7 @@ def test_the_shapes_kept_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         assert pack(limiter._settle_command(ticket_for(ask, local=False), 2, 0)) == whole_settle(limiter, ask, 2, 0)
     assert len(limiter._acquire_shapes) <= 20
     assert len(limiter._settle_shapes) <= 20
+    assert limiter._acquire_shapes[(id(ask.windows), id(ask.budgets))][0] is ask.windows  # the oldest go first
 
 
 def test_a_cluster_connection_gets_whole_commands() -> None:
