@@ -393,14 +393,13 @@ def insert_records(lines: list[bytes]) -> None:
     """Insert spooled rows in one statement, skipping request ids already in the ledger."""
     connection = connections[UsageRecord.objects.db]
     if connection.vendor == "postgresql":
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(_PG_TURN)
-            # The batch goes as a bound parameter, not quoted into the statement as Django's client-side
-            # cursors do: quoting a second's rows (a megabyte) cost five times the CPU of sending them.
-            # Same connection, so same transaction; never prepared, for poolers in transaction mode.
-            with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as bound:  # Django's errors
-                bound.execute(_PG_INSERT, [(b"[" + b",".join(lines) + b"]").decode()], prepare=False)
-                owners = bound.fetchall()
+        # A psycopg cursor that binds server-side: Django's quote the parameters into the statement, and
+        # quoting a second's rows (a megabyte of JSON) cost five times the CPU of sending them. It runs in
+        # Django's transaction and raises Django's errors; never prepared, for poolers in transaction mode.
+        with transaction.atomic(), connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+            cursor.execute(_PG_TURN, prepare=False)
+            cursor.execute(_PG_INSERT, [(b"[" + b",".join(lines) + b"]").decode()], prepare=False)
+            owners = cursor.fetchall()
     else:
         records = [_record(orjson.loads(line)) for line in lines]
         # SQLite writers take turns already: one that read before another's commit fails to write, and retries.

@@ -3,9 +3,8 @@
 Django's constructor turns every header name into its META key by decoding,
 upper-casing and replacing, and parses the content type with its full
 parameter parser: about a fiftieth of a request's CPU, for the same dozen
-header names and the same `application/json` on every call. Here both come
-from small tables, filled on first sight and emptied when full so that clients
-sending ever new names cannot make them grow. What comes out is attribute for
+header names and the same `application/json` on every call. Here both are
+remembered (functools.lru_cache, bounded). What comes out is attribute for
 attribute what Django's constructor makes (gateway/tests/test_asgi_request.py
 compares the two), so views, Ninja and the error handlers see no difference.
 """
@@ -13,6 +12,7 @@ compares the two), so views, Ninja and the error handlers see no difference.
 from __future__ import annotations
 
 import codecs
+import functools
 import io
 from collections.abc import MutableMapping
 from typing import Any
@@ -21,36 +21,26 @@ from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.utils.http import parse_header_parameters
 
-# Header name as sent -> its META key; None for a name Django leaves out (one with "_", against spoofing).
-_META_KEYS: dict[bytes, str | None] = {}
-# Content-Type value -> (content type, its parameters, the charset if Python knows it).
-_CONTENT_TYPES: dict[str, tuple[str, tuple[tuple[str, str], ...], str | None]] = {}
-_TABLE_MAX = 1024
+# Both remembered by value, bounded: clients sending ever new names or types cannot make them grow.
+_REMEMBERED = 1024
 
 
+@functools.lru_cache(maxsize=_REMEMBERED)
 def _meta_key(name: bytes) -> str | None:
-    key = _META_KEYS.get(name, "")
-    if key != "":
-        return key
+    """A header name's META key; None for a name Django leaves out (one with "_", against spoofing)."""
     text = name.decode("latin1")
     if "_" in text:
-        key = None
-    elif text == "content-length":
-        key = "CONTENT_LENGTH"
-    elif text == "content-type":
-        key = "CONTENT_TYPE"
-    else:
-        key = "HTTP_" + text.upper().replace("-", "_")
-    if len(_META_KEYS) >= _TABLE_MAX:
-        _META_KEYS.clear()
-    _META_KEYS[name] = key
-    return key
+        return None
+    if text == "content-length":
+        return "CONTENT_LENGTH"
+    if text == "content-type":
+        return "CONTENT_TYPE"
+    return "HTTP_" + text.upper().replace("-", "_")
 
 
+@functools.lru_cache(maxsize=_REMEMBERED)
 def _content_type(value: str) -> tuple[str, tuple[tuple[str, str], ...], str | None]:
-    known = _CONTENT_TYPES.get(value)
-    if known is not None:
-        return known
+    """A Content-Type value's type, its parameters, and its charset if Python knows it."""
     content_type, params = parse_header_parameters(value)
     charset = params.get("charset")
     if charset is not None:
@@ -58,11 +48,7 @@ def _content_type(value: str) -> tuple[str, tuple[tuple[str, str], ...], str | N
             codecs.lookup(charset)
         except LookupError:
             charset = None
-    known = (content_type, tuple(params.items()), charset)
-    if len(_CONTENT_TYPES) >= _TABLE_MAX:
-        _CONTENT_TYPES.clear()
-    _CONTENT_TYPES[value] = known
-    return known
+    return content_type, tuple(params.items()), charset
 
 
 def build_request(scope: MutableMapping[str, Any], body: bytes) -> ASGIRequest:

@@ -40,6 +40,7 @@ A deployment without caps never comes here: the loop reads its three fields, not
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import math
 from collections.abc import Awaitable, Callable, Mapping
@@ -124,25 +125,10 @@ class CapFull:
 
 # Each deployment's window, the same tuple for every attempt while its caps stay the same: the limiter keeps
 # what it packs once per windows tuple (billing.limits.redis), which a new tuple per attempt would defeat.
-_CAP_WINDOWS: dict[tuple[int, int | None, int | None, int | None], tuple[Window]] = {}
-_CAP_WINDOWS_MAX = 1024
-
-
-def _cap_windows(route: RouteInfo) -> tuple[Window]:
-    caps = (route.id, route.max_requests_per_minute, route.max_tokens_per_minute, route.max_in_flight)
-    found = _CAP_WINDOWS.get(caps)
-    if found is None:
-        window = Window(
-            scope=f"deployment:{route.id}",
-            label=f"deployment {route.id}",
-            rpm=caps[1],
-            tpm=caps[2],
-            concurrency=caps[3],
-        )
-        if len(_CAP_WINDOWS) >= _CAP_WINDOWS_MAX:
-            _CAP_WINDOWS.clear()
-        found = _CAP_WINDOWS[caps] = (window,)
-    return found
+@functools.lru_cache(maxsize=1024)
+def _cap_windows(deployment_id: int, rpm: int | None, tpm: int | None, in_flight: int | None) -> tuple[Window]:
+    scope, label = f"deployment:{deployment_id}", f"deployment {deployment_id}"
+    return (Window(scope=scope, label=label, rpm=rpm, tpm=tpm, concurrency=in_flight),)
 
 
 async def cap_acquire(*, route: RouteInfo, call: Call) -> CapHold | CapFull:
@@ -152,7 +138,8 @@ async def cap_acquire(*, route: RouteInfo, call: Call) -> CapHold | CapFull:
     tokens = _requested(call) if tpm is not None else 0
     scope = f"deployment:{route.id}"
     request_id = f"{call.request_id}:{next(_attempt_ids)}"
-    ask = Ask(request_id=request_id, windows=_cap_windows(route), budgets=(), tokens=tokens, cost=0)
+    windows = _cap_windows(route.id, route.max_requests_per_minute, tpm, route.max_in_flight)
+    ask = Ask(request_id=request_id, windows=windows, budgets=(), tokens=tokens, cost=0)
     limiter = accounting.accounts.limiter
     try:
         verdict = await limiter.acquire(ask)
