@@ -18,6 +18,7 @@ it (another ASGI server, the test client) gets the task.
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE, RequestResponseCycle
@@ -26,6 +27,18 @@ from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, ST
 BODY_FOLLOWS = "portico.body_follows"
 # scope["extensions"][DISCONNECT_WATCH]["watch"] is the request's DisconnectWatch (an extension's value is a dict).
 DISCONNECT_WATCH = "portico.disconnect_watch"
+
+
+def _allowed_by(refused: re.Pattern[bytes]) -> bytes:
+    """Every byte that uvicorn's single-character class `refused` does not match."""
+    return bytes(byte for byte in range(256) if not refused.match(bytes((byte,))))
+
+
+# uvicorn's checks of header names and values, as the bytes they let through. `joined.translate(None, OK)`
+# deletes those and leaves what uvicorn would refuse: one table lookup per byte, where its regular-expression
+# search of the same bytes costs some twenty instructions per byte (1-2 % of a limited key's request).
+_NAME_OK = _allowed_by(HEADER_RE)
+_VALUE_OK = _allowed_by(HEADER_VALUE_RE)
 
 
 class DisconnectWatch:
@@ -99,7 +112,9 @@ class OneWriteCycle(RequestResponseCycle):
             return False
         if headers[names.index(b"content-length")][1] != b"%d" % len(body):
             return False
-        if HEADER_RE.search(b"-".join(names)) or HEADER_VALUE_RE.search(b"\t".join(value for _, value in headers)):
+        if b"-".join(names).translate(None, _NAME_OK) or b"\t".join([value for _, value in headers]).translate(
+            None, _VALUE_OK
+        ):
             return False
         content = [STATUS_LINE[start["status"]]]
         for name, (_, value) in zip(names, headers, strict=True):

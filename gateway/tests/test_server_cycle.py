@@ -15,7 +15,7 @@ from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from gateway.server import BoundedProtocol
-from gateway.server_cycle import BODY_FOLLOWS, DISCONNECT_WATCH, DisconnectWatch
+from gateway.server_cycle import BODY_FOLLOWS, DISCONNECT_WATCH, DisconnectWatch, OneWriteCycle
 
 REQUEST = b"POST /v1/x HTTP/1.1\r\nHost: portico\r\nContent-Length: 2\r\n\r\n{}"
 
@@ -159,6 +159,34 @@ async def test_a_held_answer_uvicorn_would_refuse_is_refused_as_it_would(
     assert outcomes[0] == outcomes[1]
     assert outcomes[0][1]
     assert b"x-bad: a\r\n" not in outcomes[0][0]
+
+
+@pytest.mark.parametrize("where", ["name", "value"])
+async def test_every_byte_in_a_header_is_let_through_or_refused_as_uvicorn_would(
+    where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The one-write path checks names and values with its own tables. A byte it let through that uvicorn
+    # refuses would put a bad header on the wire; one it refused that uvicorn takes would go the slow way.
+    taken: list[bool] = []
+    write_whole = OneWriteCycle._write_whole
+
+    def recording(self: OneWriteCycle, start: Any, message: Any) -> bool:
+        taken.append(write_whole(self, start, message))
+        return taken[-1]
+
+    monkeypatch.setattr(OneWriteCycle, "_write_whole", recording)
+    for byte in range(256):
+        name, value = (b"x-a" + bytes((byte,)), b"v") if where == "name" else (b"x-a", b"v" + bytes((byte,)) + b"w")
+        headers = [(name, value), (b"content-length", b"5")]
+        outcomes = []
+        for follows in (True, False):
+            protocol, transport = serve(whole_answer(follows=follows, headers=headers))
+            await finish(protocol)
+            outcomes.append((b"".join(transport.writes), transport.closed))
+        assert outcomes[0] == outcomes[1], f"byte {byte:#04x} in a header {where}"
+        accepted = outcomes[1][0].startswith(b"HTTP/1.1 200")
+        assert taken.pop() == accepted, f"byte {byte:#04x} in a header {where}"
+    assert not taken
 
 
 async def test_a_head_request_gets_its_headers_and_no_body() -> None:
