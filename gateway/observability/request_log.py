@@ -73,9 +73,41 @@ def answer(status: int, clock: RequestClock, path: str) -> None:
 
 def _emit(fields: dict[str, Any]) -> None:
     # makeRecord and handle, as logger.info would, less its walk up the stack for a caller nobody reads here.
-    record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, "%s", (_Text(fields),), None)
+    template = _batch.record
+    if template is None:
+        record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, "%s", (_Text(fields),), None)
+    else:
+        record = _copy_of(template, _Text(fields))
     record.request = fields
     logger.handle(record)
+
+
+def _record_template() -> dict[str, Any] | None:
+    """What every request line's record written by this thread has alike, if records are logging's own."""
+    if logging.getLogRecordFactory() is not logging.LogRecord:
+        return None  # a factory of the application's own makes each record, as it asked
+    return vars(logger.makeRecord(logger.name, logging.INFO, __file__, 0, "%s", (), None))
+
+
+def _copy_of(template: dict[str, Any], message: _Text) -> logging.LogRecord:
+    """A record as LogRecord() would make it on this thread now, from the fields all of them share.
+
+    LogRecord() works out the file's base name and module, the thread's name and the process's name and id
+    (a system call) for every record: a third of what a request line cost the hand-off thread.
+    """
+    record = _new_record(logging.LogRecord)
+    fields = record.__dict__
+    fields.update(template)
+    now = time.time()
+    fields["args"] = (message,)
+    fields["created"] = now
+    fields["msecs"] = int((now - int(now)) * 1000) + 0.0
+    fields["relativeCreated"] = (now - _LOGGING_STARTED) * 1000
+    return record
+
+
+_new_record = object.__new__
+_LOGGING_STARTED: float = logging._startTime  # type: ignore[attr-defined]  # what LogRecord measures from
 
 
 class _Text:
@@ -132,6 +164,7 @@ class JsonFormatter(logging.Formatter):
 
 class _Batch(threading.local):
     active = False
+    record: dict[str, Any] | None = None  # within a batch: the fields this thread's records share
 
 
 _batch = _Batch()
@@ -146,10 +179,12 @@ def batched() -> Iterator[None]:
     took the hand-off thread from 12.2 to 10.3 µs of CPU per request.
     """
     _batch.active = True
+    _batch.record = _record_template()
     try:
         yield
     finally:
         _batch.active = False
+        _batch.record = None
         for handler in list(_batching_handlers):
             handler.write_held()
 

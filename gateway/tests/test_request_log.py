@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from types import SimpleNamespace
 
@@ -11,7 +12,7 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gateway.observability import handoff
+from gateway.observability import handoff, request_log
 from gateway.observability.clock import RequestClock
 from gateway.observability.handoff import HandOff
 from gateway.observability.metrics import Metrics
@@ -200,3 +201,54 @@ def test_text_lines_read_as_logging_s_own_whatever_the_second(datefmt: str | Non
         record = logging.LogRecord("portico.requests", logging.INFO, __file__, 0, "line %d", (7,), None)
         record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0
         assert ours.format(record) == theirs.format(record)
+
+
+# What LogRecord() sets from the clock: the rest must be what it would set.
+TIMES = ("created", "msecs", "relativeCreated")
+
+
+def test_a_drains_records_are_the_ones_logging_would_make(hand_off: HandOff, caplog: pytest.LogCaptureFixture) -> None:
+    # A drain copies the fields a thread's records share from one made by logging itself; formatters and
+    # filters read any of them (%(process)d, %(threadName)s, %(module)s), so each must be as logging sets it.
+    hand_off.call(row(request_id="req_a"), None)
+    thread = threading.current_thread()
+    name, thread.name = thread.name, "observer-under-test"
+    try:
+        with caplog.at_level(logging.INFO, logger="portico.requests"):
+            before = time.time()
+            hand_off.drain()
+            after = time.time()
+        (line,) = own_lines(caplog)
+        made = logging.getLogger("portico.requests").makeRecord(
+            "portico.requests", logging.INFO, request_log.__file__, 0, "%s", (line.args[0],), None
+        )
+    finally:
+        thread.name = name
+    expected = {name: value for name, value in vars(made).items() if name not in TIMES}
+    # Added by the handler's formatter, and by the drain: the request's fields.
+    added = ("request", "message", "asctime")
+    seen = {name: value for name, value in vars(line).items() if name not in (*TIMES, *added)}
+    assert seen == expected
+    assert seen["threadName"] == "observer-under-test"
+    assert before <= line.created <= after
+    assert line.msecs == int((line.created - int(line.created)) * 1000)
+    assert line.relativeCreated == pytest.approx((line.created - logging._startTime) * 1000)  # type: ignore[attr-defined]
+    assert line.getMessage().startswith("request_id=req_a ")
+
+
+def test_a_record_factory_of_the_applications_own_makes_every_line(
+    hand_off: HandOff, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Tagged(logging.LogRecord):
+        tag = "own"
+
+    hand_off.call(row(request_id="req_a"), None)
+    factory = logging.getLogRecordFactory()
+    logging.setLogRecordFactory(Tagged)
+    try:
+        with caplog.at_level(logging.INFO, logger="portico.requests"):
+            hand_off.drain()
+    finally:
+        logging.setLogRecordFactory(factory)
+    (line,) = own_lines(caplog)
+    assert isinstance(line, Tagged)
