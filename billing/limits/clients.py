@@ -6,7 +6,9 @@ redis-py's client of one Redis or of a Redis Cluster, which every other user of 
                                  which node holds which slot and follows MOVED and ASK replies
 
 The limiter needs three things of a connection: `call` (send a command, await
-its reply), `send_soon` (write a command once the current step of the event
+its reply; if the caller is cancelled meanwhile, hand the reply to `orphan`
+when it comes, so that the limiter can give back what an acquire reserved for
+a client that left), `send_soon` (write a command once the current step of the event
 loop is done, its reply as a future, or None when it cannot) and `aclose`.
 Both kinds raise redis-py's error classes for reply errors (`ResponseError`,
 `NoScriptError`), so the limiter tells an outage from a bad request the same
@@ -22,6 +24,8 @@ buys more than it costs.
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Callable
 from typing import Any, Literal, Protocol, cast, overload
 
 import redis
@@ -32,7 +36,7 @@ from billing.limits.resp import RespClient
 
 
 class LimiterClient(Protocol):
-    async def call(self, *args: Any) -> Any: ...
+    async def call(self, *args: Any, orphan: Callable[[Any], None] | None = None) -> Any: ...
 
     def send_soon(self, *args: Any) -> asyncio.Future[Any] | None: ...
 
@@ -45,12 +49,21 @@ class RedisPyClient:
     def __init__(self, client: Redis | RedisCluster) -> None:
         self._client = client
 
-    async def call(self, *args: Any) -> Any:
+    async def call(self, *args: Any, orphan: Callable[[Any], None] | None = None) -> Any:
         if args[0] == "SCRIPT":
             # The cluster client routes a command by its name, given as one word: SCRIPT LOAD goes to every
             # primary, as each must know the script before a key of its slots is used with it.
             args = (f"SCRIPT {args[1]}", *args[2:])
-        return await self._client.execute_command(*args)
+        if orphan is None:
+            return await self._client.execute_command(*args)
+        # redis-py drops a command whose caller is cancelled at whatever point it had reached: run it in a
+        # task of its own, so a reply that comes is handed over all the same.
+        task = asyncio.ensure_future(self._client.execute_command(*args))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(functools.partial(_hand_over, orphan))
+            raise
 
     def send_soon(self, *args: Any) -> asyncio.Future[Any] | None:
         # redis-py has no way to write a command and hand back the reply later: the limiter awaits `call` instead.
@@ -58,6 +71,11 @@ class RedisPyClient:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _hand_over(orphan: Callable[[Any], None], task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is None:
+        orphan(task.result())
 
 
 def limiter_client(url: str, *, timeout: float, cluster: bool) -> LimiterClient:

@@ -127,7 +127,8 @@ class RedisLimiter:
         self._shaped = isinstance(self._client, RespClient)
         self._acquire_shapes: dict[tuple[int, int], tuple[Any, Any, Run, Run]] = {}
         self._settle_shapes: dict[tuple[Any, ...], tuple[Run, Run]] = {}
-        self._retries: set[asyncio.Task[None]] = set()  # settles sent again after a NOSCRIPT reply
+        # Settles sent again after a NOSCRIPT reply, and those giving back an acquire whose caller left.
+        self._retries: set[asyncio.Future[Any]] = set()
 
     async def acquire(self, ask: Ask) -> Verdict:
         if nothing_to_check(ask):
@@ -138,7 +139,9 @@ class RedisLimiter:
         if self._cluster and not ask.shard:
             ask = replace(ask, shard=shard_of(ask))
         try:
-            reply: bytes = await self._run_command(ACQUIRE, self._acquire_command(ask))
+            reply: bytes = await self._run_command(
+                ACQUIRE, self._acquire_command(ask), orphan=functools.partial(self._give_back_orphan, ask)
+            )
         except ResponseError as exc:
             if not is_outage(exc):
                 logger.error("The rate limiter's acquire script failed for request %s: %s", ask.request_id, exc)
@@ -152,6 +155,22 @@ class RedisLimiter:
         if verdict.ticket is not None:
             self.leases.hold(verdict.ticket)
         return verdict
+
+    def _give_back_orphan(self, ask: Ask, reply: bytes) -> None:
+        """An acquire's reply that came after its caller was cancelled (its client left): what it reserved is
+        given back at once, as for a call that ends before it begins, not held until its slot's lease runs out."""
+        try:
+            verdict = verdict_from_reply(ask, list(map(int, reply.split())), local=False)
+        except ValueError:
+            logger.error("The rate limiter's acquire script sent a reply it cannot read: %r", reply)
+            return
+        if verdict.ticket is None:
+            return
+        # A future of the settle's reply, or on a rare path (Redis away) a coroutine to run; kept until done,
+        # so that closing the limiter waits for it.
+        given_back = asyncio.ensure_future(self.settle_soon(verdict.ticket, tokens=0, cost=0))
+        self._retries.add(given_back)
+        given_back.add_done_callback(self._retries.discard)
 
     async def settle(self, ticket: Ticket, *, tokens: int, cost: int) -> None:
         """Never raises for Redis trouble: nobody could act on it, and Redis gets the settle once it is back."""
@@ -357,13 +376,15 @@ class RedisLimiter:
     async def _run(self, script: Script, keys: Sequence[str], args: Args) -> Any:
         return await self._run_command(script, ("EVALSHA", script.sha, len(keys), *keys, *args))
 
-    async def _run_command(self, script: Script, command: tuple[Any, ...]) -> Any:
+    async def _run_command(
+        self, script: Script, command: tuple[Any, ...], *, orphan: Callable[[Any], None] | None = None
+    ) -> Any:
         try:
-            return await self._client.call(*command)
+            return await self._client.call(*command, orphan=orphan)
         except NoScriptError:
             # Redis restarted or its script cache was flushed.
             await self._client.call("SCRIPT", "LOAD", script.source)
-            return await self._client.call(*command)
+            return await self._client.call(*command, orphan=orphan)
 
     async def _without_redis(self, ask: Ask, exc: Exception | None) -> Verdict:
         if self._fail_open:

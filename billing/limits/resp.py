@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio.connection import parse_url
@@ -132,6 +133,8 @@ class _Protocol(asyncio.Protocol):
         self.transport: Any = None  # asyncio's or uvloop's TCP transport
         self.waiters: deque[asyncio.Future[Any]] = deque()
         self.deadlines: deque[float] = deque()  # each waiter's, in loop time, in the same order
+        # Each waiter's orphan handler, in the same order: what to do with its reply if its caller gave up first.
+        self.orphans: deque[Callable[[Any], None] | None] = deque()
         self.buffer = bytearray()
         self.closed = False
         self._watch: asyncio.TimerHandle | None = None
@@ -140,12 +143,18 @@ class _Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
 
-    def expect(self) -> asyncio.Future[Any]:
-        """A future for the next reply, failed with TimeoutError if it has not come within the timeout."""
+    def expect(self, orphan: Callable[[Any], None] | None = None) -> asyncio.Future[Any]:
+        """A future for the next reply, failed with TimeoutError if it has not come within the timeout.
+
+        If the future is cancelled (its caller gave up) before the reply comes, the reply goes to `orphan`,
+        unless it is an error. Registered now, not when the caller learns of its cancellation: the reply may
+        be read in between.
+        """
         waiter = self.loop.create_future()
         deadline = self.loop.time() + self.timeout
         self.waiters.append(waiter)
         self.deadlines.append(deadline)
+        self.orphans.append(orphan)
         if self._watch is None:
             self._watch = self.loop.call_at(deadline, self._check)
         return waiter
@@ -198,11 +207,14 @@ class _Protocol(asyncio.Protocol):
             start = end
             waiter = self.waiters.popleft()
             self.deadlines.popleft()
-            if not waiter.done():  # a caller that gave up still had its reply in line
+            orphan = self.orphans.popleft()
+            if not waiter.done():
                 if isinstance(value, ResponseError):
                     waiter.set_exception(value)
                 else:
                     waiter.set_result(value)
+            elif orphan is not None and not isinstance(value, ResponseError):
+                orphan(value)  # a caller that gave up still had its reply in line, and wants it
         del self.buffer[:start]
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -210,6 +222,7 @@ class _Protocol(asyncio.Protocol):
 
     def _fail(self, error: Exception, *, oldest: Exception | None = None) -> None:
         self.closed = True
+        self.orphans.clear()  # their replies will not come: what they did is left to expire, as a dead process's
         if self._watch is not None:
             self._watch.cancel()
             self._watch = None
@@ -237,11 +250,24 @@ class RespClient:
         self._protocol: _Protocol | None = None
         self._opening: asyncio.Lock | None = None
 
-    async def call(self, *args: Any) -> Any:
+    async def call(self, *args: Any, orphan: Callable[[Any], None] | None = None) -> Any:
+        """The reply to a command. With `orphan`: if the caller is cancelled once the command is written, its
+        reply (unless an error) goes to `orphan` when it comes, for a command whose effect must be undone."""
         protocol = self._protocol
         if protocol is None or protocol.closed:
             protocol = await self._open()
-        return await self._send(protocol, args)
+        if orphan is None:
+            return await self._send(protocol, args)
+        waiter = protocol.expect(orphan)
+        protocol.write(pack(args))
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            # Cancelled while the reply was on the way, the protocol hands it over; here, the reply came and was
+            # the waiter's, but the caller was cancelled before it ran again.
+            if not waiter.cancelled() and waiter.exception() is None:
+                orphan(waiter.result())
+            raise
 
     def send_soon(self, *args: Any) -> asyncio.Future[Any] | None:
         """Write a command once the current step of the event loop is done, before any command of a later step;

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
 from billing.limits import Budget, LimiterFailed, LimiterUnavailable, RedisLimiter, Ticket
+from billing.limits.clients import RedisPyClient, redis_client
 from billing.limits.redis import is_outage
 from billing.tests.test_limits import (
     REDIS_URL,
@@ -379,3 +380,48 @@ async def test_a_settle_written_before_the_connection_broke_is_sent_again_once_r
         await limiter.aclose()
 
     assert not again.local  # Redis got the missed settle first: the slot was free
+
+
+@pytest.mark.parametrize("connection", ["resp", "redis-py"])
+async def test_an_acquire_whose_caller_left_before_its_reply_gives_back_what_it_reserved(
+    clock: FakeClock, redis: Redis, connection: str
+) -> None:
+    # A client that leaves while its acquire is on the way (its task cancelled by the disconnect) must not
+    # hold its slot in flight, its tokens or its budget until the slot's lease runs out: seen as a tenant's
+    # concurrency taken for half a minute by the requests of clients that had gone.
+    limits = key(rpm=2, concurrency=1, tpm=100)
+    for _attempt in range(5):
+        prefix = new_prefix()
+        # redis-py's connection (a cluster's) runs the acquire in a task of its own; the hand-written one keeps
+        # the reply of a caller that left.
+        client = (
+            RedisPyClient(redis_client(REDIS_URL, timeout=1.0, cluster=False)) if connection == "redis-py" else None
+        )
+        limiter = RedisLimiter(REDIS_URL, prefix=prefix, clock=clock, client=client)
+        try:
+            await limiter._client.call("PING")  # the connection is open, so the acquire is written at once
+            leaving = asyncio.create_task(
+                limiter.acquire(ask(limits, budgets=(budget(limit=100),), tokens=60, cost=10))
+            )
+            await asyncio.sleep(0)  # the acquire is written; its reply is not read before this task runs again
+            leaving.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await leaving
+            for _ in range(100):
+                if await redis.get(f"{prefix}:budget:tenant:1:2026-11") == b"0":
+                    break
+                await asyncio.sleep(0.01)
+            # The slot, the tokens and the budget are back: one more call may take each of them whole.
+            after = ticket_of(await limiter.acquire(ask(limits, budgets=(budget(limit=100),), tokens=90, cost=100)))
+            await limiter.settle(after, tokens=0, cost=0)
+            # The request that left was made, as a call that ends before it begins is: it counts against the rpm.
+            # Unless a test alongside flushed Redis's scripts, and the cancellation came while it was reloading
+            # them: then nothing was reserved, and the case is tried again.
+            reached = (await limiter.acquire(ask(limits))).refused == "requests"
+        finally:
+            await limiter.aclose()
+            await drop_keys(prefix)
+        assert not after.local
+        if reached:
+            return
+    pytest.fail("the acquire of the caller that left never reached Redis")

@@ -193,3 +193,63 @@ async def test_commands_of_the_same_step_as_one_sent_soon_share_its_write_in_the
 async def test_nothing_is_sent_soon_before_a_connection_is_open() -> None:
     client = RespClient(REDIS_URL, timeout=1.0)
     assert client.send_soon("PING") is None
+
+
+@pytest.mark.parametrize(
+    "when",
+    ["before its reply came", "as its reply came, before it ran again", "after its reply came, before it ran again"],
+)
+async def test_a_reply_whose_caller_was_cancelled_goes_to_its_orphan_handler(when: str) -> None:
+    client = RespClient(REDIS_URL, timeout=1.0)
+    orphaned: list[Any] = []
+    try:
+        await client.call("PING")
+        protocol = client._protocol
+        assert protocol is not None
+        caller = asyncio.create_task(client.call("ECHO", "mine", orphan=orphaned.append))
+        await asyncio.sleep(0)  # written; its caller now waits for the reply
+        read = protocol.data_received
+        if when == "before its reply came":
+            caller.cancel()
+        elif when == "as its reply came, before it ran again":
+
+            def cancel_then_read(data: bytes) -> None:
+                caller.cancel()  # its waiter is cancelled; the caller learns of it only once it runs again
+                read(data)
+
+            protocol.data_received = cancel_then_read  # type: ignore[method-assign]
+        else:
+
+            def read_then_cancel(data: bytes) -> None:
+                read(data)  # the reply is the caller's result; its task is woken but has not run yet
+                caller.cancel()
+
+            protocol.data_received = read_then_cancel  # type: ignore[method-assign]
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        for _ in range(100):
+            if orphaned:
+                break
+            await asyncio.sleep(0.01)
+        assert orphaned == [b"mine"]
+        protocol.data_received = read  # type: ignore[method-assign]
+        assert await client.call("ECHO", "next") == b"next"  # replies still go to their own callers
+        assert not protocol.orphans
+    finally:
+        await client.aclose()
+
+
+async def test_an_error_reply_or_a_caller_that_was_not_cancelled_never_reaches_the_orphan_handler() -> None:
+    client = RespClient(REDIS_URL, timeout=1.0)
+    orphaned: list[Any] = []
+    try:
+        assert await client.call("ECHO", "kept", orphan=orphaned.append) == b"kept"
+        caller = asyncio.create_task(client.call("NOSUCHCOMMAND", orphan=orphaned.append))
+        await asyncio.sleep(0)
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        assert await client.call("ECHO", "after") == b"after"  # the error reply has been read by now
+    finally:
+        await client.aclose()
+    assert orphaned == []
