@@ -93,7 +93,7 @@ class LocalLimiter:
                 held = self._flights.get(scope)
                 ends = held.get(ticket.request_id) if held is not None else None
                 if held is not None and ends is not None and ends > now:
-                    held[ticket.request_id] = now + self._lease_ms
+                    held[ticket.request_id] = math.ceil(now + self._lease_ms)  # whole ms, as the scripts keep it
 
     async def aclose(self) -> None:
         await self.leases.aclose()
@@ -146,7 +146,7 @@ class LocalLimiter:
 
         if ok:
             for held in flights:
-                held[ask.request_id] = now + self._lease_ms
+                held[ask.request_id] = math.ceil(now + self._lease_ms)  # whole ms, as the scripts keep it
             if ask.cost > 0:
                 for counter in counters:
                     counter[0] += ask.cost

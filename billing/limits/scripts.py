@@ -20,8 +20,8 @@ whose point lies further out.
 Times are Unix milliseconds, from Redis's clock unless the caller passes one.
 A bucket's debt is capped (MAX_DEBT, about 35 years), so its expiry stays an
 integer Redis takes. A slot in flight is a member of its scope's sorted set,
-scored by the end of its lease, which its process renews while the call runs
-(leases.py).
+scored by the end of its lease (in whole milliseconds, rounded up), which its
+process renews while the call runs (leases.py).
 """
 
 from __future__ import annotations
@@ -133,7 +133,9 @@ if ok and cost > 0 then
   end
 end
 if ok then
-  local ends, keep = format('%.17g', now + lease), ceil(lease + MINUTE)
+  -- A whole millisecond: a small sorted set keeps integer scores as integers, and Redis then inserts among
+  -- them at a third of the cost of scores it must parse as decimals (about 6 us per ZADD with 32 in flight).
+  local ends, keep = format('%d', ceil(now + lease)), ceil(lease + MINUTE)
   for _, key in ipairs(flights) do
     call('ZADD', key, ends, member)
     call('PEXPIRE', key, keep)
@@ -211,7 +213,7 @@ RENEW_SOURCE = (
     _CLOCK
     + """
 local lease = tonumber(ARGV[2])
-local ends = string.format('%.17g', now + lease)
+local ends = string.format('%d', math.ceil(now + lease))  -- a whole millisecond, as the acquire's
 local renewed = 0
 for i, key in ipairs(KEYS) do
   local held = tonumber(redis.call('ZSCORE', key, ARGV[2 + i]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator
 
 import pytest
@@ -425,3 +426,24 @@ async def test_an_acquire_whose_caller_left_before_its_reply_gives_back_what_it_
         if reached:
             return
     pytest.fail("the acquire of the caller that left never reached Redis")
+
+
+async def test_slots_in_flight_are_scored_in_whole_milliseconds(
+    clock: FakeClock, redis_prefix: str, redis: Redis
+) -> None:
+    # Redis inserts into a small sorted set of integer scores at a third of the cost of decimal ones: a slot's
+    # lease end is rounded up to the millisecond, when taken and when renewed.
+    clock.now += 0.0004567  # a time between two milliseconds
+    limiter = RedisLimiter(REDIS_URL, prefix=redis_prefix, clock=clock, lease=30.0)
+    slots = f"{redis_prefix}:rl:key:1:cc"
+    try:
+        held = ticket_of(await limiter.acquire(ask(key(concurrency=2))))
+        taken, taken_at = await redis.zscore(slots, held.request_id), clock.now
+        clock.advance(10.0003)
+        await limiter.renew([held])
+        renewed = await redis.zscore(slots, held.request_id)
+    finally:
+        await limiter.aclose()
+    assert taken == math.ceil(taken_at * 1000 + 30_000)
+    assert renewed == math.ceil(clock.now * 1000 + 30_000)
+    assert await redis.object("ENCODING", slots) == b"listpack"  # small: the case the rounding is for
