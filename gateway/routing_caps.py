@@ -39,7 +39,6 @@ A deployment without caps never comes here: the loop reads its three fields, not
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import itertools
 import math
@@ -136,7 +135,6 @@ async def cap_acquire(*, route: RouteInfo, call: Call) -> CapHold | CapFull:
     is at its caps, when it has room. Raises the error a client gets if the limiter cannot tell."""
     tpm = route.max_tokens_per_minute
     tokens = _requested(call) if tpm is not None else 0
-    scope = f"deployment:{route.id}"
     request_id = f"{call.request_id}:{next(_attempt_ids)}"
     windows = _cap_windows(route.id, route.max_requests_per_minute, tpm, route.max_in_flight)
     ask = Ask(request_id=request_id, windows=windows, budgets=(), tokens=tokens, cost=0)
@@ -147,19 +145,8 @@ async def cap_acquire(*, route: RouteInfo, call: Call) -> CapHold | CapFull:
         raise LimitsUnavailable("The rate limiter is unavailable; please retry shortly.") from None
     except LimiterFailed:
         raise InternalError("The server had an error while processing your request.") from None
-    except asyncio.CancelledError:
-        # The acquire may have reached Redis before the call was cancelled: settling what it would have
-        # reserved frees the slot at once (a settle of nothing reserved changes nothing).
-        unknown = Ticket(
-            request_id=ask.request_id,
-            tokens=tokens,
-            cost=0,
-            token_limits=((scope, tpm),) if tpm is not None else (),
-            concurrency_scopes=(scope,) if route.max_in_flight is not None else (),
-            budget_periods=(),
-        )
-        accounting.accounts.later(limiter.settle(unknown, tokens=tokens, cost=0))
-        raise
+    # Cancelled while the acquire was on the way to Redis (the client left), the limiter gives back what it
+    # reserved once the reply comes (billing.limits.redis).
     if verdict.ticket is None:
         return CapFull(verdict.retry_after, in_flight=verdict.refused == "concurrency")
     return CapHold(limiter, verdict.ticket)

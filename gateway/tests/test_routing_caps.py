@@ -432,3 +432,32 @@ async def test_an_ensemble_call_cancelled_or_closed_releases_its_deployments_cap
 
     assert len(limiter.granted) == 2
     assert await limiter.unsettled() == []
+
+
+async def test_a_call_cancelled_while_its_deployment_slot_is_reserved_leaves_the_slot_free(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The client leaves while the acquire of a capped deployment's slot is on the way to Redis: whatever the
+    # acquire reserved there is given back as its reply comes, so the next call finds the slot free.
+    prefix = new_prefix()
+    limiter = RedisLimiter(REDIS_URL, prefix=prefix, clock=clock)
+    meter_with(limiter, monkeypatch)
+    route = deployment(1, "a", max_in_flight=1)
+    try:
+        await limiter._client.call("PING")  # open: the acquire is written at once
+        leaving = asyncio.create_task(cap_acquire(route=route, call=new_call(model(route))))
+        await asyncio.sleep(0)  # written; its reply is on the way
+        leaving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leaving
+        for _ in range(100):
+            held = await cap_acquire(route=route, call=new_call(model(route)))
+            if isinstance(held, CapHold):
+                break
+            await asyncio.sleep(0.01)
+        assert isinstance(held, CapHold), "the slot of the call that left is still held"
+        held.release()
+    finally:
+        await accounting.accounts.drain()
+        await limiter.aclose()
+        await drop_keys(prefix)
