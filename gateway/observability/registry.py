@@ -15,9 +15,11 @@ import functools
 import glob
 import os
 import re
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client import multiprocess as prometheus_multiprocess
+from prometheus_client.metrics_core import Metric
 
 from gateway.observability.gauges import BreakerCollector
 from gateway.observability.rundir import ENV
@@ -49,9 +51,35 @@ def scrape() -> bytes:
         return generate_latest(_single_process_registry())
     forget_dead_workers(directory)
     registry = CollectorRegistry()
-    prometheus_multiprocess.MultiProcessCollector(registry, path=directory)
+    _WorkersCollector(registry, path=directory)
     registry.register(BreakerCollector())
     return generate_latest(registry)
+
+
+class _WorkersCollector(prometheus_multiprocess.MultiProcessCollector):
+    """prometheus_client's merge of the workers' files, less those not yet sized (`sized_files`)."""
+
+    def collect(self) -> Iterable[Metric]:
+        return self.merge(sized_files(self._path), accumulate=True)
+
+
+def sized_files(directory: str) -> list[str]:
+    """The workers' metric files that can be read.
+
+    A worker creates its file for a kind of metric the first time it uses one, and sizes it a moment later:
+    read in between, the empty file made prometheus_client's merge raise, and the scrape answer a 500.
+    """
+    files = []
+    for path in glob.glob(os.path.join(directory, "*.db")):
+        try:
+            if os.path.getsize(path) >= _HEADER_BYTES:
+                files.append(path)
+        except FileNotFoundError:  # a dead worker's live gauges, removed meanwhile
+            continue
+    return files
+
+
+_HEADER_BYTES = 8  # where a metric file says how much of it is used
 
 
 def forget_dead_workers(directory: str) -> None:

@@ -11,6 +11,7 @@ import orjson
 import pytest
 from django.test import RequestFactory, override_settings
 from prometheus_client import CollectorRegistry
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
 from gateway.observability import rundir, views
 from gateway.observability.access import DEFAULT_ALLOW, ScrapeAccess, networks
@@ -255,3 +256,20 @@ def test_without_a_choice_each_run_gets_a_new_directory_removed_at_its_end(monke
         assert first.is_dir()
     assert not first.exists()
     assert not second.exists()
+
+
+def test_a_scrape_of_the_workers_skips_a_file_a_worker_has_created_but_not_sized(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker creates its file for a kind of metric empty, then sizes it: a scrape in between must still answer.
+    written = MmapedDict(str(tmp_path / "counter_101.db"))
+    key = mmap_key("portico_requests", "portico_requests_total", ["model"], ["gpt-test"], "Answers.")
+    written.write_value(key, 3.0, 0.0)
+    written.close()
+    (tmp_path / "counter_102.db").write_bytes(b"")
+    monkeypatch.setenv(rundir.ENV, str(tmp_path))
+
+    answer = scrape("127.0.0.1")
+
+    assert answer.status_code == 200
+    assert 'portico_requests_total{model="gpt-test"} 3.0' in answer.content.decode()

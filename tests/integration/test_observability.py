@@ -26,6 +26,7 @@ from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from billing.models import UsageRecord
+from gateway.observability.registry import sized_files
 from providers.models import ModelRoute
 from tenants.tests.factories import IssuedKey
 from tests.fakes.openai_upstream import FakeUpstream, Reply
@@ -274,8 +275,11 @@ def _workers_with_served_calls(metrics_dir: Path) -> int:
     """How many workers' counter files hold a successful call: a file alone may hold only the 401s of the probes
     that waited for the server, or counters made at start."""
     served = 0
-    for path in metrics_dir.glob("counter_*.db"):
-        for key, value, _, _ in MmapedDict.read_all_values_from_file(str(path)):
+    # Read as a scrape reads them: a worker's file is empty for a moment after the worker creates it.
+    for path in sized_files(str(metrics_dir)):
+        if not os.path.basename(path).startswith("counter_"):
+            continue
+        for key, value, _, _ in MmapedDict.read_all_values_from_file(path):
             name, _, labels, _ = orjson.loads(key)
             if name == "portico_requests" and labels.get("status_class") == "2xx" and value > 0:
                 served += 1
