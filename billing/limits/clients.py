@@ -8,8 +8,8 @@ redis-py's client of one Redis or of a Redis Cluster, which every other user of 
 The limiter needs three things of a connection: `call` (send a command, await
 its reply; if the caller is cancelled meanwhile, hand the reply to `orphan`
 when it comes, so that the limiter can give back what an acquire reserved for
-a client that left), `send_soon` (write a command once the current step of the event
-loop is done, its reply as a future, or None when it cannot) and `aclose`.
+a client that left), `send_soon` (write a command once the current step of the
+event loop is done, its reply as a future, or None when it cannot) and `aclose`.
 Both kinds raise redis-py's error classes for reply errors (`ResponseError`,
 `NoScriptError`), so the limiter tells an outage from a bad request the same
 way on either.
