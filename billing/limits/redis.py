@@ -151,7 +151,7 @@ class RedisLimiter:
         except (RedisError, OSError) as exc:
             self._trouble(exc)
             return await self._without_redis(ask, exc)
-        verdict = verdict_from_reply(ask, list(map(int, reply.split())), local=False)
+        verdict = _verdict_of(ask, reply)
         if verdict.ticket is not None:
             self.leases.hold(verdict.ticket)
         return verdict
@@ -160,7 +160,7 @@ class RedisLimiter:
         """An acquire's reply that came after its caller was cancelled (its client left): what it reserved is
         given back at once, as for a call that ends before it begins, not held until its slot's lease runs out."""
         try:
-            verdict = verdict_from_reply(ask, list(map(int, reply.split())), local=False)
+            verdict = _verdict_of(ask, reply)
         except ValueError:
             logger.error("The rate limiter's acquire script sent a reply it cannot read: %r", reply)
             return
@@ -258,15 +258,12 @@ class RedisLimiter:
 
     async def _settle_pipeline(self, settles: list[tuple[Ticket, int, int]]) -> list[Any]:
         """Send settles back to back on the one connection; a reply error comes back in place of its result."""
-        calls = [self._evalsha(SETTLE, *self._settle_call(ticket, tokens, cost)) for ticket, tokens, cost in settles]
+        calls = [self._client.call(*self._settle_command(ticket, tokens, cost)) for ticket, tokens, cost in settles]
         replies = await asyncio.gather(*calls, return_exceptions=True)
         lost = next((reply for reply in replies if isinstance(reply, OSError)), None)
         if lost is not None:
             raise lost
         return replies
-
-    def _evalsha(self, script: Script, keys: Sequence[str], args: Args) -> Any:
-        return self._client.call("EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def aclose(self) -> None:
         if self._retries:
@@ -428,6 +425,11 @@ class RedisLimiter:
             self._alarm_open = False
             logger.warning("Redis answers the rate limiter again; limits are shared across processes again")
         return True
+
+
+def _verdict_of(ask: Ask, reply: bytes) -> Verdict:
+    """The acquire script's reply, one string of integers, as a verdict on `ask`."""
+    return verdict_from_reply(ask, list(map(int, reply.split())), local=False)
 
 
 def is_outage(exc: ResponseError) -> bool:

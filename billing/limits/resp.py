@@ -256,18 +256,7 @@ class RespClient:
         protocol = self._protocol
         if protocol is None or protocol.closed:
             protocol = await self._open()
-        if orphan is None:
-            return await self._send(protocol, args)
-        waiter = protocol.expect(orphan)
-        protocol.write(pack(args))
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            # Cancelled while the reply was on the way, the protocol hands it over; here, the reply came and was
-            # the waiter's, but the caller was cancelled before it ran again.
-            if not waiter.cancelled() and waiter.exception() is None:
-                orphan(waiter.result())
-            raise
+        return await self._send(protocol, args, orphan)
 
     def send_soon(self, *args: Any) -> asyncio.Future[Any] | None:
         """Write a command once the current step of the event loop is done, before any command of a later step;
@@ -279,10 +268,19 @@ class RespClient:
         protocol.write(pack(args), at_once=False)
         return waiter
 
-    async def _send(self, protocol: _Protocol, args: tuple[Any, ...]) -> Any:
-        waiter = protocol.expect()
+    async def _send(
+        self, protocol: _Protocol, args: tuple[Any, ...], orphan: Callable[[Any], None] | None = None
+    ) -> Any:
+        waiter = protocol.expect(orphan)
         protocol.write(pack(args))
-        return await waiter
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            # Cancelled while the reply was on the way, the protocol hands it over; here, the reply came and was
+            # the waiter's, but the caller was cancelled before it ran again.
+            if orphan is not None and not waiter.cancelled() and waiter.exception() is None:
+                orphan(waiter.result())
+            raise
 
     async def _open(self) -> _Protocol:
         if self._opening is None:

@@ -51,16 +51,19 @@ def scrape() -> bytes:
         return generate_latest(_single_process_registry())
     forget_dead_workers(directory)
     registry = CollectorRegistry()
-    _WorkersCollector(registry, path=directory)
+    registry.register(_WorkersCollector(directory))
     registry.register(BreakerCollector())
     return generate_latest(registry)
 
 
-class _WorkersCollector(prometheus_multiprocess.MultiProcessCollector):
+class _WorkersCollector:
     """prometheus_client's merge of the workers' files, less those not yet sized (`sized_files`)."""
 
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
     def collect(self) -> Iterable[Metric]:
-        return self.merge(sized_files(self._path), accumulate=True)
+        return prometheus_multiprocess.MultiProcessCollector.merge(sized_files(self.directory), accumulate=True)
 
 
 def sized_files(directory: str) -> list[str]:
