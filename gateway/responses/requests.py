@@ -84,7 +84,8 @@ def _user_content(content: Any, param: str) -> str | list[dict[str, Any]]:
 
 
 def _message(item: dict[str, Any], param: str) -> dict[str, Any]:
-    role = _ROLES.get(item.get("role"))  # type: ignore[arg-type]
+    named = item.get("role")
+    role = _ROLES.get(named) if isinstance(named, str) else None  # a list or an object cannot be looked up
     if role is None:
         allowed = ", ".join(f"'{name}'" for name in _ROLES)
         raise _invalid(f"{param}.role", f"Invalid value for '{param}.role': expected one of {allowed}.")
@@ -205,9 +206,10 @@ def validate_responses_request(body: dict[str, Any]) -> None:
     instructions = body.get("instructions")
     if instructions is not None and not isinstance(instructions, str):
         raise _invalid("instructions", "Invalid 'instructions': expected a string.")
-    metadata = body.get("metadata")
-    if metadata is not None and not isinstance(metadata, dict):
-        raise _invalid("metadata", "Invalid 'metadata': expected an object.")
+    for name in ("metadata", "reasoning"):
+        value = body.get(name)
+        if value is not None and not isinstance(value, dict):
+            raise _invalid(name, f"Invalid '{name}': expected an object.")
     if body.get("max_output_tokens") is not None:
         cap = body["max_output_tokens"]
         if not isinstance(cap, int) or isinstance(cap, bool) or cap < 16:

@@ -103,6 +103,12 @@ def test_a_request_becomes_the_chat_body_it_stands_for(
         ({"input": [{"role": "tool", "content": "x"}]}, "input[0].role"),
         ({"input": [{"type": "reasoning"}]}, "input[0].type"),
         ({"input": "Hi", "tools": [{"type": "file_search"}]}, "tools[0].type"),
+        # Values of the wrong type where an object's field is looked up, or a name is looked up in a table
+        ({"input": [{"role": ["user"], "content": "x"}]}, "input[0].role"),
+        ({"input": [{"role": {"role": "user"}, "content": "x"}]}, "input[0].role"),
+        ({"input": "Hi", "reasoning": "high"}, "reasoning"),
+        ({"input": "Hi", "reasoning": ["high"]}, "reasoning"),
+        ({"input": "Hi", "metadata": 1}, "metadata"),
     ],
 )
 def test_what_chat_cannot_express_is_refused_naming_the_parameter(request_fields: dict[str, Any], param: str) -> None:
