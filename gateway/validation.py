@@ -197,8 +197,37 @@ def _message(message: Any, index: int) -> None:
     if role == "function" and not isinstance(message.get("name"), str):
         raise _missing(f"{where}.name")
     tool_calls = message.get("tool_calls")
-    if tool_calls is not None and not isinstance(tool_calls, list):
-        raise _type_error(f"{where}.tool_calls", "an array", tool_calls)
+    if tool_calls is not None:
+        _tool_calls(tool_calls, f"{where}.tool_calls")
+
+
+_TOOL_CALL_FIELDS = {"function": ("name", "arguments"), "custom": ("name", "input")}
+
+
+def _tool_calls(tool_calls: Any, param: str) -> None:
+    """An assistant's earlier calls, each as OpenAI requires it: the adapters that translate them read every field."""
+    if not isinstance(tool_calls, list):
+        raise _type_error(param, "an array", tool_calls)
+    for index, call in enumerate(tool_calls):
+        where = f"{param}[{index}]"
+        if not isinstance(call, dict):
+            raise _type_error(where, "an object", call)
+        for name in ("id", "type"):
+            if name not in call:
+                raise _missing(f"{where}.{name}")
+            if not isinstance(call[name], str):
+                raise _type_error(f"{where}.{name}", "a string", call[name])
+        kind = call["type"]
+        if kind not in _TOOL_CALL_FIELDS:
+            raise _invalid_value(f"{where}.type", kind, tuple(_TOOL_CALL_FIELDS))
+        detail = call.get(kind)
+        if not isinstance(detail, dict):
+            raise _missing(f"{where}.{kind}") if detail is None else _type_error(f"{where}.{kind}", "an object", detail)
+        for name in _TOOL_CALL_FIELDS[kind]:
+            if name not in detail:
+                raise _missing(f"{where}.{kind}.{name}")
+            if not isinstance(detail[name], str):
+                raise _type_error(f"{where}.{kind}.{name}", "a string", detail[name])
 
 
 def _stop(body: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ from gateway.errors import InvalidRequest
 from gateway.validation import validate_chat_request
 
 USER = {"role": "user", "content": "Hello"}
+FUNCTION = {"name": "f", "arguments": "{}"}
 
 
 def chat(**fields: Any) -> dict[str, Any]:
@@ -154,6 +155,64 @@ REFUSED = [
         "messages[1].tool_calls",
         "invalid_type",
         "Invalid type for 'messages[1].tool_calls': expected an array, but got an object instead.",
+    ),
+    (
+        "tool call that is not an object",
+        chat(messages=[USER, {"role": "assistant", "tool_calls": ["call_1"]}]),
+        "messages[1].tool_calls[0]",
+        "invalid_type",
+        "Invalid type for 'messages[1].tool_calls[0]': expected an object, but got a string instead.",
+    ),
+    (
+        "tool call without an id",
+        chat(messages=[USER, {"role": "assistant", "tool_calls": [{"type": "function", "function": FUNCTION}]}]),
+        "messages[1].tool_calls[0].id",
+        "missing_required_parameter",
+        "Missing required parameter: 'messages[1].tool_calls[0].id'.",
+    ),
+    (
+        "tool call of an unknown type",
+        chat(
+            messages=[USER, {"role": "assistant", "tool_calls": [{"id": "c", "type": "search", "function": FUNCTION}]}]
+        ),
+        "messages[1].tool_calls[0].type",
+        "invalid_value",
+        None,
+    ),
+    (
+        "function tool call whose function is a string",
+        chat(messages=[USER, {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": "f"}]}]),
+        "messages[1].tool_calls[0].function",
+        "invalid_type",
+        "Invalid type for 'messages[1].tool_calls[0].function': expected an object, but got a string instead.",
+    ),
+    (
+        "function tool call without arguments",
+        chat(
+            messages=[
+                USER,
+                {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f"}}]},
+            ]
+        ),
+        "messages[1].tool_calls[0].function.arguments",
+        "missing_required_parameter",
+        None,
+    ),
+    (
+        "function tool call whose arguments are an object",
+        chat(
+            messages=[
+                USER,
+                {
+                    "role": "assistant",
+                    "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": {}}}],
+                },
+            ]
+        ),
+        "messages[1].tool_calls[0].function.arguments",
+        "invalid_type",
+        "Invalid type for 'messages[1].tool_calls[0].function.arguments': expected a string, "
+        "but got an object instead.",
     ),
     # --- content parts ------------------------------------------------------
     (
@@ -471,6 +530,18 @@ ACCEPTED = [
                 {"role": "assistant", "content": [{"type": "refusal", "refusal": "No."}]},
                 {"role": "function", "name": "f", "content": "42"},
                 {"role": "user", "content": "Thanks", "name": "ada"},
+            ]
+        ),
+    ),
+    (
+        "an assistant's custom tool call",
+        chat(
+            messages=[
+                USER,
+                {
+                    "role": "assistant",
+                    "tool_calls": [{"id": "c", "type": "custom", "custom": {"name": "sql", "input": "SELECT 1"}}],
+                },
             ]
         ),
     ),
