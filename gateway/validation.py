@@ -244,6 +244,14 @@ def _stop(body: dict[str, Any]) -> None:
         )
 
 
+def _modalities(body: dict[str, Any]) -> None:
+    modalities = body.get("modalities")
+    if modalities is not None and (
+        not isinstance(modalities, list) or not all(isinstance(item, str) for item in modalities)
+    ):
+        raise _type_error("modalities", "an array of strings", modalities)
+
+
 def _tools(body: dict[str, Any]) -> None:
     tools = body.get("tools")
     if tools is None:
@@ -259,6 +267,66 @@ def _tools(body: dict[str, Any]) -> None:
                 raise _missing(
                     f"tools[{index}].function.name" if isinstance(function, dict) else f"tools[{index}].function"
                 )
+
+
+def _functions(body: dict[str, Any]) -> None:
+    """The deprecated `functions` and `function_call`, which the token count and some adapters still read."""
+    functions = body.get("functions")
+    if functions is not None:
+        if not isinstance(functions, list):
+            raise _type_error("functions", "an array", functions)
+        for index, function in enumerate(functions):
+            if not isinstance(function, dict):
+                raise _type_error(f"functions[{index}]", "an object", function)
+            if not isinstance(function.get("name"), str):
+                raise _missing(f"functions[{index}].name")
+    call = body.get("function_call")
+    if call is None or (isinstance(call, dict) and isinstance(call.get("name"), str)):
+        return
+    if isinstance(call, str):
+        if call not in ("none", "auto"):
+            raise _invalid_value("function_call", call, ("none", "auto"))
+        return
+    if isinstance(call, dict):
+        raise _missing("function_call.name")
+    raise _type_error("function_call", "one of a string or an object", call)
+
+
+_TOOL_CHOICE_MODES = ("none", "auto", "required")
+_NAMED_CHOICES = ("function", "custom", "allowed_tools")
+
+
+def _tool_choice(choice: Any) -> None:
+    """A mode, or the object naming what to call: the adapters that translate it read its fields."""
+    if choice is None:
+        return
+    if isinstance(choice, str):
+        if choice not in _TOOL_CHOICE_MODES:
+            raise _invalid_value("tool_choice", choice, _TOOL_CHOICE_MODES)
+        return
+    if not isinstance(choice, dict):
+        raise _type_error("tool_choice", "one of a string or an object", choice)
+    kind = choice.get("type")
+    if kind is None:
+        raise _missing("tool_choice.type")
+    if kind not in _NAMED_CHOICES:
+        raise _invalid_value("tool_choice.type", kind, _NAMED_CHOICES)
+    named = choice.get(kind)
+    if not isinstance(named, dict):
+        raise (
+            _missing(f"tool_choice.{kind}") if named is None else _type_error(f"tool_choice.{kind}", "an object", named)
+        )
+    if kind == "allowed_tools":
+        mode = named.get("mode")
+        if mode is None:
+            raise _missing("tool_choice.allowed_tools.mode")
+        if mode not in ("auto", "required"):
+            raise _invalid_value("tool_choice.allowed_tools.mode", mode, ("auto", "required"))
+        tools = named.get("tools")
+        if not isinstance(tools, list) or not all(isinstance(tool, dict) for tool in tools):
+            raise _type_error("tool_choice.allowed_tools.tools", "an array of objects", tools)
+    elif not isinstance(named.get("name"), str):
+        raise _missing(f"tool_choice.{kind}.name")
 
 
 def _response_format(body: dict[str, Any]) -> None:
@@ -310,7 +378,10 @@ def validate_chat_request(body: dict[str, Any]) -> None:
     _logit_bias(body)
     _typed(body, "metadata", dict)
     _stop(body)
+    _modalities(body)
     _tools(body)
+    _tool_choice(body.get("tool_choice"))
+    _functions(body)
     _response_format(body)
     _streaming(body)
     if body.get("top_logprobs") is not None and not body.get("logprobs"):

@@ -214,6 +214,76 @@ REFUSED = [
         "Invalid type for 'messages[1].tool_calls[0].function.arguments': expected a string, "
         "but got an object instead.",
     ),
+    (
+        "modalities that are a number",
+        chat(modalities=2),
+        "modalities",
+        "invalid_type",
+        "Invalid type for 'modalities': expected an array of strings, but got an integer instead.",
+    ),
+    (
+        "functions that are a number",
+        chat(functions=-3),
+        "functions",
+        "invalid_type",
+        "Invalid type for 'functions': expected an array, but got an integer instead.",
+    ),
+    (
+        "a function without a name",
+        chat(functions=[{"parameters": {}}]),
+        "functions[0].name",
+        "missing_required_parameter",
+        None,
+    ),
+    (
+        "function_call of an unknown mode",
+        chat(functions=[{"name": "f"}], function_call="always"),
+        "function_call",
+        "invalid_value",
+        None,
+    ),
+    (
+        "tool_choice of an unknown mode",
+        chat(tool_choice="always"),
+        "tool_choice",
+        "invalid_value",
+        "Invalid value: 'always'. Supported values are: 'none', 'auto', and 'required'.",
+    ),
+    (
+        "tool_choice that is a list",
+        chat(tool_choice=[]),
+        "tool_choice",
+        "invalid_type",
+        "Invalid type for 'tool_choice': expected one of a string or an object, but got an array instead.",
+    ),
+    (
+        "tool_choice without a type",
+        chat(tool_choice={"function": {"name": "f"}}),
+        "tool_choice.type",
+        "missing_required_parameter",
+        None,
+    ),
+    (
+        "tool_choice naming a function that is a number",
+        chat(tool_choice={"type": "function", "function": -3}),
+        "tool_choice.function",
+        "invalid_type",
+        "Invalid type for 'tool_choice.function': expected an object, but got an integer instead.",
+    ),
+    (
+        "tool_choice naming no function",
+        chat(tool_choice={"type": "function", "function": {}}),
+        "tool_choice.function.name",
+        "missing_required_parameter",
+        None,
+    ),
+    (
+        "allowed tools without a mode",
+        chat(tool_choice={"type": "allowed_tools", "allowed_tools": {"tools": []}}),
+        "tool_choice.allowed_tools.mode",
+        "missing_required_parameter",
+        None,
+    ),
     # --- content parts ------------------------------------------------------
     (
         "user part of an unknown type",
@@ -532,6 +602,13 @@ ACCEPTED = [
                 {"role": "user", "content": "Thanks", "name": "ada"},
             ]
         ),
+    ),
+    ("every tool_choice mode", chat(tool_choice="required")),
+    ("deprecated functions", chat(functions=[{"name": "f", "parameters": {}}], function_call={"name": "f"})),
+    ("a named tool_choice", chat(tool_choice={"type": "function", "function": {"name": "f"}})),
+    (
+        "an allowed_tools tool_choice",
+        chat(tool_choice={"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [{"type": "function"}]}}),
     ),
     (
         "an assistant's custom tool call",
