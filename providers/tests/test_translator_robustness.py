@@ -33,10 +33,9 @@ from providers.tests.factories import UPSTREAM_CREDENTIAL, make_provider_info
 from tests.fakes import cohere_upstream, gemini_upstream, ollama_upstream, openai_upstream
 from tests.fakes.anthropic_upstream import recording_events, replayed_message
 from tests.fakes.azure_upstream import CONTENT_FILTER_RESULTS, PROMPT_FILTER_RESULTS, prompt_filter_chunk
+from tests.mutants import mutants
 from tests.openai_schemas import assert_valid
 
-# What a broken field may hold instead: each JSON type, and numbers a count cannot be.
-REPLACEMENTS: tuple[Any, ...] = (None, 0, -3, 2.5, 2**64 - 1, True, "", "x", [], ["x"], [{}], {}, {"x": 1})
 CLEAN = (ValueError, FailedAnswer)
 USAGE_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
@@ -216,34 +215,6 @@ def _kinds() -> list[Kind]:
 
 
 KINDS = {kind.name: kind for kind in _kinds()}
-
-
-def mutants(value: Any) -> Iterator[tuple[str, Any]]:
-    """Every way of breaking one field of `value` (the value itself included), with the path broken."""
-    for replacement in REPLACEMENTS:
-        if replacement != value or type(replacement) is not type(value):
-            yield f"= {replacement!r}", replacement
-    children: list[tuple[Any, Any]] = []
-    if isinstance(value, dict):
-        children = list(value.items())
-    elif isinstance(value, list | tuple):
-        children = list(enumerate(value))
-    for key, child in children:
-        yield f"[{key!r}] removed", _without(value, key)
-        for path, broken in mutants(child):
-            yield f"[{key!r}]{path}", _with(value, key, broken)
-
-
-def _with(value: Any, key: Any, child: Any) -> Any:
-    if isinstance(value, dict):
-        return {**value, key: child}
-    return [*value[:key], child, *value[key + 1 :]]
-
-
-def _without(value: Any, key: Any) -> Any:
-    if isinstance(value, dict):
-        return {name: child for name, child in value.items() if name != key}
-    return [*value[:key], *value[key + 1 :]]
 
 
 def _check_usage(usage: Any) -> None:
