@@ -12,13 +12,15 @@ from providers.adapters.kind_options import InvalidOptions
 from providers.model_lists.handles import default_handle_kinds, validate_handle_kinds
 from providers.options import ENSEMBLES, RETRY_CLASSES, STRATEGIES, default_retry_on
 
+# The kind a provider is when none is given: the admin's, the management API's and the model's one default.
+DEFAULT_KIND = "openai"
 # RFC 9110's token: what a header name may be made of.
 HEADER_NAME = RegexValidator(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", "Enter a valid HTTP header name.")
 
 
 class Provider(models.Model):
     name = models.CharField(max_length=200, unique=True)
-    kind = models.CharField(max_length=32, choices=kind_choices, default="openai")
+    kind = models.CharField(max_length=32, choices=kind_choices, default=DEFAULT_KIND)
     base_url = models.URLField(
         max_length=500, blank=True, help_text="e.g. https://api.openai.com/v1 or http://vllm:8000/v1"
     )

@@ -17,7 +17,7 @@ from rest_framework import serializers
 from providers.credentials import CredentialUnreadable, decrypt_headers
 from providers.facade import CAPABILITIES
 from providers.model_lists.handles import validate_handle_kinds
-from providers.models import ModelListRefresh, ModelListSource, ModelRoute, Provider, PublicModel
+from providers.models import DEFAULT_KIND, ModelListRefresh, ModelListSource, ModelRoute, Provider, PublicModel
 from providers.options import RETRY_CLASSES
 from providers.services import (
     MODEL_TIMEOUTS,
@@ -92,7 +92,7 @@ class ProviderSerializer(serializers.ModelSerializer):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         # A change is checked as it would leave the provider: what it does not give stays as stored.
         provider_check(
-            kind=attrs.get("kind", getattr(self.instance, "kind", "openai")),
+            kind=attrs.get("kind", getattr(self.instance, "kind", DEFAULT_KIND)),
             base_url=attrs.get("base_url", getattr(self.instance, "base_url", "")),
             extra_headers=attrs.get("extra_headers"),
             timeouts=_given(attrs, PROVIDER_TIMEOUTS),

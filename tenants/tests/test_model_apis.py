@@ -110,6 +110,13 @@ def test_an_operator_registers_a_provider_whose_secrets_never_come_back(web, ope
     assert decrypt_headers(provider.extra_headers_encrypted) == {"OpenAI-Organization": HEADER_SECRET}
 
 
+def test_a_provider_registered_without_a_kind_is_of_the_documented_default_kind(web, operator):
+    response = _send(web, "post", "/api/providers/", operator, {"name": "compatible", "base_url": "https://a.test/v1"})
+
+    assert response.status_code == 201, response.content
+    assert response.json()["kind"] == Provider.objects.get(name="compatible").kind == "openai"
+
+
 def test_a_change_without_a_credential_keeps_it_and_an_empty_one_removes_it(web, operator):
     provider = make_provider(name="openai", kind="openai", base_url="https://a.test/v1", credential=CREDENTIAL)
     url = f"/api/providers/{provider.pk}/"
