@@ -14,6 +14,7 @@ from rest_framework import serializers
 
 from billing.models import DeploymentPrice, Price
 from providers.models import ModelRoute, PublicModel
+from tenants.serializers import RowIdFilter
 
 PER_MILLION_FIELDS = ("input_per_million", "output_per_million", "cached_input_per_million")
 # As the columns hold them (billing.models.PerMillion).
@@ -77,5 +78,5 @@ class PriceFilterSerializer(serializers.Serializer):
 
 
 class DeploymentPriceFilterSerializer(serializers.Serializer):
-    deployment = serializers.IntegerField(required=False, help_text="Only this deployment's costs.")
+    deployment = RowIdFilter(help_text="Only this deployment's costs.")
     model = serializers.CharField(required=False, help_text="Only the costs of this public model's deployments.")

@@ -16,6 +16,7 @@ from billing.models import USD, Budget, BudgetAlert, RateLimit, UsageRecord
 from billing.periods import period_bounds
 from billing.services import budget_check, rate_limit_check
 from tenants.apis import ManagedKeyField, ManagedTenantField, is_operator
+from tenants.serializers import RowIdFilter
 
 LIMIT_FIELDS = ("requests_per_minute", "tokens_per_minute", "max_concurrent")
 BUDGET_FIELDS = ("period", "amount", "soft_limit_percent")
@@ -27,9 +28,9 @@ BUDGET_FIELDS = ("period", "amount", "soft_limit_percent")
 class UsageFilterSerializer(serializers.Serializer):
     start = serializers.DateTimeField(required=False, help_text="Rows created at or after this time (ISO 8601).")
     end = serializers.DateTimeField(required=False, help_text="Rows created before this time (ISO 8601).")
-    key = serializers.IntegerField(required=False, source="api_key_id", help_text="Only this API key's rows.")
+    key = RowIdFilter(source="api_key_id", help_text="Only this API key's rows.")
     model = serializers.CharField(required=False, help_text="Only this public model id's rows.")
-    tenant = serializers.IntegerField(required=False, source="tenant_id", help_text="Only this tenant's rows.")
+    tenant = RowIdFilter(source="tenant_id", help_text="Only this tenant's rows.")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if "start" in attrs and "end" in attrs and attrs["start"] >= attrs["end"]:
@@ -92,7 +93,7 @@ class UsageTotalsSerializer(serializers.Serializer):
 
 
 class OwnerFilterSerializer(serializers.Serializer):
-    tenant = serializers.IntegerField(required=False, help_text="Only this tenant's, its keys' included.")
+    tenant = RowIdFilter(help_text="Only this tenant's, its keys' included.")
 
 
 class RateLimitSerializer(serializers.ModelSerializer):
@@ -164,7 +165,7 @@ class BudgetChangeSerializer(BudgetSerializer):
 
 
 class AlertFilterSerializer(serializers.Serializer):
-    budget = serializers.IntegerField(required=False, help_text="Only this budget's alerts.")
+    budget = RowIdFilter(help_text="Only this budget's alerts.")
 
 
 class BudgetAlertSerializer(serializers.ModelSerializer):

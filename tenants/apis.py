@@ -38,7 +38,12 @@ from providers.apis import PublicModelViewSet
 from providers.models import PublicModel
 from tenants.models import ApiKey, Tenant, TenantMembership, TenantRole
 from tenants.selectors import public_models_for, public_models_usable_by
-from tenants.serializers import ApiKeyQueuePolicySerializer, TenantChangeSerializer, TenantQueuePolicySerializer
+from tenants.serializers import (
+    ApiKeyQueuePolicySerializer,
+    RowIdFilter,
+    TenantChangeSerializer,
+    TenantQueuePolicySerializer,
+)
 from tenants.serializers_members import MembershipSerializer
 from tenants.services import (
     QUEUE_POLICY_FIELDS,
@@ -234,7 +239,7 @@ class ApiKeyCreatedSerializer(ApiKeySerializer):
 
 
 class KeyFilterSerializer(serializers.Serializer):
-    tenant = serializers.IntegerField(required=False, help_text="Only this tenant's keys.")
+    tenant = RowIdFilter(help_text="Only this tenant's keys.")
 
 
 @extend_schema_view(

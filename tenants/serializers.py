@@ -3,12 +3,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework import serializers
 
 from providers.models import PublicModel
 from tenants.cors import validate_cors_origins
 from tenants.models import ApiKey, Tenant
 from tenants.services import QUEUE_POLICY_FIELDS
+
+# Ids are signed 64-bit integers in every database Portico runs on. A larger one names no row, and SQLite
+# cannot even be asked about it (OverflowError): a list filter refuses it as a 400.
+ROW_ID_MAX = 2**63 - 1
+
+
+class RowIdFilter(serializers.IntegerField):
+    """A list filter's query parameter naming a row by its id; optional."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(required=False, min_value=-ROW_ID_MAX - 1, max_value=ROW_ID_MAX, **options)
 
 
 class TenantQueuePolicySerializer(serializers.ModelSerializer):

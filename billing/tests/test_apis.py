@@ -160,6 +160,8 @@ def test_usage_is_listed_newest_first(client, acme_admin, owner):
         ("start=2026-11-10T00:00:00Z&end=2026-11-01T00:00:00Z", "end"),
         ("key=abc", "key"),
         ("tenant=acme", "tenant"),
+        (f"key={2**63}", "key"),  # past any id: SQLite cannot even be asked about it
+        (f"tenant={-(2**63) - 1}", "tenant"),
     ],
 )
 @pytest.mark.parametrize("url", ["/api/usage/", "/api/usage/totals/"])
@@ -168,6 +170,28 @@ def test_a_bad_usage_filter_is_a_field_error(client, acme_admin, url, query, fie
 
     assert response.status_code == 400
     assert field in response.json()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/usage/?tenant=",
+        "/api/budget-alerts/?budget=",
+        "/api/rate-limits/?tenant=",
+        "/api/budgets/?tenant=",
+        "/api/deployment-prices/?deployment=",
+        "/api/keys/?tenant=",
+    ],
+)
+def test_an_id_filter_takes_any_64_bit_id_and_refuses_a_larger_one(client, operator, url):
+    field = url.rpartition("?")[2].removesuffix("=")
+
+    largest = client.get(f"{url}{2**63 - 1}", headers=operator)
+    past = client.get(f"{url}{2**63}", headers=operator)
+
+    assert (largest.status_code, largest.json()["results"]) == (200, [])
+    assert past.status_code == 400
+    assert field in past.json()
 
 
 def test_usage_is_paginated_by_limit_and_offset(client, acme_admin, owner):
