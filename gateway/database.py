@@ -11,6 +11,14 @@ On PostgreSQL each process instead borrows from a psycopg pool of at most
 Django does when CONN_MAX_AGE is 0) hands it back, and a request that finds
 the pool empty waits at most `pool_timeout` seconds, then fails like any
 database outage. Processes × pool size is then the most one deployment opens.
+
+SQLite (the embedded default) has many writers too: the admin's and the
+management API's requests, the ledger writer and the in-process jobs. In its
+default mode a transaction that read before it wrote could not wait for
+another's write lock, and failed at once with "database is locked", a 503 to
+its client. Transactions therefore take the write lock as they begin and wait
+for it up to SQLITE_TIMEOUT seconds, and the file is in WAL mode, where
+readers and the writer do not block each other.
 """
 
 from __future__ import annotations
@@ -22,11 +30,21 @@ from typing import Any
 import dj_database_url
 
 POSTGRESQL = "django.db.backends.postgresql"
+SQLITE = "django.db.backends.sqlite3"
+SQLITE_TIMEOUT = 20  # seconds a write waits for another's lock before it fails
 
 
 def database_settings(url: str, *, pool_size: int, pool_timeout: float, conn_max_age: int) -> dict[str, Any]:
     """Django's DATABASES entry for `url`; `pool_size` 0 (or a database other than PostgreSQL) means no pool."""
     config: dict[str, Any] = {**dj_database_url.parse(url, conn_max_age=conn_max_age, conn_health_checks=True)}
+    if config["ENGINE"] == SQLITE:
+        config["OPTIONS"] = {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": SQLITE_TIMEOUT,
+            "init_command": "PRAGMA journal_mode=WAL;",
+            **config.get("OPTIONS", {}),
+        }
+        return config
     if config["ENGINE"] != POSTGRESQL or pool_size == 0:
         return config
     # Django refuses persistent connections with a pool: closing a connection is what returns it.

@@ -389,6 +389,53 @@ def test_quickstart_keeps_its_database_and_data_directory_private(tmp_path, run_
 
 
 @pytest.mark.integration
+def test_the_embedded_database_serves_concurrent_writers_without_refusing_any(tmp_path, run_portico):
+    """Operators' writes through the management API, while calls fill the ledger: no "database is locked" 503."""
+    from openai import OpenAI
+
+    port, data = _free_port(), tmp_path / "data"
+    env = {**_embedded_env(data), "PORTICO_API_THROTTLE_USER": "100000/min"}
+    server = run_portico(["quickstart", "--port", str(port)], env, tmp_path)
+    key = KEY.search(server.wait_for("Application startup complete")).group()
+    made = subprocess.run(
+        [str(PORTICO), "createapitoken", "admin"], env=env, cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    token = re.search(r"pt-\S+", made.stdout).group()
+    base, headers = f"http://127.0.0.1:{port}", {"Authorization": f"Token {token}"}
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def calls() -> None:  # each answer is a ledger row, written by the ledger writer
+        client = OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+        while not stop.is_set():
+            client.chat.completions.create(model="mock-echo", messages=[{"role": "user", "content": "hi"}])
+
+    def operator(worker: int) -> None:
+        with httpx.Client(base_url=base, headers=headers, timeout=60) as http:
+            for turn in range(12):
+                slug = f"w{worker}-{turn}"
+                created = http.post("/api/tenants/", json={"name": slug, "slug": slug})
+                statuses.append(created.status_code)
+                if created.status_code == 201:
+                    changed = http.patch(f"/api/tenants/{created.json()['id']}/", json={"name": f"{slug}!"})
+                    statuses.append(changed.status_code)
+                statuses.append(http.get("/api/usage/totals/").status_code)
+
+    callers = [threading.Thread(target=calls) for _ in range(2)]
+    operators = [threading.Thread(target=operator, args=(worker,)) for worker in range(8)]
+    for thread in callers + operators:
+        thread.start()
+    for thread in operators:
+        thread.join()
+    stop.set()
+    for thread in callers:
+        thread.join()
+
+    assert len(statuses) == 8 * 12 * 3
+    assert sorted(set(statuses)) == [200, 201], sorted(statuses)
+
+
+@pytest.mark.integration
 @pytest.mark.django_db
 def test_serve_starts_the_production_server_on_a_migrated_database(tmp_path, run_portico):
     settings = connection.settings_dict

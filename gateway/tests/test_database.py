@@ -5,7 +5,7 @@ import stat
 from django.db import IntegrityError, OperationalError
 from rest_framework.exceptions import NotAuthenticated
 
-from gateway.database import database_settings, private_sqlite_file
+from gateway.database import SQLITE_TIMEOUT, database_settings, private_sqlite_file
 from gateway.management_errors import exception_handler
 
 POSTGRES = "postgres://portico@127.0.0.1:5432/portico"
@@ -36,6 +36,16 @@ def test_sqlite_has_no_pool(tmp_path):
     config = database_settings(f"sqlite:///{tmp_path / 'db.sqlite3'}", pool_size=10, pool_timeout=1.0, conn_max_age=0)
 
     assert "pool" not in config.get("OPTIONS", {})
+
+
+def test_sqlite_transactions_take_the_write_lock_as_they_begin_and_wait_for_it_in_wal_mode(tmp_path):
+    config = database_settings(f"sqlite:///{tmp_path / 'db.sqlite3'}", pool_size=0, pool_timeout=1.0, conn_max_age=0)
+
+    assert config["OPTIONS"] == {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": SQLITE_TIMEOUT,
+        "init_command": "PRAGMA journal_mode=WAL;",
+    }
 
 
 def test_it_creates_the_sqlite_file_and_its_directory_for_this_user_alone(tmp_path):
