@@ -389,6 +389,11 @@ def _ensure_demo_tenant(out: TextIO) -> Tenant:
     tenant = Tenant.objects.filter(slug=DEMO_TENANT).first()
     if tenant is not None:
         out.write(f"Tenant `{DEMO_TENANT}`: reusing it.\n")
+        if not tenant.active:  # an operator turned it off: say so, rather than print a key that is refused
+            out.write(
+                "  It is deactivated, so its keys are refused (401): reactivate it in the admin, under Tenants,"
+                " to try the demo.\n"
+            )
         return tenant
     out.write(f"Creating the tenant `{DEMO_TENANT}`…\n")
     return tenant_create(name="Demo", slug=DEMO_TENANT)

@@ -125,6 +125,18 @@ def test_quickstart_issues_a_new_demo_key_when_the_old_ones_were_revoked():
 
 
 @pytest.mark.django_db
+def test_quickstart_says_when_the_demo_tenant_is_deactivated_and_its_keys_refused():
+    quickstart_setup(io.StringIO())
+    Tenant.objects.filter(slug="demo").update(active=False)
+    out = io.StringIO()
+
+    quickstart_setup(out)
+
+    assert "It is deactivated, so its keys are refused (401)" in out.getvalue()
+    assert not Tenant.objects.get(slug="demo").active  # an operator's choice, left as it is
+
+
+@pytest.mark.django_db
 def test_quickstart_keeps_an_existing_superuser():
     get_user_model().objects.create_superuser(username="root", email="", password="pw")
 
