@@ -14,12 +14,22 @@ from billing.models import UsageRecord
 MAX_LIST = 100
 
 
+def askable(value: str) -> bool:
+    """Whether a client's id or filter may be looked up. Every id and name Portico issues is printable ASCII;
+    anything else names no row, and Postgres refuses a NUL in any text (an error, a 503, where 404 is right)."""
+    return value.isascii() and value.isprintable()
+
+
 def file_get(*, tenant_id: int, file_id: str) -> File | None:
     """Another tenant's file is no file at all."""
+    if not askable(file_id):
+        return None
     return File.objects.filter(tenant_id=tenant_id, pk=file_id).first()
 
 
 def batch_get(*, tenant_id: int, batch_id: str) -> Batch | None:
+    if not askable(batch_id):
+        return None
     return Batch.objects.filter(tenant_id=tenant_id, pk=batch_id).first()
 
 
@@ -40,6 +50,8 @@ def files_list(
     *, tenant_id: int, purpose: str | None, after: str | None, limit: int, newest_first: bool = True
 ) -> tuple[list[File], bool]:
     """A page of the tenant's files; an `after` that names none of its files starts from the beginning."""
+    if purpose and not askable(purpose):
+        return [], False
     rows = File.objects.filter(tenant_id=tenant_id)
     if purpose:
         rows = rows.filter(purpose=purpose)

@@ -19,6 +19,7 @@ from typing import Any
 
 from django.db import DatabaseError, IntegrityError
 
+from batches.selectors import askable
 from batches.threads import in_thread
 from gateway.models import StoredResponse
 
@@ -41,11 +42,15 @@ def stored_response_create(*, tenant_id: int, key_id: int | None, response: dict
 
 
 def stored_response_get(*, tenant_id: int, response_id: str) -> dict[str, Any] | None:
+    if not askable(response_id):
+        return None
     row = StoredResponse.objects.filter(tenant_id=tenant_id, response_id=response_id).only("body").first()
     return None if row is None else row.body
 
 
 def stored_response_delete(*, tenant_id: int, response_id: str) -> bool:
+    if not askable(response_id):
+        return False
     deleted, _ = StoredResponse.objects.filter(tenant_id=tenant_id, response_id=response_id).delete()
     return deleted > 0
 

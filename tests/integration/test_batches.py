@@ -317,6 +317,29 @@ def test_batches_are_listed_newest_first_with_a_cursor(
         assert teammate.batches.cancel(made[0]).status == "cancelling"
 
 
+@pytest.mark.parametrize("odd", ["file-\x00", "batch_é", "\t"])
+def test_an_id_or_filter_portico_never_issues_names_nothing_and_is_not_a_server_error(
+    portico: PorticoServer, personas: Personas, settle: Settle, odd: str
+) -> None:
+    """Postgres refuses a NUL in any text: such a value was a database error, a 503 the SDK retried."""
+    settle()
+    with portico.client(personas.owner.plaintext) as owner:
+        file_id = upload(owner, [chat_line("a", "m", "x")])
+        for attempt in (
+            lambda: owner.files.retrieve(odd),
+            lambda: owner.files.content(odd),
+            lambda: owner.files.delete(odd),
+            lambda: owner.batches.retrieve(odd),
+            lambda: owner.batches.cancel(odd),
+            lambda: owner.batches.create(input_file_id=odd, endpoint=CHAT, completion_window="24h"),
+        ):
+            with pytest.raises(openai.NotFoundError):
+                attempt()
+        assert [file.id for file in owner.files.list(after=odd).data] == [file_id]  # an unknown cursor: from the top
+        assert owner.files.list(purpose=odd).data == []
+        assert owner.batches.list(after=odd).data == []
+
+
 # --- running, with a real worker ------------------------------------------------------------------------------
 
 

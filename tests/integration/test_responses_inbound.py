@@ -187,6 +187,12 @@ def test_a_stored_response_is_retrieved_by_its_tenant_only(
         client.responses.retrieve(created.id)
 
 
+def test_an_id_portico_never_issues_names_no_response_and_is_not_a_server_error(client: OpenAI) -> None:
+    for attempt in (lambda: client.responses.retrieve("resp_\x00"), lambda: client.responses.delete("resp_\x00")):
+        with pytest.raises(openai.NotFoundError):  # Postgres refuses a NUL in any text: it was a 503
+            attempt()
+
+
 def test_a_response_asked_not_to_be_stored_is_not(client: OpenAI, route: ModelRoute) -> None:
     created = client.responses.create(model=route.public_id, input="Say hello.", store=False)
 
