@@ -52,6 +52,13 @@ def stored_discard(*, stored: Stored) -> None:
     storage().delete(stored.key)
 
 
+def storable_name(filename: str) -> str:
+    """A file's name as a database can keep it: bytes that were not UTF-8 (kept by the upload as surrogates)
+    and NULs, which no text column takes, become U+FFFD; at most 255 characters."""
+    text = filename.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return text.replace("\x00", "\ufffd")[:255]
+
+
 def file_create(
     *,
     tenant_id: int,
@@ -67,7 +74,7 @@ def file_create(
             tenant_id=tenant_id,
             api_key_id=api_key_id,
             purpose=purpose,
-            filename=filename[:255],
+            filename=storable_name(filename),
             size=stored.size,
             storage_key=stored.key,
             expires_at=expires_at,

@@ -340,6 +340,38 @@ def test_an_id_or_filter_portico_never_issues_names_nothing_and_is_not_a_server_
         assert owner.batches.list(after=odd).data == []
 
 
+@pytest.mark.parametrize(("sent", "kept"), [(b"a\x00b.jsonl", "a\ufffdb.jsonl"), (b"a\xffb.jsonl", "a\ufffdb.jsonl")])
+def test_a_file_name_no_database_can_keep_is_kept_with_a_replacement_character(
+    portico: PorticoServer, key: IssuedKey, settle: Settle, sent: bytes, kept: str
+) -> None:
+    """A NUL was a database error (503), bytes that are not UTF-8 a 500."""
+    settle()
+    body = (
+        b'--X\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+        b'--X\r\nContent-Disposition: form-data; name="file"; filename="'
+        + sent
+        + b'"\r\n\r\n'
+        + jsonl([chat_line("a", "m", "x")])
+        + b"\r\n--X--\r\n"
+    )
+    headers = {"Authorization": f"Bearer {key.plaintext}", "Content-Type": "multipart/form-data; boundary=X"}
+
+    response = portico.http.post("/v1/files", content=body, headers=headers)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["filename"] == File.objects.get(pk=response.json()["id"]).filename == kept
+
+
+def test_batch_metadata_with_a_nul_is_refused_naming_it(portico: PorticoServer, key: IssuedKey, settle: Settle) -> None:
+    settle()
+    with portico.client(key.plaintext) as sdk:
+        file_id = upload(sdk, [chat_line("a", "m", "x")])
+        for metadata in ({"run": "a\x00b"}, {"a\x00": "b"}):
+            with pytest.raises(openai.BadRequestError) as refused:  # a database error (503) before
+                sdk.batches.create(input_file_id=file_id, endpoint=CHAT, completion_window="24h", metadata=metadata)
+            assert refused.value.body["param"] == "metadata"  # type: ignore[index]
+
+
 # --- running, with a real worker ------------------------------------------------------------------------------
 
 
