@@ -50,7 +50,10 @@ def physical_lines(handle: BinaryIO, limit: int) -> Iterator[tuple[int, bytes | 
 
 
 def _invalid(number: int, custom_id: str | None, code: str, message: str) -> RequestLine:
-    return RequestLine(number, custom_id, error_code=code, error_message=f"Line {number}: {message}")
+    # The message may quote the line (its url), and is kept in a text column, which on Postgres takes no NUL.
+    return RequestLine(
+        number, custom_id, error_code=code, error_message=f"Line {number}: {message}".replace("\x00", "\ufffd")
+    )
 
 
 def read_line(number: int, raw: bytes | None, endpoint: str, seen: dict[str, int], limit: int) -> RequestLine | None:
@@ -70,6 +73,8 @@ def read_line(number: int, raw: bytes | None, endpoint: str, seen: dict[str, int
         return _invalid(number, None, "missing_required_parameter", "missing required parameter 'custom_id'.")
     if len(custom_id) > MAX_CUSTOM_ID:
         return _invalid(number, None, "invalid_value", f"'custom_id' is longer than {MAX_CUSTOM_ID} characters.")
+    if "\x00" in custom_id:  # kept in a text column, which on Postgres takes no NUL; and it comes back as sent
+        return _invalid(number, None, "invalid_value", "'custom_id' may not contain NUL characters.")
     if custom_id in seen:
         message = f"the custom_id '{custom_id}' is not unique: line {seen[custom_id]} has it too."
         return _invalid(number, custom_id, "duplicate_custom_id", message)
@@ -83,4 +88,5 @@ def read_line(number: int, raw: bytes | None, endpoint: str, seen: dict[str, int
     if not isinstance(body, dict):
         return _invalid(number, custom_id, "missing_required_parameter", "missing required parameter 'body'.")
     model = body.get("model")
-    return RequestLine(number, custom_id, orjson.dumps(body), model if isinstance(model, str) else "")
+    named = isinstance(model, str) and "\x00" not in model  # the batch keeps its first line's model, as text
+    return RequestLine(number, custom_id, orjson.dumps(body), model if named else "")

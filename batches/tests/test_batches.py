@@ -79,6 +79,25 @@ def test_validation_turns_the_file_into_lines_and_reports_those_it_cannot_run(ow
     assert BatchLine.objects.filter(batch=batch).count() == 6
 
 
+def test_a_file_whose_lines_hold_a_nul_is_validated_line_by_line(owner: IssuedKey) -> None:
+    """Postgres keeps no NUL in text: such a custom id, model or quoted url stopped validation for good."""
+    nul_model = request_line("m")
+    nul_model["body"]["model"] = "m\x00"
+    content = jsonl([nul_model, request_line("a\x00b"), request_line("c", url="/v1/\x00"), request_line("d")])
+
+    batch = batch_validate(batch_id=make_batch(owner.api_key, content).id)
+
+    assert (batch.status, batch.total, batch.failed, batch.model) == ("in_progress", 4, 2, "m")  # the first one named
+    states = {line.number: (line.state, line.error_code) for line in batch.lines.all()}
+    assert states == {
+        1: ("pending", ""),
+        2: ("failed", "invalid_value"),
+        3: ("failed", "invalid_url"),
+        4: ("pending", ""),
+    }
+    assert "\ufffd" in batch.lines.get(number=3).error_message
+
+
 @pytest.mark.parametrize(
     ("content", "code"), [(b"\n\n", "empty_file"), (jsonl(request_line(f"r{n}") for n in range(3)), "batch_too_large")]
 )
