@@ -41,7 +41,8 @@ class StoredResponse(models.Model):
     tenant_id = models.PositiveIntegerField()
     key_id = models.PositiveIntegerField(null=True, blank=True)
     model = models.CharField(max_length=200)
-    body = models.JSONField(help_text="The `response` object as the client received it.")
+    # Text, not JSON: Postgres's JSON types refuse a NUL (\u0000), which a client's input or a model's answer may hold.
+    body = models.TextField(help_text="The `response` object as the client received it, as JSON.")
     created_at = models.DateTimeField()
 
     class Meta:

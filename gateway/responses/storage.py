@@ -17,6 +17,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from django.db import DatabaseError, IntegrityError
 
 from batches.selectors import askable
@@ -36,7 +37,7 @@ def stored_response_create(*, tenant_id: int, key_id: int | None, response: dict
         tenant_id=tenant_id,
         key_id=key_id,
         model=str(response.get("model") or ""),
-        body=response,
+        body=orjson.dumps(response).decode(),
         created_at=datetime.fromtimestamp(int(response.get("created_at") or 0), tz=UTC),
     )
 
@@ -45,7 +46,7 @@ def stored_response_get(*, tenant_id: int, response_id: str) -> dict[str, Any] |
     if not askable(response_id):
         return None
     row = StoredResponse.objects.filter(tenant_id=tenant_id, response_id=response_id).only("body").first()
-    return None if row is None else row.body
+    return None if row is None else orjson.loads(row.body)
 
 
 def stored_response_delete(*, tenant_id: int, response_id: str) -> bool:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 
 from gateway.responses.storage import stored_response_create, stored_response_delete, stored_response_get
 
@@ -24,3 +26,28 @@ def test_only_the_owner_can_delete_it() -> None:
     assert not stored_response_delete(tenant_id=2, response_id="resp_abc")
     assert stored_response_delete(tenant_id=1, response_id="resp_abc")
     assert stored_response_get(tenant_id=1, response_id="resp_abc") is None
+
+
+def test_a_response_holding_a_nul_is_kept_and_read_back_whole() -> None:
+    """Postgres's JSON types refuse a NUL: the row was never written, and the client's later GET found nothing."""
+    response = {**RESPONSE, "instructions": "a\x00b", "output": [{"type": "message", "content": "\x00"}]}
+
+    stored_response_create(tenant_id=1, key_id=10, response=response)
+
+    assert stored_response_get(tenant_id=1, response_id="resp_abc") == response
+
+
+@pytest.mark.django_db(transaction=True)
+def test_responses_stored_as_json_before_migration_0003_read_back_the_same_after_it() -> None:
+    executor = MigrationExecutor(connection)
+    executor.migrate([("gateway", "0002_stored_response")])
+    try:
+        before = executor.loader.project_state([("gateway", "0002_stored_response")]).apps
+        before.get_model("gateway", "StoredResponse").objects.create(
+            response_id="resp_abc", tenant_id=1, model="m", body=RESPONSE, created_at="2026-12-01T00:00:00Z"
+        )
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
+
+    assert stored_response_get(tenant_id=1, response_id="resp_abc") == RESPONSE
