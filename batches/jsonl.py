@@ -88,5 +88,6 @@ def read_line(number: int, raw: bytes | None, endpoint: str, seen: dict[str, int
     if not isinstance(body, dict):
         return _invalid(number, custom_id, "missing_required_parameter", "missing required parameter 'body'.")
     model = body.get("model")
-    named = isinstance(model, str) and "\x00" not in model  # the batch keeps its first line's model, as text
-    return RequestLine(number, custom_id, orjson.dumps(body), model if named else "")
+    # The batch keeps its first line's model as text, which on Postgres takes no NUL.
+    named = model if isinstance(model, str) and "\x00" not in model else ""
+    return RequestLine(number, custom_id, orjson.dumps(body), named)
