@@ -158,6 +158,14 @@ def test_a_budget_is_added_in_the_admin(admin_client, owner):
     assert Budget.objects.get().amount == Decimal("12.5")
 
 
+@pytest.mark.parametrize("value", ["abc", "", "1.5", "-1", "١", str(2**63)])
+@pytest.mark.parametrize("url", ["/admin/billing/ratelimit/", "/admin/billing/budget/"])
+def test_a_hand_edited_tenant_filter_is_the_admins_invalid_filter_note_not_a_500(admin_client, owner, url, value):
+    response = admin_client.get(url, {"owner_tenant": value})
+
+    assert (response.status_code, response["Location"]) == (302, f"{url}?e=1")
+
+
 def test_the_limit_and_budget_lists_filter_by_tenant_including_its_keys(admin_client, owner, outsider):
     mine = [rate_limit_set(tenant=owner.api_key.tenant).pk, rate_limit_set(api_key=owner.api_key).pk]
     rate_limit_set(api_key=outsider.api_key)
