@@ -1,0 +1,34 @@
+"""A NUL in a page's path or query string is a 400 before any view: Postgres would refuse it in a query (a 500)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize(
+    ("url", "query"),
+    [
+        ("/admin/batches/file/", {"status__exact": "\x00"}),  # a list filter on a text column
+        ("/admin/billing/usagerecord/", {"model": "gpt\x00"}),
+        ("/admin/batches/batch/", {"q\x00": "x"}),
+        ("/admin/batches/batch/batch_\x00/change/", {}),  # an object whose id is text
+        ("/admin/queueing/queuedjob/\x00/change/", {}),
+    ],
+)
+def test_a_nul_in_an_admin_address_is_a_bad_request(admin_client, url, query):
+    response = admin_client.get(url, query)
+
+    assert response.status_code == 400
+
+
+def test_the_management_api_answers_it_in_its_own_shape(admin_client):
+    response = admin_client.get("/api/usage/", {"model": "a\x00b"})
+
+    assert response.status_code == 400
+    assert "detail" in response.json()
+
+
+def test_an_address_without_one_is_served_as_before(admin_client):
+    assert admin_client.get("/admin/batches/file/", {"status__exact": "processed"}).status_code == 200
