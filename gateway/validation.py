@@ -292,6 +292,16 @@ def _functions(body: dict[str, Any]) -> None:
     raise _type_error("function_call", "one of a string or an object", call)
 
 
+def _chosen(container: dict[str, Any], param: str, field: str, allowed: tuple[str, ...]) -> str:
+    """`container[field]`, which must be one of `allowed`: missing, or an invalid value, is refused naming it."""
+    value = container.get(field)
+    if value is None:
+        raise _missing(f"{param}.{field}")
+    if value not in allowed:
+        raise _invalid_value(f"{param}.{field}", value, allowed)
+    return str(value)
+
+
 _TOOL_CHOICE_MODES = ("none", "auto", "required")
 _NAMED_CHOICES = ("function", "custom", "allowed_tools")
 
@@ -306,22 +316,14 @@ def _tool_choice(choice: Any) -> None:
         return
     if not isinstance(choice, dict):
         raise _type_error("tool_choice", "one of a string or an object", choice)
-    kind = choice.get("type")
-    if kind is None:
-        raise _missing("tool_choice.type")
-    if kind not in _NAMED_CHOICES:
-        raise _invalid_value("tool_choice.type", kind, _NAMED_CHOICES)
+    kind = _chosen(choice, "tool_choice", "type", _NAMED_CHOICES)
     named = choice.get(kind)
     if not isinstance(named, dict):
         raise (
             _missing(f"tool_choice.{kind}") if named is None else _type_error(f"tool_choice.{kind}", "an object", named)
         )
     if kind == "allowed_tools":
-        mode = named.get("mode")
-        if mode is None:
-            raise _missing("tool_choice.allowed_tools.mode")
-        if mode not in ("auto", "required"):
-            raise _invalid_value("tool_choice.allowed_tools.mode", mode, ("auto", "required"))
+        _chosen(named, "tool_choice.allowed_tools", "mode", ("auto", "required"))
         tools = named.get("tools")
         if not isinstance(tools, list) or not all(isinstance(tool, dict) for tool in tools):
             raise _type_error("tool_choice.allowed_tools.tools", "an array of objects", tools)
@@ -335,11 +337,7 @@ def _response_format(body: dict[str, Any]) -> None:
         return
     if not isinstance(response_format, dict):
         raise _type_error("response_format", "an object", response_format)
-    kind = response_format.get("type")
-    if kind is None:
-        raise _missing("response_format.type")
-    if kind not in ("text", "json_object", "json_schema"):
-        raise _invalid_value("response_format.type", kind, ("text", "json_object", "json_schema"))
+    kind = _chosen(response_format, "response_format", "type", ("text", "json_object", "json_schema"))
     if kind == "json_schema" and not isinstance(response_format.get("json_schema"), dict):
         raise _missing("response_format.json_schema")
 
