@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse
 
 from providers.adapters.base import UpstreamFailure
@@ -139,6 +140,21 @@ class LimitsUnavailable(PorticoError):
     status = 503
     type = "api_error"
     code = "limiter_unavailable"
+
+
+class DatabaseUnavailable(PorticoError):
+    """The database cannot be reached (a refused or dropped connection, a pool that stayed empty): the client may
+    try again shortly. Only those errors (UNREACHABLE): any other database error is a bug, and stays a 500."""
+
+    status = 503
+    type = "api_error"
+    code = "database_unavailable"
+
+    def __init__(self) -> None:
+        super().__init__("The database is unavailable right now; try again shortly.", headers={"Retry-After": "1"})
+
+
+UNREACHABLE = (OperationalError, InterfaceError)
 
 
 class ServerBusy(PorticoError):

@@ -11,29 +11,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.db import InterfaceError, OperationalError
 from django.http import HttpResponseBase
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from gateway.errors import PorticoError, error_response
+from gateway.errors import UNREACHABLE, DatabaseUnavailable, error_response
 
 logger = logging.getLogger(__name__)
 
-RETRY_AFTER_SECONDS = 1
-
-
-def database_unavailable() -> PorticoError:
-    return PorticoError(
-        "The database is unavailable right now; try again shortly.",
-        status=503,
-        type="api_error",
-        code="database_unavailable",
-        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-    )
-
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponseBase | None:
-    if isinstance(exc, OperationalError | InterfaceError):
+    if isinstance(exc, UNREACHABLE):
         logger.warning("management API request refused, the database is unavailable: %s", exc)
-        return error_response(database_unavailable())
+        return error_response(DatabaseUnavailable())
     return drf_exception_handler(exc, context)

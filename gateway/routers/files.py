@@ -21,7 +21,6 @@ from typing import Any, BinaryIO, TypeVar
 import orjson
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from ninja import Router
@@ -32,7 +31,7 @@ from batches.objects import file_object
 from batches.selectors import file_get, files_list
 from batches.services.files import FileTooLarge, Stored, file_create, file_delete, file_store, stored_discard
 from batches.storage import storage
-from gateway.errors import BodyTooLarge, InvalidRequest, NotFound, PorticoError
+from gateway.errors import UNREACHABLE, BodyTooLarge, DatabaseUnavailable, InvalidRequest, NotFound
 from gateway.intake import grant_of
 from gateway.routers.openapi import documented
 from gateway.sse import EventStream
@@ -59,18 +58,12 @@ FILE_UPLOAD = {
 }
 
 
-class ServiceUnavailable(PorticoError):
-    status = 503
-    type = "server_error"
-    code = "service_unavailable"
-
-
 async def in_thread(work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Database work off the event loop; an unreachable database is a 503 that says nothing of why."""
     try:
         return await threads.in_thread(work, *args, **kwargs)
-    except DatabaseError:
-        raise ServiceUnavailable("The service is temporarily unavailable; please retry shortly.") from None
+    except UNREACHABLE:
+        raise DatabaseUnavailable() from None
 
 
 def json_response(payload: dict[str, Any]) -> HttpResponse:

@@ -17,13 +17,13 @@ import time
 
 import orjson
 from asgiref.sync import sync_to_async
-from django.db import DatabaseError, connections
+from django.db import connections
 from django.http import HttpRequest, HttpResponse
 from ninja import Router
 
 from gateway import tasks_queue  # noqa: F401 - registers the job's task, for the in-process runner
 from gateway.background import enqueue
-from gateway.errors import NotFound, PorticoError
+from gateway.errors import UNREACHABLE, DatabaseUnavailable, NotFound
 from gateway.intake import grant_of
 from gateway.queueing.deferral import TASK, expired, location
 from gateway.routers.openapi import documented
@@ -42,14 +42,8 @@ async def retrieve_queued(request: HttpRequest, job_id: str) -> HttpResponse:
         raise _not_found(job_id)
     try:
         job = await sync_to_async(_look, thread_sensitive=False)(grant_of(request).tenant_id, job_id)
-    except DatabaseError:  # logged by Django; the client learns only that it may ask again
-        raise PorticoError(
-            "The service is temporarily unavailable; please retry shortly.",
-            status=503,
-            type="server_error",
-            code="database_unavailable",
-            headers={"retry-after": "1"},
-        ) from None
+    except UNREACHABLE:  # the client learns only that it may ask again
+        raise DatabaseUnavailable() from None
     if job is None:
         raise _not_found(job_id)
     return job_response(job)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import orjson
-from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from ninja import Router
 
-from gateway.errors import NotFound, PorticoError
+from gateway.errors import UNREACHABLE, DatabaseUnavailable, NotFound
 from gateway.intake import grant_of
 from gateway.responses.serving import create_response
 from gateway.responses.storage import forget_response, stored_response
@@ -16,18 +15,8 @@ from gateway.sse import EventStream
 router = Router(tags=["responses"])
 
 
-class StorageUnavailable(PorticoError):
-    status = 503
-    type = "server_error"
-    code = "service_unavailable"
-
-
 def _missing(response_id: str) -> NotFound:
     return NotFound(f"Response with id '{response_id}' not found.", param="response_id")
-
-
-def _unavailable() -> StorageUnavailable:
-    return StorageUnavailable("The service is temporarily unavailable; please retry shortly.")
 
 
 @router.post("/responses", summary="Create a model response")
@@ -39,8 +28,8 @@ async def create(request: HttpRequest) -> HttpResponse | EventStream:
 async def retrieve(request: HttpRequest, response_id: str) -> HttpResponse:
     try:
         response = await stored_response(tenant_id=grant_of(request).tenant_id, response_id=response_id)
-    except DatabaseError:
-        raise _unavailable() from None
+    except UNREACHABLE:
+        raise DatabaseUnavailable() from None
     if response is None:
         raise _missing(response_id)
     return HttpResponse(orjson.dumps(response), content_type="application/json")
@@ -50,8 +39,8 @@ async def retrieve(request: HttpRequest, response_id: str) -> HttpResponse:
 async def delete(request: HttpRequest, response_id: str) -> HttpResponse:
     try:
         deleted = await forget_response(tenant_id=grant_of(request).tenant_id, response_id=response_id)
-    except DatabaseError:
-        raise _unavailable() from None
+    except UNREACHABLE:
+        raise DatabaseUnavailable() from None
     if not deleted:
         raise _missing(response_id)
     body = {"id": response_id, "object": "response.deleted", "deleted": True}

@@ -94,6 +94,9 @@ def test_a_saturated_database_refuses_the_management_api_cleanly_and_the_ledger_
         saturated_at = time.monotonic()
 
         refusals = [api.get("/api/keys/") for _ in range(3)]
+        # /v1/'s stored objects answer as the management API does (they said service_unavailable, without a wait)
+        headers = {"Authorization": f"Bearer {key.plaintext}"}
+        refusals += [server.http.get(path, headers=headers) for path in ("/v1/files", "/v1/responses/resp_1")]
         until(
             lambda: len(load.answered_between(saturated_at, time.monotonic())) >= SERVED_WHILE_SATURATED,
             "chat answers while the database refuses connections",
