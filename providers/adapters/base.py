@@ -68,6 +68,15 @@ class UnsupportedParameter(ValueError):
         self.param = param
 
 
+def function_call(call: dict[str, Any], param: str) -> dict[str, Any]:
+    """An earlier tool call's `function`, for a kind whose calls are functions only: a custom call (its text
+    `input` for a tool of free-form grammar) has no name or arguments to translate, so it is refused."""
+    kind = call.get("type", "function")
+    if kind != "function":
+        raise UnsupportedParameter(f"Only tool calls of type 'function' are supported, not {kind!r}.", param)
+    return call.get("function") or {}
+
+
 @dataclass(frozen=True, slots=True)
 class UpstreamRequest:
     method: str

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from providers.adapters.base import Target, UnsupportedParameter
+from providers.adapters.base import Target, UnsupportedParameter, function_call
 
 DEFAULT_MAX_TOKENS = 4096
 MAX_TEMPERATURE = 1.0
@@ -214,7 +214,7 @@ def _source(url: str, param: str) -> dict[str, str]:
 def _tool_uses(message: dict[str, Any], where: str) -> list[dict[str, Any]]:
     blocks = []
     for index, call in enumerate(message.get("tool_calls") or ()):
-        function = call.get("function") or {}
+        function = function_call(call, f"{where}.tool_calls[{index}].type")
         param = f"{where}.tool_calls[{index}].function.arguments"
         arguments = function.get("arguments") or "{}"
         try:

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from providers.adapters.base import UnsupportedParameter
+from providers.adapters.base import UnsupportedParameter, function_call
 
 # Cohere's bounds on `p`; OpenAI's `top_p` runs from 0 to 1.
 MIN_P, MAX_P = 0.01, 0.99
@@ -183,7 +183,7 @@ def _assistant(message: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def _tool_call(call: dict[str, Any], where: str) -> dict[str, Any]:
-    function = call.get("function") or {}
+    function = function_call(call, f"{where}.type")
     arguments = function.get("arguments") or "{}"
     try:
         parsed = orjson.loads(arguments)

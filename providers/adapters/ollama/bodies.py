@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from providers.adapters.base import UnsupportedParameter
+from providers.adapters.base import UnsupportedParameter, function_call
 
 # OpenAI sampling fields that Ollama reads, under the same name, from `options`.
 _SAME_NAME_OPTIONS = ("temperature", "top_p", "seed", "frequency_penalty", "presence_penalty")
@@ -127,7 +127,7 @@ def _image_data(image_url: Any, param: str) -> str:
 def _tool_calls(calls: list[dict[str, Any]], param: str, tool_names: dict[str, str]) -> list[dict[str, Any]]:
     translated = []
     for index, call in enumerate(calls):
-        function = call.get("function") or {}
+        function = function_call(call, f"{param}[{index}].type")
         name = function.get("name") or ""
         arguments = function.get("arguments") or "{}"
         if isinstance(arguments, str):
