@@ -2,17 +2,21 @@
 
 from django.db import migrations, models
 
+# Undoing this migration casts the text back to JSON, which on Postgres refuses a NUL (\u0000): those become
+# U+FFFD first. Going forward nothing is lost (jsonb::text).
+NUL_ESCAPE_TO_REPLACEMENT = r"UPDATE gateway_storedresponse SET body = replace(body, '\u0000', '\ufffd')"
+
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('gateway', '0002_stored_response'),
+        ("gateway", "0002_stored_response"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='storedresponse',
-            name='body',
-            field=models.TextField(help_text='The `response` object as the client received it, as JSON.'),
+            model_name="storedresponse",
+            name="body",
+            field=models.TextField(help_text="The `response` object as the client received it, as JSON."),
         ),
+        migrations.RunSQL(migrations.RunSQL.noop, reverse_sql=NUL_ESCAPE_TO_REPLACEMENT),
     ]

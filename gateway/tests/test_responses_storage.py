@@ -51,3 +51,16 @@ def test_responses_stored_as_json_before_migration_0003_read_back_the_same_after
         executor.migrate(executor.loader.graph.leaf_nodes())
 
     assert stored_response_get(tenant_id=1, response_id="resp_abc") == RESPONSE
+
+
+@pytest.mark.django_db(transaction=True)
+def test_undoing_migration_0003_keeps_a_response_holding_a_nul_with_a_replacement_character() -> None:
+    stored_response_create(tenant_id=1, key_id=None, response={**RESPONSE, "instructions": "a\x00b"})
+    executor = MigrationExecutor(connection)
+    executor.migrate([("gateway", "0002_stored_response")])
+    try:
+        before = executor.loader.project_state([("gateway", "0002_stored_response")]).apps
+        assert before.get_model("gateway", "StoredResponse").objects.get().body["instructions"] == "a\ufffdb"
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
