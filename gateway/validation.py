@@ -204,19 +204,30 @@ def _message(message: Any, index: int) -> None:
 _TOOL_CALL_FIELDS = {"function": ("name", "arguments"), "custom": ("name", "input")}
 
 
+def _string_field(container: dict[str, Any], param: str, field: str) -> None:
+    """`container[field]` must be given, and a string."""
+    if field not in container:
+        raise _missing(f"{param}.{field}")
+    if not isinstance(container[field], str):
+        raise _type_error(f"{param}.{field}", "a string", container[field])
+
+
+def _items(value: Any, param: str, kind: type, expected: str) -> None:
+    """`value` must be an array of `kind`: a wrong item is named by its index."""
+    if not isinstance(value, list):
+        raise _type_error(param, "an array", value)
+    for index, item in enumerate(value):
+        if not isinstance(item, kind):
+            raise _type_error(f"{param}[{index}]", expected, item)
+
+
 def _tool_calls(tool_calls: Any, param: str) -> None:
     """An assistant's earlier calls, each as OpenAI requires it: the adapters that translate them read every field."""
-    if not isinstance(tool_calls, list):
-        raise _type_error(param, "an array", tool_calls)
+    _items(tool_calls, param, dict, "an object")
     for index, call in enumerate(tool_calls):
         where = f"{param}[{index}]"
-        if not isinstance(call, dict):
-            raise _type_error(where, "an object", call)
         for name in ("id", "type"):
-            if name not in call:
-                raise _missing(f"{where}.{name}")
-            if not isinstance(call[name], str):
-                raise _type_error(f"{where}.{name}", "a string", call[name])
+            _string_field(call, where, name)
         kind = call["type"]
         if kind not in _TOOL_CALL_FIELDS:
             raise _invalid_value(f"{where}.type", kind, tuple(_TOOL_CALL_FIELDS))
@@ -224,10 +235,7 @@ def _tool_calls(tool_calls: Any, param: str) -> None:
         if not isinstance(detail, dict):
             raise _missing(f"{where}.{kind}") if detail is None else _type_error(f"{where}.{kind}", "an object", detail)
         for name in _TOOL_CALL_FIELDS[kind]:
-            if name not in detail:
-                raise _missing(f"{where}.{kind}.{name}")
-            if not isinstance(detail[name], str):
-                raise _type_error(f"{where}.{kind}.{name}", "a string", detail[name])
+            _string_field(detail, f"{where}.{kind}", name)
 
 
 def _stop(body: dict[str, Any]) -> None:
@@ -245,11 +253,8 @@ def _stop(body: dict[str, Any]) -> None:
 
 
 def _modalities(body: dict[str, Any]) -> None:
-    modalities = body.get("modalities")
-    if modalities is not None and (
-        not isinstance(modalities, list) or not all(isinstance(item, str) for item in modalities)
-    ):
-        raise _type_error("modalities", "an array of strings", modalities)
+    if body.get("modalities") is not None:
+        _items(body["modalities"], "modalities", str, "a string")
 
 
 def _tools(body: dict[str, Any]) -> None:
@@ -273,23 +278,19 @@ def _functions(body: dict[str, Any]) -> None:
     """The deprecated `functions` and `function_call`, which the token count and some adapters still read."""
     functions = body.get("functions")
     if functions is not None:
-        if not isinstance(functions, list):
-            raise _type_error("functions", "an array", functions)
+        _items(functions, "functions", dict, "an object")
         for index, function in enumerate(functions):
-            if not isinstance(function, dict):
-                raise _type_error(f"functions[{index}]", "an object", function)
-            if not isinstance(function.get("name"), str):
-                raise _missing(f"functions[{index}].name")
+            _string_field(function, f"functions[{index}]", "name")
     call = body.get("function_call")
-    if call is None or (isinstance(call, dict) and isinstance(call.get("name"), str)):
+    if call is None:
         return
     if isinstance(call, str):
         if call not in ("none", "auto"):
             raise _invalid_value("function_call", call, ("none", "auto"))
         return
-    if isinstance(call, dict):
-        raise _missing("function_call.name")
-    raise _type_error("function_call", "one of a string or an object", call)
+    if not isinstance(call, dict):
+        raise _type_error("function_call", "one of a string or an object", call)
+    _string_field(call, "function_call", "name")
 
 
 def _chosen(container: dict[str, Any], param: str, field: str, allowed: tuple[str, ...]) -> str:
@@ -324,11 +325,11 @@ def _tool_choice(choice: Any) -> None:
         )
     if kind == "allowed_tools":
         _chosen(named, "tool_choice.allowed_tools", "mode", ("auto", "required"))
-        tools = named.get("tools")
-        if not isinstance(tools, list) or not all(isinstance(tool, dict) for tool in tools):
-            raise _type_error("tool_choice.allowed_tools.tools", "an array of objects", tools)
-    elif not isinstance(named.get("name"), str):
-        raise _missing(f"tool_choice.{kind}.name")
+        if "tools" not in named:
+            raise _missing("tool_choice.allowed_tools.tools")
+        _items(named["tools"], "tool_choice.allowed_tools.tools", dict, "an object")
+    else:
+        _string_field(named, f"tool_choice.{kind}", "name")
 
 
 def _response_format(body: dict[str, Any]) -> None:

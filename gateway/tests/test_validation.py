@@ -219,7 +219,35 @@ REFUSED = [
         chat(modalities=2),
         "modalities",
         "invalid_type",
-        "Invalid type for 'modalities': expected an array of strings, but got an integer instead.",
+        "Invalid type for 'modalities': expected an array, but got an integer instead.",
+    ),
+    (
+        "a modality that is not a string",
+        chat(modalities=["text", 1]),
+        "modalities[1]",
+        "invalid_type",
+        "Invalid type for 'modalities[1]': expected a string, but got an integer instead.",
+    ),
+    (
+        "a function whose name is a number",
+        chat(functions=[{"name": 5}]),
+        "functions[0].name",
+        "invalid_type",
+        None,
+    ),
+    (
+        "tool_choice naming a function by a number",
+        chat(tool_choice={"type": "function", "function": {"name": 5}}),
+        "tool_choice.function.name",
+        "invalid_type",
+        None,
+    ),
+    (
+        "allowed tools that are not objects",
+        chat(tool_choice={"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": ["f"]}}),
+        "tool_choice.allowed_tools.tools[0]",
+        "invalid_type",
+        None,
     ),
     (
         "functions that are a number",
@@ -603,7 +631,9 @@ ACCEPTED = [
             ]
         ),
     ),
-    ("every tool_choice mode", chat(tool_choice="required")),
+    ("the required tool_choice mode", chat(tool_choice="required")),
+    ("a custom tool_choice", chat(tool_choice={"type": "custom", "custom": {"name": "sql"}})),
+    ("text and audio modalities", chat(modalities=["text", "audio"])),
     ("deprecated functions", chat(functions=[{"name": "f", "parameters": {}}], function_call={"name": "f"})),
     ("a named tool_choice", chat(tool_choice={"type": "function", "function": {"name": "f"}})),
     (
