@@ -2,25 +2,45 @@
 
 Postgres keeps no NUL in any text, so such a value can name no row. Django's admin would still pass it
 to a query, in a list filter or an object's id, and answer the database's refusal as a 500. It is
-refused here, before any view, as the bad request it is. /v1/ never passes through here: it runs on the
-fast path, which looks its ids up with that in mind.
+refused here, before any view, as the bad request it is. /v1/ is left alone, on Django's handler too
+(PORTICO_FAST_PATH=false): its views look their ids up with that in mind, and answer in OpenAI's words.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.core.exceptions import BadRequest
-from django.http import HttpRequest
-from django.utils.deprecation import MiddlewareMixin
+from django.http import HttpRequest, HttpResponseBase
+
+OPENAI_ROOT = "/v1/"
+
+Response = HttpResponseBase
 
 
-class NullCharacterMiddleware(MiddlewareMixin):
-    """MiddlewareMixin keeps it usable both ways, so the ASGI handler runs the chain without a thread hop."""
+class NullCharacterMiddleware:
+    """Usable both ways, like Portico's other middleware, so the ASGI handler keeps the chain without a thread hop."""
 
-    def process_request(self, request: HttpRequest) -> None:
-        if "\x00" in request.path or _in_query(request):
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Response | Awaitable[Response]]) -> None:
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Response | Awaitable[Response]:
+        if _holds_nul(request):
+            # Django answers it with handler400, in each URL space's shape.
             raise BadRequest("The address holds a NUL character.")
+        return self.get_response(request)
 
 
-def _in_query(request: HttpRequest) -> bool:
+def _holds_nul(request: HttpRequest) -> bool:
+    if request.path.startswith(OPENAI_ROOT):
+        return False
     # The query string has it percent-encoded (%00): its decoded names and values tell.
-    return any("\x00" in name or any("\x00" in value for value in values) for name, values in request.GET.lists())
+    return "\x00" in request.path or any(
+        "\x00" in name or any("\x00" in value for value in values) for name, values in request.GET.lists()
+    )

@@ -72,7 +72,7 @@ def _metadata(body: dict[str, Any]) -> dict[str, str] | None:
         and len(metadata) <= METADATA_KEYS
         and all(isinstance(key, str) and len(key) <= METADATA_KEY_LENGTH for key in metadata)
         and all(isinstance(value, str) and len(value) <= METADATA_VALUE_LENGTH for value in metadata.values())
-        # Kept in a JSON column, which on Postgres takes no NUL: a database error (503) where a 400 is right
+        # Kept in a JSON column, which on Postgres takes no NUL: a database error where a 400 is right
         and not any("\x00" in text for pair in metadata.items() for text in pair)
     )
     if not valid:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from django.core.exceptions import BadRequest
+from django.http import HttpResponse
+
+from gateway.null_characters import NullCharacterMiddleware
 
 pytestmark = pytest.mark.django_db
 
@@ -32,3 +36,20 @@ def test_the_management_api_answers_it_in_its_own_shape(admin_client):
 
 def test_an_address_without_one_is_served_as_before(admin_client):
     assert admin_client.get("/admin/batches/file/", {"status__exact": "processed"}).status_code == 200
+
+
+async def test_the_asgi_handler_refuses_it_as_well(async_client):
+    response = await async_client.get("/api/usage/", {"model": "a\x00b"})
+
+    assert response.status_code == 400
+
+
+def test_v1_is_left_to_its_own_views(rf):
+    # With the fast path off, /v1/ runs on Django's handler: its ids are looked up knowing a NUL names nothing,
+    # and its 404 is in OpenAI's words.
+    served = HttpResponse("served")
+    middleware = NullCharacterMiddleware(lambda request: served)
+
+    assert middleware(rf.get("/v1/files/file-\x00")) is served
+    with pytest.raises(BadRequest):
+        middleware(rf.get("/api/files/file-\x00"))
