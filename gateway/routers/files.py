@@ -59,7 +59,7 @@ FILE_UPLOAD = {
 
 
 async def in_thread(work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Database work off the event loop; an unreachable database is a 503 the client may retry, any other error a 500."""
+    """Database work off the event loop; an unreachable database is a 503 the client may retry, other errors 500s."""
     try:
         return await threads.in_thread(work, *args, **kwargs)
     except UNREACHABLE:
