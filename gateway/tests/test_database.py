@@ -48,6 +48,22 @@ def test_sqlite_transactions_take_the_write_lock_as_they_begin_and_wait_for_it_i
     }
 
 
+def test_a_sqlite_connection_made_with_them_is_in_wal_mode_and_begins_immediate(tmp_path, django_db_blocker):
+    from django.db.backends.sqlite3.base import DatabaseWrapper
+
+    config = database_settings(f"sqlite:///{tmp_path / 'db.sqlite3'}", pool_size=0, pool_timeout=1.0, conn_max_age=0)
+    wrapper = DatabaseWrapper({**config, "TIME_ZONE": None, "AUTOCOMMIT": True, "ATOMIC_REQUESTS": False})
+    with django_db_blocker.unblock():  # a database of its own, beside the test database
+        try:
+            with wrapper.cursor() as cursor:
+                cursor.execute("PRAGMA journal_mode")
+                assert cursor.fetchone() == ("wal",)
+            assert wrapper.transaction_mode == "IMMEDIATE"  # Django begins each transaction taking the write lock
+            assert wrapper.connection.execute("PRAGMA busy_timeout").fetchone() == (SQLITE_TIMEOUT * 1000,)
+        finally:
+            wrapper.close()
+
+
 def test_it_creates_the_sqlite_file_and_its_directory_for_this_user_alone(tmp_path):
     path = tmp_path / "data" / "portico.sqlite3"
 
