@@ -37,6 +37,7 @@ from billing.report_values import ReportRow
 from billing.reports import GROUPINGS, report_rows
 from tenants.apis import IsOperatorOrTenantAdmin, is_operator, tenants_managed_by
 from tenants.authentication import ManagementTokenAuthentication
+from tenants.serializers import RowIdFilter
 
 # The columns each grouping adds, in this order, before the sums every row has.
 GROUP_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -61,7 +62,6 @@ SUM_COLUMNS = (
 OPERATOR_COLUMNS = frozenset({"provider_cost"})
 PROVIDER_GROUPS = frozenset({"deployment", "provider"})
 ROWS_PER_CHUNK = 500  # rows per write: few enough to start at once, enough that each write is worth it
-_BIGINT = 2**63 - 1
 
 assert set(GROUP_COLUMNS) == set(GROUPINGS), "every grouping of the reports has its columns here"
 
@@ -94,9 +94,7 @@ class ReportQuerySerializer(serializers.Serializer):
             "from": serializers.DateField(help_text="The first UTC day, YYYY-MM-DD."),
             "to": serializers.DateField(help_text="The last UTC day, included."),
             "format": serializers.ChoiceField(choices=["csv", "json"], default="csv"),
-            "tenant": serializers.IntegerField(
-                required=False, min_value=1, max_value=_BIGINT, help_text="Only this tenant's usage."
-            ),
+            "tenant": RowIdFilter(help_text="Only this tenant's usage."),
         }
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

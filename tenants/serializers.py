@@ -12,8 +12,8 @@ from tenants.cors import validate_cors_origins
 from tenants.models import ApiKey, Tenant
 from tenants.services import QUEUE_POLICY_FIELDS
 
-# Ids are signed 64-bit integers in every database Portico runs on. A larger one names no row, and SQLite
-# cannot even be asked about it (OverflowError): a list filter refuses it as a 400.
+# Ids are signed 64-bit integers in every database Portico runs on, counted from 1. A larger one names no row,
+# and SQLite cannot even be asked about it (OverflowError): a list filter refuses it as a 400.
 ROW_ID_MAX = 2**63 - 1
 
 
@@ -21,7 +21,7 @@ class RowIdFilter(serializers.IntegerField):
     """A list filter's query parameter naming a row by its id; optional."""
 
     def __init__(self, **options: Any) -> None:
-        super().__init__(required=False, min_value=-ROW_ID_MAX - 1, max_value=ROW_ID_MAX, **options)
+        super().__init__(required=False, min_value=1, max_value=ROW_ID_MAX, **options)
 
 
 class TenantQueuePolicySerializer(serializers.ModelSerializer):

@@ -161,7 +161,7 @@ def test_usage_is_listed_newest_first(client, acme_admin, owner):
         ("key=abc", "key"),
         ("tenant=acme", "tenant"),
         (f"key={2**63}", "key"),  # past any id: SQLite cannot even be asked about it
-        (f"tenant={-(2**63) - 1}", "tenant"),
+        ("tenant=0", "tenant"),  # ids count from 1
     ],
 )
 @pytest.mark.parametrize("url", ["/api/usage/", "/api/usage/totals/"])
