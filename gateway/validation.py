@@ -212,6 +212,14 @@ def _string_field(container: dict[str, Any], param: str, field: str) -> None:
         raise _type_error(f"{param}.{field}", "a string", container[field])
 
 
+def _object_field(container: dict[str, Any], param: str, field: str) -> dict[str, Any]:
+    """`container[field]`, which must be given, and an object."""
+    value = container.get(field)
+    if not isinstance(value, dict):
+        raise _missing(f"{param}.{field}") if value is None else _type_error(f"{param}.{field}", "an object", value)
+    return value
+
+
 def _items(value: Any, param: str, kind: type, expected: str) -> None:
     """`value` must be an array of `kind`: a wrong item is named by its index."""
     if not isinstance(value, list):
@@ -231,9 +239,7 @@ def _tool_calls(tool_calls: Any, param: str) -> None:
         kind = call["type"]
         if kind not in _TOOL_CALL_FIELDS:
             raise _invalid_value(f"{where}.type", kind, tuple(_TOOL_CALL_FIELDS))
-        detail = call.get(kind)
-        if not isinstance(detail, dict):
-            raise _missing(f"{where}.{kind}") if detail is None else _type_error(f"{where}.{kind}", "an object", detail)
+        detail = _object_field(call, where, kind)
         for name in _TOOL_CALL_FIELDS[kind]:
             _string_field(detail, f"{where}.{kind}", name)
 
@@ -318,11 +324,7 @@ def _tool_choice(choice: Any) -> None:
     if not isinstance(choice, dict):
         raise _type_error("tool_choice", "one of a string or an object", choice)
     kind = _chosen(choice, "tool_choice", "type", _NAMED_CHOICES)
-    named = choice.get(kind)
-    if not isinstance(named, dict):
-        raise (
-            _missing(f"tool_choice.{kind}") if named is None else _type_error(f"tool_choice.{kind}", "an object", named)
-        )
+    named = _object_field(choice, "tool_choice", kind)
     if kind == "allowed_tools":
         _chosen(named, "tool_choice.allowed_tools", "mode", ("auto", "required"))
         if "tools" not in named:
