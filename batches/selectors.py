@@ -16,7 +16,7 @@ MAX_LIST = 100
 
 def askable(value: str) -> bool:
     """Whether a client's id or filter may be looked up. Every id and name Portico issues is printable ASCII;
-    anything else names no row, and Postgres refuses a NUL in any text (an error, a 503, where 404 is right)."""
+    anything else names no row, and Postgres refuses a NUL in any text (a database error where a 404 is right)."""
     return value.isascii() and value.isprintable()
 
 

@@ -56,6 +56,9 @@ def scrape() -> bytes:
     return generate_latest(registry)
 
 
+_HEADER_BYTES = 8  # where a metric file says how much of it is used
+
+
 class _WorkersCollector:
     """prometheus_client's merge of the workers' files, less those not yet sized (`sized_files`)."""
 
@@ -80,9 +83,6 @@ def sized_files(directory: str) -> list[str]:
         except FileNotFoundError:  # a dead worker's live gauges, removed meanwhile
             continue
     return files
-
-
-_HEADER_BYTES = 8  # where a metric file says how much of it is used
 
 
 def forget_dead_workers(directory: str) -> None:

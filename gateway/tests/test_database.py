@@ -38,16 +38,6 @@ def test_sqlite_has_no_pool(tmp_path):
     assert "pool" not in config.get("OPTIONS", {})
 
 
-def test_sqlite_transactions_take_the_write_lock_as_they_begin_and_wait_for_it_in_wal_mode(tmp_path):
-    config = database_settings(f"sqlite:///{tmp_path / 'db.sqlite3'}", pool_size=0, pool_timeout=1.0, conn_max_age=0)
-
-    assert config["OPTIONS"] == {
-        "transaction_mode": "IMMEDIATE",
-        "timeout": SQLITE_TIMEOUT,
-        "init_command": "PRAGMA journal_mode=WAL;",
-    }
-
-
 def test_a_sqlite_connection_made_with_them_is_in_wal_mode_and_begins_immediate(tmp_path, django_db_blocker):
     from django.db.backends.sqlite3.base import DatabaseWrapper
 
