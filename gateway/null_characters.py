@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
-from django.core.exceptions import BadRequest
 from django.http import HttpRequest, HttpResponseBase
+
+from gateway.error_views import bad_request
 
 OPENAI_ROOT = "/v1/"
 
@@ -27,14 +28,21 @@ class NullCharacterMiddleware:
 
     def __init__(self, get_response: Callable[[HttpRequest], Response | Awaitable[Response]]) -> None:
         self.get_response = get_response
-        if iscoroutinefunction(get_response):
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
             markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> Response | Awaitable[Response]:
         if _holds_nul(request):
-            # Django answers it with handler400, in each URL space's shape.
-            raise BadRequest("The address holds a NUL character.")
+            # handler400's answer, in each URL space's shape; answered, not raised, since Django logs a raised
+            # BadRequest with its traceback, and a client's bad address is no server error.
+            refused = bad_request(request)
+            return _at_once(refused) if self.is_async else refused
         return self.get_response(request)
+
+
+async def _at_once(response: Response) -> Response:
+    return response
 
 
 def _holds_nul(request: HttpRequest) -> bool:
