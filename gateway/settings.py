@@ -214,6 +214,9 @@ if PORTICO_LIMITS_ON_REDIS_ERROR not in {"open", "closed"}:
 # Seconds a request's slot in flight (max_concurrent, a deployment's max_in_flight) outlives a process that died
 # holding it; a live process renews its slots every third of it (billing/limits/leases.py).
 PORTICO_IN_FLIGHT_LEASE = env_float("PORTICO_IN_FLIGHT_LEASE", 30.0, minimum=1.0)
+# Keep one reservation ready for a key whose calls come steadily, so its next call skips the limiter's round trip
+# (billing/limits/spares.py). Off, every limited call waits for its own acquire.
+PORTICO_LIMIT_SPARES = env_bool("PORTICO_LIMIT_SPARES", True)
 # Record every request in the usage ledger. Off only to measure what the ledger costs (bench/run.sh) or
 # where another system does the billing: budgets then see no spend.
 PORTICO_USAGE_LEDGER = env_bool("PORTICO_USAGE_LEDGER", True)

@@ -9,7 +9,8 @@ upstream call and, with the request's actual usage, `settle` once after it:
     ...
     await limiter.settle(verdict.ticket, tokens=used, cost=charged)
 
-`RedisLimiter` shares the limits between every process; `LocalLimiter` keeps
+`RedisLimiter` shares the limits between every process, and keeps a reservation
+ready for a key whose calls come steadily (spares.py); `LocalLimiter` keeps
 them in one process (a Portico without Redis, or while Redis is away). Both
 clamp what a request reserves and settles (`RESERVATION_MAX`), so no client
 value can overflow a counter.

@@ -1,7 +1,8 @@
 """Limits and budgets shared by every Portico process through Redis.
 
 One acquire is one EVALSHA of the acquire script: every window and budget of
-the request is checked, and reserved only if all pass. One settle is one
+the request is checked, and reserved only if all pass. A key whose calls come
+steadily has its next call's acquire made ahead, off its path (spares.py). One settle is one
 EVALSHA of the settle script. Keys (keys.py has the names, and the hash tags
 that keep one call's keys in one slot of a Redis Cluster):
 
@@ -50,6 +51,7 @@ from billing.limits.leases import LeaseKeeper
 from billing.limits.local import LocalLimiter
 from billing.limits.resp import RespClient, Run
 from billing.limits.scripts import ACQUIRE, RENEW, SETTLE, Script
+from billing.limits.spares import Spares
 from billing.limits.verdicts import (
     Ask,
     LimiterFailed,
@@ -94,12 +96,14 @@ class RedisLimiter:
         recheck: float = 1.0,
         cluster: bool | None = None,
         client: LimiterClient | None = None,
+        spares: bool | None = None,
     ) -> None:
         """`clock` (Unix seconds) replaces Redis's own clock; for tests, as every process must share one clock.
 
         `lease`: seconds a slot in flight outlives its last renewal (default PORTICO_IN_FLIGHT_LEASE).
         `cluster`: `url` is a node of a Redis Cluster (default PORTICO_REDIS_CLUSTER). `client`: the
         connection to use instead of the one `url` and `cluster` choose (the benchmark compares them).
+        `spares`: keep a reservation ready for a key's next call (spares.py; default PORTICO_LIMIT_SPARES).
         """
         if on_redis_error not in ("open", "closed"):
             raise ValueError(f"on_redis_error must be 'open' or 'closed', not {on_redis_error!r}")
@@ -129,6 +133,16 @@ class RedisLimiter:
         self._settle_shapes: dict[tuple[Any, ...], tuple[Run, Run]] = {}
         # Settles sent again after a NOSCRIPT reply, and those giving back an acquire whose caller left.
         self._retries: set[asyncio.Future[Any]] = set()
+        if spares is None:
+            from django.conf import settings
+
+            spares = settings.PORTICO_LIMIT_SPARES
+        # Spares are written with the turn's other commands, which only the hand-written connection does.
+        self.spares = (
+            Spares(send=self._send_spare, give_back=self._give_back_spare, hold=self.leases.hold)
+            if spares and self._shaped
+            else None
+        )
 
     async def acquire(self, ask: Ask) -> Verdict:
         if nothing_to_check(ask):
@@ -138,6 +152,9 @@ class RedisLimiter:
         ask = bounded(ask)
         if self._cluster and not ask.shard:
             ask = replace(ask, shard=shard_of(ask))
+        spares = self.spares if ask.share >= 1 else None  # a batch line's ceiling depends on its own tokens
+        if spares is not None and (taken := spares.take(ask)) is not None:
+            return taken
         try:
             reply: bytes = await self._run_command(
                 ACQUIRE, self._acquire_command(ask), orphan=functools.partial(self._give_back_orphan, ask)
@@ -151,10 +168,46 @@ class RedisLimiter:
         except (RedisError, OSError) as exc:
             self._trouble(exc)
             return await self._without_redis(ask, exc)
-        verdict = _verdict_of(ask, reply)
+        verdict, values = _judged(ask, reply)
         if verdict.ticket is not None:
             self.leases.hold(verdict.ticket)
+            if spares is not None:
+                spares.after(ask, values)
         return verdict
+
+    def _send_spare(self, ask: Ask) -> asyncio.Future[Any] | None:
+        """Ask for a spare (spares.py) with the turn's other commands; None when no connection is open."""
+        if self._down:
+            return None
+        return self._client.send_soon(*self._acquire_command(ask))
+
+    def _give_back_spare(self, ask: Ask, ticket: Ticket) -> None:
+        """Give back all a spare reserved, as for a call that ends before it begins, and its request too: no
+        call used it. The settle is kept until done, so closing the limiter waits for it."""
+        given_back: list[asyncio.Future[Any]] = [asyncio.ensure_future(self.settle_soon(ticket, tokens=0, cost=0))]
+        if not self._down and (command := self._requests_back_command(ask)) is not None:
+            # Its reply matters to nobody: a request left counted only keeps the bucket a little fuller.
+            reply = self._client.send_soon(*command)
+            if reply is not None:
+                given_back.append(reply)
+        for future in given_back:
+            self._retries.add(future)
+            future.add_done_callback(self._forget_retry)
+
+    def _forget_retry(self, future: asyncio.Future[Any]) -> None:
+        self._retries.discard(future)
+        if not future.cancelled():
+            future.exception()  # looked at, so that asyncio does not log it: settle_soon dealt with it
+
+    def _requests_back_command(self, ask: Ask) -> tuple[Any, ...] | None:
+        """The settle script run on `ask`'s RPM buckets alone, giving back the one request each counted."""
+        start = self._stem(ask.shard)
+        rpms = [(window_key(start, window.scope, "req"), window.rpm) for window in ask.windows if window.rpm]
+        if not rpms:
+            return None
+        keys = [key for key, _ in rpms]
+        args: Args = [self._now_arg(), ask.request_id, -1, 0, len(rpms), 0, 0, *(rpm for _, rpm in rpms)]
+        return ("EVALSHA", SETTLE.sha, len(keys), *keys, *args)
 
     def _give_back_orphan(self, ask: Ask, reply: bytes) -> None:
         """An acquire's reply that came after its caller was cancelled (its client left): what it reserved is
@@ -266,6 +319,8 @@ class RedisLimiter:
         return replies
 
     async def aclose(self) -> None:
+        if self.spares is not None:
+            await self.spares.aclose()
         if self._retries:
             await asyncio.gather(*self._retries, return_exceptions=True)
         await self.leases.aclose()
@@ -427,9 +482,14 @@ class RedisLimiter:
         return True
 
 
+def _judged(ask: Ask, reply: bytes) -> tuple[Verdict, list[int]]:
+    """The acquire script's reply, one string of integers, as a verdict on `ask`, and those integers."""
+    values = list(map(int, reply.split()))
+    return verdict_from_reply(ask, values, local=False), values
+
+
 def _verdict_of(ask: Ask, reply: bytes) -> Verdict:
-    """The acquire script's reply, one string of integers, as a verdict on `ask`."""
-    return verdict_from_reply(ask, list(map(int, reply.split())), local=False)
+    return _judged(ask, reply)[0]
 
 
 def is_outage(exc: ResponseError) -> bool:

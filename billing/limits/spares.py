@@ -1,0 +1,254 @@
+"""A reservation kept ready for a key's next call, so that a steady stream of limited calls waits for no round trip.
+
+Admitting a call through Redis costs it a round trip before its upstream request
+can start: about 0.2 ms on one machine, as much as the rest of Portico's work on
+the call. While a key's calls come steadily, the limiter keeps one acquire ahead
+of them: a spare, an ordinary reservation (one request, the last call's tokens
+and cost rounded up to a power of two, a slot in flight, the budget's share)
+made by the acquire script under a request id of its own. The next call of the
+same key takes it as its own ticket without asking Redis, and a new spare is
+asked for at once, in the same turn's write as the other commands:
+
+    call n     acquire ──── round trip ────▶ admitted ; spare asked for (after the verdict, off the call's path)
+    call n+1   the spare, if its reply is in and the call fits in it ▶ admitted ; next spare asked for
+    no call for SPARE_IDLE s                 ▶ the spare is given back whole, its request included
+
+Nothing is admitted that Redis did not reserve first, so limits and budgets hold
+as exactly as before. What a spare can cost is the other way: while it waits it
+holds one call's worth of every limit. It is asked for only when that cannot
+matter:
+
+- the key's calls are steady: the last one came less than DENSE s before;
+- every limit would keep room after it: HEADROOM_SHARE of the limit, and at
+  least HEADROOM_FLOOR calls' worth, beyond this call and the spare;
+- one spare per key (per tuple of windows and budgets) and process at a time.
+
+So a key near any of its limits never gets one, and one that stops calling has
+its spare back within SPARE_IDLE s. A spare is held in Redis as any call in
+flight, renewed by its process's lease keeper and given up with its lease if the
+process dies. A call that does not fit in the spare (more tokens or a higher
+worst-case cost) gives it back and acquires as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from billing.limits.verdicts import MINUTE_MS, Ask, Ticket, Verdict, verdict_from_reply
+
+SPARE_IDLE = 0.1  # seconds an unused spare is kept before it is given back
+DENSE = 0.1  # seconds between two calls of a key for its calls to count as steady
+HEADROOM_SHARE = 0.1  # the part of each limit that must stay free beyond the call and its spare
+HEADROOM_FLOOR = 10  # ... and at least this many calls' worth of it
+SHAPES_MAX = 4096  # keys tracked, the oldest given up first (a snapshot reload brings new tuples)
+
+Memo = tuple[int, int]
+Send = Callable[[Ask], "asyncio.Future[bytes] | None"]
+GiveBack = Callable[[Ask, Ticket], None]
+Hold = Callable[[Ticket], None]
+
+_ids = itertools.count()
+_PROCESS = f"spare-{os.getpid()}-{os.urandom(4).hex()}-"
+
+
+@dataclass(slots=True)
+class _Spare:
+    ask: Ask
+    verdict: Verdict | None = None  # in once Redis has admitted it
+    ticket: Ticket | None = None  # the verdict's: what the spare holds
+    reply: Sequence[int] = ()  # the acquire script's, which the verdict was read from
+    room: bool = False  # whether its reply left room for another spare after it is taken
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass(slots=True)
+class _Shape:
+    seen: float  # loop time of the last acquire with these windows and budgets
+    spare: _Spare | None = None
+
+
+class Spares:
+    """The spares of one limiter, by the identity of their calls' windows and budgets tuples."""
+
+    def __init__(self, *, send: Send, give_back: GiveBack, hold: Hold) -> None:
+        self._send = send
+        self._give_back = give_back
+        self._hold = hold
+        self._shapes: dict[Memo, _Shape] = {}
+        self._asked: set[asyncio.Future[bytes]] = set()  # replies still on the way
+        self._closed = False
+
+    def __len__(self) -> int:
+        """Spares held now (their reply in, not yet taken or given back)."""
+        return sum(1 for shape in self._shapes.values() if shape.spare is not None and shape.spare.verdict)
+
+    def take(self, ask: Ask) -> Verdict | None:
+        """The verdict of the spare kept for `ask`'s windows and budgets, now `ask`'s own; None to acquire."""
+        shape = self._shapes.get((id(ask.windows), id(ask.budgets)))
+        if shape is None:
+            return None
+        spare = shape.spare
+        if spare is None or spare.verdict is None:  # none, or its reply still on the way: left for a later call
+            return None
+        shape.spare = None
+        if spare.timer is not None:
+            spare.timer.cancel()
+        verdict, ticket = spare.verdict, spare.ticket
+        assert ticket is not None
+        # The spare's ask keeps its windows and budgets alive, so no other tuples can have taken their ids.
+        if ask.tokens > spare.ask.tokens or ask.cost > spare.ask.cost:
+            self._give_back(spare.ask, ticket)
+            return None
+        shape.seen = asyncio.get_running_loop().time()
+        if spare.room:
+            self._ask_for(shape, ask)
+        if ask.tokens != spare.ask.tokens:
+            # Its headers count the tokens the call reserves, as OpenAI's do, not the spare's rounded-up share.
+            verdict = verdict_from_reply(ask, rebased(spare.reply, spare.ask, ask.tokens), local=False)
+            verdict.ticket = ticket
+        return verdict
+
+    def after(self, ask: Ask, reply: Sequence[int]) -> None:
+        """`ask` was acquired the usual way with `reply`: ask for a spare if its key's calls are steady and roomy."""
+        if self._closed:
+            return
+        memo = (id(ask.windows), id(ask.budgets))
+        now = asyncio.get_running_loop().time()
+        shape = self._shapes.get(memo)
+        if shape is None:
+            if len(self._shapes) >= SHAPES_MAX:
+                self._forget(next(iter(self._shapes)))
+            self._shapes[memo] = _Shape(seen=now)
+            return
+        steady = now - shape.seen < DENSE
+        shape.seen = now
+        if steady and shape.spare is None and roomy(ask, reply):
+            self._ask_for(shape, ask)
+
+    async def aclose(self) -> None:
+        """Give every spare back, those whose reply is still on the way once it comes."""
+        self._closed = True
+        if self._asked:
+            await asyncio.gather(*self._asked, return_exceptions=True)
+        for memo in list(self._shapes):
+            self._forget(memo)
+
+    def _forget(self, memo: Memo) -> None:
+        shape = self._shapes.pop(memo)
+        spare, shape.spare = shape.spare, None
+        if spare is not None and spare.verdict is not None:
+            self._release(spare)
+
+    def _ask_for(self, shape: _Shape, ask: Ask) -> None:
+        spare = _Spare(
+            Ask(
+                request_id=f"{_PROCESS}{next(_ids)}",
+                windows=ask.windows,
+                budgets=ask.budgets,
+                tokens=_rounded_up(ask.tokens),
+                cost=_rounded_up(ask.cost),
+                shard=ask.shard,
+            )
+        )
+        reply = self._send(spare.ask)
+        if reply is None:
+            return
+        shape.spare = spare
+        self._asked.add(reply)
+        reply.add_done_callback(functools.partial(self._arrived, shape, spare))
+
+    def _arrived(self, shape: _Shape, spare: _Spare, reply: asyncio.Future[bytes]) -> None:
+        self._asked.discard(reply)
+        if reply.cancelled() or reply.exception() is not None:
+            # Nothing reserved, or (a lost connection) nothing known: a slot it may hold lapses with its lease.
+            if shape.spare is spare:
+                shape.spare = None
+            return
+        values = list(map(int, reply.result().split()))
+        verdict = verdict_from_reply(spare.ask, values, local=False)
+        if verdict.ticket is None:  # refused: it reserved nothing
+            if shape.spare is spare:
+                shape.spare = None
+            return
+        self._hold(verdict.ticket)
+        spare.verdict, spare.ticket, spare.reply = verdict, verdict.ticket, values
+        if shape.spare is not spare or self._closed:  # its key was forgotten, or the limiter closed, meanwhile
+            self._release(spare)
+            return
+        spare.room = roomy(spare.ask, values)
+        spare.timer = asyncio.get_running_loop().call_later(SPARE_IDLE, self._idle, shape, spare)
+
+    def _idle(self, shape: _Shape, spare: _Spare) -> None:
+        if shape.spare is spare:
+            shape.spare = None
+            self._release(spare)
+
+    def _release(self, spare: _Spare) -> None:
+        if spare.timer is not None:
+            spare.timer.cancel()
+        if spare.ticket is not None:
+            self._give_back(spare.ask, spare.ticket)
+
+
+def roomy(ask: Ask, reply: Sequence[int]) -> bool:
+    """Whether every limit in an admitting `reply` to `ask` keeps its headroom with one more call like it."""
+    if not reply[0]:
+        return False
+    at = 2
+    for window in ask.windows:
+        for limit, amount in ((window.rpm, 1), (window.tpm, ask.tokens)):
+            if limit is None:
+                continue
+            remaining = reply[at + 1]  # after this call's reservation
+            at += 3
+            if remaining - amount < _headroom(limit, amount):
+                return False
+        if window.concurrency is not None:
+            free = window.concurrency - reply[at] - 1  # reply[at]: in flight before this call
+            at += 1
+            if free - 1 < _headroom(window.concurrency, 1):
+                return False
+    for budget in ask.budgets:
+        left = budget.limit - reply[at] - ask.cost  # reply[at]: spent and reserved before this call
+        at += 1
+        if left - ask.cost < _headroom(budget.limit, ask.cost):
+            return False
+    return True
+
+
+def rebased(reply: Sequence[int], ask: Ask, tokens: int) -> list[int]:
+    """An admitting `reply` to `ask` as it would have read had the call reserved `tokens` rather than `ask.tokens`.
+
+    Only the TPM buckets change: each holds the difference less, so it has that many more tokens left and is full
+    again that much sooner. The reset is rounded up from the script's, itself rounded up, so it may say a
+    millisecond more than it would have: never less.
+    """
+    values = list(reply)
+    less = ask.tokens - tokens
+    at = 2
+    for window in ask.windows:
+        if window.rpm is not None:
+            at += 3
+        if window.tpm is not None:
+            if window.tpm > 0:
+                values[at + 1] += less
+                values[at + 2] = max(0, math.ceil(values[at + 2] - less * MINUTE_MS / window.tpm))
+            at += 3
+        if window.concurrency is not None:
+            at += 1
+    return values
+
+
+def _headroom(limit: int, amount: int) -> float:
+    return max(limit * HEADROOM_SHARE, HEADROOM_FLOOR * max(amount, 1))
+
+
+def _rounded_up(amount: int) -> int:
+    """A spare's tokens and cost: the next power of two, so that calls of similar size fit the same spare."""
+    return 0 if amount <= 0 else 1 << (amount - 1).bit_length()

@@ -1,0 +1,288 @@
+"""The reservation `RedisLimiter` keeps ready for a key whose calls come steadily (billing/limits/spares.py).
+
+Each test drives a limiter on the real Redis as the metering does: one windows
+tuple and one budgets tuple for a key, handed over call after call, and every
+admitted call settled with what it used. Where a test checks Redis's counters,
+it runs the same calls through a limiter without spares on a prefix of its own
+and compares: a spare taken, given back or never asked for must leave them as
+if there had been none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from billing.limits import Ask, Budget, RedisLimiter, Verdict, Window, spares
+from billing.limits.spares import rebased
+from billing.tests.test_limits import REDIS_URL, USD, FakeClock, budget, drop_keys, key, new_prefix
+
+ROOMY = (Window("key:1", "this API key", rpm=1000, tpm=1_000_000, concurrency=100),)
+FUNDED = (budget(limit=1000 * USD),)
+TOKENS, COST = 100, USD // 1000
+
+
+class Counted:
+    """A limiter whose acquires that wait for Redis are counted: those that took a spare did not."""
+
+    def __init__(self, limiter: RedisLimiter) -> None:
+        self.limiter = limiter
+        self.round_trips = 0
+        client: Any = limiter._client
+        call = client.call
+
+        async def counting(*args: Any, **options: Any) -> Any:
+            self.round_trips += 1
+            return await call(*args, **options)
+
+        client.call = counting
+
+    async def calls(
+        self,
+        count: int,
+        windows: tuple[Window, ...] = ROOMY,
+        budgets: tuple[Budget, ...] = FUNDED,
+        *,
+        tokens: int = TOKENS,
+        cost: int = COST,
+    ) -> list[Verdict]:
+        """`count` calls of one key, one after the other, each settled at half its reservation before the next."""
+        verdicts = []
+        for _ in range(count):
+            verdict = await self.limiter.acquire(Ask(uuid.uuid4().hex, windows, budgets, tokens, cost))
+            verdicts.append(verdict)
+            if verdict.ticket is not None:
+                await self.limiter.settle_soon(verdict.ticket, tokens=tokens // 2, cost=cost // 2)
+            await until(lambda: self.limiter.spares is None or not self.limiter.spares._asked)  # its spare is in
+        return verdicts
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait for the limiter's callbacks to get there: Redis's replies reach them without anyone awaiting."""
+    for _ in range(5000):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("the limiter's replies never came")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()  # frozen: no bucket refills between calls, so counts compare exactly
+
+
+@pytest.fixture
+async def prefixes() -> AsyncIterator[Callable[[], str]]:
+    made: list[str] = []
+
+    def make() -> str:
+        made.append(new_prefix())
+        return made[-1]
+
+    yield make
+    for prefix in made:
+        await drop_keys(prefix)
+
+
+@pytest.fixture
+async def make(clock: FakeClock, prefixes: Callable[[], str]) -> AsyncIterator[Callable[..., Counted]]:
+    limiters: list[RedisLimiter] = []
+
+    def make_counted(*, spares: bool = True, prefix: str | None = None) -> Counted:
+        limiter = RedisLimiter(REDIS_URL, prefix=prefix or prefixes(), clock=clock, spares=spares)
+        limiters.append(limiter)
+        return Counted(limiter)
+
+    yield make_counted
+    for limiter in limiters:
+        await limiter.aclose()
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[Redis]:
+    client = Redis.from_url(REDIS_URL)
+    yield client
+    await client.aclose()
+
+
+async def counters(redis: Redis, limiter: RedisLimiter) -> dict[str, Any]:
+    """Every limit's state in Redis, by key name without the prefix: slots in flight, budget counters, and bucket
+    times to within a microsecond (a token is 0.06 ms of a 1,000,000 TPM bucket, which no double holds exactly)."""
+    prefix = limiter._prefix
+    state: dict[str, Any] = {}
+    async for name in redis.scan_iter(match=f"{prefix}:*"):
+        short = name.decode().removeprefix(prefix)
+        if await redis.type(name) == b"zset":
+            state[short] = await redis.zcard(name)
+        else:
+            state[short] = pytest.approx(float(await redis.get(name)), abs=1e-3)
+    return state
+
+
+@pytest.fixture
+def quickly_idle(monkeypatch: pytest.MonkeyPatch) -> float:
+    monkeypatch.setattr(spares, "SPARE_IDLE", 0.02)
+    return 0.02
+
+
+async def test_a_steady_key_is_admitted_from_its_spare_without_a_round_trip(make: Callable[..., Counted]) -> None:
+    counted = make()
+
+    verdicts = await counted.calls(10)
+
+    # The first call finds no steady stream yet, the second asks for a spare after its own acquire; from the third
+    # on, each call takes the spare its predecessor left and asks for the next.
+    assert [verdict.allowed for verdict in verdicts] == [True] * 10
+    assert counted.round_trips == 2
+    # The spare a call takes counted it when it was reserved: the tenth reservation, as without spares.
+    assert verdicts[-1].headers["x-ratelimit-remaining-requests"] == str(1000 - 10)
+
+
+async def test_without_spares_every_call_waits_for_its_acquire(make: Callable[..., Counted]) -> None:
+    counted = make(spares=False)
+
+    await counted.calls(10)
+
+    assert counted.limiter.spares is None
+    assert counted.round_trips == 10
+
+
+@pytest.mark.parametrize(
+    ("windows", "budgets", "count"),
+    [
+        ((key(rpm=200),), (), 220),
+        ((key(tpm=200 * TOKENS),), (), 420),  # each call reserves TOKENS and settles half
+        ((key(rpm=300), Window("tenant:1", "this organization", rpm=150)), (), 170),
+        ((key(rpm=10_000),), (budget(limit=150 * COST),), 320),  # each call reserves COST and spends half
+    ],
+    ids=["rpm", "tpm", "tenant rpm", "budget"],
+)
+async def test_spares_admit_exactly_the_calls_the_limits_allow(
+    make: Callable[..., Counted], windows: tuple[Window, ...], budgets: tuple[Budget, ...], count: int
+) -> None:
+    with_spares, without = make(), make(spares=False)
+
+    verdicts = await with_spares.calls(count, windows, budgets)
+    reference = await without.calls(count, windows, budgets)
+
+    allowed = [verdict.allowed for verdict in verdicts]
+    assert not all(allowed), "the calls never reached the limit"
+    assert allowed == [verdict.allowed for verdict in reference]
+    assert [verdict.refused for verdict in verdicts] == [verdict.refused for verdict in reference]
+    assert with_spares.round_trips < sum(allowed) / 2  # spares did most of the admitting
+
+
+async def test_a_spare_left_unused_is_given_back_whole(
+    make: Callable[..., Counted], redis: Redis, quickly_idle: float
+) -> None:
+    with_spares, without = make(), make(spares=False)
+
+    await with_spares.calls(5)
+    assert len(with_spares.limiter.spares or ()) == 1
+    await asyncio.sleep(quickly_idle * 3)
+    await until(lambda: not with_spares.limiter._retries)
+    await without.calls(5)
+
+    assert not with_spares.limiter.spares
+    assert await counters(redis, with_spares.limiter) == await counters(redis, without.limiter)
+
+
+async def test_a_call_larger_than_the_spare_gives_it_back_and_acquires(
+    make: Callable[..., Counted], redis: Redis
+) -> None:
+    with_spares, without = make(), make(spares=False)
+
+    await with_spares.calls(3)  # the spare reserves 128 tokens, TOKENS rounded up to a power of two
+    await with_spares.calls(1, tokens=200)
+    await until(lambda: not with_spares.limiter._retries)
+    await with_spares.limiter.spares.aclose()  # type: ignore[union-attr]
+    await until(lambda: not with_spares.limiter._retries)
+    await without.calls(3)
+    await without.calls(1, tokens=200)
+
+    assert with_spares.round_trips == 3
+    assert await counters(redis, with_spares.limiter) == await counters(redis, without.limiter)
+
+
+LIMITS: dict[str, Callable[[int], tuple[tuple[Window, ...], tuple[Budget, ...]]]] = {
+    "rpm": lambda n: ((key(rpm=n),), FUNDED),
+    "tpm": lambda n: ((key(tpm=n * TOKENS),), FUNDED),
+    "concurrency": lambda n: ((key(concurrency=n),), FUNDED),
+    "budget": lambda n: (ROOMY, (budget(limit=n * COST),)),
+    "tenant concurrency": lambda n: ((key(rpm=10_000), Window("tenant:1", "this organization", concurrency=n)), ()),
+}
+
+
+# After two calls (the first settled at half), these leave exactly ten calls' worth of room beyond the second call
+# and a spare: the least that still gets one.
+@pytest.mark.parametrize(
+    ("limit", "least"), [("rpm", 13), ("tpm", 13), ("concurrency", 12), ("budget", 13), ("tenant concurrency", 12)]
+)
+@pytest.mark.parametrize("room", ["enough", "one call short"])
+async def test_a_spare_is_asked_for_only_with_ten_calls_worth_of_room_left_on_every_limit(
+    make: Callable[..., Counted], limit: str, least: int, room: str
+) -> None:
+    counted = make()
+    windows, budgets = LIMITS[limit](least if room == "enough" else least - 1)
+
+    await counted.calls(2, windows, budgets)
+
+    assert counted.limiter.spares is not None
+    assert len(counted.limiter.spares) == (1 if room == "enough" else 0)
+
+
+async def test_closing_the_limiter_gives_its_spare_back(
+    make: Callable[..., Counted], prefixes: Callable[[], str], redis: Redis
+) -> None:
+    with_spares, without = make(), make(spares=False)
+    await with_spares.calls(4)
+    await without.calls(4)
+
+    await with_spares.limiter.aclose()
+
+    assert await counters(redis, with_spares.limiter) == await counters(redis, without.limiter)
+
+
+async def test_a_spare_holds_a_slot_in_flight_that_its_lease_keeper_renews(make: Callable[..., Counted]) -> None:
+    counted = make()
+
+    await counted.calls(3)
+
+    # The calls were settled: what the keeper still holds is the spare, renewed like any call in flight.
+    assert len(counted.limiter.spares or ()) == 1
+    assert len(counted.limiter.leases) == 1
+
+
+@pytest.mark.parametrize("tokens", [128, 100, 65, 1, 0])
+async def test_a_reply_rebased_on_fewer_tokens_reads_as_the_script_would_have_answered_them(
+    make: Callable[..., Counted], tokens: int
+) -> None:
+    windows = (key(rpm=1000, tpm=100_000), Window("tenant:1", "this organization", rpm=500, tpm=30_000))
+    rounded, exact = make(spares=False), make(spares=False)
+    for counted in (rounded, exact):
+        await counted.calls(3, windows, tokens=TOKENS)  # the same state in both
+
+    async def reply(counted: Counted, reserved: int) -> list[int]:
+        command = counted.limiter._acquire_command(Ask("the-call", windows, (), reserved, 0))
+        return list(map(int, (await counted.limiter._client.call(*command)).split()))
+
+    spare = await reply(rounded, 128)
+    own = await reply(exact, tokens)
+    got = rebased(spare, Ask("the-spare", windows, (), 128, 0), tokens)
+
+    # After the admission and the time, each window's rpm (wait, remaining, reset), then its tpm's: only the
+    # tpm's remaining and reset differ. The
+    # script computes both from bucket times near 1.8e12 ms in doubles, where a token of these buckets (0.6 and
+    # 2 ms) is no exact fraction: its own counts may land a unit either way, and so may the rebased ones.
+    tpm_at = [6, 7, 12, 13]
+    assert [value for at, value in enumerate(got) if at not in tpm_at] == [
+        value for at, value in enumerate(own) if at not in tpm_at
+    ]
+    for at in tpm_at:
+        assert abs(got[at] - own[at]) <= 1, (at, got, own)
+    assert got[12] - spare[12] == 128 - tokens  # the tokens not reserved are left
