@@ -80,11 +80,13 @@ def capped(route: RouteInfo) -> bool:
 class CapHold:
     """What one attempt reserved of its deployment's caps, and how many tokens to settle it with."""
 
-    __slots__ = ("limiter", "stream", "ticket", "used")
+    __slots__ = ("limiter", "reserved", "stream", "ticket", "used")
 
-    def __init__(self, limiter: Limiter, ticket: Ticket) -> None:
+    def __init__(self, limiter: Limiter, ticket: Ticket, reserved: int) -> None:
         self.limiter = limiter
         self.ticket: Ticket | None = ticket
+        # What the attempt asked for: a ticket the limiter kept ready (billing.limits.spares) may hold more.
+        self.reserved = reserved
         self.used: int | None = None  # the tokens a whole answer reported
         self.stream: StreamTranslator | None = None  # a stream's translator, which holds its usage at the end
 
@@ -102,16 +104,16 @@ class CapHold:
         ticket, self.ticket = self.ticket, None
         if ticket is None:
             return
-        accounting.accounts.later(self.limiter.settle(ticket, tokens=self._tokens(ticket), cost=0))
+        accounting.accounts.later(self.limiter.settle(ticket, tokens=self._tokens(), cost=0))
 
-    def _tokens(self, ticket: Ticket) -> int:
+    def _tokens(self) -> int:
         used = self.used
         stream = self.stream
         if used is None and stream is not None:
             # A continuation's usage adds the broken attempts' tokens; this attempt's own are the upstream's.
             own = stream.inner if isinstance(stream, Resumed) else stream
             used = _total(own.usage)
-        return ticket.tokens if used is None else used
+        return self.reserved if used is None else used
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +151,7 @@ async def cap_acquire(*, route: RouteInfo, call: Call) -> CapHold | CapFull:
     # reserved once the reply comes (billing.limits.redis).
     if verdict.ticket is None:
         return CapFull(verdict.retry_after, in_flight=verdict.refused == "concurrency")
-    return CapHold(limiter, verdict.ticket)
+    return CapHold(limiter, verdict.ticket, tokens)
 
 
 class CapWait:

@@ -184,20 +184,22 @@ class RedisLimiter:
     def _give_back_spare(self, ask: Ask, ticket: Ticket) -> None:
         """Give back all a spare reserved, as for a call that ends before it begins, and its request too: no
         call used it. The settle is kept until done, so closing the limiter waits for it."""
-        given_back: list[asyncio.Future[Any]] = [asyncio.ensure_future(self.settle_soon(ticket, tokens=0, cost=0))]
+        self._keep(asyncio.ensure_future(self.settle_soon(ticket, tokens=0, cost=0)))
         if not self._down and (command := self._requests_back_command(ask)) is not None:
             # Its reply matters to nobody: a request left counted only keeps the bucket a little fuller.
             reply = self._client.send_soon(*command)
             if reply is not None:
-                given_back.append(reply)
-        for future in given_back:
-            self._retries.add(future)
-            future.add_done_callback(self._forget_retry)
+                self._keep(reply)
 
-    def _forget_retry(self, future: asyncio.Future[Any]) -> None:
-        self._retries.discard(future)
-        if not future.cancelled():
-            future.exception()  # looked at, so that asyncio does not log it: settle_soon dealt with it
+    def _keep(self, given_back: asyncio.Future[Any]) -> None:
+        """Keep a give-back until it is done, so that closing the limiter waits for it."""
+        self._retries.add(given_back)
+        given_back.add_done_callback(self._kept)
+
+    def _kept(self, given_back: asyncio.Future[Any]) -> None:
+        self._retries.discard(given_back)
+        if not given_back.cancelled():
+            given_back.exception()  # looked at, so that asyncio does not log it: settle_soon dealt with it
 
     def _requests_back_command(self, ask: Ask) -> tuple[Any, ...] | None:
         """The settle script run on `ask`'s RPM buckets alone, giving back the one request each counted."""
@@ -213,17 +215,14 @@ class RedisLimiter:
         """An acquire's reply that came after its caller was cancelled (its client left): what it reserved is
         given back at once, as for a call that ends before it begins, not held until its slot's lease runs out."""
         try:
-            verdict = _verdict_of(ask, reply)
+            verdict, _ = _judged(ask, reply)
         except ValueError:
             logger.error("The rate limiter's acquire script sent a reply it cannot read: %r", reply)
             return
         if verdict.ticket is None:
             return
-        # A future of the settle's reply, or on a rare path (Redis away) a coroutine to run; kept until done,
-        # so that closing the limiter waits for it.
-        given_back = asyncio.ensure_future(self.settle_soon(verdict.ticket, tokens=0, cost=0))
-        self._retries.add(given_back)
-        given_back.add_done_callback(self._retries.discard)
+        # A future of the settle's reply, or on a rare path (Redis away) a coroutine to run.
+        self._keep(asyncio.ensure_future(self.settle_soon(verdict.ticket, tokens=0, cost=0)))
 
     async def settle(self, ticket: Ticket, *, tokens: int, cost: int) -> None:
         """Never raises for Redis trouble: nobody could act on it, and Redis gets the settle once it is back."""
@@ -486,10 +485,6 @@ def _judged(ask: Ask, reply: bytes) -> tuple[Verdict, list[int]]:
     """The acquire script's reply, one string of integers, as a verdict on `ask`, and those integers."""
     values = list(map(int, reply.split()))
     return verdict_from_reply(ask, values, local=False), values
-
-
-def _verdict_of(ask: Ask, reply: bytes) -> Verdict:
-    return _judged(ask, reply)[0]
 
 
 def is_outage(exc: ResponseError) -> bool:

@@ -26,7 +26,9 @@ matter:
 So a key near any of its limits never gets one, and one that stops calling has
 its spare back within SPARE_IDLE s. A spare is held in Redis as any call in
 flight, renewed by its process's lease keeper and given up with its lease if the
-process dies. A call that does not fit in the spare (more tokens or a higher
+process dies; one whose reply is lost with the connection is left as a plain
+acquire's would be (its slot lapses with its lease, its tokens refill, its
+budget share stays counted until the period ends). A call that does not fit in the spare (more tokens or a higher
 worst-case cost) gives it back and acquires as before.
 """
 
@@ -34,7 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
+import logging
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -42,19 +44,20 @@ from dataclasses import dataclass
 
 from billing.limits.verdicts import MINUTE_MS, Ask, Ticket, Verdict, verdict_from_reply
 
-SPARE_IDLE = 0.1  # seconds an unused spare is kept before it is given back
 DENSE = 0.1  # seconds between two calls of a key for its calls to count as steady
+# Seconds an unused spare is kept before it is given back: several DENSE gaps, so that a key calling about as
+# often as DENSE allows rarely has its spare given back (two more round trips for Redis) just before it calls.
+SPARE_IDLE = 0.5
 HEADROOM_SHARE = 0.1  # the part of each limit that must stay free beyond the call and its spare
 HEADROOM_FLOOR = 10  # ... and at least this many calls' worth of it
 SHAPES_MAX = 4096  # keys tracked, the oldest given up first (a snapshot reload brings new tuples)
+
+logger = logging.getLogger(__name__)
 
 Memo = tuple[int, int]
 Send = Callable[[Ask], "asyncio.Future[bytes] | None"]
 GiveBack = Callable[[Ask, Ticket], None]
 Hold = Callable[[Ticket], None]
-
-_ids = itertools.count()
-_PROCESS = f"spare-{os.getpid()}-{os.urandom(4).hex()}-"
 
 
 @dataclass(slots=True)
@@ -97,16 +100,16 @@ class Spares:
         if spare is None or spare.verdict is None:  # none, or its reply still on the way: left for a later call
             return None
         shape.spare = None
-        if spare.timer is not None:
-            spare.timer.cancel()
-        verdict, ticket = spare.verdict, spare.ticket
-        assert ticket is not None
         # The spare's ask keeps its windows and budgets alive, so no other tuples can have taken their ids.
         if ask.tokens > spare.ask.tokens or ask.cost > spare.ask.cost:
-            self._give_back(spare.ask, ticket)
+            self._release(spare)
             return None
+        if spare.timer is not None:
+            spare.timer.cancel()
+        verdict, (ticket, spare.ticket) = spare.verdict, (spare.ticket, None)
+        assert ticket is not None
         shape.seen = asyncio.get_running_loop().time()
-        if spare.room:
+        if spare.room and not self._closed:
             self._ask_for(shape, ask)
         if ask.tokens != spare.ask.tokens:
             # Its headers count the tokens the call reserves, as OpenAI's do, not the spare's rounded-up share.
@@ -134,7 +137,7 @@ class Spares:
     async def aclose(self) -> None:
         """Give every spare back, those whose reply is still on the way once it comes."""
         self._closed = True
-        if self._asked:
+        while self._asked:
             await asyncio.gather(*self._asked, return_exceptions=True)
         for memo in list(self._shapes):
             self._forget(memo)
@@ -148,7 +151,8 @@ class Spares:
     def _ask_for(self, shape: _Shape, ask: Ask) -> None:
         spare = _Spare(
             Ask(
-                request_id=f"{_PROCESS}{next(_ids)}",
+                # Random rather than counted: a forked worker must not hold its parent's slots in flight.
+                request_id=f"spare-{os.urandom(12).hex()}",
                 windows=ask.windows,
                 budgets=ask.budgets,
                 tokens=_rounded_up(ask.tokens),
@@ -166,19 +170,25 @@ class Spares:
     def _arrived(self, shape: _Shape, spare: _Spare, reply: asyncio.Future[bytes]) -> None:
         self._asked.discard(reply)
         if reply.cancelled() or reply.exception() is not None:
-            # Nothing reserved, or (a lost connection) nothing known: a slot it may hold lapses with its lease.
+            # Nothing reserved, or (a lost connection) nothing known: left as a plain acquire's would be (above).
             if shape.spare is spare:
                 shape.spare = None
             return
-        values = list(map(int, reply.result().split()))
-        verdict = verdict_from_reply(spare.ask, values, local=False)
-        if verdict.ticket is None:  # refused: it reserved nothing
+        try:
+            values = list(map(int, reply.result().split()))
+            verdict = verdict_from_reply(spare.ask, values, local=False)
+        except ValueError:
+            logger.error("The rate limiter's acquire script sent a reply it cannot read: %r", reply.result())
+            verdict = None
+        if verdict is None or verdict.ticket is None:  # refused (it reserved nothing), or unreadable
             if shape.spare is spare:
                 shape.spare = None
             return
         self._hold(verdict.ticket)
         spare.verdict, spare.ticket, spare.reply = verdict, verdict.ticket, values
         if shape.spare is not spare or self._closed:  # its key was forgotten, or the limiter closed, meanwhile
+            if shape.spare is spare:
+                shape.spare = None
             self._release(spare)
             return
         spare.room = roomy(spare.ask, values)
@@ -190,19 +200,22 @@ class Spares:
             self._release(spare)
 
     def _release(self, spare: _Spare) -> None:
+        """Give the spare back, once: a second give-back would free what other calls hold."""
         if spare.timer is not None:
             spare.timer.cancel()
-        if spare.ticket is not None:
-            self._give_back(spare.ask, spare.ticket)
+        ticket, spare.ticket = spare.ticket, None
+        if ticket is not None:
+            self._give_back(spare.ask, ticket)
 
 
 def roomy(ask: Ask, reply: Sequence[int]) -> bool:
-    """Whether every limit in an admitting `reply` to `ask` keeps its headroom with one more call like it."""
+    """Whether every limit in an admitting `reply` to `ask` keeps its headroom with a spare for a call like it."""
     if not reply[0]:
         return False
+    tokens, cost = _rounded_up(ask.tokens), _rounded_up(ask.cost)  # what that spare would reserve
     at = 2
     for window in ask.windows:
-        for limit, amount in ((window.rpm, 1), (window.tpm, ask.tokens)):
+        for limit, amount in ((window.rpm, 1), (window.tpm, tokens)):
             if limit is None:
                 continue
             remaining = reply[at + 1]  # after this call's reservation
@@ -217,7 +230,7 @@ def roomy(ask: Ask, reply: Sequence[int]) -> bool:
     for budget in ask.budgets:
         left = budget.limit - reply[at] - ask.cost  # reply[at]: spent and reserved before this call
         at += 1
-        if left - ask.cost < _headroom(budget.limit, ask.cost):
+        if left - cost < _headroom(budget.limit, cost):
             return False
     return True
 

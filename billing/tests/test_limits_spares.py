@@ -20,11 +20,13 @@ from redis.asyncio import Redis
 
 from billing.limits import Ask, Budget, RedisLimiter, Verdict, Window, spares
 from billing.limits.spares import rebased
-from billing.tests.test_limits import REDIS_URL, USD, FakeClock, budget, drop_keys, key, new_prefix
+from billing.tests.test_limits import REDIS_URL, USD, FakeClock, budget, drop_keys, key, new_prefix, ticket_of
 
 ROOMY = (Window("key:1", "this API key", rpm=1000, tpm=1_000_000, concurrency=100),)
 FUNDED = (budget(limit=1000 * USD),)
-TOKENS, COST = 100, USD // 1000
+OTHER = (Window("key:2", "this API key", rpm=1000, tpm=1_000_000),)
+# Powers of two, as a spare's own reservation is: a spare holds exactly one call's worth.
+TOKENS, COST = 128, 2**20  # COST: about a tenth of a cent, in nano-USD
 
 
 class Counted:
@@ -93,8 +95,8 @@ async def prefixes() -> AsyncIterator[Callable[[], str]]:
 async def make(clock: FakeClock, prefixes: Callable[[], str]) -> AsyncIterator[Callable[..., Counted]]:
     limiters: list[RedisLimiter] = []
 
-    def make_counted(*, spares: bool = True, prefix: str | None = None) -> Counted:
-        limiter = RedisLimiter(REDIS_URL, prefix=prefix or prefixes(), clock=clock, spares=spares)
+    def make_counted(*, spares: bool = True, lease: float | None = None) -> Counted:
+        limiter = RedisLimiter(REDIS_URL, prefix=prefixes(), clock=clock, spares=spares, lease=lease)
         limiters.append(limiter)
         return Counted(limiter)
 
@@ -122,6 +124,13 @@ async def counters(redis: Redis, limiter: RedisLimiter) -> dict[str, Any]:
         else:
             state[short] = pytest.approx(float(await redis.get(name)), abs=1e-3)
     return state
+
+
+@pytest.fixture(autouse=True)
+def steady(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Calls count as steady, and spares are kept, however slowly a busy machine runs a test."""
+    monkeypatch.setattr(spares, "DENSE", 60.0)
+    monkeypatch.setattr(spares, "SPARE_IDLE", 60.0)
 
 
 @pytest.fixture
@@ -192,18 +201,17 @@ async def test_a_spare_left_unused_is_given_back_whole(
     assert await counters(redis, with_spares.limiter) == await counters(redis, without.limiter)
 
 
+@pytest.mark.parametrize(("tokens", "cost"), [(TOKENS + 1, COST), (TOKENS, COST + 1)], ids=["tokens", "cost"])
 async def test_a_call_larger_than_the_spare_gives_it_back_and_acquires(
-    make: Callable[..., Counted], redis: Redis
+    make: Callable[..., Counted], redis: Redis, tokens: int, cost: int
 ) -> None:
     with_spares, without = make(), make(spares=False)
 
-    await with_spares.calls(3)  # the spare reserves 128 tokens, TOKENS rounded up to a power of two
-    await with_spares.calls(1, tokens=200)
-    await until(lambda: not with_spares.limiter._retries)
-    await with_spares.limiter.spares.aclose()  # type: ignore[union-attr]
-    await until(lambda: not with_spares.limiter._retries)
+    await with_spares.calls(3)
+    await with_spares.calls(1, tokens=tokens, cost=cost)
+    await with_spares.limiter.aclose()
     await without.calls(3)
-    await without.calls(1, tokens=200)
+    await without.calls(1, tokens=tokens, cost=cost)
 
     assert with_spares.round_trips == 3
     assert await counters(redis, with_spares.limiter) == await counters(redis, without.limiter)
@@ -248,14 +256,19 @@ async def test_closing_the_limiter_gives_its_spare_back(
     assert await counters(redis, with_spares.limiter) == await counters(redis, without.limiter)
 
 
-async def test_a_spare_holds_a_slot_in_flight_that_its_lease_keeper_renews(make: Callable[..., Counted]) -> None:
-    counted = make()
-
+async def test_a_spare_holds_a_slot_in_flight_that_its_process_renews(
+    make: Callable[..., Counted], clock: FakeClock, redis: Redis
+) -> None:
+    counted = make(lease=0.3)  # renewed every 0.1 s
     await counted.calls(3)
+    slots = f"{counted.limiter._prefix}:rl:key:1:cc"
+    [(spare, taken)] = await redis.zrange(slots, 0, -1, withscores=True)  # the calls were settled
 
-    # The calls were settled: what the keeper still holds is the spare, renewed like any call in flight.
-    assert len(counted.limiter.spares or ()) == 1
-    assert len(counted.limiter.leases) == 1
+    clock.advance(0.2)  # within the lease, which a renewal moves on from the time it runs
+    await asyncio.sleep(0.25)  # two renewals or more
+
+    assert spare.decode().startswith("spare-")
+    assert await redis.zscore(slots, spare) == taken + 200
 
 
 @pytest.mark.parametrize("tokens", [128, 100, 65, 1, 0])
@@ -286,3 +299,70 @@ async def test_a_reply_rebased_on_fewer_tokens_reads_as_the_script_would_have_an
     for at in tpm_at:
         assert abs(got[at] - own[at]) <= 1, (at, got, own)
     assert got[12] - spare[12] == 128 - tokens  # the tokens not reserved are left
+
+
+async def test_a_spare_whose_reply_comes_while_the_limiter_closes_is_given_back_once(
+    make: Callable[..., Counted], redis: Redis
+) -> None:
+    with_spares, without = make(), make(spares=False)
+    await with_spares.calls(1)
+    limiter = with_spares.limiter
+    verdict = await limiter.acquire(Ask(uuid.uuid4().hex, ROOMY, FUNDED, TOKENS, COST))  # asks for a spare
+    settled = limiter.settle_soon(ticket_of(verdict), tokens=TOKENS // 2, cost=COST // 2)
+    assert limiter.spares is not None
+    assert limiter.spares._asked  # its reply still on the way
+
+    await limiter.aclose()
+    await settled
+    await without.calls(2)
+
+    assert await counters(redis, limiter) == await counters(redis, without.limiter)
+
+
+async def test_a_call_that_takes_a_spare_while_the_limiter_closes_asks_for_no_other(
+    make: Callable[..., Counted], redis: Redis
+) -> None:
+    with_spares, without = make(), make(spares=False)
+    limiter = with_spares.limiter
+    await with_spares.calls(2)  # ROOMY's spare is in
+    await with_spares.calls(1, OTHER, ())
+    other = await limiter.acquire(Ask(uuid.uuid4().hex, OTHER, (), TOKENS, 0))  # its spare's reply on the way
+    settled = [limiter.settle_soon(ticket_of(other), tokens=TOKENS // 2, cost=0)]
+
+    closing = asyncio.ensure_future(limiter.aclose())
+    await asyncio.sleep(0)  # closing waits for that reply
+    assert limiter.spares is not None
+    asked: list[Ask] = []
+    send = limiter.spares._send
+
+    def counted_send(spare: Ask) -> asyncio.Future[bytes] | None:
+        asked.append(spare)
+        return send(spare)
+
+    limiter.spares._send = counted_send
+    taken = await limiter.acquire(Ask(uuid.uuid4().hex, ROOMY, FUNDED, TOKENS, COST))
+    settled.append(limiter.settle_soon(ticket_of(taken), tokens=TOKENS // 2, cost=COST // 2))
+    await asyncio.gather(*settled)
+    await closing
+    await without.calls(3)
+    await without.calls(2, OTHER, (), cost=0)
+
+    assert with_spares.round_trips == 4  # two of ROOMY, two of OTHER: the call during the close took a spare
+    assert asked == []
+    assert await counters(redis, limiter) == await counters(redis, without.limiter)
+
+
+async def test_a_key_forgotten_for_newer_ones_has_its_spare_given_back(
+    make: Callable[..., Counted], redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spares, "SHAPES_MAX", 1)
+    with_spares, without = make(), make(spares=False)
+
+    for counted in (with_spares, without):
+        await counted.calls(3)
+        await counted.calls(2, OTHER, (), cost=0)  # the first of these forgets ROOMY's key, and its spare
+    await until(lambda: not with_spares.limiter._retries)
+
+    assert len(with_spares.limiter.spares or ()) == 1  # OTHER's
+    await with_spares.limiter.aclose()
+    assert await counters(redis, with_spares.limiter) == await counters(redis, without.limiter)

@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from billing.facade import BillingSnapshot
-from billing.limits import Ask, Limiter, LocalLimiter, RedisLimiter, Ticket, Verdict
+from billing.limits import Ask, Limiter, LocalLimiter, RedisLimiter, Ticket, Verdict, spares
 from billing.metering import Meter
 from billing.tests.test_limits import REDIS_URL, FakeClock, drop_keys, new_prefix
 from gateway import accounting, routing, routing_ensembles
@@ -471,3 +471,32 @@ async def test_a_call_cancelled_while_its_deployment_slot_is_reserved_leaves_the
         if reached:
             return
     pytest.fail("the acquire of the call that left never reached Redis")
+
+
+async def test_an_attempt_that_reports_no_usage_settles_what_it_asked_even_from_a_spare(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spares, "DENSE", 60.0)  # every attempt counts as steady, however slow the machine
+    prefix = new_prefix()
+    recording = meter_with(RedisLimiter(REDIS_URL, prefix=prefix, clock=clock), monkeypatch)
+    route = deployment(1, "a", max_tokens_per_minute=100_000)
+    call = new_call(model(route))
+    call.body["max_tokens"] = 50
+    try:
+        holds = []
+        for _ in range(3):
+            hold = await cap_acquire(route=route, call=call)
+            assert isinstance(hold, CapHold)
+            holds.append(hold.ticket)
+            hold.release()  # ended before any answer: nothing reported
+            await accounting.accounts.drain()
+            await asyncio.sleep(0.01)  # the spare asked for after the second attempt comes in
+    finally:
+        await recording.aclose()
+        await drop_keys(prefix)
+
+    asked = (call.prompt_estimate or 0) + 50
+    spare = 1 << (asked - 1).bit_length()  # a spare's tokens: the second attempt's, rounded up to a power of two
+    assert asked < spare
+    assert [ticket.tokens for ticket in holds if ticket] == [asked, asked, spare]
+    assert [tokens for _, tokens in recording.settled] == [asked] * 3
