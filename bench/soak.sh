@@ -3,7 +3,8 @@
 # limits, a budget and the ledger) under 32 clients for DURATION, half the requests streamed, against
 # the shared harness's fake upstream. Every SAMPLE seconds it records the server processes' RSS and
 # open file descriptors and the database's connections (CSV); at the end it waits for the ledger and
-# checks that it holds exactly one row per answer served.
+# checks that it holds exactly one row per answer served, and that every reservation the limiter made
+# came back: no slot in flight is still held, and the key's budget counter holds what the ledger charged.
 #
 #   bench/soak.sh                       10 minutes
 #   DURATION=60s WORKERS=2 bench/soak.sh
@@ -19,7 +20,7 @@ die() { echo "soak: $*" >&2; exit 2; }
 HARNESS=${PORTICO_BENCH_HARNESS:-../shared/bench}
 [ -x "$HARNESS/nginx.sh" ] || die "the shared harness is not at $HARNESS; set PORTICO_BENCH_HARNESS"
 HARNESS=$(cd "$HARNESS" && pwd)
-for tool in nginx wrk psql curl ss; do command -v "$tool" >/dev/null || die "$tool is missing (see bench/README.md)"; done
+for tool in nginx wrk psql curl ss redis-cli; do command -v "$tool" >/dev/null || die "$tool is missing (see bench/README.md)"; done
 PY=$PROJECT/.venv/bin/python
 [ -x "$PY" ] || die "no virtualenv at $PROJECT/.venv; install Portico first"
 
@@ -52,6 +53,7 @@ export DJANGO_SETTINGS_MODULE=gateway.settings BENCH_UPSTREAM_URL=http://127.0.0
 psql -q -h 127.0.0.1 -U postgres -d postgres -v ON_ERROR_STOP=1 \
     -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" >/dev/null
 rm -rf "$PORTICO_DATA_DIR"
+redis-cli --scan --pattern "$PORTICO_REDIS_PREFIX:*" | xargs -r redis-cli del >/dev/null  # an earlier soak's counters
 .venv/bin/portico migrate --verbosity 0
 read -r _PLAIN LIMITED < <("$PY" bench/seed.py)
 
@@ -105,15 +107,32 @@ answered=$(curl -sf "http://127.0.0.1:$PORT/metrics" |
 kill "$sampler_pid" 2>/dev/null || true
 sampler_pid=
 
+# Every reservation came back once the last one held ready for the key has been given back (within 0.5 s):
+# its slots in flight are all free, and its budget's counter (nano-USD, each call's cost rounded up) holds
+# what the ledger charged, within the nano-dollar a row's stored cost may have been rounded by.
+sleep 1
+held=0
+for key in $(redis-cli --scan --pattern "$PORTICO_REDIS_PREFIX:*:cc"); do held=$((held + $(redis-cli zcard "$key"))); done
+counter=$(redis-cli --scan --pattern "$PORTICO_REDIS_PREFIX:budget:key:*" | head -n 1 | xargs -r redis-cli get)
+charged=$(psql -qtA -h 127.0.0.1 -U postgres -d $DB \
+    -c "SELECT coalesce(sum(ceil(cost * 1000000000)), 0)::bigint FROM billing_usagerecord")
+
 echo
 echo "samples (first, middle, last):"
 { sed -n 2p "$CSV"; sed -n "$(( ($(wc -l <"$CSV") + 1) / 2 ))p" "$CSV"; tail -n 1 "$CSV"; } | column -t -s,
 echo "wrk: 200 $served, other statuses $other, socket errors $errors"
 echo "Portico: answered $answered; ledger rows $rows ($distinct request ids)"
+echo "Redis: slots in flight still held $held; budget counter ${counter:-none} nano-USD, ledger charged $charged"
 if [ "$rows" = "$answered" ] && [ "$distinct" = "$rows" ] && [ "$other" = 0 ] && [ "$errors" = 0 ] &&
     [ "$rows" -ge "$served" ] && [ "$rows" -le $((served + CLIENTS)) ]; then
     echo "soak: the ledger holds exactly one row per answer served"
 else
     echo "soak: the ledger does not match what was served" >&2
+    exit 1
+fi
+if [ "$held" = 0 ] && [ -n "$counter" ] && [ $((counter - charged)) -ge "-$rows" ] && [ $((counter - charged)) -le "$rows" ]; then
+    echo "soak: every reservation came back; the budget counter matches the ledger"
+else
+    echo "soak: the limiter's counters do not match the ledger" >&2
     exit 1
 fi
