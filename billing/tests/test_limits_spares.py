@@ -30,19 +30,26 @@ TOKENS, COST = 128, 2**20  # COST: about a tenth of a cent, in nano-USD
 
 
 class Counted:
-    """A limiter whose acquires that wait for Redis are counted: those that took a spare did not."""
+    """A limiter whose commands to Redis are counted, and among them those a caller waited for: an acquire that
+    took a spare waited for none."""
 
     def __init__(self, limiter: RedisLimiter) -> None:
         self.limiter = limiter
         self.round_trips = 0
+        self.commands = 0
         client: Any = limiter._client
-        call = client.call
+        call, send_soon = client.call, client.send_soon
 
         async def counting(*args: Any, **options: Any) -> Any:
             self.round_trips += 1
+            self.commands += 1
             return await call(*args, **options)
 
-        client.call = counting
+        def counting_soon(*args: Any) -> Any:
+            self.commands += 1
+            return send_soon(*args)
+
+        client.call, client.send_soon = counting, counting_soon
 
     async def calls(
         self,
@@ -148,6 +155,8 @@ async def test_a_steady_key_is_admitted_from_its_spare_without_a_round_trip(make
     # on, each call takes the spare its predecessor left and asks for the next.
     assert [verdict.allowed for verdict in verdicts] == [True] * 10
     assert counted.round_trips == 2
+    # As without spares, each call's acquire (made ahead or not) and its settle; and the spare kept for the next.
+    assert counted.commands == 2 * 10 + 1
     # The spare a call takes counted it when it was reserved: the tenth reservation, as without spares.
     assert verdicts[-1].headers["x-ratelimit-remaining-requests"] == str(1000 - 10)
 
@@ -159,6 +168,7 @@ async def test_without_spares_every_call_waits_for_its_acquire(make: Callable[..
 
     assert counted.limiter.spares is None
     assert counted.round_trips == 10
+    assert counted.commands == 2 * 10
 
 
 @pytest.mark.parametrize(
