@@ -155,6 +155,8 @@ async def test_a_steady_key_is_admitted_from_its_spare_without_a_round_trip(make
     # on, each call takes the spare its predecessor left and asks for the next.
     assert [verdict.allowed for verdict in verdicts] == [True] * 10
     assert counted.round_trips == 2
+    assert counted.limiter.spares is not None
+    assert (counted.limiter.spares.taken, counted.limiter.spares.given_back) == (8, 0)
     # As without spares, each call's acquire (made ahead or not) and its settle; and the spare kept for the next.
     assert counted.commands == 2 * 10 + 1
     # The spare a call takes counted it when it was reserved: the tenth reservation, as without spares.
@@ -207,7 +209,9 @@ async def test_a_spare_left_unused_is_given_back_whole(
     await until(lambda: not with_spares.limiter._retries)
     await without.calls(5)
 
-    assert not with_spares.limiter.spares
+    assert with_spares.limiter.spares is not None
+    assert len(with_spares.limiter.spares) == 0
+    assert (with_spares.limiter.spares.taken, with_spares.limiter.spares.given_back) == (3, 1)
     assert await counters(redis, with_spares.limiter) == await counters(redis, without.limiter)
 
 

@@ -1,7 +1,8 @@
 """Gauges read from the process's state rather than counted per request.
 
 `sample` runs on the hand-off thread every tick and before a scrape: the
-snapshot's age, the ledger spool's backlog and the requests waiting in line.
+snapshot's age, the ledger spool's backlog, the requests waiting in line, and
+what the limiter's spares (billing/limits/spares.py) added to their counters.
 In multiprocess mode each worker writes its own value and /metrics shows the
 worst age and the summed backlog and depth of the live workers.
 
@@ -39,6 +40,9 @@ def sample(metrics: Metrics) -> None:
     metrics.spool_pending.set(spool.pending + len(spool.held))
     # Read from another thread: a copy of the values, taken at once under the GIL.
     metrics.queue_depth.set(sum(list(lines._depth.values())))
+    spares = getattr(accounts.limiter, "spares", None)  # only a RedisLimiter keeps spares
+    if spares is not None:
+        metrics.count_spares(spares.taken, spares.given_back)
 
 
 class BreakerCollector(Collector):

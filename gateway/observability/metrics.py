@@ -164,6 +164,17 @@ class Metrics:
             ("kind", *tenant),
             registry=registry,
         )
+        self.spares_taken = Counter(
+            "portico_limiter_spares_taken",
+            "Limited calls admitted from a reservation kept ready for their key, without a Redis round trip.",
+            registry=registry,
+        )
+        self.spares_given_back = Counter(
+            "portico_limiter_spares_given_back",
+            "Reservations kept ready that no call took, given back to Redis.",
+            registry=registry,
+        )
+        self._spares_seen = (0, 0)
         self.snapshot_age = Gauge(
             "portico_snapshot_age_seconds",
             "Seconds since the oldest worker's snapshot of keys, models and prices was loaded.",
@@ -225,6 +236,15 @@ class Metrics:
         if child is None:
             child = self._refusals[key] = self.refusals.labels(*key)
         child.inc()
+
+    def count_spares(self, taken: int, given_back: int) -> None:
+        """The limiter's running totals of spares (billing.limits.spares): what they grew by is added."""
+        seen_taken, seen_given_back = self._spares_seen
+        if taken > seen_taken:
+            self.spares_taken.inc(taken - seen_taken)
+        if given_back > seen_given_back:
+            self.spares_given_back.inc(given_back - seen_given_back)
+        self._spares_seen = (taken, given_back)
 
     def flush(self) -> None:
         """Add what was recorded since the last flush to the metrics (a few writes per label set)."""

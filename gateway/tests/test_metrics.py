@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -273,3 +274,33 @@ def test_a_scrape_of_the_workers_skips_a_file_a_worker_has_created_but_not_sized
 
     assert answer.status_code == 200
     assert 'portico_requests_total{model="gpt-test"} 3.0' in answer.content.decode()
+
+
+def test_the_limiters_spares_are_counted_by_what_their_totals_grew(registry: CollectorRegistry) -> None:
+    metrics = Metrics(registry, tenant_labels=False)
+
+    metrics.count_spares(3, 1)
+    metrics.count_spares(5, 1)
+    metrics.count_spares(0, 0)  # a new limiter (Portico restarted its metering) counts from nothing again
+    metrics.count_spares(2, 1)
+
+    assert value(registry, "portico_limiter_spares_taken_total") == 7
+    assert value(registry, "portico_limiter_spares_given_back_total") == 2
+
+
+def test_each_sample_reads_the_processs_limiter_for_its_spares(
+    registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.accounting import accounts
+    from gateway.observability import gauges
+
+    metrics = Metrics(registry, tenant_labels=False)
+    spares = SimpleNamespace(taken=4, given_back=1)
+    monkeypatch.setattr(accounts, "limiter", SimpleNamespace(spares=spares))
+
+    gauges.sample(metrics)
+    spares.taken = 6
+    gauges.sample(metrics)
+
+    assert value(registry, "portico_limiter_spares_taken_total") == 6
+    assert value(registry, "portico_limiter_spares_given_back_total") == 1
