@@ -24,7 +24,7 @@ from providers.model_lists.services import (
     model_list_source_refresh,
     model_list_source_update,
 )
-from providers.models import DEFAULT_KIND, ModelListSource, Provider, PublicModel
+from providers.models import ModelListSource, Provider, PublicModel
 from providers.removals import ProviderInUse, model_list_source_delete, provider_delete, public_model_delete
 from providers.serializers import (
     ModelListRefreshSerializer,
@@ -66,7 +66,6 @@ class ProviderViewSet(viewsets.ModelViewSet):
 
     def perform_create(self, serializer: serializers.Serializer) -> None:
         data = dict(serializer.validated_data)
-        data.setdefault("kind", DEFAULT_KIND)  # as the schema documents it, and as `validate` checked it
         try:
             serializer.instance = provider_create(
                 credential=data.pop("credential", ""), extra_headers=data.pop("extra_headers", None), **data

@@ -21,7 +21,7 @@ from providers.adapters import ADAPTERS, needs_base_url
 from providers.credentials import CredentialUnreadable, encrypt_credential, encrypt_headers
 from providers.facade import provider_info
 from providers.http import ProbeResult, probe_models
-from providers.models import HEADER_NAME, ModelRoute, Provider, PublicModel
+from providers.models import DEFAULT_KIND, HEADER_NAME, ModelRoute, Provider, PublicModel
 
 BASE_URL_NEEDED = "This kind of provider needs a base URL."
 # Seconds; a day is far beyond any sensible wait, and keeps timers away from float overflow.
@@ -100,7 +100,7 @@ def model_route_check(*, priority: int | None) -> None:
 def provider_create(
     *,
     name: str,
-    kind: str,
+    kind: str = DEFAULT_KIND,
     base_url: str = "",
     credential: str = "",
     credential_header: str = "",

@@ -1,10 +1,11 @@
 """Limits and budgets shared by every Portico process through Redis.
 
 One acquire is one EVALSHA of the acquire script: every window and budget of
-the request is checked, and reserved only if all pass. A key whose calls come
-steadily has its next call's acquire made ahead, off its path (spares.py). One settle is one
-EVALSHA of the settle script. Keys (keys.py has the names, and the hash tags
-that keep one call's keys in one slot of a Redis Cluster):
+the request is checked, and reserved only if all pass; a key whose calls come
+steadily has its next call's acquire made ahead, off that call's path
+(spares.py). One settle is one EVALSHA of the settle script. Keys (keys.py
+has the names, and the hash tags that keep one call's keys in one slot of a
+Redis Cluster):
 
     RPM bucket   when it is full again (ms), expires once full
     TPM bucket   likewise

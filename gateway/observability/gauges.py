@@ -42,7 +42,7 @@ def sample(metrics: Metrics) -> None:
     metrics.queue_depth.set(sum(list(lines._depth.values())))
     spares = getattr(accounts.limiter, "spares", None)  # only a RedisLimiter keeps spares
     if spares is not None:
-        metrics.count_spares(spares.taken, spares.given_back)
+        metrics.count_spares(spares)
 
 
 class BreakerCollector(Collector):

@@ -174,7 +174,7 @@ class Metrics:
             "Reservations kept ready that no call took, given back to Redis.",
             registry=registry,
         )
-        self._spares_seen = (0, 0)
+        self._spares_seen: tuple[object, int, int] = (None, 0, 0)  # the limiter's spares, and their totals then
         self.snapshot_age = Gauge(
             "portico_snapshot_age_seconds",
             "Seconds since the oldest worker's snapshot of keys, models and prices was loaded.",
@@ -237,14 +237,18 @@ class Metrics:
             child = self._refusals[key] = self.refusals.labels(*key)
         child.inc()
 
-    def count_spares(self, taken: int, given_back: int) -> None:
-        """The limiter's running totals of spares (billing.limits.spares): what they grew by is added."""
-        seen_taken, seen_given_back = self._spares_seen
+    def count_spares(self, spares: Any) -> None:
+        """What the running totals of the limiter's spares (billing.limits.spares.Spares) grew by since the last
+        look; a new limiter (the metering started again) counts from nothing."""
+        source, seen_taken, seen_given_back = self._spares_seen
+        if spares is not source:
+            seen_taken = seen_given_back = 0
+        taken, given_back = spares.taken, spares.given_back  # ints, each read whole under the GIL
         if taken > seen_taken:
             self.spares_taken.inc(taken - seen_taken)
         if given_back > seen_given_back:
             self.spares_given_back.inc(given_back - seen_given_back)
-        self._spares_seen = (taken, given_back)
+        self._spares_seen = (spares, taken, given_back)
 
     def flush(self) -> None:
         """Add what was recorded since the last flush to the metrics (a few writes per label set)."""
