@@ -21,6 +21,7 @@ from billing.facade import BillingSnapshot
 from billing.limits import Ask, Limiter, LocalLimiter, RedisLimiter, Ticket, Verdict, spares
 from billing.metering import Meter
 from billing.tests.test_limits import REDIS_URL, FakeClock, drop_keys, new_prefix
+from billing.tests.test_limits_spares import redis_url as redis_url  # noqa: F401 - the fixture: a Redis of its own
 from gateway import accounting, routing, routing_ensembles
 from gateway.accounting import Call
 from gateway.breakers import BreakerRules, LocalBreakers
@@ -474,11 +475,11 @@ async def test_a_call_cancelled_while_its_deployment_slot_is_reserved_leaves_the
 
 
 async def test_an_attempt_that_reports_no_usage_settles_what_it_asked_even_from_a_spare(
-    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch, redis_url: str
 ) -> None:
     monkeypatch.setattr(spares, "DENSE", 60.0)  # every attempt counts as steady, however slow the machine
     prefix = new_prefix()
-    recording = meter_with(RedisLimiter(REDIS_URL, prefix=prefix, clock=clock), monkeypatch)
+    recording = meter_with(RedisLimiter(redis_url, prefix=prefix, clock=clock), monkeypatch)
     route = deployment(1, "a", max_tokens_per_minute=100_000)
     call = new_call(model(route))
     call.body["max_tokens"] = 50
@@ -492,8 +493,7 @@ async def test_an_attempt_that_reports_no_usage_settles_what_it_asked_even_from_
             await accounting.accounts.drain()
             await asyncio.sleep(0.01)  # the spare asked for after the second attempt comes in
     finally:
-        await recording.aclose()
-        await drop_keys(prefix)
+        await recording.aclose()  # the keys go with this module's own Redis
 
     asked = (call.prompt_estimate or 0) + 50
     spare = 1 << (asked - 1).bit_length()  # a spare's tokens: the second attempt's, rounded up to a power of two
