@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
+from typing import Any
 
 import orjson
 import pytest
@@ -252,3 +254,115 @@ def test_a_record_factory_of_the_applications_own_makes_every_line(
         logging.setLogRecordFactory(factory)
     (line,) = own_lines(caplog)
     assert isinstance(line, Tagged)
+
+
+@contextmanager
+def console_alone(formatter: logging.Formatter) -> Iterator[CountingStream]:
+    """Logging as gateway/settings.py sets it up: one batched console handler on the root, the request lines
+    at INFO; pytest's own capturing handlers are set aside meanwhile."""
+    stream = CountingStream()
+    handler = BatchedStreamHandler(stream)  # type: ignore[arg-type]
+    handler.setFormatter(formatter)
+    root, request_logger = logging.getLogger(), logging.getLogger("portico.requests")
+    kept, level = root.handlers[:], request_logger.level
+    root.handlers[:] = [handler]
+    request_logger.setLevel(logging.INFO)
+    try:
+        yield stream
+    finally:
+        root.handlers[:] = kept
+        request_logger.setLevel(level)
+
+
+FORMATTERS: dict[str, Callable[[], logging.Formatter]] = {
+    "text": lambda: TextFormatter(request_log.TEXT_FORMAT),
+    "json": JsonFormatter,
+}
+
+
+@pytest.mark.usefixtures("process_hand_off_paused")
+@pytest.mark.parametrize("name", FORMATTERS)
+def test_the_straight_way_writes_the_lines_logging_would(
+    name: str, hand_off: HandOff, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Both ways read the clock once per line: the same instant, within a second and in the next one.
+    instants = iter([1_765_000_000.0005, 1_765_000_000.999, 1_765_000_001.25] * 2)
+    monkeypatch.setattr(request_log, "time", SimpleNamespace(time=lambda: next(instants), strftime=time.strftime))
+    calls = [
+        (row(request_id="req_a", overhead_ms=1), observed_clock("req_a", 0.0012)),
+        (row(request_id="req_b", status=502, error_type="upstream_unavailable", streamed=True), None),
+    ]
+    written = []
+    for straight in (True, False):
+        with console_alone(FORMATTERS[name]()) as stream:
+            assert (request_log._straight_way() is not None) is True
+            if not straight:
+                monkeypatch.setattr(request_log, "_straight_way", lambda: None)
+            for line_row, clock in calls:
+                hand_off.call(line_row, clock)
+            clock = RequestClock(0.0)
+            clock.seconds, clock.ms = 0.0001, 0
+            hand_off.answer(401, clock, "/v1/models")
+            assert hand_off.drain() == 3
+            written.append(stream.writes)
+    straight_lines, logging_lines = written
+    assert len(straight_lines) == 1  # one write for the drain, either way
+    assert straight_lines == logging_lines
+    lines = straight_lines[0].splitlines()
+    assert len(lines) == 3
+    if name == "text":
+        assert lines[0].startswith(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(1_765_000_000)) + ",000 INFO ")
+        assert lines[2].endswith("INFO portico.requests path=/v1/models status=401 overhead_ms=0")
+    else:
+        assert [orjson.loads(line)["time"] for line in lines] == [
+            "2025-12-06T05:46:40.000+00:00",
+            "2025-12-06T05:46:40.999+00:00",
+            "2025-12-06T05:46:41.250+00:00",
+        ]
+
+
+def _filtered(handler: logging.Handler) -> None:
+    handler.addFilter(lambda record: True)
+
+
+def _second_handler(handler: logging.Handler) -> None:
+    logging.getLogger("portico.requests").addHandler(logging.NullHandler())
+
+
+def _own_format(handler: logging.Handler) -> None:
+    handler.setFormatter(TextFormatter("%(levelname)s %(message)s"))
+
+
+def _own_datefmt(handler: logging.Handler) -> None:
+    handler.setFormatter(TextFormatter(request_log.TEXT_FORMAT, "%H:%M:%S"))
+
+
+def _logger_filtered(handler: logging.Handler) -> None:
+    logging.getLogger("portico.requests").addFilter(lambda record: True)
+
+
+CHANGES = [_filtered, _second_handler, _own_format, _own_datefmt, _logger_filtered]
+
+
+@pytest.mark.parametrize("change", CHANGES, ids=lambda change: change.__name__)
+def test_any_other_logging_setup_takes_logging_s_way(change: Any) -> None:
+    request_logger = logging.getLogger("portico.requests")
+    with console_alone(TextFormatter(request_log.TEXT_FORMAT)):
+        (handler,) = logging.getLogger().handlers
+        handlers, filters = request_logger.handlers[:], request_logger.filters[:]
+        try:
+            assert request_log._straight_way() is not None
+            change(handler)
+            assert request_log._straight_way() is None
+        finally:
+            request_logger.handlers[:], request_logger.filters[:] = handlers, filters
+
+
+def test_a_record_factory_of_the_applications_own_closes_the_straight_way() -> None:
+    factory = logging.getLogRecordFactory()
+    with console_alone(JsonFormatter()):
+        logging.setLogRecordFactory(lambda *args, **kwargs: logging.LogRecord(*args, **kwargs))
+        try:
+            assert request_log._straight_way() is None
+        finally:
+            logging.setLogRecordFactory(factory)
