@@ -214,6 +214,31 @@ def test_it_closes_a_connection_that_never_sends_anything(bounded: PorticoServer
     assert_still_serving(bounded)
 
 
+def read_one_answer(sock: socket.socket) -> bytes:
+    answer = b""
+    while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+        answer += sock.recv(65536)
+    return answer
+
+
+def test_the_idle_bound_counts_from_the_last_answer_not_the_first(bounded: PorticoServer) -> None:
+    # The connection's idle timer is not made anew per request: one armed by an earlier answer (or at connect)
+    # must find a later answer's connection not idle long enough, and wait out the rest of the bound.
+    with connect(bounded) as sock:
+        request = b"GET /v1/models HTTP/1.1\r\nHost: portico\r\n\r\n"
+        sock.sendall(request)
+        assert read_one_answer(sock).startswith(b"HTTP/1.1 401 Unauthorized\r\n")
+        time.sleep(TIMEOUT * 0.6)
+        sock.sendall(request)
+        assert read_one_answer(sock).startswith(b"HTTP/1.1 401 Unauthorized\r\n")
+        time.sleep(TIMEOUT * 0.6)  # past the first answer's bound, within the second's
+        sock.sendall(request)
+        assert read_one_answer(sock).startswith(b"HTTP/1.1 401 Unauthorized\r\n")
+        rest, elapsed = closed_within(sock, TIMEOUT + SLACK)
+    assert rest == b""
+    assert TIMEOUT * 0.9 < elapsed < TIMEOUT + SLACK
+
+
 def test_it_closes_an_idle_keep_alive_connection(bounded: PorticoServer) -> None:
     with connect(bounded) as sock:
         sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: portico\r\n\r\n")
