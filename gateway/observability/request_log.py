@@ -158,33 +158,28 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, "request", None)
-        if isinstance(fields, dict) and not record.exc_info:
-            return request_json(record.created, record.levelname, record.name, fields)
-        line: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-        }
         if isinstance(fields, dict):
-            line["message"] = "request"
-            line.update(fields)
+            line = _request_line(record.created, record.levelname, record.name, fields)
         else:
-            line["message"] = record.getMessage()
+            line = _line(record.created, record.levelname, record.name, record.getMessage())
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(line, default=str).decode()
 
 
-def request_json(created: float, level: str, name: str, fields: dict[str, Any]) -> str:
-    """A request line in the JSON format."""
-    line = {
+def _line(created: float, level: str, name: str, message: str) -> dict[str, Any]:
+    return {
         "time": datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds"),
         "level": level,
         "logger": name,
-        "message": "request",
+        "message": message,
     }
+
+
+def _request_line(created: float, level: str, name: str, fields: dict[str, Any]) -> dict[str, Any]:
+    line = _line(created, level, name, "request")
     line.update(fields)
-    return orjson.dumps(line, default=str).decode()
+    return line
 
 
 class _Batch(threading.local):
@@ -260,7 +255,8 @@ def _straight_text(handler: BatchedStreamHandler, formatter: TextFormatter, fiel
 
 
 def _straight_json(handler: BatchedStreamHandler, fields: dict[str, Any]) -> None:
-    handler.hold(request_json(time.time(), "INFO", logger.name, fields) + handler.terminator)
+    line = _request_line(time.time(), "INFO", logger.name, fields)
+    handler.hold(orjson.dumps(line, default=str).decode() + handler.terminator)
 
 
 class BatchedStreamHandler(logging.StreamHandler[TextIO]):

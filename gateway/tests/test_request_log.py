@@ -295,7 +295,7 @@ def test_the_straight_way_writes_the_lines_logging_would(
     written = []
     for straight in (True, False):
         with console_alone(FORMATTERS[name]()) as stream:
-            assert (request_log._straight_way() is not None) is True
+            assert request_log._straight_way() is not None
             if not straight:
                 monkeypatch.setattr(request_log, "_straight_way", lambda: None)
             for line_row, clock in calls:
