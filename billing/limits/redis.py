@@ -154,8 +154,12 @@ class RedisLimiter:
         if self._cluster and not ask.shard:
             ask = replace(ask, shard=shard_of(ask))
         spares = self.spares if ask.share >= 1 else None  # a batch line's ceiling depends on its own tokens
-        if spares is not None and (taken := spares.take(ask)) is not None:
-            return taken
+        if spares is not None:
+            taken = spares.take(ask)
+            if taken is None and (coming := spares.coming(ask)) is not None:
+                taken = await coming
+            if taken is not None:
+                return taken
         try:
             reply: bytes = await self._run_command(
                 ACQUIRE, self._acquire_command(ask), orphan=functools.partial(self._give_back_orphan, ask)

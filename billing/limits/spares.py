@@ -10,7 +10,7 @@ same key takes it as its own ticket without asking Redis, and a new spare is
 asked for at once, in the same turn's write as the other commands:
 
     call n     acquire ──── round trip ────▶ admitted ; spare asked for (after the verdict, off the call's path)
-    call n+1   the spare, if its reply is in and the call fits in it ▶ admitted ; next spare asked for
+    call n+1   the spare, if the call fits in it (its reply awaited if on the way) ▶ admitted ; next spare asked for
     no call for SPARE_IDLE s                 ▶ the spare is given back whole, its request included
 
 Nothing is admitted that Redis did not reserve first, so limits and budgets hold
@@ -39,7 +39,7 @@ import functools
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from billing.limits.verdicts import MINUTE_MS, Ask, Ticket, Verdict, verdict_from_reply
@@ -68,6 +68,8 @@ class _Spare:
     reply: Sequence[int] = ()  # the acquire script's, which the verdict was read from
     room: bool = False  # whether its reply left room for another spare after it is taken
     timer: asyncio.TimerHandle | None = None
+    coming: asyncio.Future[bytes] | None = None  # its reply, while on the way
+    awaited: bool = False  # a call waits for its reply, to take it: no other call may take it meanwhile
 
 
 @dataclass(slots=True)
@@ -101,7 +103,7 @@ class Spares:
         if shape is None:
             return None
         spare = shape.spare
-        if spare is None or spare.verdict is None:  # none, or its reply still on the way: left for a later call
+        if spare is None or spare.verdict is None or spare.awaited:  # none, its reply on the way, or promised
             return None
         shape.spare = None
         # The spare's ask keeps its windows and budgets alive, so no other tuples can have taken their ids.
@@ -121,6 +123,35 @@ class Spares:
             verdict = verdict_from_reply(ask, rebased(spare.reply, spare.ask, ask.tokens), local=False)
             verdict.ticket = ticket
         return verdict
+
+    def coming(self, ask: Ask) -> Awaitable[Verdict | None] | None:
+        """For a call that `take` turned down because its spare's reply is still on the way: that reply, awaited and
+        taken, when the call fits in it and no other call waits for it; None to acquire.
+
+        The spare's acquire went to Redis before any this call could send, on the same connection, so its reply
+        comes first: waiting for it is never slower than a round trip of the call's own. And a call that acquired
+        beside a spare on the way would read Redis's counts with that spare in them, one request short of what its
+        key has made: its headers would say so.
+        """
+        shape = self._shapes.get((id(ask.windows), id(ask.budgets)))
+        if shape is None or self._closed:
+            return None
+        spare = shape.spare
+        if spare is None or spare.coming is None or spare.awaited:
+            return None
+        if ask.tokens > spare.ask.tokens or ask.cost > spare.ask.cost:
+            return None  # left for a later call, as `take` leaves it
+        spare.awaited = True
+        return self._taken_when_in(spare, spare.coming, ask)
+
+    async def _taken_when_in(self, spare: _Spare, coming: asyncio.Future[bytes], ask: Ask) -> Verdict | None:
+        try:
+            # Not cancelled with the call (its client gone): the spare stays for the key's next call.
+            await asyncio.wait((coming,))
+        finally:
+            spare.awaited = False
+        # `_arrived` has run: it was called back before the wait's own callback, so before this resumes.
+        return self.take(ask)
 
     def after(self, ask: Ask, reply: Sequence[int]) -> None:
         """`ask` was acquired the usual way with `reply`: ask for a spare if its key's calls are steady and roomy."""
@@ -169,11 +200,13 @@ class Spares:
         if reply is None:
             return
         shape.spare = spare
+        spare.coming = reply
         self._asked.add(reply)
         reply.add_done_callback(functools.partial(self._arrived, shape, spare))
 
     def _arrived(self, shape: _Shape, spare: _Spare, reply: asyncio.Future[bytes]) -> None:
         self._asked.discard(reply)
+        spare.coming = None
         if reply.cancelled() or reply.exception() is not None:
             # Nothing reserved, or (a lost connection) nothing known: left as a plain acquire's would be (above).
             if shape.spare is spare:

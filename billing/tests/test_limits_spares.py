@@ -189,6 +189,59 @@ async def test_a_steady_key_is_admitted_from_its_spare_without_a_round_trip(make
     assert verdicts[-1].headers["x-ratelimit-remaining-requests"] == str(1000 - 10)
 
 
+async def test_a_call_whose_spare_is_still_on_the_way_waits_for_it_and_its_headers_count_its_own_calls(
+    make: Callable[..., Counted], redis: Redis
+) -> None:
+    with_spares, without = make(), make(spares=False)
+    limiter = with_spares.limiter
+
+    verdicts = []
+    for _ in range(6):  # back to back, as a busy client's are: each spare is asked for and the next call comes
+        verdict = await limiter.acquire(Ask(uuid.uuid4().hex, ROOMY, FUNDED, TOKENS, COST))
+        assert verdict.ticket is not None
+        verdicts.append(verdict)
+        limiter.settle_soon(verdict.ticket, tokens=TOKENS // 2, cost=COST // 2)
+    await until(lambda: not limiter._retries and limiter.spares is not None and not limiter.spares._asked)
+    await without.calls(6)
+
+    # Acquiring beside the spare on the way would have counted it against the call: 997 for the third.
+    assert [verdict.headers["x-ratelimit-remaining-requests"] for verdict in verdicts] == [
+        str(1000 - taken) for taken in range(1, 7)
+    ]
+    assert with_spares.round_trips == 2
+    assert limiter.spares is not None
+    assert (limiter.spares.taken, limiter.spares.given_back) == (4, 0)
+    await limiter.aclose()
+    assert await counters(redis, limiter) == await counters(redis, without.limiter)
+
+
+async def test_a_call_cancelled_while_it_waits_for_the_spare_leaves_it_to_the_next(
+    make: Callable[..., Counted],
+) -> None:
+    counted = make()
+    limiter = counted.limiter
+    await counted.calls(2)  # the second asked for a spare, now in
+    spares_ = limiter.spares
+    assert spares_ is not None
+    assert len(spares_) == 1
+    taken = await limiter.acquire(Ask(uuid.uuid4().hex, ROOMY, FUNDED, TOKENS, COST))  # and asks for the next
+    assert spares_.taken == 1
+    assert spares_._asked
+
+    waiting = asyncio.ensure_future(limiter.acquire(Ask(uuid.uuid4().hex, ROOMY, FUNDED, TOKENS, COST)))
+    await asyncio.sleep(0)  # it is waiting for the spare's reply
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await until(lambda: not spares_._asked)
+    after = await limiter.acquire(Ask(uuid.uuid4().hex, ROOMY, FUNDED, TOKENS, COST))
+
+    assert spares_.taken == 2  # the next call took the spare the cancelled one had waited for
+    assert counted.round_trips == 2
+    assert taken.headers["x-ratelimit-remaining-requests"] == "997"
+    assert after.headers["x-ratelimit-remaining-requests"] == "996"
+
+
 async def test_without_spares_every_call_waits_for_its_acquire(make: Callable[..., Counted]) -> None:
     counted = make(spares=False)
 
