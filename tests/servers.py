@@ -61,7 +61,7 @@ class PorticoServer:
     """One Portico server process on a free port, started as production starts it (gateway.server).
 
     `preexec_fn` runs in the child before it starts, e.g. to lower its open files limit. With `workers` over 1
-    the child is the supervisor of that many worker processes.
+    the child is the supervisor of that many worker processes. `log_level` is uvicorn's.
     """
 
     def __init__(
@@ -71,8 +71,10 @@ class PorticoServer:
         log_path: Path,
         preexec_fn: Callable[[], None] | None = None,
         workers: int = 1,
+        log_level: str = "warning",
     ) -> None:
         self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.log_level = log_level
         self.log_path = log_path
         self.preexec_fn = preexec_fn
         self.workers = workers
@@ -117,7 +119,7 @@ class PorticoServer:
     def _spawn(self, port: int) -> None:
         self.port = port
         command = [sys.executable, "-m", "gateway.server", "--host", "127.0.0.1", "--port", str(port)]
-        command += ["--log-level", "warning", "--workers", str(self.workers)]
+        command += ["--log-level", self.log_level, "--workers", str(self.workers)]
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
                 command,

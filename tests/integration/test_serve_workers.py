@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -48,13 +48,20 @@ def _gone(pid: int) -> bool:
 
 
 @pytest.fixture
-def supervisor(server_env: dict[str, str], tmp_path: Path) -> Iterator[PorticoServer]:
-    env = {**server_env, "PORTICO_SHUTDOWN_GRACE": str(GRACE)}
-    server = PorticoServer(env=env, log_path=tmp_path / "serve.log", workers=2)
-    server.start()
-    try:
-        yield server
-    finally:
+def supervisors(server_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[[], PorticoServer]]:
+    """Supervisors started on demand, each stopped, and any worker it left behind killed, at the end."""
+    started: list[PorticoServer] = []
+
+    def start() -> PorticoServer:
+        env = {**server_env, "PORTICO_SHUTDOWN_GRACE": str(GRACE)}
+        # At info, uvicorn's supervisor says when its health check restarts a worker (see below).
+        server = PorticoServer(env=env, log_path=tmp_path / f"serve-{len(started)}.log", workers=2, log_level="info")
+        started.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in started:
         workers = _workers_of(server.pid)
         server.stop()
         for pid in workers:  # a worker the supervisor left behind would hold the test database
@@ -62,7 +69,9 @@ def supervisor(server_env: dict[str, str], tmp_path: Path) -> Iterator[PorticoSe
                 os.kill(pid, signal.SIGKILL)
 
 
-def test_a_worker_that_cannot_take_sigterm_is_killed_and_the_parent_exits(supervisor: PorticoServer) -> None:
+def _stop_with_one_worker_stopped(supervisor: PorticoServer) -> tuple[int, int, float]:
+    """SIGTERM to the supervisor once one of its workers is stopped: the stopped worker, the other, and how long
+    the supervisor took to exit."""
     deadline = time.monotonic() + 10
     while len(workers := _workers_of(supervisor.pid)) < 2:
         assert time.monotonic() < deadline, f"two workers did not start:\n{supervisor.log()}"
@@ -77,9 +86,26 @@ def test_a_worker_that_cannot_take_sigterm_is_killed_and_the_parent_exits(superv
     except subprocess.TimeoutExpired:
         os.kill(stuck, signal.SIGKILL)
         pytest.fail(f"the supervisor did not exit within {GRACE + 10:g} s of SIGTERM:\n{supervisor.log()}")
-    took = time.monotonic() - began
+    return stuck, other, time.monotonic() - began
+
+
+def test_a_worker_that_cannot_take_sigterm_is_killed_and_the_parent_exits(
+    supervisors: Callable[[], PorticoServer],
+) -> None:
+    # uvicorn's supervisor pings each worker every half second and waits up to 5 s for its answer. A worker
+    # stopped while it is being pinged is killed by that health check (and a new one started) before the
+    # supervisor reads its SIGTERM: it exits all the same, but the grace's kill is not what this test would have
+    # seen. So such a try is made again, on a new supervisor.
+    for _ in range(3):
+        supervisor = supervisors()
+        stuck, other, took = _stop_with_one_worker_stopped(supervisor)
+        assert _gone(stuck)
+        assert _gone(other)
+        if f"Child process [{stuck}] died" not in supervisor.log():
+            break
+    else:
+        pytest.fail("uvicorn's health check took the stopped worker in each of three tries")
+    log = supervisor.log()
     assert GRACE - 0.5 <= took < GRACE + 10
-    assert _gone(stuck)
-    assert _gone(other)
-    assert f"Worker [{stuck}] did not stop within" in supervisor.log()
-    assert f"Worker [{other}] did not stop" not in supervisor.log()
+    assert f"Worker [{stuck}] did not stop within" in log
+    assert f"Worker [{other}] did not stop" not in log
