@@ -17,6 +17,7 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import time
 from collections import deque
 from typing import Any
 
@@ -29,6 +30,12 @@ from gateway.observability.metrics import Metrics
 logger = logging.getLogger(__name__)
 
 _CALL, _ANSWER, _REFUSAL = 0, 1, 2
+# The thread's drain sleeps this long after every SLICE items. Its Python holds the interpreter; the event loop's
+# thread, wanting it back for a request, would wait CPython's whole switch interval (5 ms) before it could ask
+# for it. A sleep hands it over at once: the loop waits for a slice (some 0.3 ms of work), not 5 ms. The plain
+# key's p99 at one client went from 5.6-6.1 ms to 2.3-2.4 ms, with no loss at 32 clients (alternating bench runs).
+SLICE = 16
+PAUSE = 0.0001
 
 
 class HandOff:
@@ -73,13 +80,13 @@ class HandOff:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                self.drain()
+                self.drain(pausing=True)
                 gauges.sample(self.metrics)
             except Exception:  # noqa: BLE001 - observing must never stop; the requests themselves are served
                 logger.exception("metrics and request log hand-off failed; carrying on")
 
-    def drain(self) -> int:
-        """Apply everything waiting; how many items were."""
+    def drain(self, *, pausing: bool = False) -> int:
+        """Apply everything waiting; how many items were. `pausing`: give the interpreter up every SLICE items."""
         pending, metrics, log_on = self._pending, self.metrics, request_log.enabled()
         done = 0
         with self._lock, request_log.batched():
@@ -89,6 +96,8 @@ class HandOff:
                 except IndexError:
                     break
                 done += 1
+                if pausing and not done % SLICE:
+                    _pause()
                 if item[0] == _CALL:
                     _, row, clock = item
                     call = clock.call if clock is not None else None
@@ -109,6 +118,10 @@ class HandOff:
                     metrics.record_refusal(refused, tenant if metrics.tenant_labels else "")
             metrics.flush()
         return done
+
+
+def _pause() -> None:
+    time.sleep(PAUSE)
 
 
 def _build() -> HandOff:

@@ -64,6 +64,23 @@ def test_each_call_is_one_line_with_its_figures(hand_off: HandOff, caplog: pytes
     assert "request_id=req_a" in lines[0].getMessage()
 
 
+def test_the_thread_s_drain_gives_the_interpreter_up_every_slice_and_a_scrape_s_does_not(
+    hand_off: HandOff, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pauses: list[None] = []
+    monkeypatch.setattr(handoff, "_pause", lambda: pauses.append(None))
+    count = 3 * handoff.SLICE + 1
+
+    for number in range(count):
+        hand_off.answer(200, observed_clock(f"req_{number}", 0.001), "/v1/models")
+    assert hand_off.drain(pausing=True) == count
+    assert len(pauses) == 3
+    for number in range(count):
+        hand_off.answer(200, observed_clock(f"req_{number}", 0.001), "/v1/models")
+    assert hand_off.drain() == count  # /metrics drains on a request's thread: nothing there to give way to
+    assert len(pauses) == 3
+
+
 def test_a_call_of_another_request_does_not_take_its_clock(hand_off: HandOff, caplog: pytest.LogCaptureFixture) -> None:
     hand_off.call(row(request_id="req_line"), observed_clock("req_request", 0.5))
 
