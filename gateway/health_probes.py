@@ -49,6 +49,9 @@ _WATCH_POLL = 0.01
 # The watcher's periodic flush, far beyond its life: stopping it must not meet a flush that is just waking
 # (on Python 3.11, cancelling `asyncio.wait_for` as its inner wait completes can be lost, and stop() then waits).
 IDLE_FLUSH = 3600.0
+# Seconds each Redis command of a feed may take. The request path gives Redis a quarter second and counts a
+# breaker closed past it; a check's task can wait, and a loaded Redis must not make it drop what it found.
+REDIS_TIMEOUT = 5.0
 # Seconds to wait for the server's loop to take a check's outcomes: they cost a lock each, but the loop may be busy.
 LOCAL_FEED_TIMEOUT = 10.0
 
@@ -90,6 +93,7 @@ def _breakers(history: TransitionLog, *, success_flush: float = 0.5) -> RedisBre
         prefix=settings.PORTICO_REDIS_PREFIX,
         rules=BreakerRules.from_settings(),
         history=history,
+        socket_timeout=REDIS_TIMEOUT,
         success_flush=success_flush,
     )
 

@@ -11,6 +11,9 @@ instead loses its database alone:
     proxy.restore()     # new connections reach the target again
     proxy.stop()
 
+`lag` (seconds, 0 by default) holds back each reply from the target that
+long: a slow service, as a loaded machine makes it.
+
 It runs on an event loop of its own in a background thread; the methods
 above are called from the test's thread and return once done.
 """
@@ -28,8 +31,9 @@ _CHUNK = 64 * 1024
 
 
 class TcpProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, *, lag: float = 0.0) -> None:
         self.target = (target_host, target_port)
+        self.lag = lag
         self.port = 0
         self.up = True
         self.accepted = 0  # connections forwarded
@@ -117,14 +121,18 @@ class TcpProxy:
         pair: set[Any] = {client_writer.transport, target_writer.transport}
         self._transports |= pair
         try:
-            await asyncio.gather(self._pump(client_reader, target_writer), self._pump(target_reader, client_writer))
+            await asyncio.gather(
+                self._pump(client_reader, target_writer), self._pump(target_reader, client_writer, lag=self.lag)
+            )
         finally:
             self._transports -= pair
 
     @staticmethod
-    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, lag: float = 0.0) -> None:
         try:
             while data := await reader.read(_CHUNK):
+                if lag:
+                    await asyncio.sleep(lag)
                 writer.write(data)
                 await writer.drain()
         except OSError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 from django.conf import settings
@@ -22,6 +23,7 @@ from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.behaviours import Reply
 from tests.fakes.openai_upstream import FakeUpstream
 from tests.servers import PorticoServer, Settle, free_port
+from tests.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.integration]
 
@@ -169,6 +171,24 @@ def test_one_failed_check_counts_as_a_failure_without_opening_the_breaker(tag: s
     state = breakers.state(deployment.pk)
     assert state.state == CLOSED
     assert [error.reason for error in state.last_errors] == ["health check: unreachable"]
+
+
+@pytest.mark.django_db
+def test_a_check_reaches_the_breakers_when_redis_is_slower_than_the_request_paths_timeout(tag: str) -> None:
+    """A loaded machine's Redis can take longer than the request path's quarter second; the check waits."""
+    deployment = make_route(provider=make_provider(kind="openai", name=f"d-{tag}", base_url=refused_url()))
+    redis_at = urlsplit(settings.REDIS_URL)
+    proxy = TcpProxy(redis_at.hostname or "127.0.0.1", redis_at.port or 6379, lag=0.4)
+    failed = DeploymentHealth(deployment.pk, deployment.name, ok=False, latency=0.0, reason="x", failures_in_a_row=9)
+    proxy.start()
+    try:
+        with override_settings(REDIS_URL=redis_at._replace(netloc=f"127.0.0.1:{proxy.port}").geturl()):
+            breakers_feed([failed])
+    finally:
+        proxy.stop()
+
+    assert proxy.accepted > 0  # it went the slow way
+    assert shared_state(deployment.pk) == OPEN
 
 
 @override_settings(REDIS_URL="")
