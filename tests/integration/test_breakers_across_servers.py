@@ -22,7 +22,7 @@ from tenants.tests.factories import IssuedKey
 from tests.conftest import Deploy
 from tests.fakes.behaviours import Fail, Reply
 from tests.fakes.fleet import FakeFleet
-from tests.servers import PorticoServer, Settle, serving
+from tests.servers import PorticoServer, Settle, serving_several
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("committed_db")]
 
@@ -42,10 +42,7 @@ def pair(server_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
     """Two server processes of one deployment, with breakers quick to open and to probe."""
     env = {**server_env, **BREAKER_ENV}
     logs: Path = tmp_path_factory.mktemp("breaker-pair")
-    lifetimes = [serving(env, logs / "a.log"), serving(env, logs / "b.log")]
-    yield [next(lifetime) for lifetime in lifetimes]
-    for lifetime in lifetimes:
-        lifetime.close()  # stops its server
+    yield from serving_several(env, [logs / "a.log", logs / "b.log"])
 
 
 def ask(server: PorticoServer, key: IssuedKey, model: str) -> tuple[str, str]:

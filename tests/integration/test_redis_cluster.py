@@ -23,7 +23,7 @@ from tests.conftest import SERVER_REDIS_PREFIX
 from tests.integration.test_rate_limits import PER_MINUTE, hammer
 from tests.integration.test_rate_limits import route as route  # noqa: F401 - the fixture, scripted usage
 from tests.redis_cluster import ClusterNodes, running_cluster
-from tests.servers import PorticoServer, Settle, serving
+from tests.servers import PorticoServer, Settle, serving_several
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("committed_db")]
 
@@ -42,12 +42,7 @@ def on_cluster(
 ) -> Iterator[list[PorticoServer]]:
     env = {**server_env, "REDIS_URL": cluster.url, "PORTICO_REDIS_CLUSTER": "true", "PORTICO_DB_POOL_SIZE": "2"}
     logs: Path = tmp_path_factory.mktemp("cluster-servers")
-    lifetimes = [serving(env, logs / f"server-{index}.log") for index in range(2)]
-    try:
-        yield [next(lifetime) for lifetime in lifetimes]
-    finally:
-        for lifetime in lifetimes:
-            lifetime.close()
+    yield from serving_several(env, [logs / f"server-{index}.log" for index in range(2)])
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from tenants.services import api_key_revoke
 from tenants.tests.factories import IssuedKey
 from tests.integration.test_rate_limits import PER_MINUTE, hammer
 from tests.integration.test_rate_limits import route as route  # noqa: F401 - the fixture, scripted usage
-from tests.servers import PorticoServer, Settle, serving
+from tests.servers import PorticoServer, Settle, serving_several
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("committed_db")]
 
@@ -34,12 +34,7 @@ def replicas(server_env: dict[str, str], tmp_path_factory: pytest.TempPathFactor
     # Each replica keeps at most two connections: four of them share the machine's Postgres with the rest.
     env = {**server_env, "PORTICO_DB_POOL_SIZE": "2"}
     logs: Path = tmp_path_factory.mktemp("replicas")
-    lifetimes = [serving(env, logs / f"replica-{index}.log") for index in range(REPLICAS)]
-    try:
-        yield [next(lifetime) for lifetime in lifetimes]
-    finally:
-        for lifetime in lifetimes:
-            lifetime.close()
+    yield from serving_several(env, [logs / f"replica-{index}.log" for index in range(REPLICAS)])
 
 
 def test_four_replicas_hold_one_global_limit_within_one_percent(
