@@ -343,6 +343,21 @@ def test_a_line_cut_short_is_skipped_with_a_warning_and_the_rest_inserted(
 
 
 @pytest.mark.django_db
+def test_reading_a_file_gives_the_interpreter_up_every_slice_of_lines_and_loses_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pauses: list[int] = []
+    monkeypatch.setattr(ledger, "_pause", lambda: pauses.append(len(pauses)))
+    ids = [f"req-{number:04d}" for number in range(2 * ledger._SLICE + 5)]
+    sealed(tmp_path, ids)
+
+    assert drain(tmp_path) == len(ids)
+
+    assert len(pauses) == 2
+    assert request_ids() == ids
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize(
     ("suffix", "owner_alive"),
     [
