@@ -42,7 +42,7 @@ import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from billing.limits.verdicts import MINUTE_MS, Ask, Ticket, Verdict, verdict_from_reply
+from billing.limits.verdicts import MINUTE_MS, Ask, Ticket, Verdict, Window, verdict_from_reply
 
 DENSE = 0.1  # seconds between two calls of a key for its calls to count as steady
 # Seconds an unused spare is kept before it is given back: several DENSE gaps, so that a key calling about as
@@ -55,6 +55,9 @@ SHAPES_MAX = 4096  # keys tracked, the oldest given up first (a snapshot reload 
 logger = logging.getLogger(__name__)
 
 Memo = tuple[int, int]
+# A spare's limits by value: the windows, and each budget's scope, period, limit and lifetime (not the spend a
+# snapshot read, which each reload renews).
+Signature = tuple[tuple[Window, ...], tuple[tuple[str, str, int, int], ...]]
 Send = Callable[[Ask], "asyncio.Future[bytes] | None"]
 GiveBack = Callable[[Ask, Ticket], None]
 Hold = Callable[[Ticket], None]
@@ -70,6 +73,7 @@ class _Spare:
     timer: asyncio.TimerHandle | None = None
     coming: asyncio.Future[bytes] | None = None  # its reply, while on the way
     awaited: bool = False  # a call waits for its reply, to take it: no other call may take it meanwhile
+    signature: Signature | None = None
 
 
 @dataclass(slots=True)
@@ -86,6 +90,9 @@ class Spares:
         self._give_back = give_back
         self._hold = hold
         self._shapes: dict[Memo, _Shape] = {}
+        # Where the shape whose spare was asked with each signature is kept, to find it again once a snapshot
+        # reload has built its key's windows and budgets afresh (new tuples, new ids, equal limits).
+        self._signed: dict[Signature, Memo] = {}
         self._asked: set[asyncio.Future[bytes]] = set()  # replies still on the way
         self._closed = False
         # Running totals for /metrics (gateway.observability.gauges): calls that skipped the round trip, and
@@ -99,7 +106,7 @@ class Spares:
 
     def take(self, ask: Ask) -> Verdict | None:
         """The verdict of the spare kept for `ask`'s windows and budgets, now `ask`'s own; None to acquire."""
-        shape = self._shapes.get((id(ask.windows), id(ask.budgets)))
+        shape = self._shape(ask)
         if shape is None:
             return None
         spare = shape.spare
@@ -117,7 +124,7 @@ class Spares:
         shape.seen = asyncio.get_running_loop().time()
         self.taken += 1
         if spare.room and not self._closed:
-            self._ask_for(shape, ask)
+            self._ask_for(shape, ask, spare.signature)
         if ask.tokens != spare.ask.tokens:
             # Its headers count the tokens the call reserves, as OpenAI's do, not the spare's rounded-up share.
             verdict = verdict_from_reply(ask, rebased(spare.reply, spare.ask, ask.tokens), local=False)
@@ -133,7 +140,7 @@ class Spares:
         beside a spare on the way would read Redis's counts with that spare in them, one request short of what its
         key has made: its headers would say so.
         """
-        shape = self._shapes.get((id(ask.windows), id(ask.budgets)))
+        shape = self._shape(ask)
         if shape is None or self._closed:
             return None
         spare = shape.spare
@@ -178,13 +185,38 @@ class Spares:
         for memo in list(self._shapes):
             self._forget(memo)
 
+    def _shape(self, ask: Ask) -> _Shape | None:
+        memo = (id(ask.windows), id(ask.budgets))
+        shape = self._shapes.get(memo)
+        if shape is None and self._signed:
+            return self._moved(ask, memo)
+        return shape
+
+    def _moved(self, ask: Ask, memo: Memo) -> _Shape | None:
+        """The shape whose spare was asked for under the tuples that a snapshot reload replaced with `ask`'s,
+        equal to them: moved under `ask`'s, so that the key's next call takes the spare. (A call that acquired
+        beside it would read Redis's counts with the spare in them, one request short.) Its spare's ask keeps
+        the old tuples alive, so their ids cannot be another key's meanwhile."""
+        signature = _signature(ask)
+        old = self._signed.get(signature)
+        shape = self._shapes.get(old) if old is not None else None
+        if old is None or shape is None or shape.spare is None or shape.spare.signature != signature:
+            return None
+        del self._shapes[old]
+        self._shapes[memo] = shape
+        self._signed[signature] = memo
+        return shape
+
     def _forget(self, memo: Memo) -> None:
         shape = self._shapes.pop(memo)
         spare, shape.spare = shape.spare, None
+        if spare is not None and spare.signature is not None and self._signed.get(spare.signature) == memo:
+            del self._signed[spare.signature]
         if spare is not None and spare.verdict is not None:
             self._release(spare)
 
-    def _ask_for(self, shape: _Shape, ask: Ask) -> None:
+    def _ask_for(self, shape: _Shape, ask: Ask, signature: Signature | None = None) -> None:
+        """Ask for a spare for `ask`'s key. `signature`: the one of the spare `ask` took, the same limits."""
         spare = _Spare(
             Ask(
                 # Random rather than counted: a forked worker must not hold its parent's slots in flight.
@@ -201,6 +233,12 @@ class Spares:
             return
         shape.spare = spare
         spare.coming = reply
+        if signature is None:
+            signature = _signature(ask)
+            if len(self._signed) >= 2 * SHAPES_MAX:  # keys gone for good: their entries point at no shape
+                self._signed = {kept: memo for kept, memo in self._signed.items() if memo in self._shapes}
+            self._signed[signature] = (id(ask.windows), id(ask.budgets))
+        spare.signature = signature
         self._asked.add(reply)
         reply.add_done_callback(functools.partial(self._arrived, shape, spare))
 
@@ -245,6 +283,10 @@ class Spares:
         if ticket is not None:
             self.given_back += 1
             self._give_back(spare.ask, ticket)
+
+
+def _signature(ask: Ask) -> Signature:
+    return ask.windows, tuple((cap.scope, cap.period, cap.limit, cap.ttl) for cap in ask.budgets)
 
 
 def roomy(ask: Ask, reply: Sequence[int]) -> bool:

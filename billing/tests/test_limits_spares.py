@@ -11,6 +11,7 @@ if there had been none.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import subprocess
 import time
@@ -242,6 +243,30 @@ async def test_a_call_cancelled_while_it_waits_for_the_spare_leaves_it_to_the_ne
     assert after.headers["x-ratelimit-remaining-requests"] == "996"
 
 
+async def test_a_reload_that_rebuilds_the_keys_windows_and_budgets_leaves_its_spare_to_its_next_call(
+    make: Callable[..., Counted], redis: Redis
+) -> None:
+    with_spares, without = make(), make(spares=False)
+    await with_spares.calls(2)  # the second asked for a spare, now in
+    # A snapshot reload builds every key's limits afresh: equal windows, the budget's spend as the ledger has it now.
+    windows = tuple(dataclasses.replace(window) for window in ROOMY)
+    budgets = tuple(dataclasses.replace(cap, spent=cap.spent + 1) for cap in FUNDED)
+    assert windows is not ROOMY
+    assert windows == ROOMY
+
+    verdicts = await with_spares.calls(2, windows, budgets)
+    await without.calls(4)
+
+    # Acquiring beside the spare kept under the old tuples would have counted it against the call: 995 for the third.
+    assert [verdict.headers["x-ratelimit-remaining-requests"] for verdict in verdicts] == ["997", "996"]
+    assert with_spares.round_trips == 2
+    spares_ = with_spares.limiter.spares
+    assert spares_ is not None
+    assert (spares_.taken, spares_.given_back) == (2, 0)
+    await with_spares.limiter.aclose()
+    assert await counters(redis, with_spares.limiter) == await counters(redis, without.limiter)
+
+
 async def test_without_spares_every_call_waits_for_its_acquire(make: Callable[..., Counted]) -> None:
     counted = make(spares=False)
 
@@ -455,5 +480,7 @@ async def test_a_key_forgotten_for_newer_ones_has_its_spare_given_back(
     await until(lambda: not with_spares.limiter._retries)
 
     assert len(with_spares.limiter.spares or ()) == 1  # OTHER's
+    assert with_spares.limiter.spares is not None
+    assert [windows for windows, _ in with_spares.limiter.spares._signed] == [OTHER]  # ROOMY's went with its key
     await with_spares.limiter.aclose()
     assert await counters(redis, with_spares.limiter) == await counters(redis, without.limiter)
