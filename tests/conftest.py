@@ -60,12 +60,6 @@ SERVER_REDIS_PREFIX = f"{settings.PORTICO_REDIS_PREFIX}-e2e"
 SETTLE_TIMEOUT = 5.0
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Files marked `heavy` run first. xdist hands each worker a file at a time in this order (--dist loadfile), so
-    a file of a minute or more never comes last, with one worker busy on it and the other idle."""
-    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)  # stable: files stay whole, in order
-
-
 @pytest.fixture(scope="session")
 def upstream() -> Iterator[FakeUpstream]:
     fake = FakeUpstream()

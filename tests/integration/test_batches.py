@@ -35,7 +35,7 @@ from tests.conftest import SERVER_REDIS_PREFIX
 from tests.fakes.openai_upstream import Echo, FakeUpstream, Reply
 from tests.servers import PorticoServer, Settle
 
-pytestmark = [pytest.mark.heavy, pytest.mark.integration, pytest.mark.usefixtures("committed_db")]
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("committed_db")]
 
 CHAT = "/v1/chat/completions"
 # A worker of the servers' deployment, with lines in flight 16 at a time and a lease short enough that a worker

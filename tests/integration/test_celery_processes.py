@@ -21,7 +21,7 @@ from tests.celery_processes import CeleryWorker, StartBeat, StartWorker
 from tests.celery_tasks import trace
 from tests.servers import PorticoServer
 
-pytestmark = [pytest.mark.heavy, pytest.mark.integration]
+pytestmark = pytest.mark.integration
 
 TASKS = ["tests.celery_tasks"]
 DEADLINE = 30.0

@@ -50,7 +50,7 @@ from tenants.services import management_token_create, membership_create
 from tenants.tests.factories import make_key, make_tenant
 from tests.servers import PorticoServer
 
-pytestmark = [pytest.mark.heavy, pytest.mark.integration]
+pytestmark = pytest.mark.integration
 
 OPERATOR_PASSWORD = "an operator's long passphrase 3"
 ADMIN_PASSWORD = "a tenant admin's long passphrase 4"

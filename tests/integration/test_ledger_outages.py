@@ -35,7 +35,7 @@ from tests.redis_server import RedisServer
 from tests.servers import PROJECT_ROOT, PorticoServer, Settle
 from tests.tcp_proxy import TcpProxy
 
-pytestmark = [pytest.mark.heavy, pytest.mark.integration, pytest.mark.usefixtures("committed_db")]
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("committed_db")]
 
 HELLO = [{"role": "user", "content": "Say hello."}]
 LOAD_THREADS = 4

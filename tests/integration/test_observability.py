@@ -32,7 +32,7 @@ from tenants.tests.factories import IssuedKey
 from tests.fakes.openai_upstream import FakeUpstream, Reply
 from tests.servers import PROJECT_ROOT, START_TIMEOUT, PorticoServer, Settle, free_port, serving
 
-pytestmark = [pytest.mark.heavy, pytest.mark.integration, pytest.mark.usefixtures("committed_db")]
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("committed_db")]
 
 HELLO = [{"role": "user", "content": "Hello"}]
 WAIT = 10.0  # seconds a figure may take to reach /metrics or the ledger

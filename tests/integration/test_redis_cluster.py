@@ -25,7 +25,7 @@ from tests.integration.test_rate_limits import route as route  # noqa: F401 - th
 from tests.redis_cluster import ClusterNodes, running_cluster
 from tests.servers import PorticoServer, Settle, serving_several
 
-pytestmark = [pytest.mark.heavy, pytest.mark.integration, pytest.mark.usefixtures("committed_db")]
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("committed_db")]
 
 WITHIN = 1.0
 

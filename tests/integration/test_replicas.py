@@ -21,7 +21,7 @@ from tests.integration.test_rate_limits import PER_MINUTE, hammer
 from tests.integration.test_rate_limits import route as route  # noqa: F401 - the fixture, scripted usage
 from tests.servers import PorticoServer, Settle, serving_several
 
-pytestmark = [pytest.mark.heavy, pytest.mark.integration, pytest.mark.usefixtures("committed_db")]
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("committed_db")]
 
 REPLICAS = 4
 WITHIN = 1.0

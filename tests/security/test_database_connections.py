@@ -23,7 +23,7 @@ from tests.security.operators import Operator, operator
 from tests.security.postgres_role import LimitedRole, limited_role
 from tests.servers import PorticoServer, database_url_for
 
-pytestmark = [pytest.mark.heavy, pytest.mark.integration, pytest.mark.usefixtures("committed_db")]
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("committed_db")]
 
 POOL_SIZE = 4
 # Far above the pool, so a leak shows, and far below the shared server's max_connections.

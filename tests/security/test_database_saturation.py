@@ -29,7 +29,7 @@ from tests.security.operators import Operator, operator
 from tests.security.postgres_role import LimitedRole, limited_role
 from tests.servers import PorticoServer, database_url_for
 
-pytestmark = [pytest.mark.heavy, pytest.mark.integration, pytest.mark.usefixtures("committed_db")]
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("committed_db")]
 
 ROLE_LIMIT = 10
 HELD = 2

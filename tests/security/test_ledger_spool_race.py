@@ -28,8 +28,6 @@ if TYPE_CHECKING:  # the spawned workers import this module before Django is set
     from providers.models import ModelRoute
     from tenants.tests.factories import IssuedKey
 
-pytestmark = pytest.mark.heavy
-
 ROWS = 50_000  # per process: 100,000 appends in all
 SEAL_EVERY = 5  # rows per spool file: 20,000 files opened, sealed and claimed
 DRAIN_EVERY = 5
