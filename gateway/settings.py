@@ -10,6 +10,7 @@ import re
 import secrets
 from pathlib import Path
 
+from django.conf import global_settings
 from django.core.exceptions import ImproperlyConfigured
 
 from gateway.database import database_settings, private_sqlite_file
@@ -157,16 +158,7 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 # Django's own list unless PORTICO_PASSWORD_HASHERS names others (dotted paths, the first hashes new passwords):
 # Argon2 first, say, once its library is installed. A password stored with any hasher listed still signs in.
-PASSWORD_HASHERS = env_list(
-    "PORTICO_PASSWORD_HASHERS",
-    [
-        "django.contrib.auth.hashers.PBKDF2PasswordHasher",
-        "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
-        "django.contrib.auth.hashers.Argon2PasswordHasher",
-        "django.contrib.auth.hashers.BCryptSHA256PasswordHasher",
-        "django.contrib.auth.hashers.ScryptPasswordHasher",
-    ],
-)
+PASSWORD_HASHERS = env_list("PORTICO_PASSWORD_HASHERS", global_settings.PASSWORD_HASHERS)
 # The admin's sign-in refuses a username from one address after this many failures, for this many seconds.
 PORTICO_ADMIN_LOGIN_ATTEMPTS = env_int("PORTICO_ADMIN_LOGIN_ATTEMPTS", 5, minimum=1)
 PORTICO_ADMIN_LOGIN_WINDOW = env_int("PORTICO_ADMIN_LOGIN_WINDOW", 900, minimum=1)
