@@ -234,33 +234,54 @@ def unlimited_verdict(ask: Ask, *, local: bool) -> Verdict:
     return Verdict(True, None, "", 0.0, {}, ticket_for(ask, local=local))
 
 
-_HEADER_NAMES = {
-    unit: (f"x-ratelimit-limit-{unit}", f"x-ratelimit-remaining-{unit}", f"x-ratelimit-reset-{unit}")
-    for unit in ("requests", "tokens")
-}
+# Per kind of rate (requests, tokens), the names of the headers that describe its tightest window.
+_HEADER_NAMES = (
+    ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"),
+    ("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
+)
+Rate = tuple[int, Refusal, int]  # the kind's place in _HEADER_NAMES, the kind, the window's limit of it
+# Each window's rates, by the identity of the call's windows (the metering hands over the same tuple call after
+# call); each entry holds its tuple, so no other tuple can take its id while it is kept.
+_RATES: dict[int, tuple[tuple[Window, ...], tuple[tuple[Window, tuple[Rate, ...]], ...]]] = {}
+_RATES_MAX = 4096
+
+
+def _rates_of(windows: tuple[Window, ...]) -> tuple[tuple[Window, tuple[Rate, ...]], ...]:
+    found = _RATES.get(id(windows))
+    if found is None:
+        if len(_RATES) >= _RATES_MAX:
+            del _RATES[next(iter(_RATES))]
+        found = _RATES[id(windows)] = (windows, tuple((window, _window_rates(window)) for window in windows))
+    return found[1]
+
+
+def _window_rates(window: Window) -> tuple[Rate, ...]:
+    """A window's rates in the order an acquire's reply gives them."""
+    rates: list[Rate] = []
+    if window.rpm is not None:
+        rates.append((0, "requests", window.rpm))
+    if window.tpm is not None:
+        rates.append((1, "tokens", window.tpm))
+    return tuple(rates)
 
 
 def verdict_from_reply(ask: Ask, reply: Sequence[int], *, local: bool) -> Verdict:
     # (rank, retry_after, kind, message): budgets first (waiting a minute cannot cure them), then
     # requests that can never pass, then the rate limit that takes longest to clear.
     refusals: list[tuple[int, float, Refusal, str]] = []
-    # kind -> (limit, remaining, reset_ms) of the window with the fewest requests or tokens left
-    tightest: dict[str, tuple[int, int, int]] = {}
+    # Per kind, (limit, remaining, reset_ms) of the window with the fewest requests or tokens left; of two with as
+    # few left, the one that takes longer to refill.
+    tightest: list[tuple[int, int, int] | None] = [None, None]
     at = 2
-    for window in ask.windows:
-        rates: tuple[tuple[Refusal, int | None, int], ...] = (
-            ("requests", window.rpm, 1),
-            ("tokens", window.tpm, ask.tokens),
-        )
-        for kind, limit, amount in rates:
-            if limit is None:
-                continue
+    for window, rates in _rates_of(ask.windows):
+        for slot, kind, limit in rates:
             wait_ms, remaining, reset_ms = reply[at], reply[at + 1], reply[at + 2]
             at += 3
-            shown = tightest.get(kind)
-            if shown is None or (remaining, -reset_ms) < (shown[1], -shown[2]):
-                tightest[kind] = (limit, remaining, reset_ms)
+            shown = tightest[slot]
+            if shown is None or remaining < shown[1] or (remaining == shown[1] and reset_ms > shown[2]):
+                tightest[slot] = (limit, remaining, reset_ms)
             if wait_ms:
+                amount = ask.tokens if slot else 1
                 refusals.append(_rate_refusal(kind, window.label, limit, amount, wait_ms, remaining))
         if window.concurrency is not None:
             in_flight = reply[at]
@@ -281,17 +302,33 @@ def verdict_from_reply(ask: Ask, reply: Sequence[int], *, local: bool) -> Verdic
             refusals.append((0, retry_after, "budget", _quota(budget, current)))
 
     headers: dict[str, str] = {}
-    for unit, (limit, remaining, reset_ms) in tightest.items():
-        limit_name, remaining_name, reset_name = _HEADER_NAMES[unit]
-        headers[limit_name] = str(limit)
-        headers[remaining_name] = str(max(0, remaining))
-        headers[reset_name] = format_reset(reset_ms / 1000)
+    for (limit_name, remaining_name, reset_name), shown in zip(_HEADER_NAMES, tightest, strict=True):
+        if shown is not None:
+            limit, remaining, reset_ms = shown
+            headers[limit_name] = str(limit)
+            headers[remaining_name] = str(max(0, remaining))
+            headers[reset_name] = _reset_text(reset_ms)
     if reply[0]:
         return Verdict(True, None, "", 0.0, headers, ticket_for(ask, local=local))
     if not refusals:
         raise ValueError(f"a refusal without a failed check: {list(reply)!r}")
     _, retry_after, kind, message = min(refusals, key=lambda refusal: (refusal[0], -refusal[1]))
     return Verdict(False, kind, message, retry_after, headers, None)
+
+
+# A reset header's text by its milliseconds: a window's reset takes few distinct values from one call to the next
+# (a full bucket's is always the same). Emptied when full, so it cannot grow without end.
+_RESET_TEXTS: dict[int, str] = {}
+_RESET_TEXTS_MAX = 4096
+
+
+def _reset_text(reset_ms: int) -> str:
+    text = _RESET_TEXTS.get(reset_ms)
+    if text is None:
+        if len(_RESET_TEXTS) >= _RESET_TEXTS_MAX:
+            _RESET_TEXTS.clear()
+        text = _RESET_TEXTS[reset_ms] = format_reset(reset_ms / 1000)
+    return text
 
 
 def _rate_refusal(

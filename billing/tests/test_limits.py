@@ -27,7 +27,7 @@ from billing.limits import (
     Window,
     format_reset,
 )
-from billing.limits.verdicts import DEBT_MAX_MS
+from billing.limits.verdicts import DEBT_MAX_MS, verdict_from_reply
 
 REDIS_URL = settings.REDIS_URL or "redis://127.0.0.1:6379/0"
 USD = 1_000_000_000  # nano-USD
@@ -449,6 +449,24 @@ async def test_headers_describe_the_window_with_the_least_left(limiter: Limiter)
         "x-ratelimit-limit-tokens": "2000",
         "x-ratelimit-remaining-tokens": "1500",
         "x-ratelimit-reset-tokens": "15s",
+    }
+
+
+def test_of_two_windows_with_as_few_left_the_headers_describe_the_one_that_takes_longer_to_refill() -> None:
+    # An acquire's reply: admitted, the time in ms, then (wait, remaining, reset ms) per window for requests, then
+    # for tokens. Both windows have 40 requests and 900 tokens left; the tenant's requests take longer to refill,
+    # the key's tokens do.
+    reply = [1, 1_790_000_000_000, 0, 40, 1_500, 0, 900, 30_000, 0, 40, 20_000, 0, 900, 2_000]
+
+    verdict = verdict_from_reply(ask(key(rpm=60, tpm=1000), tenant(rpm=100, tpm=5000)), reply, local=False)
+
+    assert verdict.headers == {
+        "x-ratelimit-limit-requests": "100",
+        "x-ratelimit-remaining-requests": "40",
+        "x-ratelimit-reset-requests": "20s",
+        "x-ratelimit-limit-tokens": "1000",
+        "x-ratelimit-remaining-tokens": "900",
+        "x-ratelimit-reset-tokens": "30s",
     }
 
 
