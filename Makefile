@@ -18,7 +18,8 @@ PIP_INSTALL := $(BIN)/python -m pip install --quiet --disable-pip-version-check 
 # as CI machines and images often set it, none of them may keep what it compiles, and each compiled Django and
 # the rest from source again: two of its four seconds to start. compileall writes the caches all the same, in
 # parallel, once: the dev tools' install compiles the virtualenv, and `make test` Portico's own code (only what
-# changed since its last run).
+# changed since its last run). A package file that does not compile (some ship test data as .py) costs the install
+# nothing: the caches only save time.
 BYTE_COMPILE := $(BIN)/python -m compileall -q -j 0
 
 HOST ?= 127.0.0.1
@@ -67,7 +68,7 @@ $(DEV_STAMP): pyproject.toml
 	$(MAKE_VENV)
 	@echo "Installing Portico and its dev tools into $(VENV) (the first run takes a minute or two)..."
 	$(PIP_INSTALL) -e '.[dev]'
-	$(BYTE_COMPILE) $(VENV)/lib
+	@$(BYTE_COMPILE) $(VENV)/lib >/dev/null || echo "note: some installed files could not be byte-compiled; Python compiles them as it imports them"
 	@touch $(RUNTIME_STAMP) $(DEV_STAMP)
 
 quickstart: $(RUNTIME_STAMP) ## Install Portico alone (no dev tools), set up the embedded default (SQLite, no Redis) on first run, serve
