@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from django.conf import settings
 
@@ -195,39 +195,65 @@ def nothing_to_check(ask: Ask) -> bool:
 
 
 def ticket_for(ask: Ask, *, local: bool) -> Ticket:
-    token_limits, concurrency_scopes, budget_periods = _ticket_parts(ask.windows, ask.budgets)
+    return _ticket(ask, _parts_of(ask.windows, ask.budgets), local=local)
+
+
+def _ticket(ask: Ask, parts: _Parts, *, local: bool) -> Ticket:
     return Ticket(
         request_id=ask.request_id,
         tokens=ask.tokens,
         cost=ask.cost,
-        token_limits=token_limits,
-        concurrency_scopes=concurrency_scopes,
-        budget_periods=budget_periods,
+        token_limits=parts.token_limits,
+        concurrency_scopes=parts.concurrency_scopes,
+        budget_periods=parts.budget_periods,
         local=local,
         shard=ask.shard,
     )
 
 
-# What a ticket keeps of its call's windows and budgets, by their identity: the metering hands over the same
-# tuples call after call. Each entry holds its tuples, so no other tuple can take their ids while it is kept.
-_TICKET_PARTS: dict[tuple[int, int], tuple[Any, ...]] = {}
-_TICKET_PARTS_MAX = 4096  # the oldest given up first, as the limiter's packed shapes are
+Rate = tuple[int, Refusal, int]  # the kind's place in _HEADER_NAMES, the kind, the window's limit of it
 
 
-def _ticket_parts(
-    windows: tuple[Window, ...], budgets: tuple[Budget, ...]
-) -> tuple[tuple[tuple[str, int], ...], tuple[str, ...], tuple[tuple[str, str], ...]]:
-    found = _TICKET_PARTS.get((id(windows), id(budgets)))
+class _Parts(NamedTuple):
+    """What a call's windows and budgets say that its reply's reading and its ticket need, worked out once."""
+
+    windows: tuple[Window, ...]  # held, with the budgets, so that no other tuple can take their ids while kept
+    budgets: tuple[Budget, ...]
+    token_limits: tuple[tuple[str, int], ...]
+    concurrency_scopes: tuple[str, ...]
+    budget_periods: tuple[tuple[str, str], ...]
+    rates: tuple[tuple[Window, tuple[Rate, ...]], ...]  # each window's, in the order an acquire's reply gives them
+
+
+# By the identity of a call's windows and budgets: the metering hands over the same tuples call after call.
+_PARTS: dict[tuple[int, int], _Parts] = {}
+_PARTS_MAX = 4096  # the oldest given up first, as the limiter's packed shapes are
+
+
+def _parts_of(windows: tuple[Window, ...], budgets: tuple[Budget, ...]) -> _Parts:
+    found = _PARTS.get((id(windows), id(budgets)))
     if found is None:
-        parts = (
+        found = _Parts(
+            windows,
+            budgets,
             tuple((window.scope, window.tpm) for window in windows if window.tpm is not None),
             tuple(window.scope for window in windows if window.concurrency is not None),
             tuple((budget.scope, budget.period) for budget in budgets),
+            tuple((window, _window_rates(window)) for window in windows),
         )
-        if len(_TICKET_PARTS) >= _TICKET_PARTS_MAX:
-            del _TICKET_PARTS[next(iter(_TICKET_PARTS))]
-        found = _TICKET_PARTS[(id(windows), id(budgets))] = (windows, budgets, *parts)
-    return found[2], found[3], found[4]
+        if len(_PARTS) >= _PARTS_MAX:
+            del _PARTS[next(iter(_PARTS))]
+        _PARTS[(id(windows), id(budgets))] = found
+    return found
+
+
+def _window_rates(window: Window) -> tuple[Rate, ...]:
+    rates: list[Rate] = []
+    if window.rpm is not None:
+        rates.append((0, "requests", window.rpm))
+    if window.tpm is not None:
+        rates.append((1, "tokens", window.tpm))
+    return tuple(rates)
 
 
 def unlimited_verdict(ask: Ask, *, local: bool) -> Verdict:
@@ -239,30 +265,6 @@ _HEADER_NAMES = (
     ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"),
     ("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
 )
-Rate = tuple[int, Refusal, int]  # the kind's place in _HEADER_NAMES, the kind, the window's limit of it
-# Each window's rates, by the identity of the call's windows (the metering hands over the same tuple call after
-# call); each entry holds its tuple, so no other tuple can take its id while it is kept.
-_RATES: dict[int, tuple[tuple[Window, ...], tuple[tuple[Window, tuple[Rate, ...]], ...]]] = {}
-_RATES_MAX = 4096
-
-
-def _rates_of(windows: tuple[Window, ...]) -> tuple[tuple[Window, tuple[Rate, ...]], ...]:
-    found = _RATES.get(id(windows))
-    if found is None:
-        if len(_RATES) >= _RATES_MAX:
-            del _RATES[next(iter(_RATES))]
-        found = _RATES[id(windows)] = (windows, tuple((window, _window_rates(window)) for window in windows))
-    return found[1]
-
-
-def _window_rates(window: Window) -> tuple[Rate, ...]:
-    """A window's rates in the order an acquire's reply gives them."""
-    rates: list[Rate] = []
-    if window.rpm is not None:
-        rates.append((0, "requests", window.rpm))
-    if window.tpm is not None:
-        rates.append((1, "tokens", window.tpm))
-    return tuple(rates)
 
 
 def verdict_from_reply(ask: Ask, reply: Sequence[int], *, local: bool) -> Verdict:
@@ -272,8 +274,9 @@ def verdict_from_reply(ask: Ask, reply: Sequence[int], *, local: bool) -> Verdic
     # Per kind, (limit, remaining, reset_ms) of the window with the fewest requests or tokens left; of two with as
     # few left, the one that takes longer to refill.
     tightest: list[tuple[int, int, int] | None] = [None, None]
+    parts = _parts_of(ask.windows, ask.budgets)
     at = 2
-    for window, rates in _rates_of(ask.windows):
+    for window, rates in parts.rates:
         for slot, kind, limit in rates:
             wait_ms, remaining, reset_ms = reply[at], reply[at + 1], reply[at + 2]
             at += 3
@@ -309,7 +312,7 @@ def verdict_from_reply(ask: Ask, reply: Sequence[int], *, local: bool) -> Verdic
             headers[remaining_name] = str(max(0, remaining))
             headers[reset_name] = _reset_text(reset_ms)
     if reply[0]:
-        return Verdict(True, None, "", 0.0, headers, ticket_for(ask, local=local))
+        return Verdict(True, None, "", 0.0, headers, _ticket(ask, parts, local=local))
     if not refusals:
         raise ValueError(f"a refusal without a failed check: {list(reply)!r}")
     _, retry_after, kind, message = min(refusals, key=lambda refusal: (refusal[0], -refusal[1]))

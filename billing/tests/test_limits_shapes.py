@@ -101,8 +101,8 @@ def test_a_cluster_connection_gets_whole_commands() -> None:
 
 
 def test_a_ticket_keeps_what_its_windows_and_budgets_say(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(verdicts, "_TICKET_PARTS_MAX", 10)
-    monkeypatch.setattr(verdicts, "_TICKET_PARTS", {})
+    monkeypatch.setattr(verdicts, "_PARTS_MAX", 10)
+    monkeypatch.setattr(verdicts, "_PARTS", {})
     asks = [*ASKS.values()]
     asks += [
         replace(ask, windows=(*ask.windows, window(f"extra:{n}", tpm=n, concurrency=1))) for n, ask in enumerate(asks)
@@ -119,4 +119,4 @@ def test_a_ticket_keeps_what_its_windows_and_budgets_say(monkeypatch: pytest.Mon
                 ask.cost,
                 ask.shard,
             )
-    assert len(verdicts._TICKET_PARTS) <= 10
+    assert len(verdicts._PARTS) <= 10
