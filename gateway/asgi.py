@@ -1,8 +1,9 @@
 """The ASGI entry point: /v1/ on the hop-free fast path, everything else through Django.
 
 It also owns the process lifecycle: at start-up it loads the snapshot and
-starts the background refreshers and the deployments' breakers; at shutdown it
-stops them and closes the pooled upstream clients.
+starts the background refreshers, the deployments' breakers and the metrics
+and request log hand-off on the loop; at shutdown it stops them and closes the
+pooled upstream clients.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from gateway import background, invalidation, refresh  # noqa: E402 - Django mus
 from gateway.accounting import accounts  # noqa: E402
 from gateway.breakers import breakers_for_settings  # noqa: E402
 from gateway.fastpath import FastPath, Receive, Scope, Send  # noqa: E402
+from gateway.observability.handoff import hand_off  # noqa: E402
 from gateway.relay import upstreams  # noqa: E402
 from gateway.snapshot import store  # noqa: E402
 
@@ -38,7 +40,9 @@ class Portico:
     async def startup(self) -> None:
         if self.tasks:
             return
-        invalidation.serve_from(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        invalidation.serve_from(loop)
+        hand_off.serve_on(loop)
         self.tasks = refresh.start(store)
         accounts.start()
         await breakers_for_settings().start()
@@ -62,6 +66,7 @@ class Portico:
         await refresh.flush_key_use()
         await upstreams.aclose()
         await accounts.stop()
+        hand_off.stop()  # what the calls just finished handed over, too
         await breakers_for_settings().stop()
         await asyncio.to_thread(background.shutdown)
 

@@ -194,7 +194,6 @@ class FastPath:
         self._resolve = functools.lru_cache(maxsize=1024)(get_resolver().resolve)
         # asyncio.iscoroutinefunction() unwraps and inspects the view each time: about 2 µs a request.
         self._is_async = functools.lru_cache(maxsize=1024)(asyncio.iscoroutinefunction)
-        hand_off.start()  # the thread that turns finished requests into metrics and log lines
         tracing.setup()  # only if asked for (PORTICO_OTEL) and installed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -1,6 +1,6 @@
 """Gauges read from the process's state rather than counted per request.
 
-`sample` runs on the hand-off thread every tick and before a scrape: the
+`sample` runs with the hand-off's drain every tick and before a scrape: the
 snapshot's age, the ledger spool's backlog, the requests waiting in line, and
 what the limiter's spares (billing/limits/spares.py) added to their counters.
 In multiprocess mode each worker writes its own value and /metrics shows the

@@ -1,4 +1,4 @@
-"""What the request path hands over, and the thread that turns it into metrics and request log lines.
+"""What the request path hands over, and what turns it into metrics and request log lines.
 
 The event loop only appends a tuple to a deque (atomic, no lock, no wake-up):
 
@@ -6,14 +6,27 @@ The event loop only appends a tuple to a deque (atomic, no lock, no wake-up):
     hand_off.answer(status, clock)   gateway.fastpath, for an answer no call was made for
     hand_off.refusal(kind, tenant)   gateway.accounting, a limiter's refusal that is the answer
 
-A daemon thread takes everything waiting every PORTICO_METRICS_INTERVAL
-seconds: it updates the metrics, writes one `portico.requests` log line per
-request, and samples the gauges (gauges.py). /metrics drains the queue first,
-so a scrape of this process sees every request it has answered.
+Every PORTICO_METRICS_INTERVAL seconds everything waiting is taken: the
+metrics are updated, one `portico.requests` log line is written per request,
+and the gauges (gauges.py) are sampled. A server's event loop does that
+itself (`serve_on`, from the ASGI start-up), a few dozen items per turn so
+that requests keep their turns in between. A process with no such loop (a
+worker running batch lines) gets a daemon thread instead, started by its
+first item. /metrics drains the queue first, so a scrape of this process sees
+every request it has answered.
+
+Why the loop rather than a thread: the work is the same, but on a thread of
+its own it cost more than twice as much CPU. Measured under 32 clients with
+the limited key: the thread took 23-24 µs per request, while the loop takes
+about 10 µs more of its own, and the process's CPU per request went from 357
+to 336-344 µs. Likely reasons: the items, made on the loop's thread, are read
+from another core's cache, and the two threads hand the interpreter to each
+other dozens of times a second.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import logging
 import threading
@@ -30,6 +43,10 @@ from gateway.observability.metrics import Metrics
 logger = logging.getLogger(__name__)
 
 _CALL, _ANSWER, _REFUSAL = 0, 1, 2
+# Items a loop's turn takes at most, some 0.3 ms of work: the requests waiting behind it wait no longer than that.
+TURN = 32
+# When a scrape is draining on another thread, the loop looks again this much later rather than wait for it.
+BUSY_RETRY = 0.01
 # The thread's drain sleeps this long after every SLICE items. Its Python holds the interpreter; the event loop's
 # thread, wanting it back for a request, would wait CPython's whole switch interval (5 ms) before it could ask
 # for it. A sleep hands it over at once: the loop waits for a slice (some 0.3 ms of work), not 5 ms. The plain
@@ -46,35 +63,83 @@ class HandOff:
         self._lock = threading.Lock()  # one drain at a time: the thread's, or a scrape's
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the server's loop, once it drains here
+        self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
+        self._at_exit = False
 
     # --- the request path: one append each ---
 
     def call(self, row: dict[str, Any], clock: RequestClock | None) -> None:
         self._pending.append((_CALL, row, clock))
-        if self._thread is None:  # a process that serves no /v1/ (a worker running batch lines) starts it here
+        if self._loop is None and self._thread is None:  # a worker running batch lines starts it here
             self.start()
 
     def answer(self, status: int, clock: RequestClock, path: str) -> None:
         self._pending.append((_ANSWER, status, clock, path))
+        if self._loop is None and self._thread is None:
+            self.start()
 
     def refusal(self, refused: str, tenant: str) -> None:
         self._pending.append((_REFUSAL, refused, tenant))
-        if self._thread is None:
+        if self._loop is None and self._thread is None:
             self.start()
 
-    # --- the thread ---
+    # --- a server's event loop ---
+
+    def serve_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Drain on `loop` from now on, called from it; a thread started before then is stopped first."""
+        if self._loop is loop:
+            return
+        self.stop()
+        self._loop = loop
+        self._timer = loop.call_later(self.interval, self._turn)
+        self._drain_at_exit()
+
+    def _turn(self) -> None:
+        """One turn's share of the drain; the next share on the next turn, or the next pass an interval later."""
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            if not self._lock.acquire(blocking=False):  # a scrape drains on its own thread: it takes them all
+                self._timer = loop.call_later(BUSY_RETRY, self._turn)
+                return
+            try:
+                self._drain_locked(limit=TURN)
+            finally:
+                self._lock.release()
+            if self._pending:
+                self._timer = loop.call_soon(self._turn)
+                return
+            gauges.sample(self.metrics)
+        except Exception:  # noqa: BLE001 - observing must never stop; the requests themselves are served
+            logger.exception("metrics and request log hand-off failed; carrying on")
+        self._timer = loop.call_later(self.interval, self._turn)
+
+    # --- a thread, where no server's loop drains ---
 
     def start(self) -> None:
-        if self._thread is None:
+        if self._thread is None and self._loop is None:
+            self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="portico-observer", daemon=True)
             self._thread.start()
+            self._drain_at_exit()
+
+    def _drain_at_exit(self) -> None:
+        if not self._at_exit:
+            self._at_exit = True
             atexit.register(self.stop)
 
     def stop(self) -> None:
+        """Stop draining, on a thread or a loop (called from that loop), and drain what is left."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(2.0)
             self._thread = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._loop = None
         self.drain()
 
     def _run(self) -> None:
@@ -87,10 +152,15 @@ class HandOff:
 
     def drain(self, *, pausing: bool = False) -> int:
         """Apply everything waiting; how many items were. `pausing`: give the interpreter up every SLICE items."""
+        with self._lock:
+            return self._drain_locked(pausing=pausing)
+
+    def _drain_locked(self, *, pausing: bool = False, limit: int | None = None) -> int:
+        """`drain`, under the lock already held; `limit`: at most that many items."""
         pending, metrics, log_on = self._pending, self.metrics, request_log.enabled()
         done = 0
-        with self._lock, request_log.batched():
-            while pending:
+        with request_log.batched():
+            while pending and done != limit:
                 try:
                     item = pending.popleft()
                 except IndexError:

@@ -15,8 +15,8 @@ With PORTICO_METRICS_TENANT_LABELS the per-call metrics and refusals also carry
 
 Updating a labelled child means a dict lookup in prometheus_client and, in
 multiprocess mode, a lock and an mmap write per value: the children of each
-label set are looked up once and kept (`_Tally`), and the updates run on the
-hand-off thread (handoff.py), not on the event loop. Calls are tallied there in
+label set are looked up once and kept (`_Tally`), and the updates run in the
+hand-off's drain (handoff.py), not in the request. Calls are tallied there in
 plain numbers and added to the metrics once per pass (`flush`): a few writes
 per label set and pass, not one per value and call.
 """

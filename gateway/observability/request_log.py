@@ -1,4 +1,4 @@
-"""One `portico.requests` log line per /v1/ request, written by the hand-off thread (handoff.py).
+"""One `portico.requests` log line per /v1/ request, written by the hand-off's drain (handoff.py).
 
 PORTICO_LOG_FORMAT picks how every log line reads: `text` (the default, for a
 person at a terminal) or `json` (one object per line, for a log stack), set up

@@ -1,4 +1,4 @@
-"""The `portico.requests` line: one per request, written by the hand-off thread, as text or JSON, never the key."""
+"""The `portico.requests` line: one per request, written by the hand-off's drain, as text or JSON, never the key."""
 
 from __future__ import annotations
 
