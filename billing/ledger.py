@@ -72,6 +72,7 @@ from typing import Any
 import orjson
 import psycopg
 from django.db import DatabaseError, DataError, IntegrityError, connections, transaction
+from psycopg.types.json import Jsonb
 
 from billing.alerts import PendingAlerts
 from billing.models import UsageRecord
@@ -398,14 +399,21 @@ _PG_TURN = "SELECT pg_advisory_xact_lock(hashtext('portico.ledger.insert'))"
 # id in the batch is kept, in the batch's order; one the ledger holds in any month is left out, and the unique
 # (request_id, created_at) is the database's own guard against the same row twice.
 _PG_INSERT = (
-    f"INSERT INTO {_LEDGER} ({_NAMES}) "  # noqa: S608
+    "WITH inserted AS ("  # noqa: S608
+    f"INSERT INTO {_LEDGER} ({_NAMES}) "
     f"SELECT {_SELECTED} FROM ("
     "SELECT DISTINCT ON (request_id) * FROM ROWS FROM "
     f"(jsonb_to_recordset(%s::jsonb) AS ({', '.join(f'{name} {kind}' for name, kind in _COLUMNS)})) "
     f"WITH ORDINALITY AS b({_NAMES}, line) ORDER BY request_id, line"
     f") AS r WHERE NOT EXISTS (SELECT 1 FROM {_LEDGER} AS u WHERE u.request_id = r.request_id) ORDER BY r.line "
     "ON CONFLICT (request_id, created_at) DO NOTHING RETURNING tenant_id, api_key_id"
+    # The owners whose budgets may now call for an alert, each once: a batch is mostly a few keys' rows.
+    ") SELECT DISTINCT tenant_id, api_key_id FROM inserted"
 )
+
+
+def _as_is(batch: bytes) -> bytes:
+    return batch
 
 
 def insert_records(lines: list[bytes]) -> None:
@@ -417,7 +425,8 @@ def insert_records(lines: list[bytes]) -> None:
         # Django's transaction and raises Django's errors; never prepared, for poolers in transaction mode.
         with transaction.atomic(), connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
             cursor.execute(_PG_TURN, prepare=False)
-            cursor.execute(_PG_INSERT, [(b"[" + b",".join(lines) + b"]").decode()], prepare=False)
+            # The batch as the JSON the lines already are: no decoding to text for psycopg to encode again.
+            cursor.execute(_PG_INSERT, [Jsonb(b"[" + b",".join(lines) + b"]", dumps=_as_is)], prepare=False)
             owners = cursor.fetchall()
     else:
         try:
