@@ -20,7 +20,7 @@ from collections import Counter
 # Checked from the innermost frame outward; the first stage any frame belongs to takes the sample.
 STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("ledger writer (thread)", ("billing/ledger.py", "psycopg/", "psycopg_pool/")),
-    ("request log and metrics (thread)", ("gateway/observability/", "logging/__init__.py", "prometheus_client")),
+    ("request log and metrics", ("gateway/observability/", "logging/__init__.py", "prometheus_client")),
     ("limits (Redis)", ("billing/limits/",)),
     ("accounting", ("billing/metering.py", "gateway/accounting.py", "billing/tokens", "billing/money.py")),
     ("auth", ("gateway/auth.py", "gateway/snapshot.py", "gateway/refresh.py")),

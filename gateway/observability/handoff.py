@@ -9,8 +9,9 @@ The event loop only appends a tuple to a deque (atomic, no lock, no wake-up):
 Every PORTICO_METRICS_INTERVAL seconds everything waiting is taken: the
 metrics are updated, one `portico.requests` log line is written per request,
 and the gauges (gauges.py) are sampled. A server's event loop does that
-itself (`serve_on`, from the ASGI start-up), a few dozen items per turn so
-that requests keep their turns in between. A process with no such loop (a
+itself (`serve_on`, from the ASGI start-up), a few items per turn so that
+requests keep their turns in between, and adds the pass's tallies to the
+metrics once the pass is over. A process with no such loop (a
 worker running batch lines) gets a daemon thread instead, started by its
 first item. /metrics drains the queue first, so a scrape of this process sees
 every request it has answered.
@@ -43,8 +44,10 @@ from gateway.observability.metrics import Metrics
 logger = logging.getLogger(__name__)
 
 _CALL, _ANSWER, _REFUSAL = 0, 1, 2
-# Items a loop's turn takes at most, some 0.3 ms of work: the requests waiting behind it wait no longer than that.
-TURN = 32
+# Items a loop's turn takes at most, some 0.08 ms of work: the requests waiting behind it wait no longer than that.
+# One client, plain key, alternating runs: with 32 a turn its p99 was 1.99-2.08 ms, against 1.18-1.31 when a thread
+# drained; with 8 it is 1.22-1.31 ms, for 0.3 % more instructions per request on the loop.
+TURN = 8
 # When a scrape is draining on another thread, the loop looks again this much later rather than wait for it.
 BUSY_RETRY = 0.01
 # The thread's drain sleeps this long after every SLICE items. Its Python holds the interpreter; the event loop's
@@ -105,7 +108,9 @@ class HandOff:
                 self._timer = loop.call_later(BUSY_RETRY, self._turn)
                 return
             try:
-                self._drain_locked(limit=TURN)
+                self._drain_locked(limit=TURN, flush=False)
+                if not self._pending:  # the pass is over: its tallies go to the metrics at once, not turn by turn
+                    self.metrics.flush()
             finally:
                 self._lock.release()
             if self._pending:
@@ -155,8 +160,9 @@ class HandOff:
         with self._lock:
             return self._drain_locked(pausing=pausing)
 
-    def _drain_locked(self, *, pausing: bool = False, limit: int | None = None) -> int:
-        """`drain`, under the lock already held; `limit`: at most that many items."""
+    def _drain_locked(self, *, pausing: bool = False, limit: int | None = None, flush: bool = True) -> int:
+        """`drain`, under the lock already held; `limit`: at most that many items. Not `flush`: what was counted
+        stays tallied for a later flush (a scrape's drain flushes, so it sees every request all the same)."""
         pending, metrics, log_on = self._pending, self.metrics, request_log.enabled()
         done = 0
         with request_log.batched():
@@ -186,7 +192,8 @@ class HandOff:
                 else:
                     _, refused, tenant = item
                     metrics.record_refusal(refused, tenant if metrics.tenant_labels else "")
-            metrics.flush()
+            if flush:
+                metrics.flush()
         return done
 
 
