@@ -11,10 +11,10 @@ metrics are updated, one `portico.requests` log line is written per request,
 and the gauges (gauges.py) are sampled. A server's event loop does that
 itself (`serve_on`, from the ASGI start-up), a few items per turn so that
 requests keep their turns in between, and adds the pass's tallies to the
-metrics once the pass is over. A process with no such loop (a
-worker running batch lines) gets a daemon thread instead, started by its
-first item. /metrics drains the queue first, so a scrape of this process sees
-every request it has answered.
+metrics once the pass is over. A process with no such loop (a worker running
+batch lines) gets a daemon thread instead, started by its first item.
+/metrics drains the queue first, so a scrape of this process sees every
+request it has answered.
 
 Why the loop rather than a thread: the work is the same, but on a thread of
 its own it cost more than twice as much CPU. Measured under 32 clients with
