@@ -211,7 +211,7 @@ def _ticket(ask: Ask, parts: _Parts, *, local: bool) -> Ticket:
     )
 
 
-Rate = tuple[int, Refusal, int]  # the kind's place in _HEADER_NAMES, the kind, the window's limit of it
+Rate = tuple[int, int]  # the kind's place in _KINDS (and _HEADER_NAMES), the window's limit of it
 
 
 class _Parts(NamedTuple):
@@ -250,9 +250,9 @@ def _parts_of(windows: tuple[Window, ...], budgets: tuple[Budget, ...]) -> _Part
 def _window_rates(window: Window) -> tuple[Rate, ...]:
     rates: list[Rate] = []
     if window.rpm is not None:
-        rates.append((0, "requests", window.rpm))
+        rates.append((0, window.rpm))
     if window.tpm is not None:
-        rates.append((1, "tokens", window.tpm))
+        rates.append((1, window.tpm))
     return tuple(rates)
 
 
@@ -260,7 +260,8 @@ def unlimited_verdict(ask: Ask, *, local: bool) -> Verdict:
     return Verdict(True, None, "", 0.0, {}, ticket_for(ask, local=local))
 
 
-# Per kind of rate (requests, tokens), the names of the headers that describe its tightest window.
+# The kinds of rate, and per kind the names of the headers that describe its tightest window.
+_KINDS: tuple[Refusal, Refusal] = ("requests", "tokens")
 _HEADER_NAMES = (
     ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"),
     ("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
@@ -277,7 +278,7 @@ def verdict_from_reply(ask: Ask, reply: Sequence[int], *, local: bool) -> Verdic
     parts = _parts_of(ask.windows, ask.budgets)
     at = 2
     for window, rates in parts.rates:
-        for slot, kind, limit in rates:
+        for slot, limit in rates:
             wait_ms, remaining, reset_ms = reply[at], reply[at + 1], reply[at + 2]
             at += 3
             shown = tightest[slot]
@@ -285,7 +286,7 @@ def verdict_from_reply(ask: Ask, reply: Sequence[int], *, local: bool) -> Verdic
                 tightest[slot] = (limit, remaining, reset_ms)
             if wait_ms:
                 amount = ask.tokens if slot else 1
-                refusals.append(_rate_refusal(kind, window.label, limit, amount, wait_ms, remaining))
+                refusals.append(_rate_refusal(_KINDS[slot], window.label, limit, amount, wait_ms, remaining))
         if window.concurrency is not None:
             in_flight = reply[at]
             at += 1

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry
 
+from gateway.observability import handoff
 from gateway.observability.clock import RequestClock
 from gateway.observability.handoff import TURN, HandOff
 from gateway.observability.metrics import Metrics
@@ -70,12 +71,23 @@ async def test_a_servers_loop_drains_a_few_items_a_turn_and_no_thread(hand_off: 
     assert 1 <= waiting.count(count - TURN) <= 2  # ...and the turns came one after another, not an interval apart
 
 
-async def test_the_loop_samples_the_gauges_and_drains_again_each_interval(hand_off: HandOff) -> None:
+async def test_the_loop_samples_the_gauges_and_drains_again_each_interval(
+    hand_off: HandOff, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sampled: list[Metrics] = []
+    monkeypatch.setattr(handoff.gauges, "sample", sampled.append)
     hand_off.serve_on(asyncio.get_running_loop())
     for round_ in range(1, 4):
         hand_over(hand_off, 3)
         await counted(hand_off, 3 * round_)
         assert answered(hand_off) == 3 * round_
+        passes = len(sampled)
+        for _ in range(5000):  # the pass that drained them ends with a sample, and so does the next, with none
+            if len(sampled) >= passes + 1:
+                break
+            await asyncio.sleep(0.001)
+        assert len(sampled) > passes
+    assert set(map(id, sampled)) == {id(hand_off.metrics)}
 
 
 async def test_a_scrape_draining_on_its_thread_does_not_hold_up_the_loop(hand_off: HandOff) -> None:
